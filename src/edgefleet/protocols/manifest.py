@@ -1,0 +1,117 @@
+"""The model-bundle manifest: everything an agent needs to run a model correctly.
+
+A bundle is a tar archive holding ``manifest.json`` and the ONNX file it names
+(``model.onnx``). The manifest says what the model expects (input tensor, layout,
+preprocessing), what its outputs mean (task, labels), how to judge it (low-confidence
+threshold, latency budget) and how to self-test it (test vectors with expected outputs).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import InvalidPayload
+
+MANIFEST_SCHEMA = "fleet.manifest/1"
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+
+Task = Literal["classification", "detection", "regression"]
+DType = Literal["float32", "float16", "uint8", "int8", "int32", "int64"]
+
+
+class TensorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    shape: list[int | None] = Field(min_length=1, max_length=8)
+    dtype: DType = "float32"
+    layout: Literal["NCHW", "NHWC", "NC", "other"] = "NCHW"
+
+
+class Preprocessing(BaseModel):
+    """How a camera frame (uint8 BGR, HxWx3) becomes the input tensor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resize: tuple[int, int] | None = Field(default=None, description="(height, width)")
+    color: Literal["gray", "rgb", "bgr"] = "rgb"
+    scale: float = Field(default=1.0 / 255.0, gt=0)
+    mean: list[float] = Field(default_factory=lambda: [0.0])
+    std: list[float] = Field(default_factory=lambda: [1.0])
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, v: list[float]) -> list[float]:
+        if any(s <= 0 for s in v):
+            raise ValueError("std values must be > 0")
+        return v
+
+
+class TestVector(BaseModel):
+    """One self-test: a flattened input of the manifest's input shape, and the expected output."""
+
+    __test__ = False  # not a pytest class
+    model_config = ConfigDict(extra="forbid")
+
+    input: list[float] = Field(min_length=1)
+    expected: list[float] = Field(min_length=1)
+    atol: float = Field(default=1e-3, ge=0)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_: Literal["fleet.manifest/1"] = Field(default=MANIFEST_SCHEMA, alias="schema")
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+    task: Task = "classification"
+    input: TensorSpec
+    output: TensorSpec | None = None
+    output_kind: Literal["probabilities", "logits"] = "probabilities"
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    labels: list[str] = Field(default_factory=list)
+    low_confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    latency_budget_ms: float = Field(default=100.0, gt=0)
+    test_vectors: list[TestVector] = Field(default_factory=list, max_length=64)
+    hardware_ids: list[str] = Field(default_factory=list)
+    model_file: str = MODEL_FILE
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Manifest:
+        if self.task == "classification" and not self.labels:
+            raise ValueError("a classification model needs labels")
+        if "/" in self.model_file or self.model_file.startswith("."):
+            raise ValueError("model_file must be a plain file name")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True
+        ).encode()
+
+
+def parse_manifest(data: bytes | str | dict[str, Any]) -> Manifest:
+    """Validate a manifest.
+
+    Raises:
+        InvalidPayload: naming the first offending field.
+    """
+    try:
+        obj = json.loads(data) if isinstance(data, (bytes, str)) else data
+    except ValueError as exc:
+        raise InvalidPayload(f"manifest is not valid JSON: {exc}", schema=MANIFEST_SCHEMA) from None
+    try:
+        return Manifest.model_validate(obj)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err.get("loc", ())) or None
+        raise InvalidPayload(err.get("msg", "invalid"), field=field, schema=MANIFEST_SCHEMA) from None

@@ -1,0 +1,264 @@
+"""Versioned pydantic schemas for every MQTT payload, and their encoding.
+
+Every payload is a JSON object with a ``schema`` field (``"fleet.reported/1"``).
+``decode`` turns bytes into the matching model or raises ``InvalidPayload`` naming
+the offending field; it never raises anything else, so a bad payload can be counted
+and dropped without harming the process that received it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InvalidPayload, PayloadTooLarge
+
+DIGEST_PATTERN = r"^[0-9a-f]{64}$"
+Digest = Annotated[str, Field(pattern=DIGEST_PATTERN)]
+SlotName = Literal["control", "shadow"]
+SLOTS: tuple[SlotName, ...] = ("control", "shadow")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
+
+class ModelRef(_Message):
+    """One model version, identified by the sha256 of its bundle."""
+
+    name: str = Field(min_length=1, max_length=128)
+    version: str = Field(min_length=1, max_length=64)
+    digest: Digest
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+class Phase(str, Enum):
+    """Deployment phase of one slot on one device (DESIGN: lifecycle)."""
+
+    IDLE = "idle"
+    NOTIFIED = "notified"
+    DOWNLOADING = "downloading"
+    VERIFYING = "verifying"
+    PREPARING = "preparing"
+    ACTIVE = "active"
+    HEALTHY = "healthy"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+
+
+class SlotTarget(ModelRef):
+    """What the controller wants in one slot. ``path`` is relative to the controller URL."""
+
+    size: int = Field(ge=0)
+    path: str = Field(max_length=512)
+    release_counter: int = Field(default=0, ge=0)
+
+
+class CapturePolicy(_Message):
+    low_confidence: bool = True
+    disagreement: bool = True
+    sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_per_minute: int = Field(default=6, ge=0)
+    max_per_hour: int = Field(default=60, ge=0)
+    max_per_day: int = Field(default=500, ge=0)
+    max_bytes_per_day: int = Field(default=200 * 1024 * 1024, ge=0)
+    pre_seconds: float = Field(default=2.0, ge=0)
+    post_seconds: float = Field(default=1.0, ge=0)
+
+
+class DeviceSettings(_Message):
+    telemetry_period_s: float = Field(default=10.0, gt=0, le=3600)
+    capture: CapturePolicy = Field(default_factory=CapturePolicy)
+
+
+class Desired(_Message):
+    """cloud → device, retained. A hint: what to install per slot, and settings."""
+
+    schema_: Literal["fleet.desired/1"] = Field(default="fleet.desired/1", alias="schema")
+    device_id: str
+    generation: int = Field(ge=0)
+    director_version: int | None = Field(default=None, ge=0)
+    slots: dict[SlotName, SlotTarget | None] = Field(default_factory=dict)
+    settings: DeviceSettings = Field(default_factory=DeviceSettings)
+    issued_at: datetime = Field(default_factory=utcnow)
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class SlotReport(_Message):
+    installed: ModelRef | None = None
+    target: ModelRef | None = None
+    last_known_good: ModelRef | None = None
+    phase: Phase = Phase.IDLE
+    error_code: str | None = Field(default=None, max_length=64)
+    error: str | None = Field(default=None, max_length=2000)
+    release_counter: int = Field(default=0, ge=0)
+    progress: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class Reported(_Message):
+    """device → cloud. What is installed per slot and how far each deployment got."""
+
+    schema_: Literal["fleet.reported/1"] = Field(default="fleet.reported/1", alias="schema")
+    device_id: str
+    generation: int = Field(ge=0)
+    hardware_id: str = "cpu-generic"
+    agent_version: str = ""
+    slots: dict[SlotName, SlotReport] = Field(default_factory=dict)
+    ts: datetime = Field(default_factory=utcnow)
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class LatencyStats(_Message):
+    p50: float = 0.0
+    p95: float = 0.0
+    p99: float = 0.0
+    mean: float = 0.0
+    max: float = 0.0
+
+
+class ShadowStats(_Message):
+    candidate: ModelRef | None = None
+    frames: int = Field(default=0, ge=0)
+    dropped: int = Field(default=0, ge=0)
+    disagreements: int = Field(default=0, ge=0)
+    agreement: float | None = Field(default=None, ge=0.0, le=1.0)
+    per_class_disagreements: dict[str, int] = Field(default_factory=dict)
+    latency_ms: LatencyStats = Field(default_factory=LatencyStats)
+    confusion: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+
+class Telemetry(_Message):
+    """device → cloud, QoS 0. Aggregates over one period."""
+
+    schema_: Literal["fleet.telemetry/1"] = Field(default="fleet.telemetry/1", alias="schema")
+    device_id: str
+    period_start: datetime
+    period_end: datetime
+    control: ModelRef | None = None
+    frames: int = Field(default=0, ge=0)
+    fps: float = Field(default=0.0, ge=0.0)
+    errors: int = Field(default=0, ge=0)
+    nan_outputs: int = Field(default=0, ge=0)
+    latency_ms: LatencyStats = Field(default_factory=LatencyStats)
+    class_counts: dict[str, int] = Field(default_factory=dict)
+    confidence_histogram: list[int] = Field(default_factory=list, max_length=100)
+    shadow: ShadowStats | None = None
+    hardware: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class ModelOutput(_Message):
+    model: ModelRef | None = None
+    label: str | None = None
+    score: float | None = None
+    scores: list[float] = Field(default_factory=list, max_length=1000)
+
+
+class Event(_Message):
+    """device → cloud, one small record per capture."""
+
+    schema_: Literal["fleet.event/1"] = Field(default="fleet.event/1", alias="schema")
+    device_id: str
+    event_id: str = Field(min_length=1, max_length=64)
+    ts: datetime = Field(default_factory=utcnow)
+    trigger: str = Field(max_length=32)
+    priority: int = 0
+    control: ModelOutput = Field(default_factory=ModelOutput)
+    candidate: ModelOutput | None = None
+    clip_id: str | None = Field(default=None, max_length=64)
+    frame_index: int | None = None
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class Status(_Message):
+    """device → cloud, retained; also the last will (``online=false``)."""
+
+    schema_: Literal["fleet.status/1"] = Field(default="fleet.status/1", alias="schema")
+    device_id: str
+    online: bool
+    ts: datetime = Field(default_factory=utcnow)
+    agent_version: str = ""
+    hardware_id: str = ""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+Message = Union[Desired, Reported, Telemetry, Event, Status]
+M = TypeVar("M", Desired, Reported, Telemetry, Event, Status)
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "fleet.desired/1": Desired,
+    "fleet.reported/1": Reported,
+    "fleet.telemetry/1": Telemetry,
+    "fleet.event/1": Event,
+    "fleet.status/1": Status,
+}
+
+DEFAULT_MAX_BYTES = 256 * 1024
+
+
+def encode(message: BaseModel) -> bytes:
+    """Serialize a message to compact JSON bytes, ``schema`` field included."""
+    return message.model_dump_json(by_alias=True, exclude_none=False).encode()
+
+
+def _first_error_field(exc: ValidationError) -> tuple[str | None, str]:
+    errors = exc.errors()
+    if not errors:
+        return None, str(exc)
+    first = errors[0]
+    loc = ".".join(str(p) for p in first.get("loc", ()))
+    return (loc or None), first.get("msg", "invalid")
+
+
+def decode(data: bytes | str, expected: type[M] | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """Parse and validate one payload.
+
+    Args:
+        data: the raw payload.
+        expected: the message class the caller wants; another schema is refused.
+        max_bytes: payloads longer than this are refused before parsing.
+
+    Raises:
+        InvalidPayload: not JSON, unknown or unexpected schema, or a field fails validation.
+    """
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"payload of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidPayload(f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidPayload("payload must be a JSON object")
+    schema = obj.get("schema")
+    if not isinstance(schema, str):
+        raise InvalidPayload("missing or non-string", field="schema")
+    cls = SCHEMAS.get(schema)
+    if cls is None:
+        raise InvalidPayload(f"unknown schema {schema!r}", field="schema")
+    if expected is not None and cls is not expected:
+        raise InvalidPayload(
+            f"expected {expected.model_fields['schema_'].default!r}, got {schema!r}", field="schema"
+        )
+    try:
+        return cls.model_validate(obj)
+    except ValidationError as exc:
+        field, msg = _first_error_field(exc)
+        raise InvalidPayload(msg, field=field, schema=schema) from None
+
+
