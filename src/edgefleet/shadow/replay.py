@@ -1,0 +1,184 @@
+"""Offline replay: run control and candidate over recorded frames, before any deployment.
+
+``iter_frames(source)`` yields ``(name, frame)`` from a directory of images (sorted by
+file name; .png .jpg .jpeg .bmp .webp .tif .tiff) or from a video file. ``replay``
+preprocesses each frame per model (each manifest has its own preprocessing), runs
+both callables, decodes, compares with the control manifest's comparator and sums
+up an ``AgreementStats``; ``format_report`` prints agreement and the confusion matrix.
+
+The model callables take the input tensor and return the outputs in model order, e.g.
+``lambda x: backend.infer({backend.inputs[0].name: x})`` for any hardware backend, or an
+ONNX Runtime session: ``lambda x: session.run(None, {name: x})``. This module imports
+no backend itself (``shadow`` depends only on ``protocols``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from ..protocols import Manifest
+from .compare import Comparator, Comparison, comparator_for
+from .errors import SourceError
+from .prediction import decode
+from .preprocess import make_preprocessor
+from .stats import AgreementStats
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+Model = Callable[[np.ndarray], Sequence[np.ndarray]]
+FrameItem = Union[np.ndarray, tuple[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ReplayDisagreement:
+    index: int
+    name: str
+    comparison: Comparison
+
+
+@dataclass
+class ReplayReport:
+    frames: int
+    stats: AgreementStats
+    per_class_counts: dict[str, int]
+    disagreements: list[ReplayDisagreement] = field(default_factory=list)
+
+    @property
+    def agreement(self) -> float | None:
+        return self.stats.agreement
+
+    @property
+    def confusion(self) -> dict[str, dict[str, int]]:
+        """``[control_label][candidate_label] -> count``."""
+        return self.stats.confusion_matrix()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frames": self.frames,
+            "agreement": self.agreement,
+            "disagreements": self.stats.disagreements,
+            "per_class_counts": dict(self.per_class_counts),
+            "per_class_disagreements": dict(sorted(self.stats.per_class_disagreements.items())),
+            "confusion": self.confusion,
+            "examples": [
+                {"index": d.index, "name": d.name, "reason": d.comparison.reason,
+                 "control": d.comparison.control_label, "candidate": d.comparison.candidate_label}
+                for d in self.disagreements
+            ],
+        }
+
+
+def iter_frames(source: str | Path) -> Iterator[tuple[str, np.ndarray]]:
+    """Frames (uint8 BGR) from a directory of images, sorted by name, or a video file.
+
+    Raises:
+        SourceError: the source does not exist, holds no images, or cannot be decoded.
+    """
+    import cv2
+
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise SourceError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        for f in files:
+            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if img is None:
+                raise SourceError(f"{f}: cannot decode image")
+            yield f.name, img
+        return
+    if not path.is_file():
+        raise SourceError(f"{path}: no such file or directory")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise SourceError(f"{path}: cannot open as video")
+    try:
+        i = 0
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            yield f"{path.name}#{i}", img
+            i += 1
+        if i == 0:
+            raise SourceError(f"{path}: no decodable frames")
+    finally:
+        cap.release()
+
+
+def replay(
+    frames: Iterable[FrameItem],
+    control: Model,
+    candidate: Model,
+    manifest_control: Manifest,
+    manifest_candidate: Manifest,
+    *,
+    comparator: Comparator | None = None,
+    max_examples: int = 100,
+) -> ReplayReport:
+    """Compare the two models frame by frame.
+
+    Args:
+        frames: uint8 BGR frames, or ``(name, frame)`` pairs such as ``iter_frames`` yields.
+        control, candidate: input tensor → outputs.
+        comparator: defaults to ``comparator_for(manifest_control)``.
+        max_examples: how many disagreements to keep in the report (all are counted).
+
+    Raises:
+        PreprocessError, OutputDecodeError: a model and its manifest do not fit.
+        ValueError: the two manifests have different tasks.
+    """
+    if manifest_control.task != manifest_candidate.task:
+        raise ValueError(
+            f"cannot compare a {manifest_control.task} model with a {manifest_candidate.task} model"
+        )
+    judge = comparator or comparator_for(manifest_control)
+    pre_control = make_preprocessor(manifest_control)
+    pre_candidate = make_preprocessor(manifest_candidate)
+    stats = AgreementStats()
+    counts: Counter[str] = Counter()
+    examples: list[ReplayDisagreement] = []
+    n = 0
+    for index, item in enumerate(frames):
+        name, frame = item if isinstance(item, tuple) else (str(index), item)
+        ctl = decode(list(control(pre_control(frame))), manifest_control)
+        cand = decode(list(candidate(pre_candidate(frame))), manifest_candidate)
+        cmp = judge.compare(ctl, cand)
+        stats.add(cmp)
+        if ctl.label is not None:
+            counts[ctl.label] += 1
+        if not cmp.agree and len(examples) < max_examples:
+            examples.append(ReplayDisagreement(index, name, cmp))
+        n += 1
+    return ReplayReport(frames=n, stats=stats, per_class_counts=dict(sorted(counts.items())),
+                        disagreements=examples)
+
+
+def format_report(report: ReplayReport, *, control: str = "control", candidate: str = "candidate") -> str:
+    """Plain-text summary: agreement, per-class counts and the confusion matrix."""
+    lines = [f"frames: {report.frames}"]
+    agreement = report.agreement
+    lines.append(
+        "agreement: n/a" if agreement is None
+        else f"agreement: {agreement:.2%} ({report.stats.disagreements} disagreements)"
+    )
+    matrix = report.confusion
+    if matrix:
+        rows = sorted(matrix)
+        cols = sorted({k for row in matrix.values() for k in row})
+        width = max(6, *(len(x) for x in rows + cols)) + 1
+        lines.append(f"confusion (rows: {control}, columns: {candidate}):")
+        lines.append(" " * width + "".join(c.rjust(width) for c in cols))
+        for r in rows:
+            lines.append(r.ljust(width) + "".join(str(matrix[r].get(c, 0)).rjust(width) for c in cols))
+    if report.stats.per_class_disagreements:
+        lines.append("disagreements per control class:")
+        for label, n in sorted(report.stats.per_class_disagreements.items()):
+            total = report.per_class_counts.get(label, 0)
+            lines.append(f"  {label}: {n}/{total}")
+    return "\n".join(lines)

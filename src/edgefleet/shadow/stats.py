@@ -1,0 +1,236 @@
+"""Shadow statistics that add up: per period on a device, and across periods and devices.
+
+``AgreementStats.add(comparison)`` per compared frame; ``merge`` is associative and
+commutative (plain sums of counters and histograms), so a device can keep one object
+per telemetry period and the controller can fold periods and devices together.
+``to_shadow_stats`` gives the wire form (``protocols.ShadowStats``).
+
+``ConfidenceHistogram`` (10 fixed bins over [0, 1]) and ``LatencyRecorder`` (log-spaced
+buckets, 1 % relative error, exact mean and max) merge the same way. Percentiles
+cannot be merged from wire ``LatencyStats`` exactly; ``merge_shadow_stats`` therefore
+averages them weighted by frames and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..protocols import LatencyStats, ModelRef, ShadowStats
+from .compare import NONE_LABEL, Comparison
+
+HIST_BINS = 10
+
+
+@dataclass
+class ConfidenceHistogram:
+    """Counts of scores in ``HIST_BINS`` equal bins over [0, 1]; 1.0 falls in the last bin."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * HIST_BINS)
+
+    def add(self, score: float) -> None:
+        if not math.isfinite(score):
+            return
+        i = int(min(max(score, 0.0), 1.0) * HIST_BINS)
+        self.counts[min(i, HIST_BINS - 1)] += 1
+
+    def merge(self, other: ConfidenceHistogram) -> ConfidenceHistogram:
+        return ConfidenceHistogram([a + b for a, b in zip(self.counts, other.counts)])
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def to_list(self) -> list[int]:
+        return list(self.counts)
+
+
+class LatencyRecorder:
+    """Latency samples (ms) in log-spaced buckets; mergeable p50/p95/p99."""
+
+    RATIO = 1.02
+    FLOOR_MS = 1e-3
+
+    def __init__(self) -> None:
+        self.buckets: Counter[int] = Counter()
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+        self._log_ratio = math.log(self.RATIO)
+
+    def add(self, ms: float) -> None:
+        if not math.isfinite(ms) or ms < 0:
+            return
+        i = 0 if ms <= self.FLOOR_MS else int(math.log(ms / self.FLOOR_MS) / self._log_ratio) + 1
+        self.buckets[i] += 1
+        self.count += 1
+        self.total += ms
+        self.max = max(self.max, ms)
+
+    def merge(self, other: LatencyRecorder) -> LatencyRecorder:
+        out = LatencyRecorder()
+        out.buckets = self.buckets + other.buckets
+        out.count = self.count + other.count
+        out.total = self.total + other.total
+        out.max = max(self.max, other.max)
+        return out
+
+    def _value(self, i: int) -> float:
+        if i == 0:
+            return self.FLOOR_MS
+        lo = self.FLOOR_MS * self.RATIO ** (i - 1)
+        return min(lo * math.sqrt(self.RATIO), self.max)  # geometric middle of the bucket
+
+    def percentile(self, q: float) -> float:
+        """The ``q`` quantile (0..1), nearest rank, within 1 % of the true sample."""
+        if self.count == 0:
+            return 0.0
+        rank = max(1, math.ceil(q * self.count))
+        seen = 0
+        for i in sorted(self.buckets):
+            seen += self.buckets[i]
+            if seen >= rank:
+                return self._value(i)
+        return self.max
+
+    def to_latency_stats(self) -> LatencyStats:
+        if self.count == 0:
+            return LatencyStats()
+        return LatencyStats(
+            p50=round(self.percentile(0.50), 3),
+            p95=round(self.percentile(0.95), 3),
+            p99=round(self.percentile(0.99), 3),
+            mean=round(self.total / self.count, 3),
+            max=round(self.max, 3),
+        )
+
+
+class AgreementStats:
+    """Agreement, per-class disagreements, confusion and confidence histograms."""
+
+    def __init__(self) -> None:
+        self.compared = 0
+        self.disagreements = 0
+        self.dropped = 0
+        self.per_class_disagreements: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.confusion: Counter[tuple[str, str]] = Counter()
+        self.control_confidence = ConfidenceHistogram()
+        self.candidate_confidence = ConfidenceHistogram()
+        self.latency = LatencyRecorder()
+
+    def add(self, comparison: Comparison, *, latency_ms: float | None = None) -> None:
+        """Count one compared frame; ``latency_ms`` is the candidate's inference time."""
+        self.compared += 1
+        if not comparison.agree:
+            self.disagreements += 1
+            self.per_class_disagreements[comparison.label or NONE_LABEL] += 1
+            self.reasons[comparison.reason] += 1
+        self.confusion.update(comparison.pairs)
+        if comparison.control_score is not None:
+            self.control_confidence.add(comparison.control_score)
+        if comparison.candidate_score is not None:
+            self.candidate_confidence.add(comparison.candidate_score)
+        if latency_ms is not None:
+            self.latency.add(latency_ms)
+
+    def add_dropped(self, n: int = 1) -> None:
+        """Frames the shadow queue dropped under load (never compared)."""
+        self.dropped += n
+
+    @property
+    def agreement(self) -> float | None:
+        if self.compared == 0:
+            return None
+        return 1.0 - self.disagreements / self.compared
+
+    def merge(self, other: AgreementStats) -> AgreementStats:
+        """A new object holding both; neither input changes."""
+        out = AgreementStats()
+        out.compared = self.compared + other.compared
+        out.disagreements = self.disagreements + other.disagreements
+        out.dropped = self.dropped + other.dropped
+        out.per_class_disagreements = self.per_class_disagreements + other.per_class_disagreements
+        out.reasons = self.reasons + other.reasons
+        out.confusion = self.confusion + other.confusion
+        out.control_confidence = self.control_confidence.merge(other.control_confidence)
+        out.candidate_confidence = self.candidate_confidence.merge(other.candidate_confidence)
+        out.latency = self.latency.merge(other.latency)
+        return out
+
+    __add__ = merge
+
+    def confusion_matrix(self) -> dict[str, dict[str, int]]:
+        """``[control_label][candidate_label] -> count`` (diagonal included)."""
+        out: dict[str, dict[str, int]] = {}
+        for (c, k), n in sorted(self.confusion.items()):
+            out.setdefault(c, {})[k] = n
+        return out
+
+    def to_shadow_stats(
+        self, candidate: ModelRef | None = None, *, max_confusion_cells: int = 2000
+    ) -> ShadowStats:
+        """The wire form; keeps the ``max_confusion_cells`` largest confusion cells."""
+        cells = self.confusion
+        if len(cells) > max_confusion_cells:
+            cells = Counter(dict(cells.most_common(max_confusion_cells)))
+        confusion: dict[str, dict[str, int]] = {}
+        for (c, k), n in sorted(cells.items()):
+            confusion.setdefault(c, {})[k] = n
+        return ShadowStats(
+            candidate=candidate,
+            frames=self.compared,
+            dropped=self.dropped,
+            disagreements=self.disagreements,
+            agreement=self.agreement,
+            per_class_disagreements=dict(sorted(self.per_class_disagreements.items())),
+            latency_ms=self.latency.to_latency_stats(),
+            confusion=confusion,
+        )
+
+
+def merge_shadow_stats(items: Iterable[ShadowStats]) -> ShadowStats:
+    """Fold wire ``ShadowStats`` (periods, devices) into one.
+
+    Counts, per-class disagreements and confusion add exactly; agreement is recomputed.
+    Latency: mean weighted by frames, max of maxima, percentiles weighted by frames (an
+    approximation — exact merged percentiles need ``LatencyRecorder`` on one side).
+    ``candidate`` is kept when all inputs name the same one.
+    """
+    frames = dropped = disagreements = 0
+    per_class: Counter[str] = Counter()
+    confusion: Counter[tuple[str, str]] = Counter()
+    lat = {"p50": 0.0, "p95": 0.0, "p99": 0.0, "mean": 0.0}
+    lat_max = 0.0
+    candidates: set[str] = set()
+    candidate: ModelRef | None = None
+    for s in items:
+        frames += s.frames
+        dropped += s.dropped
+        disagreements += s.disagreements
+        per_class.update(s.per_class_disagreements)
+        for c, row in s.confusion.items():
+            for k, n in row.items():
+                confusion[(c, k)] += n
+        for key in lat:
+            lat[key] += getattr(s.latency_ms, key) * s.frames
+        lat_max = max(lat_max, s.latency_ms.max)
+        candidates.add(s.candidate.model_dump_json() if s.candidate else "")
+        candidate = s.candidate
+    matrix: dict[str, dict[str, int]] = {}
+    for (c, k), n in sorted(confusion.items()):
+        matrix.setdefault(c, {})[k] = n
+    return ShadowStats(
+        candidate=candidate if len(candidates) == 1 else None,
+        frames=frames,
+        dropped=dropped,
+        disagreements=disagreements,
+        agreement=(1.0 - disagreements / frames) if frames else None,
+        per_class_disagreements=dict(sorted(per_class.items())),
+        latency_ms=LatencyStats(
+            **{k: (v / frames if frames else 0.0) for k, v in lat.items()}, max=lat_max
+        ),
+        confusion=matrix,
+    )
