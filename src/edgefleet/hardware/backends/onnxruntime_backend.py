@@ -1,13 +1,22 @@
-"""ONNX Runtime backend (CPU here; TensorRT/CUDA execution providers where present)."""
+"""ONNX Runtime backend: TensorRT, CUDA or CPU execution provider behind one interface.
+
+``provider_options(...)`` turns a plan step, the profile and the engine-cache directory
+into ONNX Runtime's ``providers`` list (TensorRT provider with engine and timing caches,
+CUDA provider, CPU). ``OnnxRuntimeBackend`` opens one session, checks that the provider
+asked for first is the one ONNX Runtime actually took (it falls back silently otherwise),
+and runs ``session.run`` with nothing else on the hot path.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..errors import InferenceError, ModelLoadError
+from ..errors import BackendUnavailable, InferenceError, ModelLoadError
 from .base import InferenceBackend, IOSpec
 
 _ORT_TYPES = {
@@ -18,7 +27,59 @@ _ORT_TYPES = {
     "tensor(int32)": "int32",
     "tensor(int64)": "int64",
     "tensor(double)": "float64",
+    "tensor(bool)": "bool",
 }
+
+ProviderList = Sequence["str | tuple[str, dict[str, Any]]"]
+Progress = Callable[[float, str], None]
+
+
+def _flag(value: bool) -> str:
+    return "True" if value else "False"
+
+
+def tensorrt_provider_options(
+    *,
+    precision: str,
+    engine_cache_dir: str | os.PathLike[str],
+    timing_cache_dir: str | os.PathLike[str],
+    device_id: int = 0,
+    workspace_mb: int = 1024,
+    dla_core: int | None = None,
+) -> dict[str, str]:
+    """Options of ONNX Runtime's TensorRT execution provider (names as in its docs)."""
+    opts = {
+        "device_id": str(device_id),
+        "trt_max_workspace_size": str(workspace_mb * 1024 * 1024),
+        "trt_fp16_enable": _flag(precision in ("fp16", "int8")),
+        "trt_int8_enable": _flag(precision == "int8"),
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": os.fspath(engine_cache_dir),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": os.fspath(timing_cache_dir),
+    }
+    if dla_core is not None:
+        opts["trt_dla_enable"] = "True"
+        opts["trt_dla_core"] = str(dla_core)
+    return opts
+
+
+def cuda_provider_options(*, device_id: int = 0, unified_memory: bool = False,
+                          gpu_mem_limit_mb: int | None = None) -> dict[str, str]:
+    """Options of the CUDA execution provider. On Jetson (unified memory) the arena grows
+    only as needed and heuristic cuDNN search avoids long exhaustive tuning at start-up."""
+    opts = {
+        "device_id": str(device_id),
+        "cudnn_conv_algo_search": "HEURISTIC" if unified_memory else "EXHAUSTIVE",
+        "arena_extend_strategy": "kSameAsRequested" if unified_memory else "kNextPowerOfTwo",
+    }
+    if gpu_mem_limit_mb:
+        opts["gpu_mem_limit"] = str(gpu_mem_limit_mb * 1024 * 1024)
+    return opts
+
+
+def _concrete_shape(shape: Sequence[object]) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else 1 for d in shape)
 
 
 class OnnxRuntimeBackend(InferenceBackend):
@@ -28,15 +89,35 @@ class OnnxRuntimeBackend(InferenceBackend):
         self,
         model_path: str | os.PathLike[str],
         *,
-        providers: Sequence[str | tuple[str, dict]] | None = None,
+        providers: ProviderList | None = None,
         intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+        require_provider: str | None = None,
+        progress: Progress | None = None,
     ):
+        """Open a session.
+
+        Args:
+            providers: ONNX Runtime providers, with options; CPU when None.
+            intra_op_threads: threads inside one operator (0 = ONNX Runtime's default).
+            require_provider: raise ``BackendUnavailable`` when ONNX Runtime did not take
+                this provider (it falls back to the next one without saying so).
+            progress: called with (fraction, message) while the session is created; the
+                TensorRT provider builds its engines here.
+
+        Raises:
+            ModelLoadError: the model cannot be loaded.
+            BackendUnavailable: ``require_provider`` was not taken.
+        """
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
-        opts.inter_op_num_threads = 1
+        opts.inter_op_num_threads = inter_op_threads
         opts.log_severity_level = 3
+        self.model_path = Path(model_path)
+        if progress:
+            progress(0.0, f"opening ONNX Runtime session ({require_provider or 'CPUExecutionProvider'})")
         try:
             self._session = ort.InferenceSession(
                 os.fspath(model_path), sess_options=opts, providers=list(providers or ["CPUExecutionProvider"])
@@ -44,15 +125,33 @@ class OnnxRuntimeBackend(InferenceBackend):
         except Exception as exc:  # ORT raises several private exception types
             raise ModelLoadError(f"ONNX Runtime cannot load {os.fspath(model_path)!r}: {exc}") from exc
         self.providers = self._session.get_providers()
+        if require_provider and require_provider not in self.providers:
+            self._session = None  # type: ignore[assignment]
+            raise BackendUnavailable(
+                f"ONNX Runtime did not take {require_provider} (session providers: {self.providers})"
+            )
         self._output_names = [o.name for o in self._session.get_outputs()]
+        self._inputs = [IOSpec(i.name, tuple(i.shape), _ORT_TYPES.get(i.type, i.type))
+                        for i in self._session.get_inputs()]
+        self._outputs = [IOSpec(o.name, tuple(o.shape), _ORT_TYPES.get(o.type, o.type))
+                         for o in self._session.get_outputs()]
+        self.provider = self.providers[0]
+        if progress:
+            progress(1.0, "session ready")
 
     @property
     def inputs(self) -> list[IOSpec]:
-        return [IOSpec(i.name, tuple(i.shape), _ORT_TYPES.get(i.type, i.type)) for i in self._session.get_inputs()]
+        return list(self._inputs)
 
     @property
     def outputs(self) -> list[IOSpec]:
-        return [IOSpec(o.name, tuple(o.shape), _ORT_TYPES.get(o.type, o.type)) for o in self._session.get_outputs()]
+        return list(self._outputs)
+
+    def prepare(self) -> None:
+        """Warm up with one zero batch (dynamic dimensions as 1) so the first real frame
+        does not pay for allocation or lazy engine builds."""
+        feeds = {s.name: np.zeros(_concrete_shape(s.shape), dtype=np.dtype(s.dtype)) for s in self._inputs}
+        self.infer(feeds)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
