@@ -54,6 +54,8 @@ CODECS: tuple[Codec, ...] = (
     Codec("MJPG", ".avi", "video/x-msvideo", False),
 )
 
+_EPS = 1e-6  # timestamps are floats: 0.4 + 0.2 > 0.6
+
 _probed: dict[tuple[Codec, ...], list[Codec]] = {}
 
 
@@ -165,9 +167,9 @@ class ClipRecorder:
         ready: list[ReadyClip] = []
         keep: list[ClipRequest] = []
         for req in self._pending:
-            complete = newest is not None and newest >= req.end_ts
+            complete = newest is not None and newest >= req.end_ts - _EPS
             if complete or now >= req.deadline:
-                frames = self.ring.window(req.start_ts, req.end_ts)
+                frames = self.ring.window(req.start_ts - _EPS, req.end_ts + _EPS)
                 ready.append(ReadyClip(req.clip_id, req.trigger_ts, frames, complete, req.payload))
             else:
                 keep.append(req)
