@@ -8,12 +8,14 @@ import pytest
 
 from edgefleet.protocols import Event, ModelRef, decode, encode
 from edgefleet.shadow import (
+    CODECS,
     ClipEncodeError,
     ClipRecorder,
+    Codec,
     FrameRing,
     Trigger,
-    available_codecs,
     build_event,
+    codec_works,
     encode_clip,
     encode_keyframe,
 )
@@ -116,9 +118,15 @@ def test_encode_clip_handles_grey_odd_sizes_and_downscaling(tmp_path):
         encode_clip([], 5.0, tmp_path / "none")
 
 
-def test_codec_probe_prefers_vp8_webm():
-    codecs = available_codecs()
-    assert codecs and codecs[0].fourcc == "VP80" and codecs[0].mime == "video/webm"
+def test_vp8_webm_is_preferred_and_unusable_codecs_fall_back(tmp_path):
+    assert CODECS[0].fourcc == "VP80" and codec_works(CODECS[0])
+    bogus = Codec("ZZZZ", ".avi", "video/x-msvideo", False)
+    assert not codec_works(bogus)
+    frames = [numbered_frame(i) for i in range(3)]
+    info = encode_clip(frames, 5.0, tmp_path / "fallback", codecs=(bogus, CODECS[0]))
+    assert info.fourcc == "VP80" and info.mime == "video/webm" and len(decode_all(info.path)) == 3
+    with pytest.raises(ClipEncodeError, match="ZZZZ"):
+        encode_clip(frames, 5.0, tmp_path / "nothing", codecs=(bogus,))
 
 
 def test_keyframe_is_a_valid_jpeg():

@@ -21,6 +21,7 @@ from .clip import (
     Codec,
     ReadyClip,
     available_codecs,
+    codec_works,
     encode_clip,
     encode_keyframe,
 )
@@ -62,7 +63,7 @@ __all__ = [
     "OutputDecodeError", "Prediction", "PreprocessError", "Preprocessor", "ReadyClip",
     "RegressionComparator", "ReplayDisagreement", "ReplayReport", "ShadowError", "ShadowMonitor",
     "SourceError", "Trigger", "TriggerPolicy",
-    "available_codecs", "build_event", "comparator_for", "decode", "encode_clip", "encode_keyframe",
+    "available_codecs", "codec_works", "build_event", "comparator_for", "decode", "encode_clip", "encode_keyframe",
     "format_report", "frame_signature", "iou", "iter_frames", "make_preprocessor",
     "merge_shadow_stats", "preprocess", "replay", "signature_distance", "softmax", "total_variation",
 ]

@@ -56,7 +56,7 @@ CODECS: tuple[Codec, ...] = (
 
 _EPS = 1e-6  # timestamps are floats: 0.4 + 0.2 > 0.6
 
-_probed: dict[tuple[Codec, ...], list[Codec]] = {}
+_probed: dict[Codec, bool] = {}
 
 
 @dataclass
@@ -209,29 +209,30 @@ def _write(frames: Sequence[np.ndarray], fps: float, path: Path, codec: Codec, s
     return path.exists() and path.stat().st_size > 0
 
 
-def available_codecs(codecs: Sequence[Codec] = CODECS) -> list[Codec]:
-    """The codecs (in preference order) that round-trip a tiny clip here; probed once."""
-    key = tuple(codecs)
-    if key not in _probed:
+def codec_works(codec: Codec) -> bool:
+    """Whether ``codec`` round-trips a tiny clip here (written, then read back); probed once."""
+    if codec not in _probed:
         import cv2
 
-        found: list[Codec] = []
         frames = [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(4)]
+        ok = False
         with tempfile.TemporaryDirectory(prefix="edgefleet-codec-") as tmp:
-            for codec in codecs:
-                p = Path(tmp) / f"probe-{codec.fourcc}{codec.suffix}"
-                try:
-                    if not _write(frames, 10.0, p, codec, (32, 32)):
-                        continue
+            p = Path(tmp) / f"probe-{codec.fourcc}{codec.suffix}"
+            try:
+                if _write(frames, 10.0, p, codec, (32, 32)):
                     cap = cv2.VideoCapture(str(p))
                     ok, _ = cap.read()
                     cap.release()
-                except cv2.error:
-                    continue
-                if ok:
-                    found.append(codec)
-        _probed[key] = found
-    return list(_probed[key])
+            except cv2.error:
+                ok = False
+        _probed[codec] = bool(ok)
+    return _probed[codec]
+
+
+def available_codecs(codecs: Sequence[Codec] = CODECS) -> list[Codec]:
+    """Every codec of ``codecs`` (in preference order) that works here. Probes them all,
+    which makes OpenCV log errors for absent encoders; ``encode_clip`` stops at the first."""
+    return [c for c in codecs if codec_works(c)]
 
 
 def encode_clip(
@@ -259,7 +260,10 @@ def encode_clip(
     size = _fit(first.shape[1], first.shape[0], max_side)
     target = Path(path)
     tried: list[str] = []
-    for codec in available_codecs(codecs):
+    for codec in codecs:
+        if not codec_works(codec):
+            tried.append(f"{codec.fourcc} (unavailable)")
+            continue
         final = target.with_suffix(codec.suffix)
         tmp = final.with_name(f".{final.stem}.partial{codec.suffix}")
         try:
@@ -278,7 +282,7 @@ def encode_clip(
             width=size[0], height=size[1], fps=float(fps), size_bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(), browser_playable=codec.browser_playable,
         )
-    raise ClipEncodeError(f"no video codec could write the clip (tried: {', '.join(tried) or 'none available'})")
+    raise ClipEncodeError(f"no video codec could write the clip (tried: {', '.join(tried) or 'none'})")
 
 
 def encode_keyframe(frame: np.ndarray, *, quality: int = 85, max_side: int | None = None) -> bytes:
