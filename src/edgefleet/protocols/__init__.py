@@ -13,8 +13,9 @@ from .manifest import (
     TestVector,
     parse_manifest,
 )
-from .messages import (
+from .messages import (  # noqa: I001
     SLOTS,
+    SlotName,
     CapturePolicy,
     Desired,
     DeviceSettings,
@@ -54,7 +55,7 @@ __all__ = [
     "CapturePolicy", "Channel", "Desired", "DeviceSettings", "DeviceTopic", "Event",
     "InvalidPayload", "InvalidTopic", "LatencyStats", "Manifest", "ModelOutput", "ModelRef",
     "PayloadTooLarge", "Phase", "Preprocessing", "ProtocolError", "Reported", "ShadowStats",
-    "SlotReport", "SlotTarget", "Status", "Telemetry", "TensorSpec", "TestVector",
+    "SlotName", "SlotReport", "SlotTarget", "Status", "Telemetry", "TensorSpec", "TestVector",
     "decode", "desired_topic", "device_topic", "encode", "events_topic", "is_valid_device_id",
     "parse_manifest", "parse_topic", "reported_topic", "status_topic", "subscription",
     "telemetry_topic", "utcnow",

@@ -1,0 +1,29 @@
+"""``create_app(controller)``: the FastAPI application, errors mapped to HTTP status codes."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ... import __version__
+from ..errors import CloudError
+from ..runtime import Controller
+from .routes import api_router
+
+
+def create_app(controller: Controller) -> FastAPI:
+    app = FastAPI(
+        title="edgefleet controller",
+        version=__version__,
+        description="Admin API: models, devices, deployments, rollouts. Authenticate with `Authorization: Bearer <token>`.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+    )
+    app.state.controller = controller
+
+    @app.exception_handler(CloudError)
+    async def _cloud_error(_request: Request, exc: CloudError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)})
+
+    app.include_router(api_router)
+    return app

@@ -1,0 +1,86 @@
+"""FastAPI dependencies: the controller, a DB session, and authentication.
+
+Operators authenticate with an API token (``Authorization: Bearer efk_…``) whose role
+must include the one a route needs; devices authenticate with their device token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session, select
+
+from ..auth import hash_token, role_allows
+from ..models import ApiToken, Device
+from ..runtime import Controller
+
+bearer = HTTPBearer(auto_error=False, description="API token (fleet cloud init / fleet token create) or device token")
+
+
+def get_controller(request: Request) -> Controller:
+    return request.app.state.controller  # type: ignore[no-any-return]
+
+
+ControllerDep = Annotated[Controller, Depends(get_controller)]
+
+
+def get_session(controller: ControllerDep) -> Iterator[Session]:
+    with controller.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+class Principal:
+    def __init__(self, kind: str, name: str, role: str):
+        self.kind, self.name, self.role = kind, name, role
+
+
+def _unauthorized(detail: str = "missing or invalid bearer token") -> HTTPException:
+    return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def authenticate(session: Session, creds: HTTPAuthorizationCredentials | None) -> Principal:
+    if creds is None or not creds.credentials:
+        raise _unauthorized()
+    h = hash_token(creds.credentials)
+    token = session.exec(select(ApiToken).where(ApiToken.token_hash == h)).first()
+    if token is not None and token.revoked_at is None:
+        return Principal("user", token.name, token.role)
+    device = session.exec(select(Device).where(Device.token_hash == h)).first()
+    if device is not None:
+        return Principal("device", device.id, "device")
+    raise _unauthorized()
+
+
+def require(role: str) -> Callable[..., Principal]:
+    def dep(session: SessionDep, creds: Credentials) -> Principal:
+        principal = authenticate(session, creds)
+        if principal.kind != "user" or not role_allows(principal.role, role):
+            raise HTTPException(status_code=403, detail=f"this action needs the {role} role")
+        return principal
+
+    return dep
+
+
+def any_principal(session: SessionDep, creds: Credentials) -> Principal:
+    return authenticate(session, creds)
+
+
+def device_id_of(session: SessionDep, creds: Credentials) -> str:
+    """For device-only routes: the authenticated device's id."""
+    principal = authenticate(session, creds)
+    if principal.kind != "device":
+        raise HTTPException(status_code=403, detail="this route is for devices")
+    return principal.name
+
+
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+Operator = Annotated[Principal, Depends(require("operator"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+AnyPrincipal = Annotated[Principal, Depends(any_principal)]

@@ -1,0 +1,9 @@
+"""One router per resource, collected in ``api_router``."""
+
+from fastapi import APIRouter
+
+from . import bundles, deployments, devices, health, models
+
+api_router = APIRouter(prefix="/api/v1")
+for _module in (health, models, devices, deployments, bundles):
+    api_router.include_router(_module.router)

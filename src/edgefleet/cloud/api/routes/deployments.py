@@ -1,0 +1,21 @@
+"""/api/v1/deployments — direct assignment of a model version to a slot (no waves)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ... import catalog, fleet
+from ...errors import BadRequest
+from ...models import DeploymentCreate, DeploymentResult
+from ..deps import ControllerDep, Operator, SessionDep
+
+router = APIRouter(prefix="/deployments", tags=["deployments"])
+
+
+@router.post("", response_model=DeploymentResult, summary="Assign a model to a slot on devices now")
+def deploy(body: DeploymentCreate, session: SessionDep, controller: ControllerDep, _: Operator) -> DeploymentResult:
+    if not body.all and not body.devices:
+        raise BadRequest("name devices or set all=true")
+    mv = catalog.get_version(session, body.model)
+    ids = fleet.deploy(session, controller, mv, body.slot, None if body.all else body.devices)
+    return DeploymentResult(model=body.model, slot=body.slot, devices=ids)

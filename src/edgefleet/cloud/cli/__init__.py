@@ -1,0 +1,31 @@
+"""``fleet``: the operator's command line."""
+
+from __future__ import annotations
+
+import typer
+
+from . import cloud_cmd, device_cmd, model_cmd
+
+app = typer.Typer(
+    name="fleet",
+    help="edgefleet: ship ML models to edge devices — signed, staged, shadow-tested.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(cloud_cmd.app, name="cloud")
+app.add_typer(model_cmd.app, name="model")
+app.add_typer(device_cmd.app, name="device")
+app.command("deploy")(device_cmd.deploy)
+
+
+def _register_demo() -> None:
+    from ..demo.command import demo
+
+    app.command("demo")(demo)
+
+
+_register_demo()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,95 @@
+"""A small typed client for the admin API, used by the ``fleet`` CLI and the demo.
+
+Errors come back as ``ApiError`` carrying the HTTP status and the server's ``detail``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CLI_CONFIG = "cli.toml"
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, detail: str):
+        self.status_code, self.detail = status_code, detail
+        super().__init__(f"HTTP {status_code}: {detail}")
+
+
+class ApiClient:
+    def __init__(self, url: str, token: str | None, *, timeout: float = 60.0, transport: httpx.BaseTransport | None = None):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url.rstrip("/") + "/api/v1", headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"cannot reach the controller at {self.http.base_url}: {exc}") from None
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json().get("detail", resp.text)
+            except ValueError:
+                detail = resp.text
+            raise ApiError(resp.status_code, detail if isinstance(detail, str) else json.dumps(detail))
+        return resp.json() if resp.content else None
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health")
+
+    def push_model(self, path: Path, *, name: str, version: str, manifest: dict | None = None, labels: list[str] | None = None) -> dict[str, Any]:
+        data: dict[str, str] = {"name": name, "version": version}
+        if manifest is not None:
+            data["manifest"] = json.dumps(manifest)
+        if labels:
+            data["labels"] = ",".join(labels)
+        with open(path, "rb") as f:
+            return self._call("POST", "/models", data=data, files={"model": (path.name, f, "application/octet-stream")})
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/models")
+
+    def enrol_device(self, device_id: str, hardware_id: str = "unknown", tags: dict[str, str] | None = None) -> dict[str, Any]:
+        return self._call("POST", "/devices", json={"id": device_id, "hardware_id": hardware_id, "tags": tags or {}})
+
+    def list_devices(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/devices")
+
+    def get_device(self, device_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/devices/{device_id}")
+
+    def deploy(self, model: str, slot: str, devices: list[str] | None) -> dict[str, Any]:
+        body = {"model": model, "slot": slot, "devices": devices or [], "all": devices is None}
+        return self._call("POST", "/deployments", json=body)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._call(method, path, **kwargs)
+
+
+def load_cli_config(data_dir: Path) -> dict[str, str]:
+    path = data_dir / CLI_CONFIG
+    if not path.is_file():
+        return {}
+    with open(path, "rb") as f:
+        return dict(tomllib.load(f).get("cli", {}))
+
+
+def write_cli_config(data_dir: Path, url: str, token: str) -> Path:
+    path = data_dir / CLI_CONFIG
+    path.write_text(f'[cli]\nurl = "{url}"\ntoken = "{token}"\n')
+    os.chmod(path, 0o600)
+    return path

@@ -1,0 +1,305 @@
+"""The demo run: broker, controller, N agent processes, two models, a live table, a summary.
+
+Everything is real: an MQTT broker on loopback (mosquitto when installed, else amqtt
+in-process), the controller's HTTP API on uvicorn, and ``fleet-agent run`` subprocesses
+that download, verify and run the models with ONNX Runtime on the synthetic digits camera.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from ..api import create_app
+from ..broker import Broker, free_port, start_default_broker
+from ..cli.cloud_cmd import create_admin_token
+from ..client import ApiClient
+from ..runtime import Controller
+from ..settings import load_settings
+from .train import train_digit_models
+
+log = logging.getLogger(__name__)
+
+
+class DemoError(Exception):
+    """The demo could not reach a state it needs (a model never became active, …)."""
+
+
+@dataclass
+class Totals:
+    """Cumulative figures, folded from each device's telemetry periods."""
+
+    frames: int = 0
+    shadow_frames: int = 0
+    disagreements: int = 0
+    per_class_compared: Counter[str] = field(default_factory=Counter)
+    per_class_disagreements: Counter[str] = field(default_factory=Counter)
+    seen: dict[str, str] = field(default_factory=dict)
+
+    def fold(self, devices: list[dict[str, Any]]) -> None:
+        for d in devices:
+            t = d.get("telemetry")
+            if not t or self.seen.get(d["id"]) == t["period_end"]:
+                continue
+            self.seen[d["id"]] = t["period_end"]
+            self.frames += t["frames"]
+            shadow = t.get("shadow") or {}
+            self.shadow_frames += shadow.get("frames", 0)
+            self.disagreements += shadow.get("disagreements", 0)
+            for label, row in (shadow.get("confusion") or {}).items():
+                self.per_class_compared[label] += sum(row.values())
+            self.per_class_disagreements.update(shadow.get("per_class_disagreements") or {})
+
+    def rate(self, label: str) -> float:
+        n = self.per_class_compared.get(label, 0)
+        return self.per_class_disagreements.get(label, 0) / n if n else 0.0
+
+
+class UvicornThread:
+    def __init__(self, app: Any, host: str, port: int):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, name="demo-http", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise DemoError("the controller's HTTP server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+class Demo:
+    def __init__(self, *, agents: int = 3, duration: float = 60.0, data_dir: Path | None = None, ui: bool = True, fps: float = 15.0, console: Console | None = None):
+        self.agents = agents
+        self.duration = duration
+        self.ui = ui
+        self.fps = fps
+        self.console = console or Console()
+        self.workdir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.broker: Broker | None = None
+        self.controller: Controller | None = None
+        self.http: UvicornThread | None = None
+        self.client: ApiClient | None = None
+        self.totals = Totals()
+        self.stop_requested = threading.Event()
+
+    # ----- output -----
+
+    def say(self, text: str) -> None:
+        self.console.print(text, highlight=False, soft_wrap=True)
+
+    # ----- steps -----
+
+    def run(self) -> int:
+        started = time.monotonic()
+        try:
+            self._start_everything()
+            devices = self._deploy_and_watch(started)
+            code, final_line = self._summary(devices)
+        finally:
+            self._shutdown()
+        self.say(final_line)  # the last line, after everything has stopped
+        return code
+
+    def _start_everything(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.say(f"demo: working directory {self.workdir}")
+        with self.console.status("training control and candidate digit classifiers…"):
+            self.control, self.candidate = train_digit_models(self.workdir / "models")
+        self.say(
+            f"demo: trained control (accuracy {self.control.accuracy:.1%}) and candidate "
+            f"(accuracy {self.candidate.accuracy:.1%}; class 8 accuracy {self.candidate.per_class_accuracy['8']:.0%})"
+        )
+        self.broker = start_default_broker(data_dir=self.workdir / "broker")
+        self.say(f"demo: MQTT broker ({self.broker.kind}) on {self.broker.host}:{self.broker.port}")
+        protocol = "5" if self.broker.kind == "mosquitto" else "3.1.1"
+        http_port = free_port()
+        settings = load_settings(
+            self.workdir / "controller", env={}, http_port=http_port, mqtt_port=self.broker.port,
+            mqtt_protocol=protocol, telemetry_period_s=2.0, reconcile_interval_s=1.0,
+        )
+        self.controller = Controller(settings)
+        self.controller.migrate()
+        token = create_admin_token(self.controller, name="demo")
+        self.controller.start()
+        self.http = UvicornThread(create_app(self.controller), settings.http_host, http_port)
+        self.http.start()
+        self.client = ApiClient(settings.base_url, token)
+        self.say(f"demo: controller on {settings.base_url} (API docs at {settings.base_url}/api/v1/docs)")
+        self._start_agents(settings.base_url, protocol)
+
+    def _start_agents(self, url: str, protocol: str) -> None:
+        from ...edge_agent.config import AgentConfig, write_config
+
+        assert self.client and self.broker
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        for i in range(1, self.agents + 1):
+            device_id = f"demo-cam-{i:02d}"
+            token = self.client.enrol_device(device_id, "unknown", {"site": "demo", "index": str(i)})["token"]
+            cfg = AgentConfig.model_validate({
+                "agent": {"device_id": device_id, "data_dir": str(self.workdir / "agents" / device_id),
+                          "controller_url": url, "token": token, "health_window_s": 4.0},
+                "mqtt": {"host": self.broker.host, "port": self.broker.port, "protocol": protocol},
+                "source": {"kind": "synthetic-digits", "fps": self.fps, "seed": i},
+            })
+            path = self.workdir / f"{device_id}.toml"
+            write_config(cfg, path)
+            log_file = open(logs / f"{device_id}.log", "ab")  # noqa: SIM115 - lives as long as the process
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "edgefleet.edge_agent.cli", "run", "--config", str(path)],
+                stdout=log_file, stderr=subprocess.STDOUT, env=env,
+            ))
+        self.say(f"demo: started {self.agents} agents (logs in {logs})")
+
+    def _wait_slot(self, slot: str, model: str, timeout: float) -> list[dict[str, Any]]:
+        assert self.client
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stop_requested.is_set():
+            devices = self.client.list_devices()
+            done = [d for d in devices if d["slots"][slot]["installed"] == model]
+            failed = [d for d in devices if d["slots"][slot]["phase"] == "failed"]
+            if failed:
+                d = failed[0]["slots"][slot]
+                raise DemoError(f"{failed[0]['id']}: {model} failed in the {slot} slot: {d['error_code']} {d['error']}")
+            if len(done) == len(devices):
+                return devices
+            self._check_agents()
+            time.sleep(0.3)
+        raise DemoError(f"{model} did not become active in the {slot} slot of every device within {timeout:.0f}s")
+
+    def _check_agents(self) -> None:
+        for i, p in enumerate(self.procs, 1):
+            if p.poll() is not None:
+                raise DemoError(f"agent demo-cam-{i:02d} exited with code {p.returncode}; see {self.workdir / 'logs'}")
+
+    def _deploy_and_watch(self, started: float) -> list[dict[str, Any]]:
+        assert self.client
+        c, k = self.control, self.candidate
+        mv = self.client.push_model(c.path, name=c.manifest.name, version=c.manifest.version, manifest=c.manifest.model_dump(mode="json", by_alias=True))
+        self.say(f"demo: pushed {mv['name']}:{mv['version']} sha256:{mv['digest'][:16]}…")
+        self.client.deploy(c.manifest.label, "control", None)
+        self._wait_slot("control", c.manifest.label, 120)
+        self.say(f"demo: {c.manifest.label} active in the control slot on every device")
+        mv = self.client.push_model(k.path, name=k.manifest.name, version=k.manifest.version, manifest=k.manifest.model_dump(mode="json", by_alias=True))
+        self.say(f"demo: pushed {mv['name']}:{mv['version']} sha256:{mv['digest'][:16]}…")
+        self.client.deploy(k.manifest.label, "shadow", None)
+        self._wait_slot("shadow", k.manifest.label, 120)
+        self.say(f"demo: {k.manifest.label} running in shadow on every device")
+        end = max(started + self.duration, time.monotonic() + 10)
+        devices = self.client.list_devices()
+        if self.ui:
+            with Live(self._table(devices, end), console=self.console, refresh_per_second=2, transient=False) as live:
+                while time.monotonic() < end and not self.stop_requested.is_set():
+                    time.sleep(1)
+                    devices = self.client.list_devices()
+                    self.totals.fold(devices)
+                    self._check_agents()
+                    live.update(self._table(devices, end))
+        else:
+            next_line = 0.0
+            while time.monotonic() < end and not self.stop_requested.is_set():
+                time.sleep(1)
+                devices = self.client.list_devices()
+                self.totals.fold(devices)
+                self._check_agents()
+                if time.monotonic() >= next_line:
+                    next_line = time.monotonic() + 5
+                    for d in devices:
+                        self.say(self._line(d))
+        time.sleep(2.5)  # one more telemetry period
+        devices = self.client.list_devices()
+        self.totals.fold(devices)
+        return devices
+
+    def _line(self, d: dict[str, Any]) -> str:
+        t = d.get("telemetry") or {}
+        shadow = t.get("shadow") or {}
+        agreement = shadow.get("agreement")
+        return (
+            f"{d['id']}: online={d['online']} control={d['slots']['control']['installed']} "
+            f"shadow={d['slots']['shadow']['installed']} fps={t.get('fps', 0):.1f} "
+            f"p99={t.get('latency_ms', {}).get('p99', 0):.2f}ms "
+            f"agreement={'-' if agreement is None else f'{agreement:.1%}'}"
+        )
+
+    def _table(self, devices: list[dict[str, Any]], end: float) -> Table:
+        remaining = max(0, end - time.monotonic())
+        table = Table(title=f"edgefleet demo — {remaining:.0f}s left — frames {self.totals.frames:,}, disagreements {self.totals.disagreements:,}")
+        for col in ("device", "online", "control", "shadow", "fps", "p99 ms", "agreement", "disagreements (period)"):
+            table.add_column(col)
+        for d in devices:
+            t = d.get("telemetry") or {}
+            shadow = t.get("shadow") or {}
+            agreement = shadow.get("agreement")
+            per_class = ", ".join(f"{k}:{v}" for k, v in sorted((shadow.get("per_class_disagreements") or {}).items(), key=lambda kv: -kv[1])[:3])
+            table.add_row(
+                d["id"], "[green]yes[/]" if d["online"] else "[red]no[/]",
+                d["slots"]["control"]["installed"] or "-", d["slots"]["shadow"]["installed"] or "-",
+                f"{t.get('fps', 0):.1f}", f"{t.get('latency_ms', {}).get('p99', 0):.2f}",
+                "-" if agreement is None else f"{agreement:.1%}", per_class or "-",
+            )
+        return table
+
+    def _summary(self, devices: list[dict[str, Any]]) -> tuple[int, str]:
+        tot = self.totals
+        active = [d for d in devices if d["online"] and d["slots"]["control"]["installed"] and d["slots"]["shadow"]["installed"]]
+        labels = sorted(tot.per_class_compared, key=lambda c: -tot.rate(c))
+        table = Table(title="shadow disagreement by class (control's label)")
+        table.add_column("class")
+        table.add_column("compared", justify="right")
+        table.add_column("disagreements", justify="right")
+        table.add_column("rate", justify="right")
+        for c in labels:
+            table.add_row(c, f"{tot.per_class_compared[c]:,}", f"{tot.per_class_disagreements.get(c, 0):,}", f"{tot.rate(c):.1%}")
+        self.console.print(table)
+        ok = len(active) == self.agents and tot.frames > 0 and tot.shadow_frames > 0
+        rates = " ".join(f"{c}={tot.rate(c):.1%}" for c in labels)
+        overall = tot.disagreements / tot.shadow_frames if tot.shadow_frames else 0.0
+        status = "ok" if ok else "FAILED"
+        line = (
+            f"demo: {status} devices_active={len(active)}/{self.agents} frames={tot.frames} "
+            f"shadow_frames={tot.shadow_frames} disagreement={overall:.1%} by_class: {rates}"
+        )
+        return (0 if ok else 1), line
+
+    def _shutdown(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if self.http:
+            self.http.stop()
+        if self.controller:
+            self.controller.stop()
+        if self.broker:
+            self.broker.stop()
+        if self.client:
+            self.client.close()

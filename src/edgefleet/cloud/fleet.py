@@ -1,0 +1,160 @@
+"""Devices and slot assignments: enrol devices, assign models to slots, build desired state.
+
+``desired_for`` is pure over database rows: the same rows always give the same ``Desired``.
+Whoever changes an assignment bumps the device's ``desired_generation`` and asks the
+publisher to send the new desired state (retained), so a device that reconnects later
+still gets it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Protocol
+
+from sqlmodel import Session, select
+
+from ..protocols import SLOTS, Desired, DeviceSettings, SlotTarget, is_valid_device_id
+from .auth import hash_token, new_token
+from .errors import BadRequest, Conflict, NotFound
+from .models import Device, DevicePublic, ModelVersion, SlotAssignment, SlotPublic
+
+log = logging.getLogger(__name__)
+
+
+class DesiredPublisher(Protocol):
+    def publish_device(self, session: Session, device: Device) -> None: ...
+
+
+def bundle_path(digest: str) -> str:
+    return f"/api/v1/bundles/{digest}"
+
+
+def enrol_device(session: Session, device_id: str, hardware_id: str = "unknown", tags: dict[str, str] | None = None) -> str:
+    """Create a device (or re-issue its token) and return its secret token, shown once."""
+    if not is_valid_device_id(device_id):
+        raise BadRequest(f"invalid device id {device_id!r}: use letters, digits, '.', '_' or '-'")
+    token = new_token("efd")
+    device = session.get(Device, device_id)
+    if device is None:
+        device = Device(id=device_id, hardware_id=hardware_id, tags=tags or {})
+    else:
+        if tags:
+            device.tags = {**device.tags, **tags}
+        if hardware_id != "unknown":
+            device.hardware_id = hardware_id
+    device.token_hash = hash_token(token)
+    session.add(device)
+    session.commit()
+    log.info("device %s enrolled (hardware %s)", device_id, device.hardware_id)
+    return token
+
+
+def get_device(session: Session, device_id: str) -> Device:
+    device = session.get(Device, device_id)
+    if device is None:
+        raise NotFound(f"no device {device_id!r}")
+    return device
+
+
+def list_devices(session: Session) -> list[Device]:
+    return list(session.exec(select(Device).order_by(Device.id)).all())
+
+
+def assignments_of(session: Session, device_id: str) -> dict[str, tuple[SlotAssignment, ModelVersion]]:
+    rows = session.exec(
+        select(SlotAssignment, ModelVersion)
+        .where(SlotAssignment.device_id == device_id)
+        .where(SlotAssignment.model_version_id == ModelVersion.id)
+    ).all()
+    return {a.slot: (a, mv) for a, mv in rows}
+
+
+def desired_for(session: Session, device: Device, settings: DeviceSettings | None = None, now: datetime | None = None) -> Desired:
+    slots: dict[str, SlotTarget | None] = {slot: None for slot in SLOTS}
+    for slot, (_a, mv) in assignments_of(session, device.id).items():
+        slots[slot] = SlotTarget(
+            name=mv.name, version=mv.version, digest=mv.digest, size=mv.size,
+            path=bundle_path(mv.digest), release_counter=mv.release_counter,
+        )
+    kwargs = {"issued_at": now} if now else {}
+    return Desired(
+        device_id=device.id, generation=device.desired_generation, slots=slots,  # type: ignore[arg-type]
+        settings=settings or DeviceSettings(), **kwargs,
+    )
+
+
+def assign(
+    session: Session,
+    model: ModelVersion | None,
+    slot: str,
+    device_ids: Iterable[str],
+    *,
+    rollout_id: str | None = None,
+) -> list[Device]:
+    """Put ``model`` (or nothing) into ``slot`` on each device; returns the devices that changed."""
+    if slot not in SLOTS:
+        raise BadRequest(f"slot must be one of {', '.join(SLOTS)}, got {slot!r}")
+    changed: list[Device] = []
+    for device_id in device_ids:
+        device = get_device(session, device_id)
+        current = session.get(SlotAssignment, (device_id, slot))
+        if model is None:
+            if current is None:
+                continue
+            session.delete(current)
+        else:
+            if current is not None and current.model_version_id == model.id and current.rollout_id == rollout_id:
+                continue
+            if current is None:
+                current = SlotAssignment(device_id=device_id, slot=slot, model_version_id=model.id or 0)
+            current.model_version_id = model.id or 0
+            current.rollout_id = rollout_id
+            session.add(current)
+        device.desired_generation += 1
+        session.add(device)
+        changed.append(device)
+    session.commit()
+    return changed
+
+
+def deploy(
+    session: Session,
+    publisher: DesiredPublisher | None,
+    model: ModelVersion,
+    slot: str,
+    device_ids: list[str] | None,
+) -> list[str]:
+    """Direct assignment (no waves): every named device (or all, when None) gets the model."""
+    ids = device_ids if device_ids is not None else [d.id for d in list_devices(session)]
+    if not ids:
+        raise Conflict("no devices to deploy to; enrol devices first (fleet device add)")
+    changed = assign(session, model, slot, ids)
+    log.info("deployed %s:%s to slot %s on %d devices (%d changed)", model.name, model.version, slot, len(ids), len(changed))
+    if publisher is not None:
+        for device in changed:
+            publisher.publish_device(session, device)
+    return ids
+
+
+def device_public(session: Session, device: Device) -> DevicePublic:
+    slots: dict[str, SlotPublic] = {}
+    desired = {slot: f"{mv.name}:{mv.version}" for slot, (_a, mv) in assignments_of(session, device.id).items()}
+    reported_slots = (device.reported or {}).get("slots", {})
+    for slot in SLOTS:
+        rep = reported_slots.get(slot) or {}
+        inst = rep.get("installed")
+        slots[slot] = SlotPublic(
+            desired=desired.get(slot),
+            installed=f"{inst['name']}:{inst['version']}" if inst else None,
+            phase=rep.get("phase"),
+            error_code=rep.get("error_code"),
+            error=rep.get("error"),
+        )
+    return DevicePublic(
+        id=device.id, hardware_id=device.hardware_id, tags=device.tags, online=device.online,
+        last_seen=device.last_seen, agent_version=device.agent_version,
+        desired_generation=device.desired_generation, reported_generation=device.reported_generation,
+        slots=slots, telemetry=device.telemetry, telemetry_at=device.telemetry_at,
+    )

@@ -1,0 +1,138 @@
+"""Database tables (SQLModel) and the public shapes the API returns.
+
+Per entity: the table, and a ``…Public`` model for the wire, so the wire shape is not
+the table (token hashes never leave the database).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Device(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=128)
+    hardware_id: str = Field(default="unknown", max_length=128, index=True)
+    tags: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    token_hash: str | None = Field(default=None, max_length=128)
+    online: bool = False
+    last_seen: datetime | None = None
+    agent_version: str = ""
+    desired_generation: int = 0
+    reported_generation: int | None = None
+    reported: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    reported_at: datetime | None = None
+    telemetry: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    telemetry_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelVersion(SQLModel, table=True):
+    __tablename__ = "model_version"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, index=True)
+    version: str = Field(max_length=64)
+    digest: str = Field(max_length=64, index=True)
+    size: int
+    task: str = "classification"
+    manifest: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    release_counter: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SlotAssignment(SQLModel, table=True):
+    __tablename__ = "slot_assignment"
+
+    device_id: str = Field(primary_key=True, foreign_key="device.id", max_length=128)
+    slot: str = Field(primary_key=True, max_length=16)
+    model_version_id: int = Field(foreign_key="model_version.id")
+    rollout_id: str | None = Field(default=None, max_length=64)
+    assigned_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128)
+    role: str = Field(default="admin", max_length=16)
+    token_hash: str = Field(max_length=128, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+# ----- public shapes -----
+
+
+class ModelVersionPublic(SQLModel):
+    name: str
+    version: str
+    digest: str
+    size: int
+    task: str
+    labels: list[str] = []
+    release_counter: int = 0
+    created_at: datetime
+
+    @classmethod
+    def of(cls, mv: ModelVersion) -> ModelVersionPublic:
+        return cls(
+            name=mv.name, version=mv.version, digest=mv.digest, size=mv.size, task=mv.task,
+            labels=list(mv.manifest.get("labels", [])), release_counter=mv.release_counter,
+            created_at=mv.created_at,
+        )
+
+
+class SlotPublic(SQLModel):
+    desired: str | None = None
+    installed: str | None = None
+    phase: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+
+
+class DevicePublic(SQLModel):
+    id: str
+    hardware_id: str
+    tags: dict[str, str]
+    online: bool
+    last_seen: datetime | None
+    agent_version: str
+    desired_generation: int
+    reported_generation: int | None
+    slots: dict[str, SlotPublic]
+    telemetry: dict[str, Any] | None
+    telemetry_at: datetime | None
+
+
+class DeviceCreate(SQLModel):
+    id: str
+    hardware_id: str = "unknown"
+    tags: dict[str, str] = {}
+
+
+class DeviceCreated(SQLModel):
+    id: str
+    token: str
+
+
+class DeploymentCreate(SQLModel):
+    model: str  # NAME:VERSION
+    slot: str = "control"
+    devices: list[str] = []
+    all: bool = False
+
+
+class DeploymentResult(SQLModel):
+    model: str
+    slot: str
+    devices: list[str]

@@ -1,0 +1,147 @@
+"""The running controller: database, blob store, MQTT bridge and the background sync loop.
+
+``Controller.start()`` migrates the database, connects the bridge and starts a
+level-triggered loop that re-publishes desired state to online devices whose reported
+generation lags behind, so a lost message, a broker restart (retained state gone) or a
+controller restart all converge to the same place.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from ..protocols import Channel, Desired, DeviceSettings, Event, Reported, Status, Telemetry
+from ..registry import BlobStore, LocalBlobStore
+from . import fleet, ingest
+from .bridge import MqttBridge
+from .db import make_engine, migrate
+from .models import Device
+from .settings import CloudSettings
+
+log = logging.getLogger(__name__)
+
+RESEND_AFTER = timedelta(seconds=15)
+
+
+def open_store(settings: CloudSettings) -> BlobStore:
+    if settings.store_url:
+        from ..registry.stores import open_blob_store  # S3 support lives behind this import
+
+        return open_blob_store(settings.store_url)
+    return LocalBlobStore(settings.blobs_dir)
+
+
+class Controller:
+    def __init__(self, settings: CloudSettings, *, engine: Engine | None = None, store: BlobStore | None = None):
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = engine or make_engine(settings.db_url)
+        self.store = store or open_store(settings)
+        self.bridge: MqttBridge | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_sent: dict[str, tuple[int, datetime]] = {}
+        self.event_handlers: list = []
+
+    # ----- lifecycle -----
+
+    def migrate(self) -> None:
+        migrate(self.engine)
+
+    def start(self, *, mqtt: bool = True) -> None:
+        self.migrate()
+        if mqtt:
+            s = self.settings
+            self.bridge = MqttBridge(
+                s.mqtt_host, s.mqtt_port, client_id=s.mqtt_client_id, protocol=s.mqtt_protocol,
+                username=s.mqtt_username, password=s.mqtt_password,
+                handlers={
+                    Channel.STATUS: self._on_status,
+                    Channel.REPORTED: self._on_reported,
+                    Channel.TELEMETRY: self._on_telemetry,
+                    Channel.EVENTS: self._on_event,
+                },
+                on_connected=self.republish_all,
+            )
+            self.bridge.start()
+        self._thread = threading.Thread(target=self._loop, name="controller-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        if self.bridge:
+            self.bridge.stop()
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # ----- ingest handlers (called on the bridge thread) -----
+
+    def _on_status(self, msg: Status) -> None:
+        with self.session() as s:
+            ingest.apply_status(s, msg)
+
+    def _on_reported(self, msg: Reported) -> None:
+        with self.session() as s:
+            ingest.apply_reported(s, msg)
+
+    def _on_telemetry(self, msg: Telemetry) -> None:
+        with self.session() as s:
+            ingest.apply_telemetry(s, msg)
+
+    def _on_event(self, msg: Event) -> None:
+        for handler in self.event_handlers:
+            handler(msg)
+
+    # ----- desired state -----
+
+    def publish_desired(self, desired: Desired) -> None:
+        if self.bridge is not None:
+            self.bridge.publish_desired(desired)
+            self._last_sent[desired.device_id] = (desired.generation, datetime.now(timezone.utc))
+
+    def device_settings(self) -> DeviceSettings:
+        return DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s)
+
+    def publish_device(self, session: Session, device: Device) -> None:
+        self.publish_desired(fleet.desired_for(session, device, self.device_settings()))
+
+    def republish_all(self) -> None:
+        """Publish (retained) desired state for every device: after (re)connecting to the broker."""
+        with self.session() as s:
+            for device in fleet.list_devices(s):
+                self.publish_device(s, device)
+        log.info("desired state re-published for all devices")
+
+    def sync_once(self, now: datetime | None = None) -> int:
+        """Re-send desired state to online devices that lag behind; returns how many."""
+        now = now or datetime.now(timezone.utc)
+        sent = 0
+        with self.session() as s:
+            lagging = s.exec(select(Device).where(Device.online == True)).all()  # noqa: E712
+            for device in lagging:
+                if device.reported_generation is not None and device.reported_generation >= device.desired_generation:
+                    continue
+                last = self._last_sent.get(device.id)
+                if last and last[0] == device.desired_generation and now - last[1] < RESEND_AFTER:
+                    continue
+                self.publish_device(s, device)
+                sent += 1
+        return sent
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.reconcile_interval_s):
+            try:
+                self.sync_once()
+            except Exception:
+                log.exception("sync pass failed; retrying")
+                time.sleep(1)

@@ -1,0 +1,88 @@
+"""Controller settings: defaults, then ``controller.toml`` in the data dir, then ``EDGEFLEET_*`` env.
+
+Read once at the entry point (CLI) and passed down; nothing reads settings at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_HOME = "~/.edgefleet"
+CONFIG_FILE = "controller.toml"
+
+
+class CloudSettings(BaseModel):
+    data_dir: Path
+    database_url: str | None = None
+    store_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    public_url: str | None = None
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_protocol: Literal["3.1.1", "5"] = "3.1.1"
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_client_id: str = "edgefleet-controller"
+    telemetry_period_s: float = Field(default=10.0, gt=0)
+    reconcile_interval_s: float = Field(default=2.0, gt=0)
+    max_payload_bytes: int = 256 * 1024
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'controller.db'}"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.http_host}:{self.http_port}"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+
+_ENV = {
+    "EDGEFLEET_DATABASE_URL": "database_url",
+    "DATABASE_URL": "database_url",
+    "EDGEFLEET_STORE_URL": "store_url",
+    "EDGEFLEET_HTTP_HOST": "http_host",
+    "EDGEFLEET_HTTP_PORT": "http_port",
+    "EDGEFLEET_PUBLIC_URL": "public_url",
+    "EDGEFLEET_MQTT_HOST": "mqtt_host",
+    "EDGEFLEET_MQTT_PORT": "mqtt_port",
+    "EDGEFLEET_MQTT_PROTOCOL": "mqtt_protocol",
+    "EDGEFLEET_MQTT_USERNAME": "mqtt_username",
+    "EDGEFLEET_MQTT_PASSWORD": "mqtt_password",
+}
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    raw = data_dir or os.environ.get("EDGEFLEET_HOME") or DEFAULT_HOME
+    return Path(raw).expanduser().resolve()
+
+
+def load_settings(data_dir: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None, **overrides: Any) -> CloudSettings:
+    """Defaults ← ``{data_dir}/controller.toml`` ← environment ← explicit overrides."""
+    env = dict(os.environ if env is None else env)
+    home = resolve_data_dir(data_dir)
+    values: dict[str, Any] = {"data_dir": home}
+    cfg = home / CONFIG_FILE
+    if cfg.is_file():
+        with open(cfg, "rb") as f:
+            values.update(tomllib.load(f).get("controller", {}))
+    for var, key in _ENV.items():
+        if env.get(var):
+            values[key] = env[var]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["data_dir"] = home
+    return CloudSettings.model_validate(values)

@@ -1,0 +1,133 @@
+"""Agent configuration: a TOML file, overridden by ``EDGEFLEET_AGENT_<SECTION>_<KEY>`` variables.
+
+Example::
+
+    [agent]
+    device_id = "truck-017"
+    data_dir = "/var/lib/edgefleet"
+    controller_url = "https://fleet.example.org"
+    token = "efd_..."
+
+    [mqtt]
+    host = "broker.example.org"
+    port = 8883
+
+    [source]
+    kind = "camera"      # synthetic-digits | video | camera
+    uri = "0"            # file path, camera index or rtsp:// URL
+    fps = 15
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 on JetPack 6
+    import tomli as tomllib
+
+ENV_PREFIX = "EDGEFLEET_AGENT_"
+
+
+class AgentSection(BaseModel):
+    device_id: str = Field(min_length=1, max_length=128)
+    data_dir: Path = Path("/var/lib/edgefleet")
+    controller_url: str = "http://127.0.0.1:8080"
+    token: str = ""
+    hardware_id: str = "auto"
+    health_window_s: float = Field(default=10.0, ge=0)
+    log_level: str = "INFO"
+
+
+class MqttSection(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 1883
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = Field(default=30, ge=5)
+    tls: bool = False
+
+
+class SourceSection(BaseModel):
+    kind: Literal["synthetic-digits", "video", "camera"] = "synthetic-digits"
+    uri: str = ""
+    fps: float = Field(default=15.0, gt=0, le=1000)
+    loop: bool = True
+    seed: int | None = None
+
+
+class InferenceSection(BaseModel):
+    threads: int = Field(default=1, ge=1, le=64)
+
+
+class AgentConfig(BaseModel):
+    agent: AgentSection
+    mqtt: MqttSection = Field(default_factory=MqttSection)
+    source: SourceSection = Field(default_factory=SourceSection)
+    inference: InferenceSection = Field(default_factory=InferenceSection)
+
+    @property
+    def device_id(self) -> str:
+        return self.agent.device_id
+
+
+def _apply_env(raw: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    sections = set(AgentConfig.model_fields)
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        rest = var[len(ENV_PREFIX):].lower()
+        section, _, key = rest.partition("_")
+        if section in sections and key:
+            raw.setdefault(section, {})[key] = value
+    return raw
+
+
+def load_config(path: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> AgentConfig:
+    """Read the TOML file (if any) and apply environment overrides.
+
+    Raises:
+        ConfigError: unreadable file or invalid values, naming the field.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read agent config {path}: {exc}") from None
+    raw = _apply_env(raw, dict(os.environ if env is None else env))
+    try:
+        return AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"agent config: {field}: {err['msg']}") from None
+
+
+def write_config(config: AgentConfig, path: str | os.PathLike[str]) -> None:
+    """Write a config as TOML (used by the demo and ``fleet device add --write-config``)."""
+    lines: list[str] = []
+    for section, model in config:
+        lines.append(f"[{section}]")
+        for key, value in model.model_dump(mode="json").items():
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                lines.append(f"{key} = {'true' if value else 'false'}")
+            elif isinstance(value, (int, float)):
+                lines.append(f"{key} = {value}")
+            else:
+                escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+                lines.append(f'{key} = "{escaped}"')
+        lines.append("")
+    Path(path).write_text("\n".join(lines))

@@ -1,0 +1,187 @@
+"""The agent daemon: wires config, state, MQTT, the updater and the inference pipeline.
+
+Threads: the MQTT network loop (paho), the control path, the shadow path, and the main
+loop here, which applies desired state (latest wins), publishes ``reported`` and
+``telemetry``, watches the health window of newly activated models and rolls back
+locally when one breaks.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import queue
+import random
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+
+from .. import __version__
+from ..protocols import SLOTS, Channel, Desired, Phase, Reported, SlotReport, Telemetry
+from .config import AgentConfig
+from .mqtt_session import AgentMqtt
+from .pipeline import PeriodStats, Pipeline
+from .sources import open_source
+from .state import AgentState, StateStore
+from .updater import Updater
+
+log = logging.getLogger(__name__)
+
+HEALTH_MIN_FRAMES = 10
+HEALTH_MAX_BAD_RATIO = 0.05
+
+
+def detect_hardware_id(configured: str) -> str:
+    if configured != "auto":
+        return configured
+    try:
+        from ..hardware import detect_profile  # type: ignore[attr-defined]
+
+        return str(detect_profile().hardware_id)
+    except Exception:
+        return f"cpu-{platform.machine().lower() or 'unknown'}"
+
+
+class Agent:
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        self.device_id = config.agent.device_id
+        self.data_dir = config.agent.data_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.hardware_id = detect_hardware_id(config.agent.hardware_id)
+        self.store = StateStore(self.data_dir)
+        self.state: AgentState = self.store.load()
+        src = config.source
+        self.pipeline = Pipeline(open_source(src.kind, src.uri, seed=src.seed if src.seed is not None else hash(self.device_id) & 0xFFFF, loop=src.loop), src.fps)
+        headers = {"Authorization": f"Bearer {config.agent.token}"} if config.agent.token else {}
+        self.http = httpx.Client(base_url=config.agent.controller_url, headers=headers, timeout=httpx.Timeout(30.0, connect=5.0))
+        self.mqtt = AgentMqtt(
+            self.device_id, config.mqtt, on_desired=self._on_desired, on_connect=self._on_connect,
+            agent_version=__version__, hardware_id=self.hardware_id,
+        )
+        self._lock = threading.RLock()
+        self.updater = Updater(
+            device_id=self.device_id, data_dir=self.data_dir, state=self.state, store=self.store,
+            pipeline=self.pipeline, http=self.http, report=self.publish_reported, threads=config.inference.threads,
+        )
+        self._desired_q: queue.Queue[Desired] = queue.Queue()
+        self._last_desired: Desired | None = None
+        self._stop = threading.Event()
+        self._health: dict[str, dict[str, int]] = {}
+        self.hardware_stats: Any = None
+
+    # ----- callbacks from MQTT -----
+
+    def _on_desired(self, desired: Desired) -> None:
+        self._desired_q.put(desired)
+
+    def _on_connect(self) -> None:
+        self.publish_reported()
+
+    # ----- reports -----
+
+    def reported(self) -> Reported:
+        slots: dict[str, SlotReport] = {}
+        for name in SLOTS:
+            s = self.state.slot(name)
+            slots[name] = SlotReport(
+                installed=s.installed, target=s.target, last_known_good=s.last_known_good, phase=s.phase,
+                error_code=s.error_code, error=s.error,
+                release_counter=s.installed.release_counter if s.installed else 0, progress=s.progress,
+            )
+        return Reported(
+            device_id=self.device_id, generation=self.state.generation, hardware_id=self.hardware_id,
+            agent_version=__version__, slots=slots,  # type: ignore[arg-type]
+        )
+
+    def publish_reported(self) -> None:
+        self.mqtt.publish(Channel.REPORTED, self.reported())
+
+    def telemetry(self, period: PeriodStats, now: float) -> Telemetry:
+        elapsed = max(now - period.started, 1e-6)
+        hardware: dict[str, Any] = {}
+        if self.hardware_stats is not None:
+            try:
+                hardware = self.hardware_stats()
+            except Exception as exc:
+                log.debug("hardware stats unavailable: %s", exc)
+        shadow = period.shadow.to_shadow_stats(period.candidate) if period.candidate or period.shadow.compared else None
+        return Telemetry(
+            device_id=self.device_id,
+            period_start=datetime.fromtimestamp(period.started, timezone.utc),
+            period_end=datetime.fromtimestamp(now, timezone.utc),
+            control=period.control, frames=period.frames, fps=round(period.frames / elapsed, 2),
+            errors=period.errors, nan_outputs=period.nan_outputs, latency_ms=period.latency_stats(),
+            class_counts=dict(period.class_counts), confidence_histogram=period.confidence.to_list(),
+            shadow=shadow, hardware=hardware,
+        )
+
+    # ----- health window -----
+
+    def _check_health(self, period: PeriodStats) -> None:
+        window = self.config.agent.health_window_s
+        for slot in SLOTS:
+            s = self.state.slot(slot)
+            started = self.updater.activated_at.get(slot)
+            if s.phase != Phase.ACTIVE or started is None:
+                self._health.pop(slot, None)
+                continue
+            h = self._health.setdefault(slot, {"frames": 0, "bad": 0})
+            if slot == "control":
+                h["frames"] += period.frames
+                h["bad"] += period.errors + period.nan_outputs
+            else:
+                h["frames"] += period.shadow.compared
+                h["bad"] += period.shadow.reasons.get("non_finite", 0)
+            if h["frames"] >= HEALTH_MIN_FRAMES and h["bad"] / h["frames"] > HEALTH_MAX_BAD_RATIO:
+                self.updater.rollback(slot, f"{h['bad']} of {h['frames']} frames failed or gave NaN in the health window", "E_HEALTH_NAN")
+                self._health.pop(slot, None)
+            elif time.monotonic() - started >= window and h["frames"] >= HEALTH_MIN_FRAMES:
+                self.updater.mark_healthy(slot)
+                self._health.pop(slot, None)
+
+    # ----- main loop -----
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        log.info("device %s starting (hardware %s, data %s)", self.device_id, self.hardware_id, self.data_dir)
+        self.updater.restore()
+        self.pipeline.start()
+        self.mqtt.start()
+        next_telemetry = time.time() + self.state.settings.telemetry_period_s
+        retry_at: float | None = None
+        backoff = 2.0
+        try:
+            while not self._stop.is_set():
+                try:
+                    desired = self._desired_q.get(timeout=0.2)
+                    while not self._desired_q.empty():  # latest wins
+                        desired = self._desired_q.get_nowait()
+                except queue.Empty:
+                    desired = None
+                if desired is None and retry_at is not None and time.time() >= retry_at and self._last_desired:
+                    desired = self._last_desired
+                if desired is not None:
+                    self._last_desired = desired
+                    self.updater.apply(desired)
+                    if self.updater.retry_pending:
+                        retry_at = time.time() + backoff * random.uniform(0.8, 1.2)
+                        backoff = min(backoff * 2, 300.0)
+                    else:
+                        retry_at, backoff = None, 2.0
+                now = time.time()
+                if now >= next_telemetry:
+                    period = self.pipeline.take_period()
+                    self.mqtt.publish(Channel.TELEMETRY, self.telemetry(period, now))
+                    self._check_health(period)
+                    next_telemetry = now + self.state.settings.telemetry_period_s
+        finally:
+            log.info("device %s stopping", self.device_id)
+            self.pipeline.stop()
+            self.mqtt.stop()
+            self.http.close()

@@ -1,0 +1,66 @@
+"""Errors of the agent. Each deployment failure carries a stable ``code`` for ``reported``.
+
+Retryable failures (the link, the disk) derive from ``RetryableError``; everything else
+is permanent for that target: retrying the same bytes gives the same answer.
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Root of every agent error."""
+
+    code = "E_AGENT"
+
+
+class DeploymentError(AgentError):
+    """A new model could not be installed; the running model stays."""
+
+    code = "E_DEPLOY"
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        if code:
+            self.code = code
+
+
+class RetryableError(DeploymentError):
+    code = "E_DOWNLOAD"
+
+
+class DownloadFailed(RetryableError):
+    code = "E_DOWNLOAD"
+
+
+class DiskFull(RetryableError):
+    code = "E_DISK_FULL"
+
+
+class DigestMismatch(DeploymentError):
+    code = "E_DIGEST"
+
+
+class BadBundle(DeploymentError):
+    code = "E_BUNDLE"
+
+
+class ModelLoadFailed(DeploymentError):
+    code = "E_LOAD"
+
+
+class InputMismatch(DeploymentError):
+    code = "E_INPUT_SHAPE"
+
+
+class SelfTestFailed(DeploymentError):
+    code = "E_SELFTEST"
+
+
+class ConfigError(AgentError):
+    code = "E_CONFIG"
+
+
+class SourceError(AgentError):
+    """The frame source (camera, video) cannot be opened or read."""
+
+    code = "E_SOURCE"

@@ -1,0 +1,184 @@
+"""The inference loop: frames → control model → application, and the shadow model beside it.
+
+The control model runs on the critical path and its prediction goes to the application
+callbacks at once. The shadow model runs on its own thread behind a bounded queue: when
+the queue is full the frame is dropped for the shadow path and counted, so the control
+path never waits for the candidate. Models are swapped by assigning a new runner; the
+loop picks it up on the next frame (load first, then switch — no frame is lost).
+
+Per telemetry period the loop keeps mergeable statistics (``PeriodStats``) that the
+daemon takes with ``take_period()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..protocols import LatencyStats, ModelRef
+from ..shadow.compare import comparator_for
+from ..shadow.prediction import Prediction
+from ..shadow.stats import AgreementStats, ConfidenceHistogram, LatencyRecorder
+from .runner import ModelRunner
+from .sources import FrameSource, paced
+
+log = logging.getLogger(__name__)
+
+OutputCallback = Callable[[float, np.ndarray, Prediction, ModelRef], None]
+ShadowCallback = Callable[[float, np.ndarray, Prediction, Prediction, object, ModelRunner, ModelRunner], None]
+
+
+@dataclass
+class PeriodStats:
+    started: float = field(default_factory=time.time)
+    frames: int = 0
+    errors: int = 0
+    nan_outputs: int = 0
+    latency: LatencyRecorder = field(default_factory=LatencyRecorder)
+    class_counts: Counter[str] = field(default_factory=Counter)
+    confidence: ConfidenceHistogram = field(default_factory=ConfidenceHistogram)
+    shadow: AgreementStats = field(default_factory=AgreementStats)
+    control: ModelRef | None = None
+    candidate: ModelRef | None = None
+
+    def latency_stats(self) -> LatencyStats:
+        return self.latency.to_latency_stats()
+
+
+class Pipeline:
+    def __init__(self, source: FrameSource, fps: float, *, shadow_queue: int = 8):
+        self.source = source
+        self.fps = fps
+        self.control: ModelRunner | None = None
+        self.shadow: ModelRunner | None = None
+        self.on_output: list[OutputCallback] = []
+        self.on_shadow: list[ShadowCallback] = []
+        self._lock = threading.Lock()
+        self._period = PeriodStats()
+        self._totals = Counter[str]()
+        self._shadow_q: queue.Queue[tuple[float, np.ndarray, Prediction, ModelRunner] | None] = queue.Queue(shadow_queue)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ----- lifecycle -----
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._threads = [
+            threading.Thread(target=self._control_loop, name="control-path", daemon=True),
+            threading.Thread(target=self._shadow_loop, name="shadow-path", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self._shadow_q.put_nowait(None)
+        except queue.Full:
+            pass
+        for t in self._threads:
+            t.join(timeout=5)
+        self.source.close()
+
+    @property
+    def totals(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._totals)
+
+    def take_period(self) -> PeriodStats:
+        """Statistics since the last call; a new period starts now."""
+        with self._lock:
+            period, self._period = self._period, PeriodStats()
+        period.control = self.control.ref if self.control else None
+        period.candidate = self.shadow.ref if self.shadow else None
+        return period
+
+    # ----- control path -----
+
+    def _control_loop(self) -> None:
+        for ts, frame in paced(iter(self.source.frames()), self.fps):
+            if self._stop.is_set():
+                return
+            runner = self.control
+            if runner is None:
+                time.sleep(0.05)
+                continue
+            try:
+                result = runner.predict(frame)
+            except Exception as exc:
+                with self._lock:
+                    self._period.errors += 1
+                    self._totals["errors"] += 1
+                log.warning("control inference failed on %s: %s", runner.ref.label, exc)
+                continue
+            pred = result.prediction
+            for callback in self.on_output:
+                try:
+                    callback(ts, frame, pred, runner.ref)
+                except Exception:
+                    log.exception("application callback failed")
+            with self._lock:
+                p = self._period
+                p.frames += 1
+                self._totals["frames"] += 1
+                p.latency.add(result.latency_ms)
+                if not pred.finite:
+                    p.nan_outputs += 1
+                    self._totals["nan_outputs"] += 1
+                if pred.label is not None:
+                    p.class_counts[pred.label] += 1
+                if pred.score is not None and math.isfinite(pred.score):
+                    p.confidence.add(pred.score)
+            shadow = self.shadow
+            if shadow is not None:
+                try:
+                    self._shadow_q.put_nowait((ts, frame, pred, shadow))
+                except queue.Full:
+                    with self._lock:
+                        self._period.shadow.add_dropped()
+                        self._totals["shadow_dropped"] += 1
+
+    # ----- shadow path -----
+
+    def _shadow_loop(self) -> None:
+        comparators: dict[int, object] = {}
+        while not self._stop.is_set():
+            item = self._shadow_q.get()
+            if item is None:
+                return
+            ts, frame, control_pred, runner = item
+            control = self.control
+            if control is None:
+                continue
+            try:
+                result = runner.predict(frame)
+            except Exception as exc:
+                log.warning("shadow inference failed on %s: %s", runner.ref.label, exc)
+                with self._lock:
+                    self._totals["shadow_errors"] += 1
+                continue
+            key = id(runner)
+            comparator = comparators.get(key)
+            if comparator is None:
+                comparators.clear()
+                comparator = comparators[key] = comparator_for(runner.manifest)
+            comparison = comparator.compare(control_pred, result.prediction)  # type: ignore[attr-defined]
+            with self._lock:
+                self._period.shadow.add(comparison, latency_ms=result.latency_ms)
+                self._totals["shadow_frames"] += 1
+                if not comparison.agree:
+                    self._totals["disagreements"] += 1
+            for callback in self.on_shadow:
+                try:
+                    callback(ts, frame, control_pred, result.prediction, comparison, control, runner)
+                except Exception:
+                    log.exception("shadow callback failed")

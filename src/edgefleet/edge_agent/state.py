@@ -1,0 +1,80 @@
+"""What the agent keeps on disk between runs: installed model per slot, last known good, phases.
+
+Written atomically (temp file in the same directory, fsync, ``os.replace``), so a crash at
+any point leaves either the old or the new state — the slot switch *is* this write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from ..protocols import DeviceSettings, ModelRef, Phase, SlotName
+
+
+class InstalledModel(ModelRef):
+    release_counter: int = 0
+
+
+class SlotState(BaseModel):
+    installed: InstalledModel | None = None
+    last_known_good: InstalledModel | None = None
+    target: InstalledModel | None = None
+    phase: Phase = Phase.IDLE
+    error_code: str | None = None
+    error: str | None = None
+    failed_digest: str | None = None
+    progress: float | None = None
+
+
+class AgentState(BaseModel):
+    generation: int = 0
+    slots: dict[SlotName, SlotState] = Field(default_factory=lambda: {"control": SlotState(), "shadow": SlotState()})
+    settings: DeviceSettings = Field(default_factory=DeviceSettings)
+
+    def slot(self, name: SlotName) -> SlotState:
+        return self.slots.setdefault(name, SlotState())
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class StateStore:
+    def __init__(self, data_dir: Path):
+        self.path = data_dir / "state.json"
+
+    def load(self) -> AgentState:
+        try:
+            return AgentState.model_validate(json.loads(self.path.read_bytes()))
+        except FileNotFoundError:
+            return AgentState()
+        except (ValueError, ValidationError):
+            # Never crash on a damaged state file: keep it for inspection and start clean.
+            self.path.replace(self.path.with_suffix(".corrupt"))
+            return AgentState()
+
+    def save(self, state: AgentState) -> None:
+        atomic_write(self.path, state.model_dump_json(indent=2).encode())

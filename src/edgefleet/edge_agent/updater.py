@@ -1,0 +1,242 @@
+"""Apply desired state to the slots: check → fetch → verify → stage → activate → report.
+
+For each slot whose target differs from what is installed, the updater downloads the
+bundle (resumable), verifies its digest, unpacks it into ``bundles/<digest>``, loads it
+and runs the self-test, and only then switches the pipeline to it and records the switch
+in the state file (atomically). Any failure leaves the running model untouched and is
+reported with an error code; permanent failures are not retried for the same bundle,
+retryable ones (link, disk) are retried with backoff by the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from ..protocols import SLOTS, Desired, Phase, SlotName, SlotTarget
+from ..registry.bundle import read_manifest_dir, unpack_bundle
+from ..registry.errors import InvalidBundle
+from .downloader import download
+from .errors import BadBundle, DeploymentError, RetryableError
+from .pipeline import Pipeline
+from .runner import ModelRunner
+from .state import AgentState, InstalledModel, SlotState, StateStore
+
+log = logging.getLogger(__name__)
+
+Reporter = Callable[[], None]
+
+
+class Updater:
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        data_dir: Path,
+        state: AgentState,
+        store: StateStore,
+        pipeline: Pipeline,
+        http: httpx.Client,
+        report: Reporter,
+        threads: int = 1,
+    ):
+        self.device_id = device_id
+        self.bundles = data_dir / "bundles"
+        self.downloads = data_dir / "downloads"
+        self.state = state
+        self.store = store
+        self.pipeline = pipeline
+        self.http = http
+        self.report = report
+        self.threads = threads
+        self.retry_pending = False
+        self.activated_at: dict[str, float] = {}
+
+    # ----- start-up -----
+
+    def restore(self) -> None:
+        """Load the installed models from disk (no download) into the pipeline."""
+        for slot in SLOTS:
+            s = self.state.slot(slot)
+            if s.installed is None:
+                continue
+            try:
+                runner = self._load(s.installed)
+            except DeploymentError as exc:
+                log.error("device %s: installed %s model %s cannot be loaded: %s", self.device_id, slot, s.installed.label, exc)
+                self._fail(s, exc, s.installed.digest)
+                s.installed = None
+                continue
+            self._set_runner(slot, runner)
+            log.info("device %s: %s slot runs %s (restored)", self.device_id, slot, s.installed.label)
+        self.store.save(self.state)
+
+    # ----- apply -----
+
+    def apply(self, desired: Desired) -> None:
+        self.retry_pending = False
+        self.state.settings = desired.settings
+        for slot in SLOTS:
+            self._apply_slot(slot, desired.slots.get(slot))
+        self.state.generation = desired.generation
+        self.store.save(self.state)
+        self.report()
+        self.gc()
+
+    def _apply_slot(self, slot: SlotName, target: SlotTarget | None) -> None:
+        s = self.state.slot(slot)
+        if target is None:
+            if s.installed is not None:
+                log.info("device %s: %s slot emptied (was %s)", self.device_id, slot, s.installed.label)
+                self._set_runner(slot, None)
+                s.installed, s.target, s.phase, s.error_code, s.error = None, None, Phase.IDLE, None, None
+            return
+        if s.installed is not None and s.installed.digest == target.digest:
+            s.target = s.installed
+            return
+        if s.failed_digest == target.digest:
+            return  # permanent failure for these exact bytes: wait for another target
+        wanted = InstalledModel(name=target.name, version=target.version, digest=target.digest, release_counter=target.release_counter)
+        s.target, s.error_code, s.error, s.progress = wanted, None, None, None
+        try:
+            self._phase(s, Phase.NOTIFIED)
+            path = self._fetch(s, target)
+            self._phase(s, Phase.VERIFYING)
+            directory = self._stage(path, target)
+            self._phase(s, Phase.PREPARING)
+            runner = self._load(wanted, directory)
+            runner.self_test()
+            runner.prepare()
+        except DeploymentError as exc:
+            self._fail(s, exc, None if isinstance(exc, RetryableError) else target.digest)
+            if isinstance(exc, RetryableError):
+                self.retry_pending = True
+            return
+        previous = s.installed
+        self._set_runner(slot, runner)  # load first, then switch: no frame lost
+        s.last_known_good = previous if previous is not None else s.last_known_good
+        s.installed = wanted
+        s.failed_digest = None
+        s.progress = None
+        self._phase(s, Phase.ACTIVE)
+        self.activated_at[slot] = time.monotonic()
+        log.info("device %s: %s slot now runs %s (was %s)", self.device_id, slot, wanted.label, previous.label if previous else "nothing")
+
+    def rollback(self, slot: SlotName, reason: str, code: str = "E_HEALTH") -> bool:
+        """Return the slot to its last known good model (local decision, no controller needed)."""
+        s = self.state.slot(slot)
+        lkg = s.last_known_good
+        bad = s.installed
+        if lkg is None:
+            self._set_runner(slot, None)
+            s.installed = None
+        else:
+            try:
+                runner = self._load(lkg)
+            except DeploymentError as exc:
+                log.error("device %s: last known good %s cannot be loaded: %s", self.device_id, lkg.label, exc)
+                return False
+            self._set_runner(slot, runner)
+            s.installed = lkg
+        s.failed_digest = bad.digest if bad else None
+        s.phase, s.error_code, s.error = Phase.ROLLED_BACK, code, reason
+        self.store.save(self.state)
+        log.warning("device %s: %s slot rolled back from %s to %s: %s", self.device_id, slot,
+                    bad.label if bad else "-", lkg.label if lkg else "nothing", reason)
+        self.report()
+        return True
+
+    def mark_healthy(self, slot: SlotName) -> None:
+        s = self.state.slot(slot)
+        if s.phase == Phase.ACTIVE:
+            s.phase = Phase.HEALTHY
+            self.store.save(self.state)
+            self.report()
+
+    # ----- steps -----
+
+    def _phase(self, s: SlotState, phase: Phase) -> None:
+        s.phase = phase
+        self.store.save(self.state)
+        self.report()
+
+    def _fail(self, s: SlotState, exc: DeploymentError, failed_digest: str | None) -> None:
+        s.phase, s.error_code, s.error = Phase.FAILED, exc.code, str(exc)[:2000]
+        s.failed_digest = failed_digest
+        s.progress = None
+        self.store.save(self.state)
+        log.error("device %s: deployment of %s failed [%s]: %s", self.device_id,
+                  s.target.label if s.target else "?", exc.code, exc)
+        self.report()
+
+    def _fetch(self, s: SlotState, target: SlotTarget) -> Path:
+        self._phase(s, Phase.DOWNLOADING)
+        dest = self.downloads / f"{target.digest}.bundle"
+        last = [0.0]
+
+        def progress(have: int, total: int) -> None:
+            fraction = have / total if total else 1.0
+            if fraction - last[0] >= 0.25:
+                last[0] = fraction
+                s.progress = round(fraction, 2)
+                self.report()
+
+        return download(self.http, target.path, dest, expected_size=target.size, expected_digest=target.digest, progress=progress)
+
+    def _stage(self, bundle_file: Path, target: SlotTarget) -> Path:
+        final = self.bundles / target.digest
+        if final.is_dir():
+            return final
+        tmp = self.bundles / f".{target.digest}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            unpacked = unpack_bundle(bundle_file, tmp)
+        except InvalidBundle as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise BadBundle(str(exc)) from None
+        if (unpacked.manifest.name, unpacked.manifest.version) != (target.name, target.version):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise BadBundle(f"bundle contains {unpacked.manifest.label}, expected {target.name}:{target.version}")
+        tmp.replace(final)
+        return final
+
+    def _load(self, ref: InstalledModel, directory: Path | None = None) -> ModelRunner:
+        directory = directory or self.bundles / ref.digest
+        try:
+            manifest = read_manifest_dir(directory)
+        except InvalidBundle as exc:
+            raise BadBundle(str(exc)) from None
+        return ModelRunner.load(ref, manifest, directory, threads=self.threads)
+
+    def _set_runner(self, slot: SlotName, runner: ModelRunner | None) -> None:
+        old = self.pipeline.control if slot == "control" else self.pipeline.shadow
+        if slot == "control":
+            self.pipeline.control = runner
+        else:
+            self.pipeline.shadow = runner
+        if old is not None and old is not runner:
+            old.close()
+
+    def gc(self) -> None:
+        """Remove bundles and downloads no slot refers to any more."""
+        keep = set()
+        for s in self.state.slots.values():
+            for ref in (s.installed, s.last_known_good):
+                if ref is not None:
+                    keep.add(ref.digest)
+        for folder in (self.bundles, self.downloads):
+            if not folder.is_dir():
+                continue
+            for p in folder.iterdir():
+                digest = p.name.split(".")[0] if not p.name.startswith(".") else p.name[1:].split(".")[0]
+                if digest in keep or p.name.endswith(".part"):
+                    continue
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
