@@ -1,0 +1,197 @@
+"""The director: per device, signed metadata naming exactly what that device must install.
+
+Uptane-style, each device gets its own small TUF repository under one shared director
+root (online targets/snapshot/timestamp keys, offline root)::
+
+    director/1.root.json, director/root.json                 shared by every device
+    director/devices/<id>/N.targets.json                    what <id> must install
+    director/devices/<id>/N.snapshot.json, .../timestamp.json
+
+A device's targets metadata lists each assigned image target under its image-repository
+name, with the image's length and hashes and ``custom`` = {device_id, hardware_id,
+release_counter, slots, model, version}; the signed top level also carries
+``x-edgefleet: {device_id, hardware_id}`` so that even an empty assignment is bound to
+one device. Its version is the ``director_version`` hint sent over MQTT. Per-device
+repositories keep each download tiny and never show a device another device's plan.
+
+Flow: ``create`` once → ``assign(device, hardware, {slot: image target name})`` per
+change → ``refresh_expiring`` on a timer → ``rotate`` when a key changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from tuf.api.metadata import TargetFile, Targets
+
+from ...protocols.topics import is_valid_device_id
+from .errors import RepositoryStateError
+from .keys import KeyRing
+from .repository import ImageRepository
+from .signing import SPECIFICATION_VERSION_STR, Clock, Expiry, SignedRepo, utcnow
+from .store import MetadataStore
+
+DEVICE_FIELD = "x-edgefleet"
+DEFAULT_EXPIRY = Expiry(targets=timedelta(days=7))
+
+
+class Director:
+    """Sign per-device assignments (thread-safe within one process)."""
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        keyring: KeyRing,
+        image: ImageRepository,
+        *,
+        expiry: Expiry | None = None,
+        clock: Clock = utcnow,
+        prefix: str = "director",
+    ):
+        self.store = store
+        self.keyring = keyring
+        self.image = image
+        self.expiry = expiry or DEFAULT_EXPIRY
+        self.clock = clock
+        self.prefix = prefix.strip("/")
+        self._root = SignedRepo(store, keyring, "director", prefix=self.prefix, expiry=self.expiry, clock=clock)
+        self._lock = threading.RLock()
+
+    @classmethod
+    def create(
+        cls,
+        store: MetadataStore,
+        keyring: KeyRing,
+        image: ImageRepository,
+        *,
+        expiry: Expiry | None = None,
+        clock: Clock = utcnow,
+        prefix: str = "director",
+    ) -> Director:
+        self = cls(store, keyring, image, expiry=expiry, clock=clock, prefix=prefix)
+        if store.exists(self._root.name("root", None)):
+            raise RepositoryStateError(f"a director exists already at {prefix!r}")
+        root = self._root.new_root(self._root.root_keys_from_keyring())
+        self._root.write_root(root, keyring.signers("director", "root"))
+        return self
+
+    def device_repo(self, device_id: str) -> SignedRepo:
+        if not is_valid_device_id(device_id):
+            raise RepositoryStateError(f"invalid device id {device_id!r}")
+        return SignedRepo(
+            self.store,
+            self.keyring,
+            "director",
+            prefix=f"{self.prefix}/devices/{device_id}",
+            root_prefix=self.prefix,
+            expiry=self.expiry,
+            clock=self.clock,
+        )
+
+    def root_bytes(self, version: int | None = None) -> bytes:
+        """Director root metadata to provision devices with."""
+        return self.store.read(self._root.name("root", version))
+
+    def devices(self) -> list[str]:
+        return [p.rsplit("/", 1)[-1] for p in self.store.list(f"{self.prefix}/devices")]
+
+    def version(self, device_id: str) -> int:
+        """The device's current director targets version (0 if never assigned): the MQTT hint."""
+        repo = self.device_repo(device_id)
+        if not repo.initialised():
+            return 0
+        return repo.targets().signed.version
+
+    def assignment(self, device_id: str) -> dict[str, str]:
+        """Current {slot: image target name} of a device."""
+        repo = self.device_repo(device_id)
+        if not repo.initialised():
+            return {}
+        out = {}
+        for name, tf in repo.targets().signed.targets.items():
+            for slot in tf.custom.get("slots", []):
+                out[slot] = name
+        return out
+
+    def assign(
+        self, device_id: str, hardware_id: str, slots: Mapping[str, str | None]
+    ) -> int:
+        """Make ``slots`` ({slot: image target name or None}) the device's full desired state
+        and sign it. Returns the new director version (the MQTT hint).
+
+        Raises:
+            RepositoryStateError: unknown image target, or one not built for ``hardware_id``.
+        """
+        by_name: dict[str, list[str]] = {}
+        for slot, name in sorted(slots.items()):
+            if name is not None:
+                by_name.setdefault(name, []).append(slot)
+        entries: dict[str, TargetFile] = {}
+        for name, slot_list in by_name.items():
+            target = self.image.get_target(name)
+            if target is None:
+                raise RepositoryStateError(f"image repository has no target {name!r}")
+            if target.hardware_ids and hardware_id not in target.hardware_ids:
+                raise RepositoryStateError(
+                    f"{name} is built for {target.hardware_ids}, not {hardware_id!r}"
+                )
+            custom: dict[str, Any] = {
+                "device_id": device_id,
+                "hardware_id": hardware_id,
+                "release_counter": target.release_counter,
+                "slots": slot_list,
+                "model": target.custom.get("model"),
+                "version": target.custom.get("version"),
+            }
+            entries[name] = TargetFile(
+                target.length, {"sha256": target.digest}, name, {"custom": custom}
+            )
+        with self._lock:
+            repo = self.device_repo(device_id)
+            if repo.initialised():
+                t = copy.deepcopy(repo.targets().signed)
+                t.version += 1
+            else:
+                t = Targets(version=1, spec_version=SPECIFICATION_VERSION_STR)
+            t.targets = entries
+            t.unrecognized_fields[DEVICE_FIELD] = {"device_id": device_id, "hardware_id": hardware_id}
+            repo.commit({"targets": t})
+            return t.version
+
+    def refresh_expiring(self, now: datetime | None = None) -> int:
+        """Re-sign every device's metadata that would expire soon. Returns devices touched."""
+        touched = 0
+        with self._lock:
+            for device_id in self.devices():
+                repo = self.device_repo(device_id)
+                if repo.initialised() and repo.refresh_expiring(now, roles=["targets"]):
+                    touched += 1
+        return touched
+
+    def rotate(self, role: str, old_keyid: str | None = None) -> str:
+        """Rotate one director key (root included); re-sign every device for online roles."""
+        with self._lock:
+            _, new_keyid = self._root.rotate_root_key(role, old_keyid)
+            if role != "root":
+                for device_id in self.devices():
+                    repo = self.device_repo(device_id)
+                    if not repo.initialised():
+                        continue
+                    changed = {}
+                    if role == "targets":
+                        t = copy.deepcopy(repo.targets().signed)
+                        t.version += 1
+                        changed["targets"] = t
+                    repo.commit(changed)
+            return new_keyid
+
+    def metadata(self, device_id: str, name: str) -> bytes:
+        """Bytes of one served file for a device (root files come from the shared root)."""
+        repo = self.device_repo(device_id)
+        if name.endswith(".root.json") or name == "root.json":
+            return self.store.read(f"{self.prefix}/{name}")
+        return self.store.read(f"{repo.prefix}/{name}")
