@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,14 +96,15 @@ class Tracking:
 
 
 @pytest.fixture(scope="module")
-def tracking(tmp_path_factory: pytest.TempPathFactory) -> Tracking:
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracking]:
     pytest.importorskip("mlflow")
     import mlflow
     import mlflow.onnx
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    env = pytest.MonkeyPatch()
+    env.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tmp = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{tmp}/mlflow.db"
     model = _tiny_onnx()
@@ -132,7 +133,8 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> Tracking:
         client.set_registered_model_alias("digits", "champion", "1")
     finally:
         mlflow.set_tracking_uri(previous)
-    return Tracking(uri, model, onnx_path.read_bytes(), model_run, artifact_run, notes_run)
+    yield Tracking(uri, model, onnx_path.read_bytes(), model_run, artifact_run, notes_run)
+    env.undo()
 
 
 def _run(path: Path) -> np.ndarray:
