@@ -15,6 +15,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from edgefleet.registry import BlobStore
 
@@ -52,10 +53,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise TooLarge(f"body of {declared} bytes exceeds the limit of {limit}")
     buf = bytearray()
-    async for chunk in request.stream():
-        buf += chunk
-        if len(buf) > limit:
-            raise TooLarge(f"body exceeds the limit of {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) > limit:
+                raise TooLarge(f"body exceeds the limit of {limit} bytes")
+    except ClientDisconnect:  # the link dropped mid-body: nothing was written
+        raise Malformed("client disconnected before the body was complete") from None
     return bytes(buf)
 
 
