@@ -157,7 +157,7 @@ def _import(
                 registered_model_name=source.model_name,
                 registered_model_version=str(version.version),
                 registered_model_alias=source.alias,
-                model_source=version.source,
+                model_source=redact_uri(version.source),
             )
         else:
             run_id = source.run_id
@@ -175,7 +175,7 @@ def _import(
                 artifact_uri=download_uri, dst_path=work,
                 tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri,
             )
-        onnx_file, flavor, meta = _find_onnx(Path(local), uri)
+            onnx_file, flavor, meta = _find_onnx(Path(local), uri)
         out = _write_self_contained(onnx_file, dest / MODEL_FILE, uri)
 
     prov.update(
