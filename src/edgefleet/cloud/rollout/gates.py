@@ -53,7 +53,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt,
 }
 _NEGATED = {"<=": ">", "<": ">=", ">=": "<", ">": "<="}
-_GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>|==|=|!=)\s*(\S+)\s*$")
+_GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>|==|=|!=)\s*([^\s<>=!]+)\s*$")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ class DeviceStatus(str, Enum):
     QUEUED = "queued"  # online, waiting for a max_concurrent slot
     DISPATCHED = "dispatched"  # sent the model, no acknowledgement yet
     INSTALLING = "installing"  # notified .. preparing
+    SILENT = "silent"  # sent the model, offline since; pending until the timeout
     ACTIVE = "active"  # running the model, agent's health window open
     HEALTHY = "healthy"  # running the model, agent says healthy
     FAILED = "failed"  # install / self-test failed
@@ -71,10 +72,10 @@ def classify(obs: DeviceObservation, *, model: ModelRef, device_timeout_s: float
             return DeviceStatus.FAILED
         if obs.phase == Phase.ROLLED_BACK:
             return DeviceStatus.ROLLED_BACK
-        if running and obs.phase == Phase.ACTIVE:
-            return DeviceStatus.ACTIVE
         if running and obs.phase in (Phase.HEALTHY, Phase.IDLE):
             return DeviceStatus.HEALTHY
+        if running and obs.phase == Phase.ACTIVE and obs.online:
+            return DeviceStatus.ACTIVE
     if obs.timed_out_at is not None:
         return DeviceStatus.TIMED_OUT
     since = obs.dispatched_at
@@ -84,6 +85,8 @@ def classify(obs: DeviceObservation, *, model: ModelRef, device_timeout_s: float
         since = max(since, obs.last_seen or 0.0)
     if now - since > device_timeout_s:
         return DeviceStatus.TIMED_OUT
+    if not obs.online:
+        return DeviceStatus.SILENT
     if same_ref(obs.reported_target, model) and obs.phase in _INSTALLING_PHASES:
         return DeviceStatus.INSTALLING
     return DeviceStatus.DISPATCHED

@@ -300,7 +300,7 @@ class _Pass:
                             outcome=outcome, gates=results)  # type: ignore[arg-type]
         history = (*st.history, record)
         if st.current_wave + 1 < len(self.spec.waves):
-            self._set(history=history, current_wave=st.current_wave + 1,
+            self._set(history=history, state="running", current_wave=st.current_wave + 1,
                       wave_started_at=self.now, soak_started_at=None, gates=())
             self._log(f"wave {st.current_wave} {outcome}; starting wave {st.current_wave + 1}")
         else:
