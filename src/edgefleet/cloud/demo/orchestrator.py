@@ -69,6 +69,23 @@ class Totals:
         return self.per_class_disagreements.get(label, 0) / n if n else 0.0
 
 
+def to_toml(sections: dict[str, dict[str, Any]]) -> str:
+    """A flat two-level TOML writer for agent configs (the demo must not import the agent)."""
+    lines: list[str] = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        for key, value in values.items():
+            if isinstance(value, bool):
+                lines.append(f"{key} = {'true' if value else 'false'}")
+            elif isinstance(value, (int, float)):
+                lines.append(f"{key} = {value}")
+            else:
+                text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+                lines.append(f'{key} = "{text}"')
+        lines.append("")
+    return "\n".join(lines)
+
+
 class UvicornThread:
     def __init__(self, app: Any, host: str, port: int):
         import uvicorn
@@ -151,22 +168,20 @@ class Demo:
         self._start_agents(settings.base_url, protocol)
 
     def _start_agents(self, url: str, protocol: str) -> None:
-        from ...edge_agent.config import AgentConfig, write_config
-
         assert self.client and self.broker
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
         for i in range(1, self.agents + 1):
             device_id = f"demo-cam-{i:02d}"
             token = self.client.enrol_device(device_id, "unknown", {"site": "demo", "index": str(i)})["token"]
-            cfg = AgentConfig.model_validate({
+            cfg = {
                 "agent": {"device_id": device_id, "data_dir": str(self.workdir / "agents" / device_id),
                           "controller_url": url, "token": token, "health_window_s": 4.0},
                 "mqtt": {"host": self.broker.host, "port": self.broker.port, "protocol": protocol},
                 "source": {"kind": "synthetic-digits", "fps": self.fps, "seed": i},
-            })
+            }
             path = self.workdir / f"{device_id}.toml"
-            write_config(cfg, path)
+            path.write_text(to_toml(cfg))
             log_file = open(logs / f"{device_id}.log", "ab")  # noqa: SIM115 - lives as long as the process
             env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
             self.procs.append(subprocess.Popen(

@@ -1,0 +1,160 @@
+"""Shared fixtures: a real MQTT broker, a real controller on loopback HTTP, real agents.
+
+Nothing here is a stand-in: the broker is amqtt (or mosquitto), the controller is the
+FastAPI app on uvicorn with SQLite, and agents are the daemon's own ``Agent`` class
+running ONNX Runtime on the synthetic digits camera, each in a thread of this process.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgefleet.cloud.api import create_app
+from edgefleet.cloud.broker import EmbeddedBroker, MosquittoBroker, free_port
+from edgefleet.cloud.cli.cloud_cmd import create_admin_token
+from edgefleet.cloud.client import ApiClient
+from edgefleet.cloud.demo.orchestrator import UvicornThread
+from edgefleet.cloud.demo.train import TrainedModel, train_digit_models
+from edgefleet.cloud.runtime import Controller
+from edgefleet.cloud.settings import load_settings
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, message: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last value: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def digit_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainedModel, TrainedModel]:
+    return train_digit_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    b = EmbeddedBroker()
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    if not MosquittoBroker.available():
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto); MQTT 5 / ACL tests need it")
+    b = MosquittoBroker(data_dir=tmp_path / "mosquitto")
+    b.start()
+    yield b
+    b.stop()
+
+
+@dataclass
+class Stack:
+    controller: Controller
+    http: UvicornThread
+    client: ApiClient
+    token: str
+    url: str
+    broker: Any
+    data_dir: Path
+
+    def stop(self) -> None:
+        self.http.stop()
+        self.controller.stop()
+        self.client.close()
+
+
+def start_stack(data_dir: Path, broker: Any, *, token: str | None = None, http_port: int | None = None) -> Stack:
+    protocol = "5" if getattr(broker, "kind", "") == "mosquitto" else "3.1.1"
+    port = http_port or free_port()
+    settings = load_settings(
+        data_dir, env={}, http_port=port, mqtt_port=broker.port, mqtt_protocol=protocol,
+        telemetry_period_s=0.5, reconcile_interval_s=0.5,
+    )
+    controller = Controller(settings)
+    controller.migrate()
+    token = token or create_admin_token(controller)
+    controller.start()
+    http = UvicornThread(create_app(controller), settings.http_host, port)
+    http.start()
+    return Stack(controller, http, ApiClient(settings.base_url, token), token, settings.base_url, broker, data_dir)
+
+
+@pytest.fixture
+def stack(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[Stack]:
+    s = start_stack(tmp_path / "controller", broker)
+    yield s
+    s.stop()
+
+
+class RunningAgent:
+    def __init__(self, agent: Any):
+        self.agent = agent
+        self.thread = threading.Thread(target=agent.run, name=f"agent-{agent.device_id}", daemon=True)
+
+    def start(self) -> RunningAgent:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.agent.stop()
+        self.thread.join(timeout=15)
+
+    @property
+    def device_id(self) -> str:
+        return str(self.agent.device_id)
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Callable[..., RunningAgent]]:
+    """Factory: ``agents(stack, "cam-1")`` enrols the device and runs a real agent in a thread."""
+    from edgefleet.edge_agent.config import AgentConfig
+    from edgefleet.edge_agent.daemon import Agent
+
+    running: list[RunningAgent] = []
+
+    def make(stack: Stack, device_id: str, *, token: str | None = None, data_dir: Path | None = None, fps: float = 30.0, **agent_opts: Any) -> RunningAgent:
+        if token is None:
+            token = stack.client.enrol_device(device_id, "cpu-x86_64", {"test": "yes"})["token"]
+        cfg = AgentConfig.model_validate({
+            "agent": {"device_id": device_id, "data_dir": str(data_dir or tmp_path / "agents" / device_id),
+                      "controller_url": stack.url, "token": token, "health_window_s": 1.0, **agent_opts},
+            "mqtt": {"host": stack.broker.host, "port": stack.broker.port,
+                     "protocol": "5" if getattr(stack.broker, "kind", "") == "mosquitto" else "3.1.1"},
+            "source": {"kind": "synthetic-digits", "fps": fps, "seed": 1},
+        })
+        ra = RunningAgent(Agent(cfg)).start()
+        running.append(ra)
+        return ra
+
+    yield make
+    for ra in running:
+        ra.stop()
+
+
+def push(stack: Stack, model: TrainedModel) -> dict[str, Any]:
+    m = model.manifest
+    return stack.client.push_model(model.path, name=m.name, version=m.version, manifest=m.model_dump(mode="json", by_alias=True))
+
+
+def slot_of(stack: Stack, device_id: str, slot: str = "control") -> dict[str, Any]:
+    return stack.client.get_device(device_id)["slots"][slot]
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_files(tmp_path: Path) -> Iterator[None]:
+    yield
+    shutil.rmtree(tmp_path / "agents", ignore_errors=True)
