@@ -30,7 +30,7 @@ def test_disk_cap_holds_while_link_is_down_and_lowest_priority_goes_first(tmp_pa
     rng = random.Random(7)
     outbox = Outbox(tmp_path / "ob", max_bytes=cap, min_free_bytes=0)
     high: list[int] = []
-    for i in range(300):  # a long outage: ~15x the cap offered, nothing uploaded
+    for i in range(180):  # a long outage: ~8x the cap offered, nothing uploaded
         priority = 100 if i % 30 == 0 else rng.randint(0, 9)
         item_id = outbox.put(make_event(priority=priority), clip_bytes(90_000, seed=i),
                              clip_bytes(6_000, seed=-i), priority=priority)
@@ -39,13 +39,13 @@ def test_disk_cap_holds_while_link_is_down_and_lowest_priority_goes_first(tmp_pa
         assert _bytes_on_disk(tmp_path / "ob") <= cap
         assert outbox.stats().bytes <= cap
     items = outbox.pending(limit=1000)
-    assert len(items) == 300  # every event is kept, evicted clips as markers
+    assert len(items) == 180  # every event is kept, evicted clips as markers
     kept = [i for i in items if not i.clip_evicted]
     evicted = [i for i in items if i.clip_evicted]
     assert {i.item_id for i in kept} >= set(high)  # the important clips all survived
     assert min(i.priority for i in kept) >= max(i.priority for i in evicted)
     assert all(i.clip_path is None and i.clip_size == 0 for i in evicted)
-    assert outbox.stats().evicted_clips == len(evicted) > 200
+    assert outbox.stats().evicted_clips == len(evicted) > 140
     # the most important items come first
     assert [i.priority for i in items] == sorted((i.priority for i in items), reverse=True)
     outbox.close()

@@ -202,8 +202,8 @@ class Uploader:
         body = _json(r)
         if r.status_code == 200:
             return body.get("clip_id")
-        if r.status_code == 409 and body.get("code") == "incomplete":
-            raise _SessionLost("server says parts are incomplete")
+        if r.status_code == 404 or (r.status_code == 409 and body.get("code") == "incomplete"):
+            raise _SessionLost("server lost the session or parts of it")
         if r.status_code == 422 and body.get("code") == "digest_mismatch":
             if self.outbox.record_attempt(item.item_id) >= _MAX_DIGEST_FAILURES:
                 raise ItemRefused(f"sha256 mismatch {_MAX_DIGEST_FAILURES} times: {body}")
