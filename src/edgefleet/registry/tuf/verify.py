@@ -84,7 +84,7 @@ def translate(exc: BaseException, *, clock_rolled_back: bool = False) -> TufErro
     if isinstance(exc, TufError):
         return exc
     msg = str(exc) or exc.__class__.__name__
-    if isinstance(exc, tuf_exc.UnsignedMetadataError):
+    if isinstance(exc, tuf_exc.UnsignedMetadataError) or _duplicate_signatures(exc):
         return SignatureError(msg)
     if isinstance(exc, tuf_exc.ExpiredMetadataError):
         return ClockRollback(msg) if clock_rolled_back else ExpiredMetadata(msg)
@@ -108,6 +108,16 @@ def translate(exc: BaseException, *, clock_rolled_back: bool = False) -> TufErro
     if isinstance(exc, OSError):
         return TransportError(f"local storage: {msg}")
     return BadMetadata(msg)
+
+
+def _duplicate_signatures(exc: BaseException) -> bool:
+    """Metadata listing one key's signature twice (python-tuf refuses it while parsing)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if "Multiple signatures found for keyid" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 # -- one TUF repository, through tuf.ngclient -----------------------------------------
