@@ -238,7 +238,8 @@ class TensorRTBackend(InferenceBackend):
 
     def _collect_io(self) -> tuple[list[IOSpec], list[IOSpec]]:
         trt, eng = self._trt, self._engine
-        ins, outs = [], []
+        ins: list[IOSpec] = []
+        outs: list[IOSpec] = []
         for i in range(eng.num_io_tensors):
             name = eng.get_tensor_name(i)
             shape = tuple(int(d) if d >= 0 else None for d in eng.get_tensor_shape(name))
@@ -270,7 +271,8 @@ class TensorRTBackend(InferenceBackend):
 
     def prepare(self) -> None:
         """Warm up: one batch of zeros (batch 1) through the engine."""
-        feeds = {s.name: np.zeros(tuple(d or 1 for d in s.shape), dtype=np.dtype(s.dtype)) for s in self._io[0]}
+        feeds = {s.name: np.zeros(tuple(d if isinstance(d, int) and d > 0 else 1 for d in s.shape),
+                                  dtype=np.dtype(s.dtype)) for s in self._io[0]}
         self.infer(feeds)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -51,7 +51,7 @@ def collect_hardware_stats(
     """
     real_root = Path(root).resolve() == Path("/")
     stats: Stats = {"hardware_id": profile.hardware_id}
-    stats.update(sysfs_stats(root))
+    stats.update(sysfs_stats(Path(root)))
     source = "sysfs"
     sysfs_throttled = bool(stats.get("throttled"))
     if real_root:
