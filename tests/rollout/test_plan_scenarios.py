@@ -243,3 +243,23 @@ def test_every_plan_pass_on_unchanged_input_is_empty():
     assert sum(isinstance(a, SetDesired) for a in p.actions) == 3
     fleet.reconcile(spec)
     assert plan(spec, fleet.state("r1"), fleet.observations(spec), 0.0).actions == ()
+
+
+def test_device_joining_after_completion_still_gets_the_model():
+    fleet, spec = make_fleet(), spec_for(select="tag:depot=2")
+    assert drive(fleet, spec).state == "completed"
+    fleet.devices["agx-000"].tags["depot"] = "2"
+    settle(fleet, spec, steps=10)
+    assert fleet.devices["agx-000"].rows["r1"]["wave"] == 3
+    assert "agx-000" in fleet.running(V2)
+
+
+def test_bad_shadow_candidate_is_removed_from_the_shadow_slot():
+    fleet = make_fleet("local_rollback", None, installed=None, desired=None)
+    spec = spec_for(slot="shadow", gates=["failure<=0.02"])
+    final = drive(fleet, spec)
+    assert final.breach is not None and final.breach.wave == 0
+    settle(fleet, spec, steps=20)
+    assert fleet.state("r1").state == "rolled_back"
+    assert all(d.installed is None and d.desired is None for d in fleet.devices.values())
+    assert fleet.ever_had(V2) <= fleet.members("r1", 0)
