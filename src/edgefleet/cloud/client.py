@@ -51,8 +51,13 @@ class ApiClient:
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/health")
 
-    def push_model(self, path: Path, *, name: str, version: str, manifest: dict | None = None, labels: list[str] | None = None) -> dict[str, Any]:
+    def push_model(
+        self, path: Path, *, name: str, version: str, manifest: dict | None = None,
+        labels: list[str] | None = None, provenance: dict | None = None,
+    ) -> dict[str, Any]:
         data: dict[str, str] = {"name": name, "version": version}
+        if provenance is not None:
+            data["provenance"] = json.dumps(provenance, default=str)
         if manifest is not None:
             data["manifest"] = json.dumps(manifest)
         if labels:

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from ..protocols import Channel, Desired, DeviceSettings, Event, Reported, Status, Telemetry
 from ..registry import BlobStore, LocalBlobStore
-from . import fleet, ingest
+from . import fleet, ingest, telemetry_store
 from .bridge import MqttBridge
 from .db import make_engine, migrate
 from .models import Device
@@ -30,8 +30,9 @@ RESEND_AFTER = timedelta(seconds=15)
 
 
 def open_store(settings: CloudSettings) -> BlobStore:
+    """The artifact store: ``EDGEFLEET_STORE_URL`` (local path or ``s3://…``), else ``{data_dir}/blobs``."""
     if settings.store_url:
-        from ..registry.stores import open_blob_store  # S3 support lives behind this import
+        from ..registry.stores import open_blob_store  # boto3 is imported only for s3:// URLs
 
         return open_blob_store(settings.store_url)
     return LocalBlobStore(settings.blobs_dir)
@@ -97,6 +98,7 @@ class Controller:
     def _on_telemetry(self, msg: Telemetry) -> None:
         with self.session() as s:
             ingest.apply_telemetry(s, msg)
+            telemetry_store.record_telemetry(s, msg)
 
     def _on_event(self, msg: Event) -> None:
         for handler in self.event_handlers:

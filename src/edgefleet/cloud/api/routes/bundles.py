@@ -1,24 +1,40 @@
-"""/api/v1/bundles/{digest} — bundle bytes for devices (HTTP Range for resumed downloads)."""
+"""/api/v1/bundles/{digest} — bundle bytes for devices, with HTTP Range for resumed downloads."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+import re
+
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 
 from ....registry import BlobNotFound, LocalBlobStore
+from ....registry.stores import read_range
 from ..deps import AnyPrincipal, ControllerDep
 
 router = APIRouter(prefix="/bundles", tags=["bundles"])
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
-@router.get("/{digest}", summary="Download a model bundle by its sha256", response_class=Response)
-def get_bundle(digest: str, controller: ControllerDep, _: AnyPrincipal) -> Response:
+@router.get("/{digest}", summary="Download a model bundle by its sha256 (supports Range)", response_class=Response)
+def get_bundle(digest: str, request: Request, controller: ControllerDep, _: AnyPrincipal) -> Response:
     store = controller.store
     try:
         if not store.exists(digest):
             raise BlobNotFound(digest)
         if isinstance(store, LocalBlobStore):
             return FileResponse(store.path(digest), media_type="application/x-tar")
-        return Response(store.get(digest), media_type="application/x-tar")
+        size = store.size(digest)
+        match = _RANGE.match(request.headers.get("range", ""))
+        if match is None:
+            return Response(store.get(digest), media_type="application/x-tar", headers={"Accept-Ranges": "bytes"})
+        start = int(match.group(1))
+        end = min(int(match.group(2)) if match.group(2) else size - 1, size - 1)
+        if start >= size or end < start:
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        body = read_range(store, digest, start, end - start + 1)
+        return Response(
+            body, status_code=206, media_type="application/x-tar",
+            headers={"Content-Range": f"bytes {start}-{end}/{size}", "Accept-Ranges": "bytes"},
+        )
     except BlobNotFound:
         raise HTTPException(status_code=404, detail=f"no bundle {digest}") from None

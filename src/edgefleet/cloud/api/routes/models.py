@@ -25,6 +25,7 @@ async def push_model(
     model: UploadFile = File(..., description="the ONNX file"),
     manifest: str | None = Form(None, description="manifest JSON; inferred from the graph when absent"),
     labels: str | None = Form(None, description="comma-separated class labels"),
+    provenance: str | None = Form(None, description="JSON object recorded in the manifest and the signed target (e.g. MLflow run id)"),
 ) -> ModelVersionPublic:
     data = await model.read(MAX_MODEL_BYTES + 1)
     if len(data) > MAX_MODEL_BYTES:
@@ -36,8 +37,17 @@ async def push_model(
         except ValueError as exc:
             raise BadRequest(f"manifest is not valid JSON: {exc}") from None
     label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    provenance_obj = None
+    if provenance:
+        try:
+            provenance_obj = json.loads(provenance)
+        except ValueError as exc:
+            raise BadRequest(f"provenance is not valid JSON: {exc}") from None
+        if not isinstance(provenance_obj, dict):
+            raise BadRequest("provenance must be a JSON object")
     mv, _created = catalog.push_model(
-        session, controller.store, data, name=name, version=version, manifest=manifest_obj, labels=label_list
+        session, controller.store, data, name=name, version=version, manifest=manifest_obj, labels=label_list,
+        provenance=provenance_obj,
     )
     return ModelVersionPublic.of(mv)
 
