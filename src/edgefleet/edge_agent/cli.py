@@ -63,6 +63,16 @@ def show_state(
     typer.echo(StateStore(cfg.agent.data_dir).load().model_dump_json(indent=2))
 
 
+@app.command("hw")
+def hardware(
+    root: Annotated[Path, typer.Option("--root", help="filesystem root to inspect (for fixture trees)")] = Path("/"),
+) -> None:
+    """Print the detected device profile, its capabilities, and which inference backend would run models (and why)."""
+    from ..hardware.report import render_hw_report
+
+    typer.echo(render_hw_report(root))
+
+
 def main() -> None:
     app()
 

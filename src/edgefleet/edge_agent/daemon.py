@@ -12,14 +12,18 @@ import logging
 import platform
 import queue
 import random
+import shutil
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import httpx
 
 from .. import __version__
+from ..hardware import HardwareError, detect_profile
+from ..hardware.telemetry import TegrastatsReader, collect_hardware_stats
 from ..protocols import SLOTS, Channel, Desired, Phase, Reported, SlotReport, Telemetry
 from .config import AgentConfig
 from .mqtt_session import AgentMqtt
@@ -34,15 +38,15 @@ HEALTH_MIN_FRAMES = 10
 HEALTH_MAX_BAD_RATIO = 0.05
 
 
-def detect_hardware_id(configured: str) -> str:
-    if configured != "auto":
-        return configured
+def detect_device(configured: str) -> tuple[Any, str]:
+    """The hardware profile and the hardware id (``hardware_id`` in config overrides detection)."""
     try:
-        from ..hardware import detect_profile  # type: ignore[attr-defined]
-
-        return str(detect_profile().hardware_id)
-    except Exception:
-        return f"cpu-{platform.machine().lower() or 'unknown'}"
+        profile = detect_profile()
+    except HardwareError as exc:
+        log.warning("hardware detection failed (%s); assuming a CPU-only device", exc)
+        profile = None
+    detected = profile.hardware_id if profile else f"cpu-{platform.machine().lower() or 'unknown'}"
+    return profile, (detected if configured == "auto" else configured)
 
 
 class Agent:
@@ -51,7 +55,7 @@ class Agent:
         self.device_id = config.agent.device_id
         self.data_dir = config.agent.data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.hardware_id = detect_hardware_id(config.agent.hardware_id)
+        self.profile, self.hardware_id = detect_device(config.agent.hardware_id)
         self.store = StateStore(self.data_dir)
         self.state: AgentState = self.store.load()
         src = config.source
@@ -66,12 +70,19 @@ class Agent:
         self.updater = Updater(
             device_id=self.device_id, data_dir=self.data_dir, state=self.state, store=self.store,
             pipeline=self.pipeline, http=self.http, report=self.publish_reported, threads=config.inference.threads,
+            profile=self.profile,
         )
         self._desired_q: queue.Queue[Desired] = queue.Queue()
         self._last_desired: Desired | None = None
         self._stop = threading.Event()
         self._health: dict[str, dict[str, int]] = {}
-        self.hardware_stats: Any = None
+        self.tegrastats: TegrastatsReader | None = None
+        self.hardware_stats: Callable[[], dict[str, Any]] | None = None
+        if self.profile is not None:
+            profile = self.profile
+            if profile.is_jetson and shutil.which("tegrastats"):
+                self.tegrastats = TegrastatsReader()
+            self.hardware_stats = lambda: collect_hardware_stats(profile, tegrastats=self.tegrastats)
 
     # ----- callbacks from MQTT -----
 
@@ -151,6 +162,8 @@ class Agent:
     def run(self) -> None:
         log.info("device %s starting (hardware %s, data %s)", self.device_id, self.hardware_id, self.data_dir)
         self.updater.restore()
+        if self.tegrastats is not None:
+            self.tegrastats.start()
         self.pipeline.start()
         self.mqtt.start()
         next_telemetry = time.time() + self.state.settings.telemetry_period_s
@@ -183,5 +196,7 @@ class Agent:
         finally:
             log.info("device %s stopping", self.device_id)
             self.pipeline.stop()
+            if self.tegrastats is not None:
+                self.tegrastats.stop()
             self.mqtt.stop()
             self.http.close()

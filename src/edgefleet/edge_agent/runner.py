@@ -44,9 +44,18 @@ class ModelRunner:
 
     @classmethod
     def load(cls, ref: ModelRef, manifest: Manifest, directory: Path, *, threads: int = 1, **backend_options: object) -> ModelRunner:
-        """Open and check a model. Raises ModelLoadFailed or InputMismatch."""
+        """Open and check a model with the best backend for this device.
+
+        ``backend_options`` go to ``hardware.open_backend`` (profile, cache_dir, progress, …);
+        the bundle digest is the engine-cache key.
+
+        Raises:
+            ModelLoadFailed: no backend can load it. InputMismatch: it does not fit its manifest.
+        """
         try:
-            backend = open_backend(directory / manifest.model_file, intra_op_threads=threads, **backend_options)
+            backend = open_backend(
+                directory / manifest.model_file, intra_op_threads=threads, model_digest=ref.digest, **backend_options
+            )
         except HardwareError as exc:
             raise ModelLoadFailed(f"{ref.label}: {exc}") from None
         inputs = backend.inputs

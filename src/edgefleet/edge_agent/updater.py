@@ -44,6 +44,7 @@ class Updater:
         http: httpx.Client,
         report: Reporter,
         threads: int = 1,
+        profile: object | None = None,
     ):
         self.device_id = device_id
         self.bundles = data_dir / "bundles"
@@ -54,6 +55,8 @@ class Updater:
         self.http = http
         self.report = report
         self.threads = threads
+        self.profile = profile
+        self.engines = data_dir / "engines"
         self.retry_pending = False
         self.activated_at: dict[str, float] = {}
 
@@ -109,7 +112,7 @@ class Updater:
             self._phase(s, Phase.VERIFYING)
             directory = self._stage(path, target)
             self._phase(s, Phase.PREPARING)
-            runner = self._load(wanted, directory)
+            runner = self._load(wanted, directory, progress=self._prepare_progress(s))
             runner.self_test()
             runner.prepare()
         except DeploymentError as exc:
@@ -205,13 +208,25 @@ class Updater:
         tmp.replace(final)
         return final
 
-    def _load(self, ref: InstalledModel, directory: Path | None = None) -> ModelRunner:
+    def _prepare_progress(self, s: SlotState) -> Callable[[float, str], None]:
+        """Engine builds take minutes on an Orin: report how far they got."""
+
+        def progress(fraction: float, message: str) -> None:
+            s.progress = round(max(0.0, min(1.0, fraction)), 2)
+            log.info("device %s: preparing %s: %s (%.0f%%)", self.device_id, s.target.label if s.target else "?", message, fraction * 100)
+            self.report()
+
+        return progress
+
+    def _load(self, ref: InstalledModel, directory: Path | None = None, progress: Callable[[float, str], None] | None = None) -> ModelRunner:
         directory = directory or self.bundles / ref.digest
         try:
             manifest = read_manifest_dir(directory)
         except InvalidBundle as exc:
             raise BadBundle(str(exc)) from None
-        return ModelRunner.load(ref, manifest, directory, threads=self.threads)
+        return ModelRunner.load(
+            ref, manifest, directory, threads=self.threads, profile=self.profile, cache_dir=self.engines, progress=progress
+        )
 
     def _set_runner(self, slot: SlotName, runner: ModelRunner | None) -> None:
         old = self.pipeline.control if slot == "control" else self.pipeline.shadow
@@ -223,12 +238,16 @@ class Updater:
             old.close()
 
     def gc(self) -> None:
-        """Remove bundles and downloads no slot refers to any more."""
+        """Remove bundles, downloads and engines no slot refers to any more."""
         keep = set()
         for s in self.state.slots.values():
             for ref in (s.installed, s.last_known_good):
                 if ref is not None:
                     keep.add(ref.digest)
+        if self.engines.is_dir():
+            from ..hardware import EngineCache
+
+            EngineCache(self.engines).gc(keep)
         for folder in (self.bundles, self.downloads):
             if not folder.is_dir():
                 continue
