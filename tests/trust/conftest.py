@@ -27,8 +27,8 @@ from edgefleet.registry.tuf import (
     ImageTarget,
     KeyRing,
     LocalMetadataStore,
-    ResumableFetcher,
     Resolved,
+    ResumableFetcher,
     TufResolver,
     make_handler,
     provision,
@@ -45,6 +45,7 @@ class ServerHooks:
     ignore_range: bool = False
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     body_bytes_sent: int = 0
+    sent: list[tuple[str | None, int]] = field(default_factory=list)  # (Range, body bytes)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -85,15 +86,22 @@ def start_server(resolver: TufResolver, blobs: LocalBlobStore, hooks: ServerHook
                 self.wfile.write(body)
                 with hooks.lock:
                     hooks.body_bytes_sent += len(body)
+            with hooks.lock:
+                hooks.sent.append((self.headers.get("Range"), len(body)))
             if limit is not None:
                 self.wfile.flush()
                 self.close_connection = True
                 self.connection.shutdown(2)
 
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv = _QuietServer(("127.0.0.1", 0), Handler)
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return srv
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        pass  # clients the tests kill or time out leave broken pipes behind
 
 
 def _read_blob(blobs: LocalBlobStore, res: Resolved, start: int, end: int) -> bytes:

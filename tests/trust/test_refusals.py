@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import HW, TrustEnv, payload
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, MetaFile, TargetFile
 
@@ -25,6 +24,8 @@ from edgefleet.registry.tuf import (
     TufError,
 )
 from edgefleet.registry.tuf.signing import metafile, sign
+
+from .conftest import HW, TrustEnv, payload
 
 V1 = payload(200_000)
 V2 = payload(300_000)

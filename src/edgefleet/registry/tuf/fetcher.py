@@ -58,7 +58,6 @@ class ResumableFetcher(FetcherInterface):
         gap_timeout: float = 30.0,
         deadline: float = 3600.0,
         max_stalls: int = 5,
-        chunk_size: int = CHUNK,
         client: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
         backoff: float = 0.2,
@@ -66,7 +65,6 @@ class ResumableFetcher(FetcherInterface):
         self.gap_timeout = gap_timeout
         self.deadline = deadline
         self.max_stalls = max_stalls
-        self.chunk_size = chunk_size
         self.backoff = backoff
         self.clock = clock
         self._client = client or httpx.Client(follow_redirects=False, headers={"Accept-Encoding": "identity"})
@@ -101,7 +99,7 @@ class ResumableFetcher(FetcherInterface):
 
     def _chunks(self, resp: httpx.Response, end: float) -> Iterator[bytes]:
         try:
-            for chunk in resp.iter_raw(self.chunk_size):
+            for chunk in resp.iter_raw():
                 self.stats.bytes_received += len(chunk)
                 if self.clock() > end:
                     raise tuf_exc.SlowRetrievalError("metadata download deadline passed")
@@ -200,7 +198,7 @@ class ResumableFetcher(FetcherInterface):
                 raise LengthMismatch(
                     f"server offers {have + int(declared)} bytes, only {length} signed"
                 )
-            for chunk in resp.iter_raw(self.chunk_size):
+            for chunk in resp.iter_raw():
                 self.stats.bytes_received += len(chunk)
                 if have + len(chunk) > length:
                     raise LengthMismatch(f"server sent more than the {length} signed bytes")

@@ -116,7 +116,10 @@ def make_handler(resolver: TufResolver, blobs: BlobStore, *, prefix: str = "/tuf
             if res is None:
                 self.send_error(HTTPStatus.NOT_FOUND)
                 return
-            self.send_resolved(res)
+            try:
+                self.send_resolved(res)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client went away mid-body: it will resume
 
         def send_resolved(self, res: Resolved) -> None:
             try:
