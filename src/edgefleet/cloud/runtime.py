@@ -16,9 +16,18 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from ..protocols import Channel, Desired, DeviceSettings, Event, Reported, Status, Telemetry
+from ..protocols import (
+    CapturePolicy,
+    Channel,
+    Desired,
+    DeviceSettings,
+    Event,
+    Reported,
+    Status,
+    Telemetry,
+)
 from ..registry import BlobStore, LocalBlobStore
-from . import fleet, ingest, telemetry_store
+from . import fleet, ingest, shadow_index, telemetry_store
 from .bridge import MqttBridge
 from .db import make_engine, migrate
 from .models import Device
@@ -48,7 +57,9 @@ class Controller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_sent: dict[str, tuple[int, datetime]] = {}
-        self.event_handlers: list = []
+        self.event_handlers: list = [self._index_event]
+        self.capture_policy: CapturePolicy = CapturePolicy()  # sent to devices in Desired.settings
+        self.upload_store: object | None = None  # set by create_app (uploads router), for expiry
 
     # ----- lifecycle -----
 
@@ -99,10 +110,20 @@ class Controller:
         with self.session() as s:
             ingest.apply_telemetry(s, msg)
             telemetry_store.record_telemetry(s, msg)
+            shadow_index.record_pair_stats(s, msg)
 
     def _on_event(self, msg: Event) -> None:
         for handler in self.event_handlers:
             handler(msg)
+
+    def _index_event(self, msg: Event) -> None:
+        with self.session() as s:
+            shadow_index.record_event(s, msg, via="mqtt")
+
+    def on_clip_stored(self, clip: object) -> None:
+        """The uploads router's callback: index the clip and its event (upsert)."""
+        with self.session() as s:
+            shadow_index.record_clip(s, clip)
 
     # ----- desired state -----
 
@@ -112,7 +133,7 @@ class Controller:
             self._last_sent[desired.device_id] = (desired.generation, datetime.now(timezone.utc))
 
     def device_settings(self) -> DeviceSettings:
-        return DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s)
+        return DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s, capture=self.capture_policy)
 
     def publish_device(self, session: Session, device: Device) -> None:
         self.publish_desired(fleet.desired_for(session, device, self.device_settings()))
@@ -140,10 +161,20 @@ class Controller:
                 sent += 1
         return sent
 
+    def _expire_uploads(self, now: float) -> None:
+        """Drop abandoned upload sessions (7 days) and old completion records (30 days)."""
+        store = self.upload_store
+        if store is not None:
+            store.expire(now=now, open_max_age_s=7 * 86400, completed_max_age_s=30 * 86400)  # type: ignore[attr-defined]
+
     def _loop(self) -> None:
+        next_expiry = time.time() + 60
         while not self._stop.wait(self.settings.reconcile_interval_s):
             try:
                 self.sync_once()
+                if time.time() >= next_expiry:
+                    next_expiry = time.time() + 3600
+                    self._expire_uploads(time.time())
             except Exception:
                 log.exception("sync pass failed; retrying")
                 time.sleep(1)

@@ -16,6 +16,13 @@ Example::
     kind = "camera"      # synthetic-digits | video | camera
     uri = "0"            # file path, camera index or rtsp:// URL
     fps = 15
+
+    [capture]            # clips of disagreements / low confidence (docs/capture.md)
+    outbox_dir = "/var/lib/edgefleet/outbox"
+    max_bytes = 2147483648
+
+    [output]             # control predictions for local applications
+    socket = "unix:/run/edgefleet/predictions.sock"   # or tcp:127.0.0.1:7070, or "" (off)
 """
 
 from __future__ import annotations
@@ -69,11 +76,38 @@ class InferenceSection(BaseModel):
     threads: int = Field(default=1, ge=1, le=64)
 
 
+class CaptureSection(BaseModel):
+    """Device-side capture limits; what to capture comes from ``Desired.settings.capture``."""
+
+    enabled: bool = True
+    outbox_dir: Path | None = None  # default: <data_dir>/outbox
+    max_bytes: int = Field(default=1024**3, gt=256 * 1024)
+    min_free_bytes: int = Field(default=256 * 1024**2, ge=0)
+    max_side: int = Field(default=640, ge=16)
+    cooldown_s: float = Field(default=10.0, ge=0)
+    dedupe_threshold: float = Field(default=0.02, ge=0)
+    near_band: float = Field(default=0.05, ge=0, le=1)
+    shadow_queue: int = Field(default=8, ge=1, le=1024)
+    upload: bool = True
+    upload_poll_s: float = Field(default=2.0, gt=0)
+    upload_chunk_bytes: int = Field(default=256 * 1024, ge=4096)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+
+
+class OutputSection(BaseModel):
+    """Where local applications read control predictions (see ``app_output.py``)."""
+
+    socket: str = "unix:predictions.sock"  # relative paths are under data_dir; "" = off
+    client_queue: int = Field(default=64, ge=1)
+
+
 class AgentConfig(BaseModel):
     agent: AgentSection
     mqtt: MqttSection = Field(default_factory=MqttSection)
     source: SourceSection = Field(default_factory=SourceSection)
     inference: InferenceSection = Field(default_factory=InferenceSection)
+    capture: CaptureSection = Field(default_factory=CaptureSection)
+    output: OutputSection = Field(default_factory=OutputSection)
 
     @property
     def device_id(self) -> str:

@@ -1,7 +1,7 @@
 """The agent daemon: wires config, state, MQTT, the updater and the inference pipeline.
 
-Threads: the MQTT network loop (paho), the control path, the shadow path, and the main
-loop here, which applies desired state (latest wins), publishes ``reported`` and
+Threads: the MQTT network loop (paho), the control path, the shadow path, the capture
+encoder and the uploader (``capture.py``, ``uploader.py``), and the main loop here, which applies desired state (latest wins), publishes ``reported`` and
 ``telemetry``, watches the health window of newly activated models and rolls back
 locally when one breaks.
 """
@@ -25,8 +25,11 @@ from .. import __version__
 from ..hardware import HardwareError, detect_profile
 from ..hardware.telemetry import TegrastatsReader, collect_hardware_stats
 from ..protocols import SLOTS, Channel, Desired, Phase, Reported, SlotReport, Telemetry
+from .app_output import AppOutput, PredictionServer, parse_address
+from .capture import Capture
 from .config import AgentConfig
 from .mqtt_session import AgentMqtt
+from .outbox import Outbox
 from .pipeline import PeriodStats, Pipeline
 from .sources import open_source
 from .state import AgentState, StateStore
@@ -59,7 +62,25 @@ class Agent:
         self.store = StateStore(self.data_dir)
         self.state: AgentState = self.store.load()
         src = config.source
-        self.pipeline = Pipeline(open_source(src.kind, src.uri, seed=src.seed if src.seed is not None else hash(self.device_id) & 0xFFFF, loop=src.loop), src.fps)
+        cap = config.capture
+        self.outbox: Outbox | None = None
+        if cap.enabled:
+            self.outbox = Outbox(cap.outbox_dir or self.data_dir / "outbox", max_bytes=cap.max_bytes,
+                                 min_free_bytes=cap.min_free_bytes)
+        self.capture = Capture(
+            self.device_id, self.outbox, self._publish_event, policy=self.state.settings.capture,
+            work_dir=self.data_dir / "capture-work", max_side=cap.max_side, fps_hint=src.fps,
+            cooldown_s=cap.cooldown_s, dedupe_threshold=cap.dedupe_threshold, near_band=cap.near_band,
+        )
+        self.pipeline = Pipeline(
+            open_source(src.kind, src.uri, seed=src.seed if src.seed is not None else hash(self.device_id) & 0xFFFF, loop=src.loop),
+            src.fps, shadow_queue=cap.shadow_queue, capture=self.capture,
+        )
+        address = parse_address(config.output.socket, self.data_dir)
+        self.app_output = AppOutput(
+            self.device_id, PredictionServer(address, client_queue=config.output.client_queue) if address else None
+        )
+        self.pipeline.app_output = self.app_output
         headers = {"Authorization": f"Bearer {config.agent.token}"} if config.agent.token else {}
         self.http = httpx.Client(base_url=config.agent.controller_url, headers=headers, timeout=httpx.Timeout(30.0, connect=5.0))
         self.mqtt = AgentMqtt(
@@ -76,6 +97,16 @@ class Agent:
         self._last_desired: Desired | None = None
         self._stop = threading.Event()
         self._health: dict[str, dict[str, int]] = {}
+        self.uploader: Any = None
+        if self.outbox is not None and cap.upload:
+            from .uploader import Uploader
+
+            self.uploader = Uploader(
+                config.agent.controller_url, self.device_id, config.agent.token, self.outbox,
+                max_bytes_per_day=self.state.settings.capture.max_bytes_per_day,
+                chunk_size=cap.upload_chunk_bytes, poll_interval_s=cap.upload_poll_s,
+                backoff_max_s=cap.backoff_max_s,
+            )
         self.tegrastats: TegrastatsReader | None = None
         self.hardware_stats: Callable[[], dict[str, Any]] | None = None
         if self.profile is not None:
@@ -154,6 +185,18 @@ class Agent:
                 self.updater.mark_healthy(slot)
                 self._health.pop(slot, None)
 
+    # ----- capture -----
+
+    def _publish_event(self, event: Any) -> None:
+        """Capture's encoder thread: the event record on MQTT ``events`` (QoS 1)."""
+        self.mqtt.publish(Channel.EVENTS, event)
+
+    def _apply_capture_settings(self) -> None:
+        policy = self.state.settings.capture
+        self.capture.update_policy(policy)
+        if self.uploader is not None:
+            self.uploader.max_bytes_per_day = policy.max_bytes_per_day
+
     # ----- main loop -----
 
     def stop(self) -> None:
@@ -164,8 +207,18 @@ class Agent:
         self.updater.restore()
         if self.tegrastats is not None:
             self.tegrastats.start()
+        self._apply_capture_settings()
+        try:
+            self.app_output.start()
+        except OSError as exc:  # the application socket is a convenience, not a reason to stop
+            log.error("device %s: cannot open the prediction socket %s: %s", self.device_id, self.config.output.socket, exc)
+            self.app_output.server = None
         self.pipeline.start()
         self.mqtt.start()
+        uploader_thread: threading.Thread | None = None
+        if self.uploader is not None:
+            uploader_thread = threading.Thread(target=self.uploader.run_forever, args=(self._stop,), name="uploader", daemon=True)
+            uploader_thread.start()
         next_telemetry = time.time() + self.state.settings.telemetry_period_s
         retry_at: float | None = None
         backoff = 2.0
@@ -182,6 +235,7 @@ class Agent:
                 if desired is not None:
                     self._last_desired = desired
                     self.updater.apply(desired)
+                    self._apply_capture_settings()
                     if self.updater.retry_pending:
                         retry_at = time.time() + backoff * random.uniform(0.8, 1.2)
                         backoff = min(backoff * 2, 300.0)
@@ -195,8 +249,15 @@ class Agent:
                     next_telemetry = now + self.state.settings.telemetry_period_s
         finally:
             log.info("device %s stopping", self.device_id)
-            self.pipeline.stop()
+            self._stop.set()
+            self.pipeline.stop()  # the encoder finishes the clips it has: they reach the outbox
+            self.app_output.stop()
+            if uploader_thread is not None:
+                uploader_thread.join(timeout=10)
+                self.uploader.close()
             if self.tegrastats is not None:
                 self.tegrastats.stop()
             self.mqtt.stop()
             self.http.close()
+            if self.outbox is not None:
+                self.outbox.close()

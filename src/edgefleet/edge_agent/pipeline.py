@@ -7,7 +7,12 @@ path never waits for the candidate. Models are swapped by assigning a new runner
 loop picks it up on the next frame (load first, then switch — no frame is lost).
 
 Per telemetry period the loop keeps mergeable statistics (``PeriodStats``) that the
-daemon takes with ``take_period()``.
+daemon takes with ``take_period()``; the shadow part comes from the ``Capture``'s
+``ShadowMonitor`` (one source of truth for agreement, triggers and clips).
+
+Capture (``capture.py``): the control path pushes each frame into the capture ring and
+hands ``(frame, control prediction)`` to the shadow queue even without a candidate, so
+low-confidence triggers on the control model work with no shadow model deployed.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..protocols import LatencyStats, ModelRef
-from ..shadow.compare import comparator_for
 from ..shadow.prediction import Prediction
 from ..shadow.stats import AgreementStats, ConfidenceHistogram, LatencyRecorder
+from .capture import Capture
 from .runner import ModelRunner
 from .sources import FrameSource, paced
 
@@ -54,17 +59,21 @@ class PeriodStats:
 
 
 class Pipeline:
-    def __init__(self, source: FrameSource, fps: float, *, shadow_queue: int = 8):
+    def __init__(self, source: FrameSource, fps: float, *, shadow_queue: int = 8, capture: Capture | None = None):
         self.source = source
         self.fps = fps
         self.control: ModelRunner | None = None
         self.shadow: ModelRunner | None = None
+        self.capture = capture or Capture("", None)
+        self.app_output: Callable[[float, np.ndarray, Prediction, ModelRef, float], None] | None = None
         self.on_output: list[OutputCallback] = []
         self.on_shadow: list[ShadowCallback] = []
         self._lock = threading.Lock()
         self._period = PeriodStats()
         self._totals = Counter[str]()
-        self._shadow_q: queue.Queue[tuple[float, np.ndarray, Prediction, ModelRunner] | None] = queue.Queue(shadow_queue)
+        self._shadow_q: queue.Queue[tuple[float, np.ndarray, Prediction, ModelRunner, ModelRunner | None] | None] = (
+            queue.Queue(shadow_queue)
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -72,6 +81,7 @@ class Pipeline:
 
     def start(self) -> None:
         self._stop.clear()
+        self.capture.start()
         self._threads = [
             threading.Thread(target=self._control_loop, name="control-path", daemon=True),
             threading.Thread(target=self._shadow_loop, name="shadow-path", daemon=True),
@@ -87,6 +97,7 @@ class Pipeline:
             pass
         for t in self._threads:
             t.join(timeout=5)
+        self.capture.stop()
         self.source.close()
 
     @property
@@ -98,6 +109,7 @@ class Pipeline:
         """Statistics since the last call; a new period starts now."""
         with self._lock:
             period, self._period = self._period, PeriodStats()
+        period.shadow = self.capture.take_stats()
         period.control = self.control.ref if self.control else None
         period.candidate = self.shadow.ref if self.shadow else None
         return period
@@ -121,6 +133,11 @@ class Pipeline:
                 log.warning("control inference failed on %s: %s", runner.ref.label, exc)
                 continue
             pred = result.prediction
+            if self.app_output is not None:
+                try:
+                    self.app_output(ts, frame, pred, runner.ref, result.latency_ms)
+                except Exception:
+                    log.exception("application output failed")
             for callback in self.on_output:
                 try:
                     callback(ts, frame, pred, runner.ref)
@@ -138,47 +155,56 @@ class Pipeline:
                     p.class_counts[pred.label] += 1
                 if pred.score is not None and math.isfinite(pred.score):
                     p.confidence.add(pred.score)
+            self.capture.push(ts, frame)
             shadow = self.shadow
-            if shadow is not None:
+            if shadow is not None or self.capture.recording:
                 try:
-                    self._shadow_q.put_nowait((ts, frame, pred, shadow))
+                    self._shadow_q.put_nowait((ts, frame, pred, runner, shadow))
                 except queue.Full:
+                    if shadow is not None:
+                        self.capture.drop()
                     with self._lock:
-                        self._period.shadow.add_dropped()
-                        self._totals["shadow_dropped"] += 1
+                        self._totals["shadow_dropped" if shadow is not None else "capture_dropped"] += 1
 
     # ----- shadow path -----
 
     def _shadow_loop(self) -> None:
-        comparators: dict[int, object] = {}
         while not self._stop.is_set():
             item = self._shadow_q.get()
             if item is None:
                 return
-            ts, frame, control_pred, runner = item
-            control = self.control
-            if control is None:
-                continue
+            ts, frame, control_pred, control, runner = item
+            candidate_pred: Prediction | None = None
+            latency: float | None = None
+            if runner is not None:
+                try:
+                    result = runner.predict(frame)
+                    candidate_pred, latency = result.prediction, result.latency_ms
+                except Exception as exc:
+                    log.warning("shadow inference failed on %s: %s", runner.ref.label, exc)
+                    with self._lock:
+                        self._totals["shadow_errors"] += 1
+                    continue
             try:
-                result = runner.predict(frame)
-            except Exception as exc:
-                log.warning("shadow inference failed on %s: %s", runner.ref.label, exc)
+                obs = self.capture.observe(ts, frame, control, control_pred, runner, candidate_pred,
+                                           candidate_latency_ms=latency)
+            except Exception as exc:  # a model whose outputs do not fit its manifest
+                log.warning("shadow comparison failed: %s", exc)
                 with self._lock:
                     self._totals["shadow_errors"] += 1
                 continue
-            key = id(runner)
-            comparator = comparators.get(key)
-            if comparator is None:
-                comparators.clear()
-                comparator = comparators[key] = comparator_for(runner.manifest)
-            comparison = comparator.compare(control_pred, result.prediction)  # type: ignore[attr-defined]
+            comparison = obs.comparison
             with self._lock:
-                self._period.shadow.add(comparison, latency_ms=result.latency_ms)
-                self._totals["shadow_frames"] += 1
-                if not comparison.agree:
-                    self._totals["disagreements"] += 1
+                if comparison is not None:
+                    self._totals["shadow_frames"] += 1
+                    if not comparison.agree:
+                        self._totals["disagreements"] += 1
+                if obs.capture is not None:
+                    self._totals["captures"] += 1
+            if comparison is None or runner is None or candidate_pred is None:
+                continue
             for callback in self.on_shadow:
                 try:
-                    callback(ts, frame, control_pred, result.prediction, comparison, control, runner)
+                    callback(ts, frame, control_pred, candidate_pred, comparison, control, runner)
                 except Exception:
                     log.exception("shadow callback failed")

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from ... import __version__
 from ..errors import CloudError
 from ..runtime import Controller
+from .deps import device_id_of
 from .routes import api_router
 
 
@@ -26,4 +27,19 @@ def create_app(controller: Controller) -> FastAPI:
         return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)})
 
     app.include_router(api_router)
+    app.include_router(_uploads_router(controller), prefix="/api/v1")
     return app
+
+
+def _uploads_router(controller: Controller):  # type: ignore[no-untyped-def]
+    """Device clip uploads (docs/uploads.md): device auth, blob store, clip index."""
+    from ..uploads import make_uploads_router
+
+    router = make_uploads_router(
+        staging_dir=controller.settings.data_dir / "uploads-staging",
+        blob_store=controller.store,
+        authenticate_device=device_id_of,
+        on_clip_stored=controller.on_clip_stored,
+    )
+    controller.upload_store = router.upload_store  # type: ignore[attr-defined]
+    return router

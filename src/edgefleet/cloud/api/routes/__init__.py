@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from . import bundles, deployments, devices, health, models
+from . import bundles, clips, deployments, devices, health, models, shadow
 
 api_router = APIRouter(prefix="/api/v1")
-for _module in (health, models, devices, deployments, bundles):
+for _module in (health, models, devices, deployments, bundles, shadow, clips):
     api_router.include_router(_module.router)
