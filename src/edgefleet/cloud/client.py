@@ -81,6 +81,19 @@ class ApiClient:
         body = {"model": model, "slot": slot, "devices": devices or [], "all": devices is None}
         return self._call("POST", "/deployments", json=body)
 
+    def create_token(self, name: str, role: str) -> dict[str, Any]:
+        return self._call("POST", "/tokens", json={"name": name, "role": role})
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/tokens")
+
+    def revoke_token(self, token_id: int) -> dict[str, Any]:
+        return self._call("DELETE", f"/tokens/{token_id}")
+
+    def model_drift(self, model: str, **params: Any) -> dict[str, Any]:
+        name, _, version = model.partition(":")
+        return self._call("GET", f"/models/{name}/versions/{version}/drift", params=params)
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._call(method, path, **kwargs)
 

@@ -7,9 +7,12 @@ from fastapi.responses import JSONResponse
 
 from ... import __version__
 from ..errors import CloudError
+from ..metrics import HttpMetricsMiddleware, ensure_metrics
 from ..runtime import Controller
+from ..web import install_web
 from .deps import device_id_of
 from .routes import api_router
+from .routes import metrics as metrics_routes
 
 
 def create_app(controller: Controller) -> FastAPI:
@@ -28,6 +31,9 @@ def create_app(controller: Controller) -> FastAPI:
 
     app.include_router(api_router)
     app.include_router(_uploads_router(controller), prefix="/api/v1")
+    app.include_router(metrics_routes.router)  # /metrics (viewer token)
+    app.add_middleware(HttpMetricsMiddleware, metrics=ensure_metrics(controller))
+    install_web(app)  # /ui pages, /ui/static, login
     return app
 
 

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from . import bundles, clips, deployments, devices, health, models, shadow
+from . import bundles, clips, deployments, devices, drift, health, models, shadow, tokens
 
 api_router = APIRouter(prefix="/api/v1")
-for _module in (health, models, devices, deployments, bundles, shadow, clips):
+for _module in (health, models, devices, deployments, bundles, tokens, drift, shadow, clips):
     api_router.include_router(_module.router)

@@ -1,0 +1,89 @@
+"""/ui/models and /ui/models/{name}/{version} — versions, where they run, charts and drift.
+
+The version page shows latency p99 and agreement over time (as control and as shadow
+candidate, from the telemetry history), the drift summary (``drift.drift_score``) and
+Evidently's own report in an iframe (``…/drift/report``, when Evidently is installed).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from markupsafe import Markup
+
+from ... import catalog, fleet, telemetry_store
+from ...api.deps import SessionDep
+from ...drift import DriftResult, DriftUnavailable, drift_report_html, drift_score, load_evidently
+from ...errors import BadRequest
+from ..auth import PagePrincipal
+from ..charts import bars_svg
+from ..nav import NAV_ORDER, NavItem
+from ..render import render
+
+router = APIRouter(prefix="/ui/models")
+NAV = NavItem("models", "Models", "/ui/models", "viewer", NAV_ORDER["models"])
+REPORT_CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
+              "img-src data: blob:; font-src data:; connect-src 'none'")
+
+
+def _placement(session: SessionDep) -> dict[str, dict[str, list[str]]]:
+    """model label → slot → device ids where it is installed (or desired)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for d in fleet.list_devices(session):
+        pub = fleet.device_public(session, d)
+        for slot, s in pub.slots.items():
+            label = s.installed or s.desired
+            if label:
+                out.setdefault(label, {}).setdefault(slot, []).append(d.id)
+    return out
+
+
+def drift_charts(drift: DriftResult) -> tuple[Markup, Markup]:
+    """Reference vs current: confidence histogram bars and class share bars."""
+    ref, cur = drift.reference, drift.current
+    n = len(ref.confidence_histogram) or len(cur.confidence_histogram)
+    conf = bars_svg([f"{i / n:.1f}" for i in range(n)], {
+        "reference": ref.confidence_histogram if len(ref.confidence_histogram) == n else [0] * n,
+        "current": cur.confidence_histogram if len(cur.confidence_histogram) == n else [0] * n,
+    }) if n else Markup("")
+    labels = sorted(set(ref.class_counts) | set(cur.class_counts))
+    classes = bars_svg(labels, {"reference": [ref.class_counts.get(x, 0) for x in labels],
+                                "current": [cur.class_counts.get(x, 0) for x in labels]})
+    return conf, classes
+
+
+@router.get("", response_class=HTMLResponse)
+def models_page(request: Request, session: SessionDep, principal: PagePrincipal) -> HTMLResponse:
+    versions = catalog.list_versions(session)
+    return render(request, "models.html", principal, active="models", versions=versions, placement=_placement(session))
+
+
+@router.get("/{name}/{version}", response_class=HTMLResponse)
+def model_page(name: str, version: str, request: Request, session: SessionDep, principal: PagePrincipal) -> HTMLResponse:
+    mv = catalog.get_version(session, f"{name}:{version}")
+    label = f"{name}:{version}"
+    bucket = timedelta(seconds=10)
+    as_control = telemetry_store.version_series(session, name, version, role="control", bucket=bucket)
+    as_shadow = telemetry_store.version_series(session, name, version, role="shadow", bucket=bucket)
+    latency = {"as control": [(p.t, p.latency_p99) for p in as_control],
+               "in shadow": [(p.t, p.latency_p99) for p in as_shadow]}
+    agreement = {"in shadow": [(p.t, p.agreement) for p in as_shadow],
+                 "as control (vs its candidate)": [(p.t, p.agreement) for p in as_control]}
+    drift = drift_score(session, label)
+    conf_bars, class_bars = drift_charts(drift)
+    devices = [d.id for d in fleet.list_devices(session)]
+    return render(request, "model.html", principal, active="models", mv=mv, label=label,
+                  placement=_placement(session).get(label, {}), latency=latency, agreement=agreement,
+                  drift=drift, conf_bars=conf_bars, class_bars=class_bars, evidently=load_evidently() is not None, devices=devices)
+
+
+@router.get("/{name}/{version}/drift/report", response_class=HTMLResponse)
+def drift_report(name: str, version: str, request: Request, session: SessionDep, principal: PagePrincipal) -> Response:
+    catalog.get_version(session, f"{name}:{version}")
+    try:
+        html = drift_report_html(session, f"{name}:{version}")
+    except (DriftUnavailable, BadRequest) as exc:
+        return render(request, "bare.html", principal, message=str(exc))
+    return HTMLResponse(html, headers={"Content-Security-Policy": REPORT_CSP})

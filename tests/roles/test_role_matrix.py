@@ -1,0 +1,48 @@
+"""Each role against each kind of action: viewer reads, operator deploys, admin manages tokens."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from edgefleet.cloud.auth import ROLES
+
+# (action, method, path, json body, lowest role allowed)
+ACTIONS = [
+    ("list devices", "GET", "/api/v1/devices", None, "viewer"),
+    ("read one model", "GET", "/api/v1/models/digits/versions/1.0", None, "viewer"),
+    ("read drift", "GET", "/api/v1/models/digits/versions/1.0/drift", None, "viewer"),
+    ("scrape metrics", "GET", "/metrics", None, "viewer"),
+    ("deploy", "POST", "/api/v1/deployments", {"model": "digits:1.0", "slot": "control", "devices": ["cam-1"]}, "operator"),
+    ("enrol a device", "POST", "/api/v1/devices", {"id": "cam-new", "hardware_id": "cpu"}, "admin"),
+    ("list tokens", "GET", "/api/v1/tokens", None, "admin"),
+    ("create a token", "POST", "/api/v1/tokens", {"name": "x", "role": "viewer"}, "admin"),
+]
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("action", "method", "path", "body", "needed"), ACTIONS, ids=[a[0] for a in ACTIONS])
+def test_role_may_do_exactly_what_its_rank_allows(server, role, action, method, path, body, needed) -> None:  # type: ignore[no-untyped-def]
+    resp = httpx.request(method, server.url + path, json=body, headers={"Authorization": f"Bearer {server.tokens[role]}"})
+    allowed = ROLES.index(role) >= ROLES.index(needed)
+    if allowed:
+        assert resp.status_code < 400, (role, action, resp.status_code, resp.text)
+    else:
+        assert resp.status_code == 403, (role, action, resp.status_code, resp.text)
+        assert needed in resp.json()["detail"]
+
+
+def test_reviewer_reads_but_cannot_deploy(server) -> None:  # type: ignore[no-untyped-def]
+    h = {"Authorization": f"Bearer {server.tokens['reviewer']}"}
+    assert httpx.get(server.url + "/api/v1/devices", headers=h).status_code == 200
+    r = httpx.post(server.url + "/api/v1/deployments", headers=h, json={"model": "digits:1.0", "devices": ["cam-1"]})
+    assert r.status_code == 403
+
+
+def test_device_token_is_not_a_user_role(server) -> None:  # type: ignore[no-untyped-def]
+    with server.controller.session() as s:
+        from edgefleet.cloud.fleet import enrol_device
+
+        device_token = enrol_device(s, "cam-dev-token")
+    r = httpx.get(server.url + "/api/v1/devices", headers={"Authorization": f"Bearer {device_token}"})
+    assert r.status_code == 403
