@@ -94,6 +94,24 @@ class ApiClient:
         name, _, version = model.partition(":")
         return self._call("GET", f"/models/{name}/versions/{version}/drift", params=params)
 
+    def download_bundle(self, digest: str) -> bytes:
+        try:
+            resp = self.http.get(f"/bundles/{digest}")
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"cannot reach the controller at {self.http.base_url}: {exc}") from None
+        if resp.status_code >= 400:
+            raise ApiError(resp.status_code, resp.text)
+        return resp.content
+
+    def shadow_pairs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/shadow/pairs")
+
+    def shadow_pair(self, control: str, candidate: str) -> dict[str, Any]:
+        return self._call("GET", f"/shadow/pairs/{control}/{candidate}")
+
+    def shadow_events(self, **params: Any) -> list[dict[str, Any]]:
+        return self._call("GET", "/events", params=params)
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._call(method, path, **kwargs)
 
