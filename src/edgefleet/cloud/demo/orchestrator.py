@@ -3,6 +3,11 @@
 Everything is real: an MQTT broker on loopback (mosquitto when installed, else amqtt
 in-process), the controller's HTTP API on uvicorn, and ``fleet-agent run`` subprocesses
 that download, verify and run the models with ONNX Runtime on the synthetic digits camera.
+
+Capture: the controller sends a capture policy (disagreements only, at most 6 clips a
+minute per device, 2 s before to 1 s after the trigger; the agents add a 10 s cool-down
+per class), so the candidate's weak class shows up as disagreement clips that the agents
+upload and the controller stores and indexes; the table and the summary count them.
 """
 
 from __future__ import annotations
@@ -24,15 +29,20 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ...protocols import CapturePolicy
 from ..api import create_app
 from ..broker import Broker, free_port, start_default_broker
 from ..cli.cloud_cmd import create_admin_token
-from ..client import ApiClient
+from ..client import ApiClient, ApiError
 from ..runtime import Controller
 from ..settings import load_settings
 from .train import train_digit_models
 
 log = logging.getLogger(__name__)
+
+
+DEMO_CAPTURE = CapturePolicy(low_confidence=False, disagreement=True, max_per_minute=6, max_per_hour=60,
+                             pre_seconds=2.0, post_seconds=1.0)
 
 
 class DemoError(Exception):
@@ -121,6 +131,7 @@ class Demo:
         self.client: ApiClient | None = None
         self.totals = Totals()
         self.stop_requested = threading.Event()
+        self.clips: dict[str, int] = {}
 
     # ----- output -----
 
@@ -158,6 +169,7 @@ class Demo:
             mqtt_protocol=protocol, telemetry_period_s=2.0, reconcile_interval_s=1.0,
         )
         self.controller = Controller(settings)
+        self.controller.capture_policy = DEMO_CAPTURE
         self.controller.migrate()
         token = create_admin_token(self.controller, name="demo")
         self.controller.start()
@@ -179,6 +191,7 @@ class Demo:
                           "controller_url": url, "token": token, "health_window_s": 4.0},
                 "mqtt": {"host": self.broker.host, "port": self.broker.port, "protocol": protocol},
                 "source": {"kind": "synthetic-digits", "fps": self.fps, "seed": i},
+                "capture": {"upload_poll_s": 1.0, "backoff_max_s": 5.0},
             }
             path = self.workdir / f"{device_id}.toml"
             path.write_text(to_toml(cfg))
@@ -232,6 +245,7 @@ class Demo:
                     time.sleep(1)
                     devices = self.client.list_devices()
                     self.totals.fold(devices)
+                    self._refresh_clips()
                     self._check_agents()
                     live.update(self._table(devices, end))
         else:
@@ -240,6 +254,7 @@ class Demo:
                 time.sleep(1)
                 devices = self.client.list_devices()
                 self.totals.fold(devices)
+                self._refresh_clips()
                 self._check_agents()
                 if time.monotonic() >= next_line:
                     next_line = time.monotonic() + 5
@@ -248,7 +263,20 @@ class Demo:
         time.sleep(2.5)  # one more telemetry period
         devices = self.client.list_devices()
         self.totals.fold(devices)
+        deadline = time.monotonic() + 15  # clips of the last disagreements are still on their way
+        while not self._refresh_clips() and time.monotonic() < deadline and not self.stop_requested.is_set():
+            time.sleep(0.5)
         return devices
+
+    def _refresh_clips(self) -> int:
+        """Clips the controller has stored per device for the demo pair; returns the total."""
+        assert self.client
+        try:
+            detail = self.client.shadow_pair(self.control.manifest.label, self.candidate.manifest.label)
+            self.clips = {d["device_id"]: d["clips"] for d in detail["devices"]}
+        except ApiError:  # no telemetry for the pair yet
+            pass
+        return sum(self.clips.values())
 
     def _line(self, d: dict[str, Any]) -> str:
         t = d.get("telemetry") or {}
@@ -258,13 +286,13 @@ class Demo:
             f"{d['id']}: online={d['online']} control={d['slots']['control']['installed']} "
             f"shadow={d['slots']['shadow']['installed']} fps={t.get('fps', 0):.1f} "
             f"p99={t.get('latency_ms', {}).get('p99', 0):.2f}ms "
-            f"agreement={'-' if agreement is None else f'{agreement:.1%}'}"
+            f"agreement={'-' if agreement is None else f'{agreement:.1%}'} clips={self.clips.get(d['id'], 0)}"
         )
 
     def _table(self, devices: list[dict[str, Any]], end: float) -> Table:
         remaining = max(0, end - time.monotonic())
         table = Table(title=f"edgefleet demo — {remaining:.0f}s left — frames {self.totals.frames:,}, disagreements {self.totals.disagreements:,}")
-        for col in ("device", "online", "control", "shadow", "fps", "p99 ms", "agreement", "disagreements (period)"):
+        for col in ("device", "online", "control", "shadow", "fps", "p99 ms", "agreement", "disagreements (period)", "clips stored"):
             table.add_column(col)
         for d in devices:
             t = d.get("telemetry") or {}
@@ -275,7 +303,7 @@ class Demo:
                 d["id"], "[green]yes[/]" if d["online"] else "[red]no[/]",
                 d["slots"]["control"]["installed"] or "-", d["slots"]["shadow"]["installed"] or "-",
                 f"{t.get('fps', 0):.1f}", f"{t.get('latency_ms', {}).get('p99', 0):.2f}",
-                "-" if agreement is None else f"{agreement:.1%}", per_class or "-",
+                "-" if agreement is None else f"{agreement:.1%}", per_class or "-", str(self.clips.get(d["id"], 0)),
             )
         return table
 
@@ -291,13 +319,16 @@ class Demo:
         for c in labels:
             table.add_row(c, f"{tot.per_class_compared[c]:,}", f"{tot.per_class_disagreements.get(c, 0):,}", f"{tot.rate(c):.1%}")
         self.console.print(table)
-        ok = len(active) == self.agents and tot.frames > 0 and tot.shadow_frames > 0
+        clips = sum(self.clips.values())
+        self.say("demo: clips stored by the controller: " + (", ".join(
+            f"{device}={n}" for device, n in sorted(self.clips.items())) or "none"))
+        ok = len(active) == self.agents and tot.frames > 0 and tot.shadow_frames > 0 and clips > 0
         rates = " ".join(f"{c}={tot.rate(c):.1%}" for c in labels)
         overall = tot.disagreements / tot.shadow_frames if tot.shadow_frames else 0.0
         status = "ok" if ok else "FAILED"
         line = (
             f"demo: {status} devices_active={len(active)}/{self.agents} frames={tot.frames} "
-            f"shadow_frames={tot.shadow_frames} disagreement={overall:.1%} by_class: {rates}"
+            f"shadow_frames={tot.shadow_frames} disagreement={overall:.1%} clips={clips} by_class: {rates}"
         )
         return (0 if ok else 1), line
 
