@@ -108,6 +108,23 @@ def ensure_metrics(controller: Any) -> ControllerMetrics:
     return metrics
 
 
+def route_template(scope: dict[str, Any]) -> str:
+    """The matched route's full path template, ``<unmatched>`` when nothing matched.
+
+    FastAPI >= 0.12x keeps included routers nested and sets ``scope["route"]`` to the
+    inner route (path relative to its router); the full path is in its effective route
+    context. Older versions flatten routes, so ``scope["route"].path`` is already full.
+    """
+    fastapi_scope = scope.get("fastapi")
+    ctx = fastapi_scope.get("effective_route_context") if isinstance(fastapi_scope, dict) else None
+    route = scope.get("route")
+    for obj, attr in ((ctx, "path_format"), (ctx, "path"), (route, "path_format"), (route, "path")):
+        value = getattr(obj, attr, None) if obj is not None else None
+        if isinstance(value, str) and value:
+            return value
+    return "<unmatched>"
+
+
 class HttpMetricsMiddleware:
     """Pure ASGI middleware: observes each HTTP request's latency under its route template."""
 
@@ -130,7 +147,6 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path_format", None) or getattr(route, "path", None) or "<unmatched>"
+            template = route_template(scope)
             self.metrics.http_latency.labels(scope.get("method", "GET"), template, str(status["code"])).observe(
                 time.perf_counter() - started)
