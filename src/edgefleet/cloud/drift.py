@@ -307,7 +307,7 @@ def drift_score(
     name, version = model_label(model)
     now = now or datetime.now(timezone.utc)
     ref, cur = windows_for(session, model, now, device_ids=device_ids, config=config)
-    base = {"model": f"{name}:{version}", "threshold": config.threshold, "reference": ref, "current": cur,
+    base: dict[str, Any] = {"model": f"{name}:{version}", "threshold": config.threshold, "reference": ref, "current": cur,
             "computed_at": now}
     short = [w for w, label in ((ref, "reference"), (cur, "current")) if w.frames < config.min_frames]
     if short:

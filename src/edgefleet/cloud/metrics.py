@@ -33,7 +33,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func
-from sqlmodel import select
+from sqlmodel import col, select
 
 from .models import Device
 
@@ -51,7 +51,7 @@ class _ScrapeCollector(Collector):
         devices = GaugeMetricFamily("edgefleet_devices", "Enrolled devices by online state", labels=["state"])
         if controller is not None:
             with controller.session() as s:
-                rows = s.exec(select(Device.online, func.count()).group_by(Device.online)).all()
+                rows = s.exec(select(Device.online, func.count()).group_by(col(Device.online))).all()
             by = {bool(online): int(n) for online, n in rows}
             devices.add_metric(["online"], by.get(True, 0))
             devices.add_metric(["offline"], by.get(False, 0))
