@@ -100,6 +100,15 @@ def stack(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[Stack]:
     s.stop()
 
 
+def write_roots(stack: Stack, directory: Path) -> Path:
+    """The trusted roots a device is provisioned with (as `fleet device add --out` writes them)."""
+    roots = stack.controller.trust.roots()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "director-root.json").write_bytes(roots.director)
+    (directory / "image-root.json").write_bytes(roots.image)
+    return directory
+
+
 class RunningAgent:
     def __init__(self, agent: Any):
         self.agent = agent
@@ -131,7 +140,8 @@ def agents(tmp_path: Path) -> Iterator[Callable[..., RunningAgent]]:
             token = stack.client.enrol_device(device_id, "cpu-x86_64", {"test": "yes"})["token"]
         cfg = AgentConfig.model_validate({
             "agent": {"device_id": device_id, "data_dir": str(data_dir or tmp_path / "agents" / device_id),
-                      "controller_url": stack.url, "token": token, "health_window_s": 1.0, **agent_opts},
+                      "controller_url": stack.url, "token": token, "health_window_s": 1.0,
+                      "trust_roots": str(write_roots(stack, tmp_path / "roots")), **agent_opts},
             "mqtt": {"host": stack.broker.host, "port": stack.broker.port,
                      "protocol": "5" if getattr(stack.broker, "kind", "") == "mosquitto" else "3.1.1"},
             "source": {"kind": "synthetic-digits", "fps": fps, "seed": 1},

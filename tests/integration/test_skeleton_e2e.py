@@ -53,7 +53,7 @@ def test_tampered_bundle_is_refused_and_the_old_model_keeps_running(stack, agent
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     stack.client.deploy("digits:2.0", "control", [dev])
-    wait_until(lambda: slot_of(stack, dev)["error_code"] == "E_DIGEST", message="E_DIGEST reported")
+    wait_until(lambda: slot_of(stack, dev)["error_code"] == "E_HASH_MISMATCH", message="E_HASH_MISMATCH reported")
     s = slot_of(stack, dev)
     assert s["installed"] == "digits:1.0" and s["phase"] == "failed"
     wait_until(lambda: _inferring(stack, dev), message="old model still inferring")

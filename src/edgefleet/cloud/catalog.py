@@ -17,6 +17,7 @@ from ..registry.bundle import build_bundle
 from ..registry.onnx_check import check_model, infer_manifest
 from .errors import BadRequest, Conflict, NotFound
 from .models import ModelVersion
+from .trust import Trust
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ def push_model(
     manifest: dict[str, Any] | bytes | None = None,
     labels: list[str] | None = None,
     provenance: dict[str, Any] | None = None,
+    trust: Trust | None = None,
 ) -> tuple[ModelVersion, bool]:
-    """Validate and store one model version. Returns (version, created).
+    """Validate, store and (with ``trust``) sign one model version. Returns (version, created).
 
     Raises:
         BadRequest: corrupt ONNX, manifest mismatch.
@@ -93,10 +95,16 @@ def push_model(
             f"this content has {digest[:12]}…. Push it under a new version."
         )
     store.put(bundle, expected_digest=digest)
-    counter = _next_release_counter(session, name)
+    manifest_json = m.model_dump(mode="json", by_alias=True)
+    target_name = None
+    if trust is not None:
+        target = trust.release(digest, manifest_json)
+        counter, target_name = target.release_counter, target.name
+    else:
+        counter = _next_release_counter(session, name)
     mv = ModelVersion(
         name=name, version=version, digest=digest, size=len(bundle), task=m.task,
-        manifest=m.model_dump(mode="json", by_alias=True), release_counter=counter,
+        manifest=manifest_json, release_counter=counter, target_name=target_name,
     )
     session.add(mv)
     session.commit()

@@ -92,8 +92,13 @@ def assign(
     device_ids: Iterable[str],
     *,
     rollout_id: str | None = None,
+    commit: bool = True,
 ) -> list[Device]:
-    """Put ``model`` (or nothing) into ``slot`` on each device; returns the devices that changed."""
+    """Put ``model`` (or nothing) into ``slot`` on each device; returns the devices that changed.
+
+    ``commit=False`` only flushes, so a caller (the rollout reconciler) can make the
+    assignment part of its own transaction.
+    """
     if slot not in SLOTS:
         raise BadRequest(f"slot must be one of {', '.join(SLOTS)}, got {slot!r}")
     changed: list[Device] = []
@@ -115,8 +120,21 @@ def assign(
         device.desired_generation += 1
         session.add(device)
         changed.append(device)
-    session.commit()
+    if commit:
+        session.commit()
+    else:
+        session.flush()
     return changed
+
+
+def check_hardware(session: Session, model: ModelVersion, device_ids: Iterable[str]) -> None:
+    """Refuse a model built for other hardware than some of the devices (manifest ``hardware_ids``)."""
+    allowed = model.manifest.get("hardware_ids") or []
+    if not allowed:
+        return
+    wrong = [d for d in device_ids if get_device(session, d).hardware_id not in allowed]
+    if wrong:
+        raise BadRequest(f"{model.name}:{model.version} is built for {allowed}; not for devices {wrong[:10]}")
 
 
 def deploy(
@@ -130,6 +148,7 @@ def deploy(
     ids = device_ids if device_ids is not None else [d.id for d in list_devices(session)]
     if not ids:
         raise Conflict("no devices to deploy to; enrol devices first (fleet device add)")
+    check_hardware(session, model, ids)
     changed = assign(session, model, slot, ids)
     log.info("deployed %s:%s to slot %s on %d devices (%d changed)", model.name, model.version, slot, len(ids), len(changed))
     if publisher is not None:

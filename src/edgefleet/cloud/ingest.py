@@ -30,6 +30,13 @@ def _device(session: Session, device_id: str) -> Device:
     return device
 
 
+def _hardware_changed(device: Device, hardware_id: str) -> None:
+    """The director signs the hardware id: a new one means new signed metadata (new generation)."""
+    log.info("device %s reports hardware %s (was %s)", device.id, hardware_id, device.hardware_id)
+    device.hardware_id = hardware_id
+    device.desired_generation += 1
+
+
 def apply_status(session: Session, msg: Status, now: datetime | None = None) -> Device:
     device = _device(session, msg.device_id)
     if device.online != msg.online:
@@ -38,8 +45,8 @@ def apply_status(session: Session, msg: Status, now: datetime | None = None) -> 
     device.last_seen = now or _now()
     if msg.agent_version:
         device.agent_version = msg.agent_version
-    if msg.hardware_id:
-        device.hardware_id = msg.hardware_id
+    if msg.hardware_id and msg.hardware_id != device.hardware_id:
+        _hardware_changed(device, msg.hardware_id)
     session.add(device)
     session.commit()
     return device
@@ -60,7 +67,8 @@ def apply_reported(session: Session, msg: Reported, now: datetime | None = None)
     device.reported_at = now or _now()
     device.last_seen = device.reported_at
     device.online = True
-    device.hardware_id = msg.hardware_id or device.hardware_id
+    if msg.hardware_id and msg.hardware_id != device.hardware_id:
+        _hardware_changed(device, msg.hardware_id)
     device.agent_version = msg.agent_version or device.agent_version
     session.add(device)
     session.commit()

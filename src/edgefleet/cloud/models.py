@@ -32,6 +32,8 @@ class Device(SQLModel, table=True):
     telemetry: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     telemetry_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    director_generation: int = 0  # desired generation the director last signed for
+    release_floor: dict[str, int] | None = Field(default=None, sa_column=Column(JSON))  # slot → highest counter signed
 
 
 class ModelVersion(SQLModel, table=True):
@@ -46,6 +48,7 @@ class ModelVersion(SQLModel, table=True):
     task: str = "classification"
     manifest: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     release_counter: int = 0
+    target_name: str | None = Field(default=None, max_length=256)  # the signed TUF image target
     created_at: datetime = Field(default_factory=utcnow)
 
 

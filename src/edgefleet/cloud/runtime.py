@@ -31,7 +31,12 @@ from . import fleet, ingest, shadow_index, telemetry_store
 from .bridge import MqttBridge
 from .db import make_engine, migrate
 from .models import Device
+from .rollout import store as rollout_store
+from .rollout.reconciler import Reconciler
+from . import signing
+from .errors import CloudError
 from .settings import CloudSettings
+from .trust import Trust
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +58,16 @@ class Controller:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = engine or make_engine(settings.db_url)
         self.store = store or open_store(settings)
+        self.trust = Trust.open(settings.data_dir, self.store)
         self.bridge: MqttBridge | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_sent: dict[str, tuple[int, datetime]] = {}
+        self._kick = threading.Event()  # wake() runs the next pass now
+        self._next_trust_refresh = 0.0
+        # Rollouts: only the holder of the lease in the database runs reconcile passes.
+        self.reconciler = Reconciler(self.engine, self, prefix=settings.mqtt_client_id,
+                                     lease_ttl_s=max(10.0, 5 * settings.reconcile_interval_s))
         self.event_handlers: list = [self._index_event]
         self.capture_policy: CapturePolicy = CapturePolicy()  # sent to devices in Desired.settings
         self.upload_store: object | None = None  # set by create_app (uploads router), for expiry
@@ -87,6 +98,7 @@ class Controller:
 
     def stop(self) -> None:
         self._stop.set()
+        self._kick.set()
         if self._thread:
             self._thread.join(timeout=5)
         if self.bridge:
@@ -111,6 +123,7 @@ class Controller:
             ingest.apply_telemetry(s, msg)
             telemetry_store.record_telemetry(s, msg)
             shadow_index.record_pair_stats(s, msg)
+            rollout_store.record_telemetry(s, msg)
 
     def _on_event(self, msg: Event) -> None:
         for handler in self.event_handlers:
@@ -136,7 +149,15 @@ class Controller:
         return DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s, capture=self.capture_policy)
 
     def publish_device(self, session: Session, device: Device) -> None:
-        self.publish_desired(fleet.desired_for(session, device, self.device_settings()))
+        """Sign the device's assignment with the director (if it changed), then send the hint."""
+        try:
+            version = signing.sign_device(session, self.trust, device)
+        except CloudError as exc:
+            log.error("device %s: desired state not signed, not published: %s", device.id, exc)
+            return
+        desired = fleet.desired_for(session, device, self.device_settings())
+        desired.director_version = version
+        self.publish_desired(desired)
 
     def republish_all(self) -> None:
         """Publish (retained) desired state for every device: after (re)connecting to the broker."""
@@ -167,14 +188,30 @@ class Controller:
         if store is not None:
             store.expire(now=now, open_max_age_s=7 * 86400, completed_max_age_s=30 * 86400)  # type: ignore[attr-defined]
 
+    def wake(self) -> None:
+        """Run the next reconcile pass now (after an operator command)."""
+        self._kick.set()
+
+    def reconcile_once(self, now: float | None = None) -> object:
+        """One rollout reconcile pass (a no-op unless this replica holds the lease)."""
+        return self.reconciler.run_once(now)
+
     def _loop(self) -> None:
         next_expiry = time.time() + 60
-        while not self._stop.wait(self.settings.reconcile_interval_s):
+        while not self._stop.is_set():
+            self._kick.wait(self.settings.reconcile_interval_s)
+            self._kick.clear()
+            if self._stop.is_set():
+                break
             try:
+                self.reconcile_once()
                 self.sync_once()
                 if time.time() >= next_expiry:
                     next_expiry = time.time() + 3600
                     self._expire_uploads(time.time())
+                if time.time() >= self._next_trust_refresh:
+                    self._next_trust_refresh = time.time() + 300
+                    self.trust.refresh_expiring()  # timestamps are re-signed well before they expire
             except Exception:
                 log.exception("sync pass failed; retrying")
                 time.sleep(1)

@@ -63,6 +63,26 @@ def show_state(
     typer.echo(StateStore(cfg.agent.data_dir).load().model_dump_json(indent=2))
 
 
+@app.command()
+def provision(
+    director_root: Annotated[Path, typer.Option("--director-root", exists=True, dir_okay=False, help="director root metadata (from `fleet device add --out`)")],
+    image_root: Annotated[Path, typer.Option("--image-root", exists=True, dir_okay=False, help="image repository root metadata")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="agent TOML file")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace roots already provisioned")] = False,
+) -> None:
+    """Install the trusted root metadata this device verifies every model against."""
+    from ..registry.tuf import TufError
+    from ..registry.tuf import provision as tuf_provision
+
+    cfg = load_config(config)
+    try:
+        tuf_provision(cfg.agent.data_dir / "trust", director_root=director_root.read_bytes(), image_root=image_root.read_bytes(), overwrite=force)
+    except TufError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"device {cfg.agent.device_id} provisioned: trusted roots in {cfg.agent.data_dir / 'trust' / 'trusted'}")
+
+
 @app.command("hw")
 def hardware(
     root: Annotated[Path, typer.Option("--root", help="filesystem root to inspect (for fixture trees)")] = Path("/"),
@@ -71,6 +91,15 @@ def hardware(
     from ..hardware.report import render_hw_report
 
     typer.echo(render_hw_report(root))
+
+
+def _mount_tuf_client() -> None:
+    from .tuf_client import app as tuf_client_app
+
+    app.add_typer(tuf_client_app, name="tuf-client", help="TUF conformance-suite client (same fetcher and verification as the daemon).")
+
+
+_mount_tuf_client()
 
 
 def main() -> None:

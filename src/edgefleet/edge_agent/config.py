@@ -51,6 +51,9 @@ class AgentSection(BaseModel):
     token: str = ""
     hardware_id: str = "auto"
     health_window_s: float = Field(default=10.0, ge=0)
+    trust_roots: Path | None = Field(default=None, description="directory with director-root.json and image-root.json (provisioning)")
+    download_gap_timeout_s: float = Field(default=30.0, gt=0)
+    download_deadline_s: float = Field(default=3600.0, gt=0)
     log_level: str = "INFO"
 
 

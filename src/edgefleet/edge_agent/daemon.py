@@ -25,6 +25,7 @@ from .. import __version__
 from ..hardware import HardwareError, detect_profile
 from ..hardware.telemetry import TegrastatsReader, collect_hardware_stats
 from ..protocols import SLOTS, Channel, Desired, Phase, Reported, SlotReport, Telemetry
+from ..registry.tuf import DeviceVerifier, ResumableFetcher, provision
 from .app_output import AppOutput, PredictionServer, parse_address
 from .capture import Capture
 from .config import AgentConfig
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_MIN_FRAMES = 10
 HEALTH_MAX_BAD_RATIO = 0.05
+HEALTH_MIN_SLOW_PERIODS = 2  # latency: most telemetry periods of the window over budget (p95)
 
 
 def detect_device(configured: str) -> tuple[Any, str]:
@@ -88,10 +90,11 @@ class Agent:
             agent_version=__version__, hardware_id=self.hardware_id,
         )
         self._lock = threading.RLock()
+        self.verifier = self._verifier(config)
         self.updater = Updater(
             device_id=self.device_id, data_dir=self.data_dir, state=self.state, store=self.store,
-            pipeline=self.pipeline, http=self.http, report=self.publish_reported, threads=config.inference.threads,
-            profile=self.profile,
+            pipeline=self.pipeline, report=self.publish_reported, threads=config.inference.threads,
+            profile=self.profile, verifier=self.verifier,
         )
         self._desired_q: queue.Queue[Desired] = queue.Queue()
         self._last_desired: Desired | None = None
@@ -114,6 +117,28 @@ class Agent:
             if profile.is_jetson and shutil.which("tegrastats"):
                 self.tegrastats = TegrastatsReader()
             self.hardware_stats = lambda: collect_hardware_stats(profile, tegrastats=self.tegrastats)
+
+    def _verifier(self, config: AgentConfig) -> DeviceVerifier:
+        """TUF verification against the controller, from the roots provisioned with the device."""
+        trust_dir = self.data_dir / "trust"
+        roots = config.agent.trust_roots
+        if roots is not None and not (trust_dir / "trusted" / "director-root.json").exists():
+            try:
+                provision(
+                    trust_dir, director_root=(roots / "director-root.json").read_bytes(),
+                    image_root=(roots / "image-root.json").read_bytes(),
+                )
+                log.info("device %s provisioned with trusted roots from %s", self.device_id, roots)
+            except OSError as exc:
+                log.error("device %s: cannot read trusted roots in %s: %s", self.device_id, roots, exc)
+        headers = {"Accept-Encoding": "identity"}
+        if config.agent.token:
+            headers["Authorization"] = f"Bearer {config.agent.token}"
+        fetcher = ResumableFetcher(
+            client=httpx.Client(headers=headers, follow_redirects=False, timeout=httpx.Timeout(30.0, connect=5.0)),
+            gap_timeout=config.agent.download_gap_timeout_s, deadline=config.agent.download_deadline_s,
+        )
+        return DeviceVerifier.for_controller(config.agent.controller_url, self.device_id, self.hardware_id, trust_dir, fetcher=fetcher)
 
     # ----- callbacks from MQTT -----
 
@@ -171,15 +196,28 @@ class Agent:
             if s.phase != Phase.ACTIVE or started is None:
                 self._health.pop(slot, None)
                 continue
-            h = self._health.setdefault(slot, {"frames": 0, "bad": 0})
+            h = self._health.setdefault(slot, {"frames": 0, "bad": 0, "nan": 0, "periods": 0, "slow": 0})
             if slot == "control":
                 h["frames"] += period.frames
                 h["bad"] += period.errors + period.nan_outputs
+                h["nan"] += period.nan_outputs
+                runner = self.pipeline.control
+                if period.frames > 0 and runner is not None:  # latency only matters on the control path
+                    h["periods"] += 1
+                    if period.latency_stats().p95 > runner.manifest.latency_budget_ms:
+                        h["slow"] += 1
             else:
                 h["frames"] += period.shadow.compared
                 h["bad"] += period.shadow.reasons.get("non_finite", 0)
+                h["nan"] = h["bad"]
             if h["frames"] >= HEALTH_MIN_FRAMES and h["bad"] / h["frames"] > HEALTH_MAX_BAD_RATIO:
-                self.updater.rollback(slot, f"{h['bad']} of {h['frames']} frames failed or gave NaN in the health window", "E_HEALTH_NAN")
+                code = "E_HEALTH_NAN" if h["nan"] * 2 >= h["bad"] else "E_HEALTH_ERRORS"
+                self.updater.rollback(slot, f"{h['bad']} of {h['frames']} frames failed or gave NaN in the health window", code)
+                self._health.pop(slot, None)
+            elif h["periods"] >= HEALTH_MIN_SLOW_PERIODS and h["slow"] * 2 > h["periods"]:
+                budget = self.pipeline.control.manifest.latency_budget_ms if self.pipeline.control else 0.0
+                self.updater.rollback(slot, f"p95 latency beyond the manifest's budget of {budget:g} ms in "
+                                      f"{h['slow']} of {h['periods']} periods of the health window", "E_HEALTH_LATENCY")
                 self._health.pop(slot, None)
             elif time.monotonic() - started >= window and h["frames"] >= HEALTH_MIN_FRAMES:
                 self.updater.mark_healthy(slot)

@@ -16,12 +16,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
 from ..protocols import SLOTS, Desired, Phase, SlotName, SlotTarget
 from ..registry.bundle import read_manifest_dir, unpack_bundle
 from ..registry.errors import InvalidBundle
-from .downloader import download
+from ..registry.tuf import DeviceVerifier, TufError, VerifiedTarget
 from .errors import BadBundle, DeploymentError, RetryableError
 from .pipeline import Pipeline
 from .runner import ModelRunner
@@ -30,6 +28,18 @@ from .state import AgentState, InstalledModel, SlotState, StateStore
 log = logging.getLogger(__name__)
 
 Reporter = Callable[[], None]
+#: Phases of a deployment that is dropped when the desired model changes back to the running one.
+_ABANDONED = frozenset({Phase.NOTIFIED, Phase.DOWNLOADING, Phase.VERIFYING, Phase.PREPARING, Phase.FAILED})
+
+
+def _as_slot_target(target: VerifiedTarget | None) -> SlotTarget | None:
+    """The verified director target in the shape the slot logic uses."""
+    if target is None:
+        return None
+    return SlotTarget(
+        name=target.model or target.name, version=target.version or "?", digest=target.digest,
+        size=target.length, path=target.url, release_counter=target.release_counter,
+    )
 
 
 class Updater:
@@ -41,10 +51,10 @@ class Updater:
         state: AgentState,
         store: StateStore,
         pipeline: Pipeline,
-        http: httpx.Client,
         report: Reporter,
         threads: int = 1,
         profile: object | None = None,
+        verifier: DeviceVerifier,
     ):
         self.device_id = device_id
         self.bundles = data_dir / "bundles"
@@ -52,10 +62,11 @@ class Updater:
         self.state = state
         self.store = store
         self.pipeline = pipeline
-        self.http = http
         self.report = report
         self.threads = threads
         self.profile = profile
+        self.verifier = verifier
+        self._verified: dict[str, VerifiedTarget] = {}
         self.engines = data_dir / "engines"
         self.retry_pending = False
         self.activated_at: dict[str, float] = {}
@@ -82,14 +93,41 @@ class Updater:
     # ----- apply -----
 
     def apply(self, desired: Desired) -> None:
+        """Verify what the director signed for this device and install it.
+
+        ``desired`` (from MQTT) is only a hint that something changed: the slots installed
+        are those of the director metadata, cross-checked with the image repository.
+        """
         self.retry_pending = False
         self.state.settings = desired.settings
+        try:
+            result = self.verifier.check(hint=desired.director_version)
+        except TufError as exc:
+            self._refuse_unverified(desired, exc)
+            return
+        if result.hint_error is not None:
+            log.warning("device %s: %s", self.device_id, result.hint_error)
+        self._verified = {t.digest: t for t in result.targets}
         for slot in SLOTS:
-            self._apply_slot(slot, desired.slots.get(slot))
+            self._apply_slot(slot, _as_slot_target(result.for_slot(slot)))
         self.state.generation = desired.generation
         self.store.save(self.state)
         self.report()
         self.gc()
+
+    def _refuse_unverified(self, desired: Desired, exc: TufError) -> None:
+        """Metadata did not verify: nothing changes; slots the hint wanted changed report why."""
+        log.error("device %s: signed metadata refused [%s]: %s", self.device_id, exc.code, exc)
+        self.retry_pending = exc.retryable
+        for slot in SLOTS:
+            hint = desired.slots.get(slot)
+            s = self.state.slot(slot)
+            if hint is None or (s.installed is not None and s.installed.digest == hint.digest):
+                continue
+            s.target = InstalledModel(name=hint.name, version=hint.version, digest=hint.digest, release_counter=hint.release_counter)
+            s.phase, s.error_code, s.error, s.progress = Phase.FAILED, exc.code, str(exc)[:2000], None
+        self.store.save(self.state)
+        self.report()
 
     def _apply_slot(self, slot: SlotName, target: SlotTarget | None) -> None:
         s = self.state.slot(slot)
@@ -98,8 +136,15 @@ class Updater:
                 log.info("device %s: %s slot emptied (was %s)", self.device_id, slot, s.installed.label)
                 self._set_runner(slot, None)
                 s.installed, s.target, s.phase, s.error_code, s.error = None, None, Phase.IDLE, None, None
+            elif s.target is not None:  # withdrawn before it was installed: nothing under way
+                s.target, s.phase, s.progress, s.error_code, s.error = None, Phase.IDLE, None, None, None
             return
         if s.installed is not None and s.installed.digest == target.digest:
+            if s.target is not None and s.target.digest != target.digest and s.phase in _ABANDONED:
+                # the controller wants the running model again: the other deployment is abandoned
+                log.info("device %s: %s slot: deployment of %s abandoned, keeping %s", self.device_id, slot,
+                         s.target.label, s.installed.label)
+                s.phase, s.progress, s.error_code, s.error = Phase.IDLE, None, None, None
             s.target = s.installed
             return
         if s.failed_digest == target.digest:
@@ -128,6 +173,9 @@ class Updater:
         s.progress = None
         self._phase(s, Phase.ACTIVE)
         self.activated_at[slot] = time.monotonic()
+        verified = self._verified.get(wanted.digest)
+        if verified is not None:
+            self.verifier.mark_installed(verified, slot)  # its release counter is now this slot's floor
         log.info("device %s: %s slot now runs %s (was %s)", self.device_id, slot, wanted.label, previous.label if previous else "nothing")
 
     def rollback(self, slot: SlotName, reason: str, code: str = "E_HEALTH") -> bool:
@@ -180,16 +228,12 @@ class Updater:
     def _fetch(self, s: SlotState, target: SlotTarget) -> Path:
         self._phase(s, Phase.DOWNLOADING)
         dest = self.downloads / f"{target.digest}.bundle"
-        last = [0.0]
-
-        def progress(have: int, total: int) -> None:
-            fraction = have / total if total else 1.0
-            if fraction - last[0] >= 0.25:
-                last[0] = fraction
-                s.progress = round(fraction, 2)
-                self.report()
-
-        return download(self.http, target.path, dest, expected_size=target.size, expected_digest=target.digest, progress=progress)
+        if dest.exists():
+            return dest
+        try:
+            return self.verifier.download(self._verified[target.digest], dest)
+        except TufError as exc:
+            raise (RetryableError if exc.retryable else DeploymentError)(str(exc), code=exc.code) from None
 
     def _stage(self, bundle_file: Path, target: SlotTarget) -> Path:
         final = self.bundles / target.digest

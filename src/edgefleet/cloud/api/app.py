@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ... import __version__
@@ -10,7 +10,7 @@ from ..errors import CloudError
 from ..metrics import HttpMetricsMiddleware, ensure_metrics
 from ..runtime import Controller
 from ..web import install_web
-from .deps import device_id_of
+from .deps import any_principal, device_id_of
 from .routes import api_router
 from .routes import metrics as metrics_routes
 
@@ -32,9 +32,17 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(api_router)
     app.include_router(_uploads_router(controller), prefix="/api/v1")
     app.include_router(metrics_routes.router)  # /metrics (viewer token)
+    app.include_router(_tuf_router(controller), dependencies=[Depends(any_principal)])  # /tuf/… (device or API token)
     app.add_middleware(HttpMetricsMiddleware, metrics=ensure_metrics(controller))
     install_web(app)  # /ui pages, /ui/static, login
     return app
+
+
+def _tuf_router(controller: Controller):  # type: ignore[no-untyped-def]
+    """Signed TUF metadata (image repository, per-device director) and image targets."""
+    from ...registry.tuf.http import tuf_router
+
+    return tuf_router(controller.trust.resolver(), controller.store)
 
 
 def _uploads_router(controller: Controller):  # type: ignore[no-untyped-def]

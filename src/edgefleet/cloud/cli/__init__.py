@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import cloud_cmd, device_cmd, model_cmd, shadow_cmd, token_cmd
+from . import cloud_cmd, device_cmd, keys_cmd, model_cmd, rollout_cmd, shadow_cmd, token_cmd
 
 app = typer.Typer(
     name="fleet",
@@ -15,8 +15,10 @@ app = typer.Typer(
 app.add_typer(cloud_cmd.app, name="cloud")
 app.add_typer(model_cmd.app, name="model")
 app.add_typer(device_cmd.app, name="device")
+app.add_typer(rollout_cmd.app, name="rollout")
 app.add_typer(token_cmd.app, name="token")
 app.add_typer(shadow_cmd.app, name="shadow")
+app.add_typer(keys_cmd.app, name="keys")
 app.command("deploy")(device_cmd.deploy)
 
 

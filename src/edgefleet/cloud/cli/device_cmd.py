@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -28,12 +29,35 @@ def add(
     device_id: Annotated[str, typer.Argument(help="device id (letters, digits, '.', '_', '-')")],
     hardware: Annotated[str, typer.Option("--hw", help="hardware profile id, e.g. jetson-orin-nano")] = "unknown",
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="KEY=VALUE, repeatable")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="write agent.toml and the trusted roots for the device into this directory")] = None,
+    mqtt_host: Annotated[str, typer.Option(help="broker host written into agent.toml")] = "127.0.0.1",
+    mqtt_port: Annotated[int, typer.Option(help="broker port written into agent.toml")] = 1883,
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
-    """Enrol a device and print its token (put it in the agent's config)."""
-    res = call(api_client(data_dir, url, token).enrol_device, device_id, hardware, _tags(tag))
-    console.print(f"device {res['id']} enrolled; its token (shown once):")
-    console.print(res["token"], highlight=False, soft_wrap=True)
+    """Enrol a device and print its token; with --out, write its provisioning files."""
+    client = api_client(data_dir, url, token)
+    res = call(client.enrol_device, device_id, hardware, _tags(tag))
+    if out is None:
+        console.print(f"device {res['id']} enrolled; its token (shown once):")
+        console.print(res["token"], highlight=False, soft_wrap=True)
+        return
+    roots = call(client.request, "GET", "/trust/roots")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "director-root.json").write_text(json.dumps(roots["director_root"]))
+    (out / "image-root.json").write_text(json.dumps(roots["image_root"]))
+    agent_toml = out / "agent.toml"
+    agent_toml.write_text(
+        "[agent]\n"
+        f'device_id = "{device_id}"\n'
+        'data_dir = "/var/lib/edgefleet"\n'
+        f'controller_url = "{str(client.http.base_url).removesuffix("/api/v1/").removesuffix("/api/v1")}"\n'
+        f'token = "{res["token"]}"\n'
+        f'trust_roots = "{out.resolve()}"\n\n'
+        f'[mqtt]\nhost = "{mqtt_host}"\nport = {mqtt_port}\n\n'
+        '[source]\nkind = "camera"\nuri = "0"\nfps = 15\n'
+    )
+    agent_toml.chmod(0o600)
+    console.print(f"device {res['id']} enrolled; provisioning files in {out}: agent.toml (holds its token), director-root.json, image-root.json")
 
 
 def _slot_cell(slot: dict) -> str:

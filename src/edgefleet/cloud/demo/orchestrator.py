@@ -12,6 +12,7 @@ upload and the controller stores and indexes; the table and the summary count th
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -183,12 +184,18 @@ class Demo:
         assert self.client and self.broker
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
+        roots_dir = self.workdir / "trusted-roots"  # what `fleet device add --out` provisions a device with
+        roots_dir.mkdir(exist_ok=True)
+        roots = self.client.request("GET", "/trust/roots")
+        (roots_dir / "director-root.json").write_text(json.dumps(roots["director_root"]))
+        (roots_dir / "image-root.json").write_text(json.dumps(roots["image_root"]))
         for i in range(1, self.agents + 1):
             device_id = f"demo-cam-{i:02d}"
             token = self.client.enrol_device(device_id, "unknown", {"site": "demo", "index": str(i)})["token"]
             cfg = {
                 "agent": {"device_id": device_id, "data_dir": str(self.workdir / "agents" / device_id),
-                          "controller_url": url, "token": token, "health_window_s": 4.0},
+                          "controller_url": url, "token": token, "health_window_s": 4.0,
+                          "trust_roots": str(roots_dir)},
                 "mqtt": {"host": self.broker.host, "port": self.broker.port, "protocol": protocol},
                 "source": {"kind": "synthetic-digits", "fps": self.fps, "seed": i},
                 "capture": {"upload_poll_s": 1.0, "backoff_max_s": 5.0},

@@ -47,7 +47,7 @@ async def push_model(
             raise BadRequest("provenance must be a JSON object")
     mv, _created = catalog.push_model(
         session, controller.store, data, name=name, version=version, manifest=manifest_obj, labels=label_list,
-        provenance=provenance_obj,
+        provenance=provenance_obj, trust=controller.trust,
     )
     return ModelVersionPublic.of(mv)
 

@@ -1,0 +1,24 @@
+"""/api/v1/trust — the trusted roots devices are provisioned with, and key rotation."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from fastapi import APIRouter
+
+from ..deps import Admin, ControllerDep
+
+router = APIRouter(prefix="/trust", tags=["trust"])
+
+
+@router.get("/roots", summary="Director and image root metadata to provision a device with")
+def roots(controller: ControllerDep, _: Admin) -> dict:
+    r = controller.trust.roots()
+    return {"director_root": json.loads(r.director), "image_root": json.loads(r.image)}
+
+
+@router.post("/rotate/{role}", summary="Rotate one role's key in the image repository and/or director")
+def rotate(role: Literal["root", "targets", "snapshot", "timestamp"], controller: ControllerDep, _: Admin,
+           repo: Literal["image", "director", "both"] = "both") -> dict:
+    return {"role": role, "new_keyids": controller.trust.rotate(role, repo)}
