@@ -210,6 +210,19 @@ class Demo:
             ))
         self.say(f"demo: started {self.agents} agents (logs in {logs})")
 
+    def _wait_online(self, timeout: float) -> None:
+        """Every agent connected and reported its hardware (the director signs for that hardware)."""
+        assert self.client
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stop_requested.is_set():
+            devices = self.client.list_devices()
+            if devices and all(d["online"] and d["hardware_id"] != "unknown" for d in devices):
+                self.say(f"demo: {len(devices)} agents online ({', '.join(sorted({d['hardware_id'] for d in devices}))})")
+                return
+            self._check_agents()
+            time.sleep(0.3)
+        raise DemoError(f"not every agent came online within {timeout:.0f}s; see {self.workdir / 'logs'}")
+
     def _wait_slot(self, slot: str, model: str, timeout: float) -> list[dict[str, Any]]:
         assert self.client
         deadline = time.monotonic() + timeout
@@ -234,6 +247,7 @@ class Demo:
     def _deploy_and_watch(self, started: float) -> list[dict[str, Any]]:
         assert self.client
         c, k = self.control, self.candidate
+        self._wait_online(60)
         mv = self.client.push_model(c.path, name=c.manifest.name, version=c.manifest.version, manifest=c.manifest.model_dump(mode="json", by_alias=True))
         self.say(f"demo: pushed {mv['name']}:{mv['version']} sha256:{mv['digest'][:16]}…")
         self.client.deploy(c.manifest.label, "control", None)
