@@ -112,6 +112,24 @@ class ApiClient:
     def shadow_events(self, **params: Any) -> list[dict[str, Any]]:
         return self._call("GET", "/events", params=params)
 
+    def start_rollout(self, model: str, *, slot: str = "control", select: str = "all",
+                      waves: str = "1,10,50,100", soak: str = "30m", gates: list[str] | None = None,
+                      on_breach: str = "rollback", device_timeout: str = "30m",
+                      max_concurrent: int | None = None) -> dict[str, Any]:
+        body = {"model": model, "slot": slot, "select": select, "waves": waves, "soak": soak,
+                "gates": gates, "on_breach": on_breach, "device_timeout": device_timeout,
+                "max_concurrent": max_concurrent}
+        return self._call("POST", "/rollouts", json=body)
+
+    def list_rollouts(self, state: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/rollouts", params={"state": state} if state else None)
+
+    def rollout_status(self, rollout_id: str, *, devices: bool = True, events: int = 30) -> dict[str, Any]:
+        return self._call("GET", f"/rollouts/{rollout_id}", params={"devices": devices, "events": events})
+
+    def rollout_command(self, rollout_id: str, command: str, reason: str | None = None) -> dict[str, Any]:
+        return self._call("POST", f"/rollouts/{rollout_id}/{command}", json={"reason": reason})
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._call(method, path, **kwargs)
 

@@ -99,7 +99,7 @@ class Agent:
         self._desired_q: queue.Queue[Desired] = queue.Queue()
         self._last_desired: Desired | None = None
         self._stop = threading.Event()
-        self._health: dict[str, dict[str, int]] = {}
+        self._health: dict[str, dict[str, float]] = {}
         self.uploader: Any = None
         if self.outbox is not None and cap.upload:
             from .uploader import Uploader
@@ -196,7 +196,9 @@ class Agent:
             if s.phase != Phase.ACTIVE or started is None:
                 self._health.pop(slot, None)
                 continue
-            h = self._health.setdefault(slot, {"frames": 0, "bad": 0, "nan": 0, "periods": 0, "slow": 0})
+            h = self._health.get(slot)
+            if h is None or h["started"] != started:  # a new activation opens a new window
+                h = self._health[slot] = {"started": started, "frames": 0, "bad": 0, "nan": 0, "periods": 0, "slow": 0}
             if slot == "control":
                 h["frames"] += period.frames
                 h["bad"] += period.errors + period.nan_outputs

@@ -150,6 +150,7 @@ class Updater:
         if s.failed_digest == target.digest:
             return  # permanent failure for these exact bytes: wait for another target
         wanted = InstalledModel(name=target.name, version=target.version, digest=target.digest, release_counter=target.release_counter)
+        proven = s.phase != Phase.ACTIVE  # a model still in its health window is not known good
         s.target, s.error_code, s.error, s.progress = wanted, None, None, None
         try:
             self._phase(s, Phase.NOTIFIED)
@@ -167,7 +168,8 @@ class Updater:
             return
         previous = s.installed
         self._set_runner(slot, runner)  # load first, then switch: no frame lost
-        s.last_known_good = previous if previous is not None else s.last_known_good
+        if previous is not None and (proven or s.last_known_good is None):
+            s.last_known_good = previous
         s.installed = wanted
         s.failed_digest = None
         s.progress = None

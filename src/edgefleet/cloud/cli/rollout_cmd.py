@@ -1,0 +1,169 @@
+"""``fleet rollout start|ls|status|pause|resume|abort|rollback`` (talks to /api/v1/rollouts)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .common import DataDirOpt, TokenOpt, UrlOpt, api_client, call, console
+
+app = typer.Typer(help="Staged rollouts: waves, soak, health gates, rollback.", no_args_is_help=True)
+
+FINISHED = ("completed", "rolled_back", "aborted", "superseded")
+_STATE_STYLE = {"running": "cyan", "soaking": "cyan", "completed": "green", "rolled_back": "yellow",
+                "rolling_back": "yellow", "breached": "red", "paused": "magenta", "aborted": "dim",
+                "superseded": "dim", "pending": "white"}
+
+
+@app.command()
+def start(
+    model: Annotated[str, typer.Option("--model", help="NAME:VERSION")],
+    slot: Annotated[str, typer.Option("--slot", help="control or shadow")] = "control",
+    select: Annotated[str, typer.Option("--select", help="devices: all, tag:K=V, hw:PROFILE, device:ID, id:GLOB; ',' = and, '|' = or, '!' = not")] = "all",
+    waves: Annotated[str, typer.Option("--waves", help="cumulative percents, e.g. 1,10,50,100")] = "1,10,50,100",
+    soak: Annotated[str, typer.Option("--soak", help="soak after each wave, e.g. 30m")] = "30m",
+    gate: Annotated[Optional[list[str]], typer.Option("--gate", help="METRIC OP LIMIT, repeatable (default failure<=0.02)")] = None,
+    on_breach: Annotated[str, typer.Option("--on-breach", help="pause or rollback")] = "rollback",
+    device_timeout: Annotated[str, typer.Option("--device-timeout", help="e.g. 30m")] = "30m",
+    max_concurrent: Annotated[Optional[int], typer.Option("--max-concurrent", help="devices installing at once")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
+) -> None:
+    """Start a staged rollout (supersedes live rollouts of the same slot on the same devices)."""
+    res = call(api_client(data_dir, url, token).start_rollout, model, slot=slot, select=select, waves=waves,
+               soak=soak, gates=gate, on_breach=on_breach, device_timeout=device_timeout,
+               max_concurrent=max_concurrent)
+    if as_json:
+        console.print_json(json.dumps(res))
+        return
+    console.print(f"rollout [bold]{res['id']}[/] started: {res['model']} → {res['slot']} "
+                  f"({select!r}, waves {waves}, gates {', '.join(res['gates_spec']) or 'none'})")
+    console.print(f"follow it with: fleet rollout status {res['id']} --watch")
+
+
+@app.command("ls")
+def list_rollouts(
+    state: Annotated[Optional[str], typer.Option("--state", help="only rollouts in this state")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
+) -> None:
+    """List rollouts, newest first."""
+    rows = call(api_client(data_dir, url, token).list_rollouts, state)
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("id", "model", "slot", "state", "wave", "devices", "select", "reason", "created")
+    for r in rows:
+        style = _STATE_STYLE.get(r["state"], "white")
+        table.add_row(r["id"], r["model"], r["slot"], f"[{style}]{r['state']}[/]",
+                      f"{r['current_wave'] + 1}/{len(r['waves'].split(','))}", str(r["devices"]),
+                      r["select"], (r.get("reason") or "")[:60],
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])))
+    console.print(table)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def progress_bar(fraction: float, width: int = 30) -> str:
+    fraction = max(0.0, min(1.0, fraction))
+    full = int(round(fraction * width))
+    return "█" * full + "░" * (width - full)
+
+
+def render_status(st: dict[str, Any]) -> Group:
+    """The status screen: header, progress bar, one row per wave, gates, breach, events."""
+    style = _STATE_STYLE.get(st["state"], "white")
+    parts: list[Any] = [
+        Text.from_markup(f"rollout [bold]{st['id']}[/]  {st['model']} → {st['slot']}  "
+                         f"[{style}]{st['state']}[/]  wave {st['current_wave'] + 1}/{len(st['waves'])}"),
+        Text(f"select {st['select']!r}  soak {st['soak']}  timeout {st['device_timeout']}  "
+             f"on breach {st['on_breach']}  max concurrent {st['max_concurrent'] or '-'}"),
+        Text(f"{progress_bar(st['progress'])} {st['on_model']}/{st['devices']} devices on the model "
+             f"({st['progress']:.0%})"),
+    ]
+    if st.get("reason"):
+        parts.append(Text(f"reason: {st['reason']}", style="yellow" if st["state"] != "breached" else "red"))
+    waves = Table("wave", "%", "devices", "outcome", "by status", "gates (figure vs limit)")
+    for w in st["waves"]:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(w["counts"].items())) or "-"
+        gates = "; ".join(
+            f"{g['metric']} {_fmt(g.get('value'))} {g.get('op', '')} {_fmt(g.get('limit'))} [{g['status']}]"
+            for g in w["gates"]) or "-"
+        waves.add_row(str(w["index"] + 1), f"{w['percent']:g}", str(w["members"]), w["outcome"], counts, gates)
+    parts.append(waves)
+    if st.get("breach"):
+        b = st["breach"]
+        parts.append(Text(f"breach on wave {b['wave'] + 1}: {b['summary']}", style="bold red"))
+    for e in (st.get("events") or [])[-8:]:
+        parts.append(Text(f"{time.strftime('%H:%M:%S', time.localtime(e['at']))} {e['message']}",
+                          style="yellow" if e["level"] == "warning" else "dim"))
+    return Group(*parts)
+
+
+@app.command()
+def status(
+    rollout_id: Annotated[str, typer.Argument(help="rollout id (fleet rollout ls)")],
+    watch: Annotated[bool, typer.Option("--watch", help="refresh until the rollout finishes")] = False,
+    interval: Annotated[float, typer.Option("--interval", help="seconds between refreshes")] = 2.0,
+    devices: Annotated[bool, typer.Option("--devices", help="also list every member device")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
+) -> None:
+    """Waves, counts by device status, each gate's figure against its limit, a progress bar."""
+    client = api_client(data_dir, url, token)
+    st = call(client.rollout_status, rollout_id, devices=devices or as_json)
+    if as_json:
+        console.print_json(json.dumps(st))
+        return
+    if not watch:
+        console.print(render_status(st))
+        if devices:
+            console.print(_device_table(st))
+        return
+    with Live(render_status(st), console=console, refresh_per_second=4) as live:
+        while st["state"] not in FINISHED:
+            time.sleep(interval)
+            st = call(client.rollout_status, rollout_id, devices=False)
+            live.update(render_status(st))
+
+
+def _device_table(st: dict[str, Any]) -> Table:
+    table = Table("device", "hw", "wave", "status", "installed", "phase", "error", "previous")
+    for m in st.get("members") or []:
+        table.add_row(m["device"], m["hardware_id"], str(m["wave"] + 1), m["status"],
+                      m["installed"] or "-", m["phase"], m["error_code"] or "-", m["previous"] or "-")
+    return table
+
+
+def _command(name: str, doc: str):  # type: ignore[no-untyped-def]
+    def cmd(
+        rollout_id: Annotated[str, typer.Argument(help="rollout id")],
+        reason: Annotated[Optional[str], typer.Option("--reason", help="recorded in the rollout's log")] = None,
+        data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
+    ) -> None:
+        st = call(api_client(data_dir, url, token).rollout_command, rollout_id, name, reason)
+        console.print(f"rollout {st['id']}: {st['state']}" + (f" ({st['reason']})" if st.get("reason") else ""))
+
+    cmd.__doc__ = doc
+    cmd.__name__ = name
+    return cmd
+
+
+for _name, _doc in (("pause", "Pause: no new devices are sent the model."),
+                    ("resume", "Resume a paused or breached rollout."),
+                    ("abort", "Abort: devices stay where they are."),
+                    ("rollback", "Roll back every device that was sent the model to its previous one.")):
+    app.command(_name)(_command(_name, _doc))

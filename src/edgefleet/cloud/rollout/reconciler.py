@@ -1,0 +1,319 @@
+"""The rollout reconciler: one level-triggered pass over every live rollout.
+
+Per pass: take (or renew) the controller lease — only its holder acts, so two replicas on
+one database never both run passes — then for each rollout that is not quiet, in its own
+transaction:
+
+    lock the rollout row (FOR UPDATE on PostgreSQL) → load spec, state, members, devices →
+    note phase changes → plan(spec, state, observations, now) → apply the actions →
+    write the state (only if its revision is unchanged) → commit → publish desired state
+
+``SetDesired``/``RevertDevice`` become ``fleet.assign(..., commit=False)`` in the same
+transaction, so the slot assignments, the membership rows and the rollout state commit
+together or not at all; the desired-state hints go out after the commit (a hint lost to a
+crash is re-sent by the controller's sync loop, which re-publishes to every device whose
+reported generation lags). Killed at any point, the next pass — in this process or
+another replica — reads what was committed and plans the rest; the planner returns no
+action for work already done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from ...protocols import ModelRef
+from .. import fleet
+from ..models import Device, ModelVersion
+from .commands import apply_command
+from .model import (
+    QUIET_STATES,
+    AssignWave,
+    Log,
+    MarkDeviceTimedOut,
+    RecordGateResults,
+    RevertDevice,
+    RolloutSpec,
+    RolloutState,
+    SetDesired,
+    UpdateRollout,
+)
+from .plan import plan
+from .store import (
+    ACTIVE_STATES,
+    StaleState,
+    acquire_lease,
+    add_event,
+    baseline_p99,
+    desired_refs,
+    load_devices,
+    lock_rollout,
+    members_of,
+    observation,
+    ref_dict,
+    seed_agreement,
+    slot_report,
+    spec_of,
+    state_of,
+    track_phase,
+    version_by_digest,
+    write_state,
+)
+from .tables import Rollout, RolloutMember
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "rollout-reconciler"
+
+
+class Publisher:
+    """What the reconciler needs from the controller: send a device its desired state."""
+
+    def publish_device(self, session: Session, device: Device) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+@dataclass
+class PassResult:
+    """What one pass did (for tests, benchmarks and logs)."""
+
+    leader: bool = False
+    rollouts: int = 0
+    actions: int = 0
+    set_desired: int = 0
+    reverted: int = 0
+    published: int = 0
+    conflicts: int = 0
+    by_rollout: dict[str, int] = field(default_factory=dict)
+
+
+class Reconciler:
+    """Runs reconcile passes for one controller replica.
+
+    Args:
+        engine: the controller database.
+        publisher: sends desired state (the ``Controller``).
+        holder: this replica's name in the lease (unique per process).
+        lease_ttl_s: how long the lease lasts without renewal; a replica that dies is
+            replaced by another after at most this long.
+        clock: seconds since the epoch.
+    """
+
+    def __init__(self, engine: Engine, publisher: Publisher | None, *, holder: str | None = None,
+                 prefix: str = "controller", lease_ttl_s: float = 10.0,
+                 clock: Callable[[], float] = time.time):
+        self.engine = engine
+        self.publisher = publisher
+        self.holder = holder or f"{prefix}-{uuid.uuid4().hex[:12]}"
+        self.lease_ttl_s = lease_ttl_s
+        self.clock = clock
+        self._specs: dict[str, RolloutSpec] = {}
+        self.totals = PassResult()
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # ----- one pass --------------------------------------------------------------------------
+
+    def run_once(self, now: float | None = None) -> PassResult:
+        now = self.clock() if now is None else now
+        result = PassResult()
+        with self.session() as s:
+            if not acquire_lease(s, LEASE_NAME, self.holder, self.lease_ttl_s, now):
+                return result
+            result.leader = True
+            ids = s.exec(select(Rollout.id).where(col(Rollout.state).in_(ACTIVE_STATES))
+                         .order_by(Rollout.created_at)).all()
+        for rollout_id in ids:
+            try:
+                self.reconcile(rollout_id, now, result)
+            except StaleState as exc:
+                result.conflicts += 1
+                log.info("%s; retrying on the next pass", exc)
+        self._add(result)
+        return result
+
+    def reconcile(self, rollout_id: str, now: float, result: PassResult | None = None) -> int:
+        """One pass over one rollout, in one transaction. Returns the number of actions.
+
+        Raises:
+            StaleState: the rollout was written by someone else meanwhile (nothing applied).
+        """
+        result = result or PassResult()
+        changed: list[Device] = []
+        with self.session() as s:
+            row = lock_rollout(s, rollout_id)
+            if row is None:
+                return 0
+            state = state_of(row)
+            if state.state in QUIET_STATES:
+                return 0
+            spec = self._spec(row)
+            members = members_of(s, rollout_id)
+            devices = load_devices(s)
+            by_id = {d.id: d for d in devices}
+            for device_id, m in members.items():
+                d = by_id.get(device_id)
+                if d is not None and track_phase(m, d, row.slot, now):
+                    s.add(m)
+                    _note_failure(s, row, m, d, now)
+            desired = desired_refs(s, row.slot)
+            obs = [observation(d, members.get(d.id), desired.get(d.id), row.slot) for d in devices]
+            p = plan(spec, state, obs, now)
+            result.rollouts += 1
+            if not p.actions:
+                s.commit()
+                return 0
+            changed = self._apply(s, row, spec, p.actions, members, by_id, now, result)
+            s.commit()
+            result.actions += len(p.actions)
+            result.by_rollout[rollout_id] = len(p.actions)
+            if self.publisher is not None:
+                for device in changed:
+                    try:
+                        self.publisher.publish_device(s, device)
+                        result.published += 1
+                    except Exception:  # the sync loop re-sends lagging devices
+                        log.exception("publishing desired state to %s failed", device.id)
+        return len(p.actions)
+
+    # ----- applying a plan -------------------------------------------------------------------
+
+    def _apply(self, s: Session, row: Rollout, spec: RolloutSpec, actions: tuple,
+               members: dict[str, RolloutMember], devices: dict[str, Device], now: float,
+               result: PassResult) -> list[Device]:
+        wanted: dict[str, ModelRef | None] = {}  # device -> final desired ref this pass
+        new_members: list[str] = []
+        for a in actions:
+            if isinstance(a, AssignWave):
+                m = members.get(a.device_id)
+                if m is None:
+                    m = RolloutMember(rollout_id=row.id, device_id=a.device_id, wave=a.wave,
+                                      assigned_at=a.at)
+                    members[a.device_id] = m
+                    new_members.append(a.device_id)
+                else:
+                    m.wave, m.assigned_at = a.wave, a.at
+                s.add(m)
+            elif isinstance(a, SetDesired):
+                m = members[a.device_id]
+                if m.dispatched_at is None:
+                    m.dispatched_at = a.at
+                    m.previous = ref_dict(a.previous)
+                    m.frames = m.errors = m.nan_outputs = 0
+                    m.candidate_p99_ms, m.candidate_periods = None, 0
+                    if row.slot == "control":  # the latency of the model it replaces, measured before
+                        p99, n = baseline_p99(s, devices.get(a.device_id), a.previous, row.digest)
+                        if p99 is not None:
+                            m.baseline_p99_ms, m.baseline_periods = p99, n
+                s.add(m)
+                wanted[a.device_id] = a.ref
+                result.set_desired += 1
+            elif isinstance(a, RevertDevice):
+                m = members[a.device_id]
+                if m.reverted_at is None:
+                    m.reverted_at = a.at
+                s.add(m)
+                wanted[a.device_id] = a.to_ref
+                result.reverted += 1
+            elif isinstance(a, MarkDeviceTimedOut):
+                m = members[a.device_id]
+                m.timed_out_at = a.at
+                s.add(m)
+                add_event(s, row.id, a.at, f"device {a.device_id} timed out: {a.reason}",
+                          level="warning", data={"device": a.device_id})
+            elif isinstance(a, RecordGateResults):
+                add_event(s, row.id, a.at, f"wave {a.wave} gates {a.outcome}: " + "; ".join(
+                    f"{r.metric} {r.value if r.value is not None else '-'} ({r.status})" for r in a.results),
+                    level="warning" if a.outcome == "breached" else "info", kind="gates",
+                    data={"wave": a.wave, "outcome": a.outcome,
+                          "results": [r.model_dump(mode="json") for r in a.results]})
+            elif isinstance(a, Log):
+                add_event(s, row.id, now, a.message, level=a.level)
+                (log.warning if a.level == "warning" else log.info)("%s", a.message)
+            elif isinstance(a, UpdateRollout):
+                write_state(s, row, a.state, now)
+        if new_members:
+            for device_id, (agreement, frames) in seed_agreement(s, row, new_members).items():
+                m = members[device_id]
+                m.agreement, m.agreement_frames = agreement, frames
+                s.add(m)
+        return self._assign(s, row, wanted)
+
+    def _assign(self, s: Session, row: Rollout, wanted: dict[str, ModelRef | None]) -> list[Device]:
+        groups: dict[str | None, list[str]] = defaultdict(list)
+        refs: dict[str | None, ModelRef | None] = {}
+        for device_id, ref in sorted(wanted.items()):
+            key = ref.digest if ref is not None else None
+            groups[key].append(device_id)
+            refs[key] = ref
+        changed: list[Device] = []
+        for key, device_ids in groups.items():
+            mv: ModelVersion | None = None
+            if key is not None:
+                mv = s.get(ModelVersion, row.model_version_id) if key == row.digest else version_by_digest(s, key)
+                if mv is None:
+                    ref = refs[key]
+                    add_event(s, row.id, self.clock(), f"model {ref.label if ref else key} is not in the "
+                              f"catalog; devices {', '.join(device_ids)} keep their current desired model",
+                              level="warning")
+                    continue
+            changed += fleet.assign(s, mv, row.slot, device_ids, rollout_id=row.id, commit=False)
+        return changed
+
+    def _spec(self, row: Rollout) -> RolloutSpec:
+        spec = self._specs.get(row.id)
+        if spec is None:
+            spec = self._specs[row.id] = spec_of(row)
+        return spec
+
+    def _add(self, r: PassResult) -> None:
+        t = self.totals
+        t.leader = r.leader
+        t.rollouts += r.rollouts
+        t.actions += r.actions
+        t.set_desired += r.set_desired
+        t.reverted += r.reverted
+        t.published += r.published
+        t.conflicts += r.conflicts
+
+
+def _note_failure(s: Session, row: Rollout, m: RolloutMember, d: Device, now: float) -> None:
+    """Log a member that reports failed/rolled_back for the rollout's model, with its error."""
+    if m.seen_phase not in ("failed", "rolled_back") or m.dispatched_at is None:
+        return
+    rep = slot_report(d, row.slot)
+    if m.seen_target != row.digest and (rep.get("installed") or {}).get("digest") != row.digest:
+        return
+    code, error = rep.get("error_code") or "-", rep.get("error") or ""
+    add_event(s, row.id, now, f"device {d.id} ({d.hardware_id}) {m.seen_phase}: {code} {error}".strip(),
+              level="warning", data={"device": d.id, "phase": m.seen_phase, "error_code": code})
+
+
+def command(session: Session, rollout_id: str, name: str, now: float, *, reason: str | None = None,
+            actor: str = "") -> RolloutState:
+    """Apply an operator command to a rollout (row lock + revision check). Commits.
+
+    Raises:
+        IllegalTransition: the state does not allow it. StaleState: a concurrent write.
+    """
+    row = lock_rollout(session, rollout_id)
+    if row is None:
+        from ..errors import NotFound
+
+        raise NotFound(f"no rollout {rollout_id!r}")
+    state = state_of(row)
+    new = apply_command(state, name, now, reason=reason)
+    if new != state:
+        write_state(session, row, new, now)
+        add_event(session, rollout_id, now, f"{name} by {actor or 'operator'}: {state.state} → {new.state}",
+                  kind="command", data={"command": name, "by": actor, "from": state.state, "to": new.state})
+    session.commit()
+    return new

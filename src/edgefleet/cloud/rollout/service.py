@@ -1,0 +1,245 @@
+"""Rollout operations behind ``/api/v1/rollouts`` and ``fleet rollout``: start (with
+explicit supersession), list, status, operator commands, events.
+
+Flow: ``start_rollout`` validates the request with ``build_spec`` (every syntax error is a
+``SpecError`` → HTTP 400), looks up the model, marks every live rollout of the same slot
+that shares a device with the new one ``superseded`` (row-locked, logged on both), and
+inserts the new rollout as ``pending``; the reconciler does the rest on its next pass.
+``status`` folds the same rows as the reconciler into ``rollout_status`` and renders it as
+plain JSON (``RolloutStatusPublic``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, select
+
+from .. import catalog
+from ..errors import BadRequest, Conflict, NotFound
+from ..models import Device
+from . import build_spec, rollout_status, supersede, supersedes
+from .commands import COMMANDS
+from .errors import IllegalTransition, SpecError
+from .metrics import classify
+from .model import RolloutState
+from .reconciler import command as apply_command_row
+from .store import (
+    add_event,
+    event_rows,
+    lock_rollout,
+    members_of,
+    model_ref,
+    observations,
+    spec_of,
+    state_of,
+    write_state,
+)
+from .tables import Rollout
+
+
+class RolloutCreate(BaseModel):
+    """``fleet rollout start`` / ``POST /api/v1/rollouts``."""
+
+    model: str = Field(description="NAME:VERSION")
+    slot: str = "control"
+    select: str = "all"
+    waves: str = "1,10,50,100"
+    soak: str = "30m"
+    gates: list[str] | None = Field(default=None, description="default: failure<=0.02")
+    on_breach: str = "rollback"
+    device_timeout: str = "30m"
+    max_concurrent: int | None = None
+
+
+class RolloutCommand(BaseModel):
+    reason: str | None = None
+
+
+class RolloutSummary(BaseModel):
+    id: str
+    model: str
+    slot: str
+    select: str
+    state: str
+    current_wave: int
+    waves: str
+    devices: int
+    reason: str | None = None
+    created_at: float
+    updated_at: float
+    superseded_by: str | None = None
+
+
+def new_rollout_id() -> str:
+    return f"r-{secrets.token_hex(4)}"
+
+
+def _spec_error(exc: SpecError) -> BadRequest:
+    return BadRequest(str(exc))
+
+
+def start_rollout(session: Session, body: RolloutCreate, now: float, *, actor: str = "",
+                  rollout_id: str | None = None) -> Rollout:
+    """Create a rollout (``pending``), superseding live rollouts of the same slot that share
+    a device with it.
+
+    Raises:
+        BadRequest: the request does not parse (message from the core, with a pointer).
+        NotFound: no such model version. Conflict: the selection matches no device.
+    """
+    mv = catalog.get_version(session, body.model)
+    rid = rollout_id or new_rollout_id()
+    try:
+        spec = build_spec(id=rid, model=model_ref(mv), slot=body.slot, select=body.select,
+                          waves=body.waves, soak=body.soak, gates=body.gates,
+                          on_breach=body.on_breach, device_timeout=body.device_timeout,
+                          max_concurrent=body.max_concurrent)
+    except SpecError as exc:
+        raise _spec_error(exc) from None
+    devices = observations_for_selection(session)
+    if not any(spec.selector.matches(d) for d in devices):
+        raise Conflict(f"--select {body.select!r} matches none of the {len(devices)} devices")
+    live = session.exec(select(Rollout).where(Rollout.slot == body.slot)
+                        .where(col(Rollout.state).notin_(("aborted", "superseded")))).all()
+    for old in live:
+        old_spec = spec_of(old)
+        if not supersedes(spec, old_spec, devices, members_of(session, old.id)):
+            continue
+        locked = lock_rollout(session, old.id)
+        assert locked is not None
+        try:
+            new_state = supersede(state_of(locked), rid, now)
+        except IllegalTransition as exc:  # pragma: no cover - filtered above
+            raise Conflict(str(exc)) from None
+        write_state(session, locked, new_state, now)
+        add_event(session, old.id, now, f"superseded by rollout {rid} ({mv.name}:{mv.version})",
+                  kind="command", data={"command": "supersede", "by": rid})
+        add_event(session, rid, now, f"supersedes rollout {old.id} ({old.model_name}:{old.model_version})",
+                  kind="command", data={"command": "supersede", "supersedes": old.id})
+    state = RolloutState(rollout_id=rid)
+    row = Rollout(
+        id=rid, model_version_id=mv.id or 0, model_name=mv.name, model_version=mv.version,
+        digest=mv.digest, slot=body.slot, select=body.select, waves=body.waves, soak=body.soak,
+        gates=[str(g) for g in spec.gates], on_breach=body.on_breach,
+        device_timeout=body.device_timeout, max_concurrent=body.max_concurrent,
+        state="pending", state_json=state.model_dump_json(), created_by=actor,
+        created_at=now, updated_at=now,
+    )
+    session.add(row)
+    add_event(session, rid, now, f"created by {actor or 'operator'}: {mv.name}:{mv.version} into "
+              f"{body.slot} on {body.select!r}, waves {body.waves}, gates "
+              f"{', '.join(row.gates) or 'none'}, on breach {body.on_breach}", kind="command")
+    session.commit()
+    return row
+
+
+def observations_for_selection(session: Session) -> list[Any]:
+    from .selector import DeviceInfo
+
+    return [DeviceInfo(device_id=d.id, hardware_id=d.hardware_id, tags=dict(d.tags or {}),
+                       online=bool(d.online))
+            for d in session.exec(select(Device)).all()]
+
+
+def get_row(session: Session, rollout_id: str) -> Rollout:
+    row = session.get(Rollout, rollout_id)
+    if row is None:
+        raise NotFound(f"no rollout {rollout_id!r}")
+    return row
+
+
+def summary(session: Session, row: Rollout) -> RolloutSummary:
+    st = state_of(row)
+    return RolloutSummary(
+        id=row.id, model=f"{row.model_name}:{row.model_version}", slot=row.slot, select=row.select,
+        state=st.state, current_wave=st.current_wave, waves=row.waves,
+        devices=len(members_of(session, row.id)), reason=st.reason, created_at=row.created_at,
+        updated_at=row.updated_at, superseded_by=st.superseded_by)
+
+
+def list_rollouts(session: Session, *, state: str | None = None, limit: int = 100) -> list[RolloutSummary]:
+    stmt = select(Rollout).order_by(col(Rollout.created_at).desc()).limit(limit)
+    if state:
+        stmt = stmt.where(Rollout.state == state)
+    return [summary(session, r) for r in session.exec(stmt).all()]
+
+
+def run_command(session: Session, rollout_id: str, name: str, now: float, *, reason: str | None = None,
+                actor: str = "") -> RolloutState:
+    """pause | resume | abort | rollback.
+
+    Raises:
+        BadRequest: unknown command. NotFound. Conflict: the state does not allow it.
+    """
+    if name not in COMMANDS:
+        raise BadRequest(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
+    get_row(session, rollout_id)
+    try:
+        return apply_command_row(session, rollout_id, name, now, reason=reason, actor=actor)
+    except IllegalTransition as exc:
+        session.rollback()
+        raise Conflict(str(exc)) from None
+
+
+def status(session: Session, rollout_id: str, now: float, *, devices: bool = True,
+           events: int = 30) -> dict[str, Any]:
+    """Everything ``fleet rollout status`` shows, as JSON-ready data."""
+    row = get_row(session, rollout_id)
+    spec, state = spec_of(row), state_of(row)
+    members = members_of(session, row.id)
+    obs = observations(session, row, members=members)
+    st = rollout_status(spec, state, obs, now)
+    starts = state.wave_starts()
+    out: dict[str, Any] = {
+        "id": row.id, "model": st.model, "slot": st.slot, "state": st.state,
+        "select": row.select, "waves_spec": row.waves, "soak": row.soak,
+        "gates_spec": list(row.gates), "on_breach": row.on_breach,
+        "device_timeout": row.device_timeout, "max_concurrent": row.max_concurrent,
+        "current_wave": st.current_wave, "devices": st.devices, "on_model": st.on_model,
+        "progress": st.progress, "reason": st.reason,
+        "breach": st.breach.model_dump(mode="json") if st.breach else None,
+        "superseded_by": state.superseded_by, "created_at": row.created_at,
+        "updated_at": row.updated_at, "started_at": state.started_at,
+        "soak_started_at": state.soak_started_at, "finished_at": state.finished_at,
+        "waves": [
+            {"index": w.index, "percent": w.percent, "members": w.members, "counts": w.counts,
+             "outcome": w.outcome, "gates": [g.model_dump(mode="json") for g in w.gates],
+             "figures": {"failure": w.metrics.failure, "latency_p99_ratio": w.metrics.latency_p99_ratio,
+                         "worst_hardware": w.metrics.worst_hardware, "nan_rate": w.metrics.nan_rate,
+                         "error_rate": w.metrics.error_rate, "agreement": w.metrics.agreement,
+                         "frames": w.metrics.frames}}
+            for w in st.waves
+        ],
+    }
+    if devices:
+        rows = []
+        for o in obs:
+            if o.wave is None:
+                continue
+            s = classify(o, model=spec.model, device_timeout_s=spec.device_timeout_s,
+                         wave_started_at=starts.get(o.wave), now=now)
+            rows.append({"device": o.device_id, "hardware_id": o.hardware_id, "wave": o.wave,
+                         "status": s.value, "online": o.online,
+                         "installed": o.installed.label if o.installed else None,
+                         "phase": o.phase.value, "error_code": o.error_code,
+                         "previous": o.previous.label if o.previous else None,
+                         "frames": o.frames, "nan_outputs": o.nan_outputs, "errors": o.errors,
+                         "p99_ms": o.candidate_p99_ms, "baseline_p99_ms": o.baseline_p99_ms})
+        out["members"] = sorted(rows, key=lambda r: (r["wave"], r["device"]))
+    if events:
+        out["events"] = [{"at": e.at, "level": e.level, "kind": e.kind, "message": e.message}
+                         for e in event_rows(session, row.id, events)]
+    return out
+
+
+def events(session: Session, rollout_id: str, limit: int = 200) -> list[dict[str, Any]]:
+    get_row(session, rollout_id)
+    return [{"at": e.at, "level": e.level, "kind": e.kind, "message": e.message, "data": e.data}
+            for e in event_rows(session, rollout_id, limit)]
+
+
+__all__ = ["RolloutCommand", "RolloutCreate", "RolloutSummary", "events", "list_rollouts",
+           "run_command", "start_rollout", "status"]

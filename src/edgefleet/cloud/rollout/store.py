@@ -1,0 +1,373 @@
+"""Rollout rows ⇄ the pure core: load specs, states and observations; persist what changed.
+
+Reading: ``spec_of(row)`` rebuilds the ``RolloutSpec`` from the stored CLI text,
+``state_of(row)`` the ``RolloutState`` from JSON, ``observations(...)`` joins every device
+row (``Device.reported`` for the slot, ``online``/``last_seen``) with the rollout's
+``RolloutMember`` row and the controller's current assignment for the slot.
+
+Writing: ``write_state`` stores a new state only if nobody else wrote since it was read
+(``revision``; PostgreSQL additionally holds the row with ``SELECT … FOR UPDATE`` from
+``lock_rollout`` to the end of the transaction). ``acquire_lease`` decides which
+controller replica runs reconcile passes.
+
+Telemetry: ``record_telemetry`` (called by the controller right after the device row is
+updated) adds each telemetry period to the member rows of the rollouts that device belongs
+to: frames, errors and NaN outputs of the rollout's model since dispatch, its p99 latency
+and the p99 of the model it replaces on the same device (the *baseline*: periods in which
+the device still ran its previous model), and the shadow agreement of the rollout's model
+with the control model (periods in which it ran as shadow candidate). p99 figures are a
+running mean over the last ``P99_WINDOW`` periods with frames.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from ...protocols import ModelRef, Phase, Telemetry
+from ..models import Device, ModelVersion, SlotAssignment
+from . import build_spec
+from .errors import SpecError
+from .model import DeviceObservation, RolloutSpec, RolloutState
+from .tables import ControllerLease, Rollout, RolloutEvent, RolloutMember
+
+P99_WINDOW = 10
+#: Rollout states whose members still collect telemetry figures.
+COLLECTING = ("pending", "running", "soaking", "paused", "breached", "rolling_back", "completed")
+#: States the reconciler still visits.
+ACTIVE_STATES = ("pending", "running", "soaking", "paused", "breached", "rolling_back",
+                 "rolled_back", "completed")
+
+
+class StaleState(SpecError):
+    """The rollout was written by someone else since it was read; the caller retries."""
+
+
+def ref_of(data: dict[str, Any] | None) -> ModelRef | None:
+    if not data:
+        return None
+    try:
+        return ModelRef.model_validate(data)
+    except ValueError:
+        return None
+
+
+def ref_dict(ref: ModelRef | None) -> dict[str, Any] | None:
+    return None if ref is None else {"name": ref.name, "version": ref.version, "digest": ref.digest}
+
+
+def model_ref(mv: ModelVersion) -> ModelRef:
+    return ModelRef(name=mv.name, version=mv.version, digest=mv.digest)
+
+
+def ts(value: datetime | None) -> float | None:
+    """A database datetime (naive means UTC) as seconds since the epoch."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
+
+
+# ----- rollout rows ------------------------------------------------------------------------
+
+
+def spec_of(row: Rollout) -> RolloutSpec:
+    return build_spec(
+        id=row.id, model=ModelRef(name=row.model_name, version=row.model_version, digest=row.digest),
+        slot=row.slot, select=row.select, waves=row.waves, soak=row.soak, gates=list(row.gates),
+        on_breach=row.on_breach, device_timeout=row.device_timeout,
+        max_concurrent=row.max_concurrent, previous=ref_of(row.previous),
+    )
+
+
+def state_of(row: Rollout) -> RolloutState:
+    return RolloutState.model_validate_json(row.state_json)
+
+
+def lock_rollout(session: Session, rollout_id: str) -> Rollout | None:
+    """The rollout row, held until the end of the transaction on PostgreSQL."""
+    stmt = select(Rollout).where(Rollout.id == rollout_id).with_for_update()
+    return session.exec(stmt).first()
+
+
+def write_state(session: Session, row: Rollout, state: RolloutState, now: float) -> None:
+    """Store ``state`` if the row still has the revision it was read with.
+
+    Raises:
+        StaleState: someone else wrote the rollout in between; nothing was written.
+    """
+    result = session.execute(
+        update(Rollout)
+        .where(col(Rollout.id) == row.id, col(Rollout.revision) == row.revision)
+        .values(state_json=state.model_dump_json(), state=state.state,
+                revision=row.revision + 1, updated_at=now)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise StaleState(f"rollout {row.id} changed while it was being reconciled")
+    session.expire(row)
+
+
+def add_event(session: Session, rollout_id: str, at: float, message: str, *, level: str = "info",
+              kind: str = "log", data: dict[str, Any] | None = None) -> None:
+    session.add(RolloutEvent(rollout_id=rollout_id, at=at, level=level, kind=kind,
+                             message=message, data=data))
+
+
+def members_of(session: Session, rollout_id: str) -> dict[str, RolloutMember]:
+    rows = session.exec(select(RolloutMember).where(RolloutMember.rollout_id == rollout_id)).all()
+    return {m.device_id: m for m in rows}
+
+
+def desired_refs(session: Session, slot: str) -> dict[str, ModelRef]:
+    """What the controller currently wants in ``slot``, per device."""
+    rows = session.exec(
+        select(SlotAssignment.device_id, ModelVersion.name, ModelVersion.version, ModelVersion.digest)
+        .where(SlotAssignment.slot == slot)
+        .where(SlotAssignment.model_version_id == ModelVersion.id)
+    ).all()
+    return {d: ModelRef(name=n, version=v, digest=g) for d, n, v, g in rows}
+
+
+def version_by_digest(session: Session, digest: str) -> ModelVersion | None:
+    return session.exec(select(ModelVersion).where(ModelVersion.digest == digest)).first()
+
+
+# ----- observations ------------------------------------------------------------------------
+
+
+def slot_report(device: Device, slot: str) -> dict[str, Any]:
+    return ((device.reported or {}).get("slots") or {}).get(slot) or {}
+
+
+def track_phase(member: RolloutMember, device: Device, slot: str, now: float) -> bool:
+    """Remember when the device's reported (phase, target) for the slot last changed."""
+    rep = slot_report(device, slot)
+    phase = rep.get("phase") or Phase.IDLE.value
+    target = (rep.get("target") or {}).get("digest")
+    if member.seen_phase == phase and member.seen_target == target and member.phase_since is not None:
+        return False
+    member.seen_phase, member.seen_target, member.phase_since = phase, target, now
+    return True
+
+
+def observation(device: Device, member: RolloutMember | None, desired: ModelRef | None,
+                slot: str) -> DeviceObservation:
+    rep = slot_report(device, slot)
+    try:
+        phase = Phase(rep.get("phase") or "idle")
+    except ValueError:
+        phase = Phase.IDLE
+    common: dict[str, Any] = dict(
+        device_id=device.id, hardware_id=device.hardware_id, tags=dict(device.tags or {}),
+        online=bool(device.online), last_seen=ts(device.last_seen), desired=desired,
+        installed=ref_of(rep.get("installed")), reported_target=ref_of(rep.get("target")),
+        last_known_good=ref_of(rep.get("last_known_good")), phase=phase,
+        error_code=rep.get("error_code"),
+    )
+    if member is None:
+        return DeviceObservation(**common)
+    return DeviceObservation(
+        **common, phase_since=member.phase_since, wave=member.wave, assigned_at=member.assigned_at,
+        dispatched_at=member.dispatched_at, previous=ref_of(member.previous),
+        reverted_at=member.reverted_at, timed_out_at=member.timed_out_at,
+        frames=member.frames, errors=member.errors, nan_outputs=member.nan_outputs,
+        candidate_p99_ms=member.candidate_p99_ms, baseline_p99_ms=member.baseline_p99_ms,
+        agreement=member.agreement, agreement_frames=member.agreement_frames,
+    )
+
+
+def load_devices(session: Session) -> list[Device]:
+    return list(session.exec(select(Device).order_by(Device.id)).all())
+
+
+def observations(session: Session, row: Rollout, *, devices: Iterable[Device] | None = None,
+                 members: dict[str, RolloutMember] | None = None) -> list[DeviceObservation]:
+    devices = load_devices(session) if devices is None else devices
+    members = members_of(session, row.id) if members is None else members
+    desired = desired_refs(session, row.slot)
+    return [observation(d, members.get(d.id), desired.get(d.id), row.slot) for d in devices]
+
+
+# ----- telemetry ---------------------------------------------------------------------------
+
+
+def _mean(current: float | None, n: int, value: float) -> tuple[float, int]:
+    k = min(n, P99_WINDOW - 1)
+    if current is None or k <= 0:
+        return value, 1
+    return current + (value - current) / (k + 1), n + 1
+
+
+def record_telemetry(session: Session, msg: Telemetry) -> int:
+    """Fold one telemetry period into the device's rollout member rows; returns how many
+    rows changed. Commits."""
+    rows = session.exec(
+        select(RolloutMember, Rollout)
+        .where(RolloutMember.device_id == msg.device_id)
+        .where(RolloutMember.rollout_id == Rollout.id)
+        .where(col(Rollout.state).in_(COLLECTING))
+    ).all()
+    changed = 0
+    for member, rollout in rows:
+        if _fold(member, rollout, msg):
+            session.add(member)
+            changed += 1
+    if changed:
+        session.commit()
+    return changed
+
+
+def _fold(m: RolloutMember, r: Rollout, msg: Telemetry) -> bool:
+    control = msg.control.digest if msg.control else None
+    shadow = msg.shadow
+    candidate = shadow.candidate.digest if shadow is not None and shadow.candidate else None
+    changed = False
+    if candidate == r.digest and shadow is not None and shadow.frames > 0:
+        if shadow.agreement is not None:  # shadow agreement, also before a control promotion
+            total = m.agreement_frames + shadow.frames
+            m.agreement = ((m.agreement or 0.0) * m.agreement_frames + shadow.agreement * shadow.frames) / total
+            m.agreement_frames = total
+            changed = True
+        if r.slot == "shadow" and m.dispatched_at is not None:
+            m.frames += shadow.frames
+            m.nan_outputs += int(getattr(shadow, "nan_outputs", 0) or 0)
+            m.errors += int(getattr(shadow, "errors", 0) or 0)
+            if shadow.latency_ms.p99 > 0:
+                m.candidate_p99_ms, m.candidate_periods = _mean(m.candidate_p99_ms, m.candidate_periods, shadow.latency_ms.p99)
+            if msg.frames > 0 and msg.latency_ms.p99 > 0:
+                m.baseline_p99_ms, m.baseline_periods = _mean(m.baseline_p99_ms, m.baseline_periods, msg.latency_ms.p99)
+            changed = True
+    if r.slot != "control" or msg.frames <= 0 or control is None:
+        return changed
+    if control == r.digest:
+        if m.dispatched_at is None:
+            return changed
+        m.frames += msg.frames
+        m.errors += msg.errors
+        m.nan_outputs += msg.nan_outputs
+        if msg.latency_ms.p99 > 0:
+            m.candidate_p99_ms, m.candidate_periods = _mean(m.candidate_p99_ms, m.candidate_periods, msg.latency_ms.p99)
+        return True
+    previous = (m.previous or {}).get("digest")
+    if (m.dispatched_at is None or previous == control) and msg.latency_ms.p99 > 0 \
+            and m.reverted_at is None:
+        m.baseline_p99_ms, m.baseline_periods = _mean(m.baseline_p99_ms, m.baseline_periods, msg.latency_ms.p99)
+        return True
+    return changed
+
+
+def baseline_p99(session: Session, device: Device | None, previous: ModelRef | None,
+                 exclude_digest: str) -> tuple[float | None, int]:
+    """p99 of the model a device runs before it is sent a rollout's model: the mean over its
+    last ``P99_WINDOW`` telemetry periods on ``previous`` (history), else its latest period."""
+    if device is None:
+        return None, 0
+    if previous is not None:
+        try:
+            from ..telemetry_store import TelemetryPeriod
+        except ImportError:  # pragma: no cover
+            TelemetryPeriod = None  # type: ignore[assignment]  # noqa: N806
+        if TelemetryPeriod is not None:
+            rows = session.exec(
+                select(TelemetryPeriod.latency_p99)
+                .where(TelemetryPeriod.device_id == device.id)
+                .where(TelemetryPeriod.control_name == previous.name)
+                .where(TelemetryPeriod.control_version == previous.version)
+                .where(TelemetryPeriod.frames > 0)
+                .order_by(col(TelemetryPeriod.period_end).desc()).limit(P99_WINDOW)).all()
+            values = [v for v in rows if v and v > 0]
+            if values:
+                return sum(values) / len(values), len(values)
+    t = device.telemetry or {}
+    control = (t.get("control") or {}).get("digest")
+    p99 = (t.get("latency_ms") or {}).get("p99") or 0.0
+    if control and control != exclude_digest and t.get("frames", 0) > 0 and p99 > 0:
+        return float(p99), 1
+    return None, 0
+
+
+def seed_agreement(session: Session, row: Rollout, device_ids: list[str]) -> dict[str, tuple[float, int]]:
+    """Shadow agreement of the rollout's model from telemetry history (control promotions):
+    frame-weighted per device, from periods recorded before the rollout started."""
+    if row.slot != "control" or not device_ids:
+        return {}
+    try:
+        from ..telemetry_store import TelemetryPeriod
+    except ImportError:  # pragma: no cover - history not installed
+        return {}
+    out: dict[str, tuple[float, int]] = {}
+    stmt = (select(TelemetryPeriod.device_id, TelemetryPeriod.agreement, TelemetryPeriod.shadow_frames)
+            .where(TelemetryPeriod.candidate_name == row.model_name)
+            .where(TelemetryPeriod.candidate_version == row.model_version)
+            .where(col(TelemetryPeriod.device_id).in_(device_ids)))
+    sums: dict[str, list[float]] = {}
+    for device_id, agreement, frames in session.exec(stmt).all():
+        if agreement is None or not frames:
+            continue
+        acc = sums.setdefault(device_id, [0.0, 0.0])
+        acc[0] += agreement * frames
+        acc[1] += frames
+    for device_id, (weighted, frames) in sums.items():
+        out[device_id] = (weighted / frames, int(frames))
+    return out
+
+
+# ----- lease -------------------------------------------------------------------------------
+
+
+def acquire_lease(session: Session, name: str, holder: str, ttl_s: float, now: float) -> bool:
+    """Take or renew the lease ``name`` for ``holder``; True when ``holder`` has it now.
+
+    PostgreSQL: the lease row is read with ``SELECT … FOR UPDATE`` and taken over only when
+    it is ours or expired. Other databases: one conditional ``UPDATE`` does the same.
+    Commits.
+    """
+    dialect = session.get_bind().dialect.name
+    if session.get(ControllerLease, name) is None:
+        session.add(ControllerLease(name=name, holder=holder, expires_at=now + ttl_s))
+        try:
+            session.commit()
+            return True
+        except Exception:  # another replica inserted it first
+            session.rollback()
+    if dialect == "postgresql":
+        lease = session.exec(select(ControllerLease).where(ControllerLease.name == name)
+                             .with_for_update()).one()
+        if lease.holder != holder and lease.expires_at > now:
+            session.rollback()
+            return False
+        lease.holder, lease.expires_at = holder, now + ttl_s
+        session.add(lease)
+        session.commit()
+        return True
+    result = session.execute(
+        update(ControllerLease)
+        .where(col(ControllerLease.name) == name)
+        .where((col(ControllerLease.holder) == holder) | (col(ControllerLease.expires_at) <= now))
+        .values(holder=holder, expires_at=now + ttl_s)
+    )
+    session.commit()
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def release_lease(session: Session, name: str, holder: str) -> None:
+    session.execute(update(ControllerLease)
+                    .where(col(ControllerLease.name) == name, col(ControllerLease.holder) == holder)
+                    .values(expires_at=0.0))
+    session.commit()
+
+
+def event_rows(session: Session, rollout_id: str, limit: int = 200) -> list[RolloutEvent]:
+    rows = session.exec(select(RolloutEvent).where(RolloutEvent.rollout_id == rollout_id)
+                        .order_by(col(RolloutEvent.id).desc()).limit(limit)).all()
+    return list(reversed(rows))
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str)
