@@ -103,6 +103,30 @@ class ApiClient:
             raise ApiError(resp.status_code, resp.text)
         return resp.content
 
+    def review_queue(self, **params: Any) -> dict[str, Any]:
+        return self._call("GET", "/review/queue", params=params)
+
+    def review_label(self, event_id: str, verdict: str, *, note: str = "", device_id: str | None = None) -> dict[str, Any]:
+        body = {"verdict": verdict, "note": note, "device_id": device_id}
+        return self._call("POST", f"/review/{event_id}/label", json=body)
+
+    def review_export(self, target: Any, **params: Any) -> int:
+        """Stream the export zip into the binary file ``target``; returns the number of labels."""
+        try:
+            with self.http.stream("GET", "/review/export", params={**params, "format": "zip"}) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    try:
+                        detail = resp.json().get("detail", resp.text)
+                    except ValueError:
+                        detail = resp.text
+                    raise ApiError(resp.status_code, detail if isinstance(detail, str) else json.dumps(detail))
+                for chunk in resp.iter_bytes():
+                    target.write(chunk)
+                return int(resp.headers.get("x-edgefleet-labels", "0"))
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"cannot reach the controller at {self.http.base_url}: {exc}") from None
+
     def shadow_pairs(self) -> list[dict[str, Any]]:
         return self._call("GET", "/shadow/pairs")
 

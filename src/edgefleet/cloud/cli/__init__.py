@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import cloud_cmd, device_cmd, keys_cmd, model_cmd, rollout_cmd, shadow_cmd, token_cmd
+from . import cloud_cmd, device_cmd, keys_cmd, model_cmd, review_cmd, rollout_cmd, shadow_cmd, token_cmd
 
 app = typer.Typer(
     name="fleet",
@@ -18,6 +18,7 @@ app.add_typer(device_cmd.app, name="device")
 app.add_typer(rollout_cmd.app, name="rollout")
 app.add_typer(token_cmd.app, name="token")
 app.add_typer(shadow_cmd.app, name="shadow")
+app.add_typer(review_cmd.app, name="review")
 app.add_typer(keys_cmd.app, name="keys")
 app.command("deploy")(device_cmd.deploy)
 

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from . import bundles, clips, deployments, devices, drift, health, models, rollouts, shadow, tokens, trust
+from . import bundles, clips, deployments, devices, drift, health, models, review, rollouts, shadow, tokens, trust
 
 api_router = APIRouter(prefix="/api/v1")
-for _module in (health, models, devices, deployments, bundles, tokens, drift, shadow, clips, rollouts, trust):
+for _module in (health, models, devices, deployments, bundles, tokens, drift, shadow, clips, review, rollouts, trust):
     api_router.include_router(_module.router)
