@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefleet.cloud.demo.orchestrator import UvicornThread, to_toml
-from tests.conftest import Stack, wait_until
+from tests.conftest import Stack, wait_until, write_roots
 
 from .conftest import TEST_POLICY, deploy_pair, events
 
@@ -44,7 +44,7 @@ def test_outbox_keeps_every_capture_across_sigkill_and_uploads_it_after_restart(
     config = tmp_path / "cam-k.toml"
     config.write_text(to_toml({
         "agent": {"device_id": "cam-k", "data_dir": str(data_dir), "controller_url": stack.url, "token": token,
-                  "health_window_s": 1.0},
+                  "health_window_s": 1.0, "trust_roots": str(write_roots(stack, tmp_path / "roots"))},
         "mqtt": {"host": stack.broker.host, "port": stack.broker.port},
         "source": {"kind": "synthetic-digits", "fps": 30, "seed": 3},
         "capture": {"cooldown_s": 0.3, "upload_poll_s": 0.3, "backoff_max_s": 0.5},

@@ -23,6 +23,7 @@ one source of truth, the ``ShadowMonitor``, whether or not clips are wanted).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import shutil
 import threading
@@ -55,6 +56,15 @@ from .outbox import Outbox, OutboxError
 log = logging.getLogger(__name__)
 
 Publisher = Callable[[Event], object]
+SHADOW_NICE = 10  # the shadow path and the encoder yield the CPU to the control path
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Best effort: raise the calling thread's nice value (per thread on Linux)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):
+        pass
 
 
 class Model(Protocol):
@@ -251,7 +261,21 @@ class Capture:
             self.policy.pre_seconds, self.policy.post_seconds, self.fps_hint, lag_margin_s=self.lag_margin_s
         )
 
+    def encode_pending(self) -> int:
+        """Encode the clips waiting for the encoder on the calling thread (no encoder thread
+        running: offline tools, benchmarks). Returns how many were written."""
+        n = 0
+        while True:
+            try:
+                clip = self._encode_q.get_nowait()
+            except queue.Empty:
+                return n
+            if clip is not None:
+                self.write(clip)
+                n += 1
+
     def _encode_loop(self) -> None:
+        lower_thread_priority(SHADOW_NICE)
         while True:
             clip = self._encode_q.get()
             if clip is None:

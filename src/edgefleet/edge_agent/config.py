@@ -77,6 +77,9 @@ class SourceSection(BaseModel):
 
 class InferenceSection(BaseModel):
     threads: int = Field(default=1, ge=1, le=64)
+    # Python's GIL switch interval: short, so the control thread never waits long behind the
+    # shadow thread's Python code (5 ms by default in CPython; 0 = leave it alone).
+    switch_interval_ms: float = Field(default=0.5, ge=0, le=100)
 
 
 class CaptureSection(BaseModel):

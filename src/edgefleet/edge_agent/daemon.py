@@ -13,6 +13,7 @@ import platform
 import queue
 import random
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -248,6 +249,8 @@ class Agent:
         if self.tegrastats is not None:
             self.tegrastats.start()
         self._apply_capture_settings()
+        if self.config.inference.switch_interval_ms > 0:
+            sys.setswitchinterval(self.config.inference.switch_interval_ms / 1000.0)
         try:
             self.app_output.start()
         except OSError as exc:  # the application socket is a convenience, not a reason to stop

@@ -31,7 +31,7 @@ import numpy as np
 from ..protocols import LatencyStats, ModelRef
 from ..shadow.prediction import Prediction
 from ..shadow.stats import AgreementStats, ConfidenceHistogram, LatencyRecorder
-from .capture import Capture
+from .capture import SHADOW_NICE, Capture, lower_thread_priority
 from .runner import ModelRunner
 from .sources import FrameSource, paced
 
@@ -169,6 +169,7 @@ class Pipeline:
     # ----- shadow path -----
 
     def _shadow_loop(self) -> None:
+        lower_thread_priority(SHADOW_NICE)
         while not self._stop.is_set():
             item = self._shadow_q.get()
             if item is None:
