@@ -161,6 +161,22 @@ def verdict_counts(session: Session, f: QueueFilter = QueueFilter()) -> dict[str
     return {v: int(n) for v, n in session.exec(q.group_by(ReviewLabel.verdict)).all()}
 
 
+def facets(session: Session) -> dict[str, list[str]]:
+    """Filter choices: pairs (``CONTROL:CANDIDATE``), devices, triggers and classes seen in captures."""
+    pairs = session.exec(
+        select(ShadowEvent.control_name, ShadowEvent.control_version, ShadowEvent.candidate_name,
+               ShadowEvent.candidate_version).where(col(ShadowEvent.candidate_name).is_not(None)).distinct()
+    ).all()
+    labels = {x for x in session.exec(select(ShadowEvent.control_label).distinct()).all() if x is not None}
+    labels |= {x for x in session.exec(select(ShadowEvent.candidate_label).distinct()).all() if x is not None}
+    return {
+        "pairs": sorted(f"{a}:{b}:{c}:{d}" for a, b, c, d in pairs),
+        "devices": sorted(session.exec(select(ShadowEvent.device_id).distinct()).all()),
+        "triggers": sorted(session.exec(select(ShadowEvent.trigger).distinct()).all()),
+        "classes": sorted(labels, key=lambda x: (len(x), x)),
+    }
+
+
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -353,6 +369,6 @@ def extract_zip(source: BinaryIO | Path, out: Path) -> Path:
 
 __all__ = [
     "LABELS_FILE", "VERDICTS", "ExportItem", "QueueFilter", "ReviewItem", "ReviewLabel", "count", "export_items",
-    "extract_zip", "find_event", "item_public", "iter_zip", "label", "labels_jsonl", "next_item", "queue",
+    "extract_zip", "facets", "find_event", "item_public", "iter_zip", "label", "labels_jsonl", "next_item", "queue",
     "verdict_counts", "write_folder", "write_zip",
 ]

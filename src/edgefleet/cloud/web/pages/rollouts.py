@@ -1,0 +1,73 @@
+"""/ui/rollouts and /ui/rollouts/{id} — staged rollouts: list, waves, gates, operator commands.
+
+Both pages read ``rollout.service`` (what ``/api/v1/rollouts`` serves). The detail page
+shows per wave its members, device counts by status, each gate's figure against its limit,
+and a progress bar; operators get the commands the rollout's state allows (pause, resume,
+abort, roll back), which post to ``/ui/api/v1/rollouts/{id}/{command}`` — the API checks
+the role and the state again.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from ...api.deps import SessionDep
+from ...rollout import service
+from ..auth import PagePrincipal
+from ..nav import NAV_ORDER, NavItem
+from ..render import render
+
+router = APIRouter(prefix="/ui/rollouts")
+NAV = NavItem("rollouts", "Rollouts", "/ui/rollouts", "viewer", NAV_ORDER["rollouts"])
+
+#: command → (button label, states it is offered in, button class, confirmation) — mirrors rollout/commands.py.
+COMMANDS: dict[str, tuple[str, tuple[str, ...], str, str | None]] = {
+    "pause": ("Pause", ("pending", "running", "soaking"), "primary", None),
+    "resume": ("Resume", ("paused", "breached"), "primary", None),
+    "abort": ("Abort", ("pending", "running", "soaking", "paused", "breached"), "danger",
+              "Abort this rollout? Devices stay where they are."),
+    "rollback": ("Roll back", ("pending", "running", "soaking", "paused", "breached", "completed", "aborted"),
+                 "danger", "Roll back? Every device that was sent the model returns to its previous one."),
+}
+STATUS_ORDER = ("waiting", "pending", "queued", "dispatched", "installing", "silent", "active", "healthy",
+                "failed", "rolled_back", "timed_out", "skipped")
+
+
+def allowed_commands(state: str) -> list[str]:
+    return [c for c, (_label, states, _cls, _confirm) in COMMANDS.items() if state in states]
+
+
+def when(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+
+
+def gate_text(g: dict[str, Any]) -> str:
+    """``failure 0.013 (limit <= 0.02)``: the wave's figure against the gate's limit."""
+    value = "no data" if g.get("value") is None else f"{g['value']:.3g}"
+    return f"{g['metric']} {value} (limit {g['op']} {g['limit']:g})"
+
+
+@router.get("", response_class=HTMLResponse)
+def rollouts_page(request: Request, session: SessionDep, principal: PagePrincipal,
+                  state: str | None = None) -> HTMLResponse:
+    now = time.time()
+    rows = []
+    for r in service.list_rollouts(session, state=state or None, limit=200):
+        st = service.status(session, r.id, now, devices=False, events=0)
+        rows.append({"summary": r, "status": st})
+    return render(request, "rollouts.html", principal, active="rollouts", rows=rows, state=state or "",
+                  when=when, commands=COMMANDS, allowed=allowed_commands)
+
+
+@router.get("/{rollout_id}", response_class=HTMLResponse)
+def rollout_page(rollout_id: str, request: Request, session: SessionDep, principal: PagePrincipal) -> HTMLResponse:
+    st = service.status(session, rollout_id, time.time(), devices=True, events=50)
+    statuses = [s for s in STATUS_ORDER if any(w["counts"].get(s) for w in st["waves"])]
+    statuses += sorted({k for w in st["waves"] for k in w["counts"]} - set(statuses))
+    return render(request, "rollout.html", principal, active="rollouts", r=st, statuses=statuses, when=when,
+                  commands=COMMANDS, allowed=allowed_commands(st["state"]), gate_text=gate_text)
