@@ -191,7 +191,30 @@ def observations(session: Session, row: Rollout, *, devices: Iterable[Device] | 
     devices = load_devices(session) if devices is None else devices
     members = members_of(session, row.id) if members is None else members
     desired = desired_refs(session, row.slot)
-    return [observation(d, members.get(d.id), desired.get(d.id), row.slot) for d in devices]
+    out = [observation(d, members.get(d.id), desired.get(d.id), row.slot) for d in devices]
+    if any(str(g).startswith("drift") for g in row.gates or ()):
+        out = with_drift(session, row, out)
+    return out
+
+
+def with_drift(session: Session, row: Rollout, obs: list[DeviceObservation]) -> list[DeviceObservation]:
+    """For a ``drift`` gate: each dispatched member's drift score of the rollout's model as
+    control on that device (``cloud.drift.drift_score``, native engine: no Evidently import
+    in the reconciler); None (the gate waits) while a device lacks the data."""
+    from dataclasses import replace
+
+    from ..drift import DriftConfig, drift_score
+
+    config = DriftConfig(engine="native")
+    label = f"{row.model_name}:{row.model_version}"
+    out = []
+    for o in obs:
+        if o.wave is not None and o.dispatched_at is not None:
+            score = drift_score(session, label, device_ids=[o.device_id], config=config).score
+            if score is not None:
+                o = replace(o, drift=score)
+        out.append(o)
+    return out
 
 
 # ----- telemetry ---------------------------------------------------------------------------
