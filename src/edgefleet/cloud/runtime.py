@@ -27,14 +27,14 @@ from ..protocols import (
     Telemetry,
 )
 from ..registry import BlobStore, LocalBlobStore
-from . import fleet, ingest, shadow_index, telemetry_store
+from . import fleet, ingest, shadow_index, signing, telemetry_store
 from .bridge import MqttBridge
 from .db import make_engine, migrate
+from .errors import CloudError
+from .metrics import ensure_metrics
 from .models import Device
 from .rollout import store as rollout_store
 from .rollout.reconciler import Reconciler
-from . import signing
-from .errors import CloudError
 from .settings import CloudSettings
 from .trust import Trust
 
@@ -59,6 +59,7 @@ class Controller:
         self.engine = engine or make_engine(settings.db_url)
         self.store = store or open_store(settings)
         self.trust = Trust.open(settings.data_dir, self.store)
+        ensure_metrics(self)  # counters exist before the HTTP app does (reconciler, uploads)
         self.bridge: MqttBridge | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -188,6 +189,14 @@ class Controller:
         if store is not None:
             store.expire(now=now, open_max_age_s=7 * 86400, completed_max_age_s=30 * 86400)  # type: ignore[attr-defined]
 
+    def _prune_history(self) -> None:
+        """Keep telemetry history (sparklines, charts, drift windows) for the configured days."""
+        cutoff = datetime.now(timezone.utc) - timedelta(days=self.settings.telemetry_history_days)
+        with self.session() as s:
+            removed = telemetry_store.prune(s, cutoff)
+        if removed:
+            log.info("pruned %d telemetry periods older than %s", removed, cutoff.date())
+
     def wake(self) -> None:
         """Run the next reconcile pass now (after an operator command)."""
         self._kick.set()
@@ -209,6 +218,7 @@ class Controller:
                 if time.time() >= next_expiry:
                     next_expiry = time.time() + 3600
                     self._expire_uploads(time.time())
+                    self._prune_history()
                 if time.time() >= self._next_trust_refresh:
                     self._next_trust_refresh = time.time() + 300
                     self.trust.refresh_expiring()  # timestamps are re-signed well before they expire

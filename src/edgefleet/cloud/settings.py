@@ -35,6 +35,7 @@ class CloudSettings(BaseModel):
     mqtt_password: str | None = None
     mqtt_client_id: str = "edgefleet-controller"
     telemetry_period_s: float = Field(default=10.0, gt=0)
+    telemetry_history_days: float = Field(default=30.0, gt=0)
     reconcile_interval_s: float = Field(default=2.0, gt=0)
     max_payload_bytes: int = 256 * 1024
 
