@@ -47,7 +47,7 @@ def test_viewer_sees_the_fleet_and_no_action_buttons_and_the_api_refuses_the_act
     assert page.locator("tr[data-device=cam-dock-01] svg.spark").count() == 2
     assert page.locator("[data-action]").count() == 0
     assert page.locator("input[name=device]").count() == 0
-    assert page.locator("nav a").all_inner_texts() == ["Fleet", "Models"]
+    assert page.locator("nav a").all_inner_texts() == ["Fleet", "Rollouts", "Review", "Confusion", "Models"]  # no Tokens for a viewer
     assert page.context.cookies()[0]["httpOnly"] is True
     assert page.evaluate("document.cookie") == ""  # the token is not readable by scripts
     # the same action the operator's button sends, straight to the API with the viewer's token

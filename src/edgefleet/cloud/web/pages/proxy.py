@@ -17,7 +17,8 @@ from ..auth import COOKIE, principal_for_token
 
 router = APIRouter(prefix="/ui/api")
 CSRF_HEADER = "x-edgefleet-request"
-FORWARDED = ("content-type", "accept")
+FORWARDED = ("content-type", "accept", "range", "if-range")
+RETURNED = ("content-range", "accept-ranges", "content-disposition", "cache-control")
 
 
 @router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
@@ -35,5 +36,6 @@ async def forward(path: str, request: Request) -> Response:
     async with httpx.AsyncClient(transport=transport, base_url="http://ui-proxy") as client:
         upstream = await client.request(request.method, f"/api/v1/{path}", params=request.query_params,
                                         content=await request.body(), headers=headers)
+    passed = {k: v for k, v in upstream.headers.items() if k in RETURNED}  # clips seek with Range
     return Response(upstream.content, status_code=upstream.status_code,
-                    media_type=upstream.headers.get("content-type"))
+                    media_type=upstream.headers.get("content-type"), headers=passed)
