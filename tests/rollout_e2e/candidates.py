@@ -12,6 +12,12 @@ in the agent knows it is a test:
 * ``heavy``          — the classifier plus a dead branch of ``layers`` chained 256×256
   MatMul+Tanh on the input, multiplied by zero: same outputs, more compute. Two of these
   make a "current model" and a candidate three times slower than it.
+
+Latency budgets are set to ``BUDGET_MS`` (1 s): here 20 agents share two cores in one
+process, so a frame's wall time says more about the neighbours than about the model. The
+slow candidate is caught where that noise cancels out — the controller's
+``latency_p99_ratio`` gate compares models on the same devices under the same load — and
+the agent's own budget check is pinned by a single-agent test with a tiny budget.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import numpy as np
 
 from edgefleet.cloud.demo.train import TrainedModel
 from edgefleet.protocols import Manifest, TestVector
+
+BUDGET_MS = 1000.0
 
 
 def _load(model: TrainedModel):  # type: ignore[no-untyped-def]
@@ -49,7 +57,7 @@ def _run(path: Path, x: np.ndarray) -> np.ndarray:
 def _with(model: TrainedModel, path: Path, version: str, vectors: list[np.ndarray] | None = None,
           **manifest_changes: object) -> TrainedModel:
     m = model.manifest
-    changes: dict[str, object] = {"version": version, **manifest_changes}
+    changes: dict[str, object] = {"version": version, "latency_budget_ms": BUDGET_MS, **manifest_changes}
     if vectors is not None:
         changes["test_vectors"] = [
             TestVector(input=v.ravel().tolist(), expected=_run(path, v.reshape(1, 1, 8, 8)).ravel().tolist(), atol=1e-4)
@@ -94,7 +102,7 @@ def nan_after_activation(model: TrainedModel, out_dir: Path, version: str) -> Tr
 
 
 def heavy(model: TrainedModel, out_dir: Path, version: str, layers: int, width: int = 256,
-          latency_budget_ms: float = 1000.0) -> TrainedModel:
+          latency_budget_ms: float = BUDGET_MS) -> TrainedModel:
     from onnx import helper, numpy_helper
 
     g = _load(model)

@@ -24,9 +24,11 @@ from edgefleet.cloud.demo.train import TrainedModel
 
 from .. import conftest as root_conftest
 from ..conftest import RunningAgent, Stack, push, start_stack, wait_until
+from . import candidates
 
 PROFILES = {"jetson-orin-nano": 8, "jetson-orin-agx": 8, "jetson-xavier-nx": 4}
 FPS = 5.0
+BASE = "digits:1.0"
 
 
 def device_ids() -> list[tuple[str, str]]:
@@ -102,13 +104,25 @@ class Fleet:
     def push(self, model: TrainedModel) -> dict[str, Any]:
         return push(self.stack, model)
 
-    def all_on(self, label: str, timeout: float = 60.0, phases: tuple[str, ...] = ("healthy", "idle", "rolled_back")) -> None:
-        """Every device runs ``label`` in control, out of its health window."""
+    def all_on(self, label: str, timeout: float = 60.0, phases: tuple[str, ...] = ("healthy", "idle", "rolled_back"),
+               devices: list[str] | None = None) -> None:
+        """Every device (or those named) runs ``label`` in control, out of its health window."""
+        names = set(devices if devices is not None else self.tokens)
+
         def done() -> bool:
-            devices = self.client.list_devices()
+            rows = [d for d in self.client.list_devices() if d["id"] in names]
             return all(d["slots"]["control"]["installed"] == label and d["slots"]["control"]["phase"] in phases
-                       for d in devices) and len(devices) == len(self.tokens)
+                       for d in rows) and len(rows) == len(names)
         wait_until(done, timeout=timeout, interval=0.3, message=f"every device on {label}")
+
+
+def _reset(self: Fleet) -> None:
+    """Back to the fixture's starting point: every device on digits:1.0, out of its window."""
+    self.client.deploy(BASE, "control", None)
+    self.all_on(BASE)
+
+
+Fleet.reset = _reset  # type: ignore[attr-defined]
 
 
 def status(fleet: Fleet, rollout_id: str) -> dict[str, Any]:
@@ -146,9 +160,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, digit_models: tuple[TrainedM
         for d, _hw in ids:
             f.start_agent(d)
         wait_until(lambda: all(d["online"] for d in f.client.list_devices()), timeout=60, message="agents online")
-        f.push(digit_models[0])
-        f.client.deploy("digits:1.0", "control", None)
-        f.all_on("digits:1.0")
+        f.push(candidates.retag(digit_models[0], "1.0"))
+        f.reset()
         yield f
     finally:
         for ra in list(f.agents.values()):

@@ -8,9 +8,8 @@ model again.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-
-import pytest
 
 from . import candidates
 from .conftest import Fleet, wait_state
@@ -57,3 +56,35 @@ def test_nan_after_activation_stops_at_wave_1_and_rolls_back(fleet: Fleet, digit
     out = _assert_contained(fleet, rid, mv["digest"])
     assert out["ran"], "the NaN candidate never ran: the test proves nothing"
     assert any("E_HEALTH_NAN" in e["message"] for e in out["events"])
+
+
+def test_three_times_slower_candidate_breaks_the_latency_gate_at_wave_1(fleet: Fleet, digit_models, tmp_path: Path) -> None:
+    # Only two profiles carry the heavy models, to keep the shared CPU (and the latency noise
+    # of 20 agents on two cores) low: the current model takes ~6 ms, the candidate ~18 ms.
+    select = "hw:jetson-orin-agx|jetson-xavier-nx"
+    devices = [d for d, hw in fleet.hardware.items() if hw in ("jetson-orin-agx", "jetson-xavier-nx")]
+    base = candidates.heavy(digit_models[0], tmp_path, "1.1-base", layers=16)
+    slow = candidates.heavy(digit_models[0], tmp_path, "1.1-slow", layers=48)
+    ratio = candidates.latency_ms(slow) / candidates.latency_ms(base)
+    assert ratio > 2.5, f"calibration: the slow candidate is only {ratio:.2f}x slower here"
+    fleet.push(base)
+    mv = fleet.push(slow)
+    fleet.client.deploy("digits:1.1-base", "control", devices)
+    fleet.all_on("digits:1.1-base", devices=devices)
+    time.sleep(4.0)  # telemetry periods of the current model under steady load: the baseline
+    rid = _start(fleet, "digits:1.1-slow", "failure<=0.02", "latency_p99_ratio<=1.2", select=select, soak="3s")
+    wait_state(fleet, rid, "rolled_back", "rolling_back", timeout=90)
+    full = fleet.client.rollout_status(rid, events=100)
+    assert full["breach"] is not None and full["breach"]["wave"] == 0, (
+        [(w["index"], [(g["metric"], g["value"]) for g in w["gates"]]) for w in full["waves"]],
+        [(m["device"], m["wave"], m["p99_ms"], m["baseline_p99_ms"]) for m in full["members"] if m["wave"] == 0])
+    gate = {g["metric"]: g for g in full["breach"]["gates"]}["latency_p99_ratio"]
+    assert gate["status"] == "failed" and gate["value"] > 1.2, gate
+    assert "latency_p99_ratio" in full["reason"] and "worst profile" in full["reason"]
+    st = wait_state(fleet, rid, "rolled_back", timeout=60)
+    wave0 = {m["device"] for m in full["members"] if m["wave"] == 0}
+    ran = fleet.ever_ran(mv["digest"])
+    assert ran and ran <= wave0
+    fleet.all_on("digits:1.1-base", devices=devices)
+    assert st["state"] == "rolled_back"
+    fleet.reset()

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_MIN_FRAMES = 10
 HEALTH_MAX_BAD_RATIO = 0.05
-HEALTH_MIN_SLOW_PERIODS = 2  # latency: most telemetry periods of the window over budget (p95)
+HEALTH_MIN_SLOW_PERIODS = 2  # latency: the median frame over budget in most periods of the window
 
 
 def detect_device(configured: str) -> tuple[Any, str]:
@@ -207,7 +207,7 @@ class Agent:
                 runner = self.pipeline.control
                 if period.frames > 0 and runner is not None:  # latency only matters on the control path
                     h["periods"] += 1
-                    if period.latency_stats().p95 > runner.manifest.latency_budget_ms:
+                    if period.latency_stats().p50 > runner.manifest.latency_budget_ms:
                         h["slow"] += 1
             else:
                 h["frames"] += period.shadow.compared
@@ -219,7 +219,7 @@ class Agent:
                 self._health.pop(slot, None)
             elif h["periods"] >= HEALTH_MIN_SLOW_PERIODS and h["slow"] * 2 > h["periods"]:
                 budget = self.pipeline.control.manifest.latency_budget_ms if self.pipeline.control else 0.0
-                self.updater.rollback(slot, f"p95 latency beyond the manifest's budget of {budget:g} ms in "
+                self.updater.rollback(slot, f"median latency beyond the manifest's budget of {budget:g} ms in "
                                       f"{h['slow']} of {h['periods']} periods of the health window", "E_HEALTH_LATENCY")
                 self._health.pop(slot, None)
             elif time.monotonic() - started >= window and h["frames"] >= HEALTH_MIN_FRAMES:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from .state import AgentState, InstalledModel, SlotState, StateStore
 log = logging.getLogger(__name__)
 
 Reporter = Callable[[], None]
+RETIRE_AFTER_S = 5.0  # a replaced model is closed this long after the switch
 #: Phases of a deployment that is dropped when the desired model changes back to the running one.
 _ABANDONED = frozenset({Phase.NOTIFIED, Phase.DOWNLOADING, Phase.VERIFYING, Phase.PREPARING, Phase.FAILED})
 
@@ -281,7 +283,11 @@ class Updater:
         else:
             self.pipeline.shadow = runner
         if old is not None and old is not runner:
-            old.close()
+            # the control/shadow thread may be inside old.predict() right now: close it only
+            # once that frame is surely done, so the swap never fails a frame
+            closer = threading.Timer(RETIRE_AFTER_S, old.close)
+            closer.daemon = True
+            closer.start()
 
     def gc(self) -> None:
         """Remove bundles, downloads and engines no slot refers to any more."""

@@ -51,6 +51,7 @@ from .store import (
     StaleState,
     acquire_lease,
     add_event,
+    assignment_owners,
     baseline_p99,
     desired_refs,
     load_devices,
@@ -171,7 +172,8 @@ class Reconciler:
             if not p.actions:
                 s.commit()
                 return 0
-            changed = self._apply(s, row, spec, p.actions, members, by_id, now, result)
+            owners = assignment_owners(s, row.slot)
+            changed = self._apply(s, row, spec, p.actions, members, by_id, owners, now, result)
             s.commit()
             result.actions += len(p.actions)
             result.by_rollout[rollout_id] = len(p.actions)
@@ -187,10 +189,18 @@ class Reconciler:
     # ----- applying a plan -------------------------------------------------------------------
 
     def _apply(self, s: Session, row: Rollout, spec: RolloutSpec, actions: tuple,
-               members: dict[str, RolloutMember], devices: dict[str, Device], now: float,
-               result: PassResult) -> list[Device]:
+               members: dict[str, RolloutMember], devices: dict[str, Device],
+               owners: dict[str, str | None], now: float, result: PassResult) -> list[Device]:
         wanted: dict[str, ModelRef | None] = {}  # device -> final desired ref this pass
         new_members: list[str] = []
+
+        dispatched = {d for d, m in members.items() if m.dispatched_at is not None}
+
+        def overridden(device_id: str) -> bool:
+            """Once a device was sent this rollout's model, an assignment made since by someone
+            else (a direct ``fleet deploy``) wins: the rollout no longer changes that slot."""
+            return device_id in dispatched and device_id in owners and owners[device_id] != row.id
+
         for a in actions:
             if isinstance(a, AssignWave):
                 m = members.get(a.device_id)
@@ -214,15 +224,17 @@ class Reconciler:
                         if p99 is not None:
                             m.baseline_p99_ms, m.baseline_periods = p99, n
                 s.add(m)
-                wanted[a.device_id] = a.ref
-                result.set_desired += 1
+                if not overridden(a.device_id):
+                    wanted[a.device_id] = a.ref
+                    result.set_desired += 1
             elif isinstance(a, RevertDevice):
                 m = members[a.device_id]
                 if m.reverted_at is None:
                     m.reverted_at = a.at
                 s.add(m)
-                wanted[a.device_id] = a.to_ref
-                result.reverted += 1
+                if not overridden(a.device_id):
+                    wanted[a.device_id] = a.to_ref
+                    result.reverted += 1
             elif isinstance(a, MarkDeviceTimedOut):
                 m = members[a.device_id]
                 m.timed_out_at = a.at

@@ -15,8 +15,10 @@ updated) adds each telemetry period to the member rows of the rollouts that devi
 to: frames, errors and NaN outputs of the rollout's model since dispatch, its p99 latency
 and the p99 of the model it replaces on the same device (the *baseline*: periods in which
 the device still ran its previous model), and the shadow agreement of the rollout's model
-with the control model (periods in which it ran as shadow candidate). p99 figures are a
-running mean over the last ``P99_WINDOW`` periods with frames.
+with the control model (periods in which it ran as shadow candidate). The model's p99 is a
+running mean over its last ``P99_WINDOW`` periods (its first period is left out: it also
+holds frames of the previous model); the baseline recorded at dispatch is the median of
+the device's last ``P99_WINDOW`` periods on its previous model (``baseline_p99``).
 """
 
 from __future__ import annotations
@@ -132,6 +134,13 @@ def desired_refs(session: Session, slot: str) -> dict[str, ModelRef]:
         .where(SlotAssignment.model_version_id == ModelVersion.id)
     ).all()
     return {d: ModelRef(name=n, version=v, digest=g) for d, n, v, g in rows}
+
+
+def assignment_owners(session: Session, slot: str) -> dict[str, str | None]:
+    """Which rollout (None: a direct deployment) made each device's current ``slot`` assignment."""
+    rows = session.exec(select(SlotAssignment.device_id, SlotAssignment.rollout_id)
+                        .where(SlotAssignment.slot == slot)).all()
+    return {d: r for d, r in rows}
 
 
 def version_by_digest(session: Session, digest: str) -> ModelVersion | None:
@@ -274,7 +283,9 @@ def _fold(m: RolloutMember, r: Rollout, msg: Telemetry) -> bool:
         m.frames += msg.frames
         m.errors += msg.errors
         m.nan_outputs += msg.nan_outputs
-        if msg.latency_ms.p99 > 0:
+        if m.candidate_periods == 0 and m.candidate_p99_ms is None:
+            m.candidate_periods = 1  # the first period also holds frames of the previous model
+        elif msg.latency_ms.p99 > 0:
             m.candidate_p99_ms, m.candidate_periods = _mean(m.candidate_p99_ms, m.candidate_periods, msg.latency_ms.p99)
         return True
     previous = (m.previous or {}).get("digest")
@@ -287,7 +298,7 @@ def _fold(m: RolloutMember, r: Rollout, msg: Telemetry) -> bool:
 
 def baseline_p99(session: Session, device: Device | None, previous: ModelRef | None,
                  exclude_digest: str) -> tuple[float | None, int]:
-    """p99 of the model a device runs before it is sent a rollout's model: the mean over its
+    """p99 of the model a device runs before it is sent a rollout's model: the median over its
     last ``P99_WINDOW`` telemetry periods on ``previous`` (history), else its latest period."""
     if device is None:
         return None, 0
@@ -304,9 +315,9 @@ def baseline_p99(session: Session, device: Device | None, previous: ModelRef | N
                 .where(TelemetryPeriod.control_version == previous.version)
                 .where(TelemetryPeriod.frames > 0)
                 .order_by(col(TelemetryPeriod.period_end).desc()).limit(P99_WINDOW)).all()
-            values = [v for v in rows if v and v > 0]
-            if values:
-                return sum(values) / len(values), len(values)
+            values = sorted(v for v in rows if v and v > 0)
+            if values:  # the median: robust to a period disturbed by an install or a hiccup
+                return values[len(values) // 2], len(values)
     t = device.telemetry or {}
     control = (t.get("control") or {}).get("digest")
     p99 = (t.get("latency_ms") or {}).get("p99") or 0.0
