@@ -54,6 +54,7 @@ class AgentSection(BaseModel):
     trust_roots: Path | None = Field(default=None, description="directory with director-root.json and image-root.json (provisioning)")
     download_gap_timeout_s: float = Field(default=30.0, gt=0)
     download_deadline_s: float = Field(default=3600.0, gt=0)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535, description="serve Prometheus counters on 127.0.0.1:PORT (0 = any free port)")
     log_level: str = "INFO"
 
 

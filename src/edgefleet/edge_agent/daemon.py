@@ -30,6 +30,7 @@ from ..registry.tuf import DeviceVerifier, ResumableFetcher, provision
 from .app_output import AppOutput, PredictionServer, parse_address
 from .capture import Capture
 from .config import AgentConfig
+from .metrics import start_agent_metrics
 from .mqtt_session import AgentMqtt
 from .outbox import Outbox
 from .pipeline import PeriodStats, Pipeline
@@ -249,6 +250,14 @@ class Agent:
         if self.tegrastats is not None:
             self.tegrastats.start()
         self._apply_capture_settings()
+        metrics = None
+        if self.config.agent.metrics_port is not None:
+            metrics = start_agent_metrics(
+                self.config.agent.metrics_port, lambda: self.pipeline.totals,
+                lambda: {slot: self.state.slot(slot).phase.value for slot in SLOTS}, device_id=self.device_id,
+            )
+            self.metrics_server = metrics
+            log.info("device %s serves Prometheus metrics on 127.0.0.1:%d/metrics", self.device_id, metrics.port)
         if self.config.inference.switch_interval_ms > 0:
             sys.setswitchinterval(self.config.inference.switch_interval_ms / 1000.0)
         try:
@@ -294,6 +303,8 @@ class Agent:
             log.info("device %s stopping", self.device_id)
             self._stop.set()
             self.pipeline.stop()  # the encoder finishes the clips it has: they reach the outbox
+            if metrics is not None:
+                metrics.stop()
             self.app_output.stop()
             if uploader_thread is not None:
                 uploader_thread.join(timeout=10)
