@@ -7,12 +7,11 @@ any point leaves either the old or the new state — the slot switch *is* this w
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
+from ..atomicio import atomic_write
 from ..protocols import DeviceSettings, ModelRef, Phase, SlotName
 
 
@@ -40,28 +39,6 @@ class AgentState(BaseModel):
         return self.slots.setdefault(name, SlotState())
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class StateStore:
     def __init__(self, data_dir: Path):
         self.path = data_dir / "state.json"
@@ -77,4 +54,4 @@ class StateStore:
             return AgentState()
 
     def save(self, state: AgentState) -> None:
-        atomic_write(self.path, state.model_dump_json(indent=2).encode())
+        atomic_write(self.path, state.model_dump_json(indent=2).encode(), fsync_dir=True)

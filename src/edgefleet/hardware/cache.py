@@ -23,11 +23,12 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from ..atomicio import atomic_write
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,20 +66,6 @@ def file_digest(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class EngineCache:
@@ -147,8 +134,8 @@ class EngineCache:
         meta = {"schema": SIDECAR_SCHEMA, "key_id": key.id, "key": key.describe(), "size": len(data),
                 "sha256": hashlib.sha256(data).hexdigest()}
         engine = self.engine_path(key)
-        _atomic_write(engine, data)
-        _atomic_write(self.sidecar_path(key), json.dumps(meta, indent=2, sort_keys=True).encode())
+        atomic_write(engine, data, mode=0o644)
+        atomic_write(self.sidecar_path(key), json.dumps(meta, indent=2, sort_keys=True).encode(), mode=0o644)
         return engine
 
     def invalidate(self, key: EngineKey) -> None:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -35,6 +34,7 @@ from pydantic import ValidationError
 from edgefleet.protocols import Event, InvalidPayload, PayloadTooLarge, decode
 from edgefleet.registry import BlobStore, DigestMismatch, RegistryError
 
+from ...atomicio import atomic_write
 from .errors import (
     ContentDigestMismatch,
     EventConflict,
@@ -66,22 +66,6 @@ class UploadLimits:
 
 def upload_id_for(device_id: str, event_id: str) -> str:
     return hashlib.sha256(f"{device_id}\0{event_id}".encode()).hexdigest()[:32]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _sha256_prefix(path: Path, size: int) -> str:
@@ -344,7 +328,7 @@ class UploadStore:
         try:
             if create:
                 d.mkdir(parents=True, exist_ok=True)
-            _atomic_write(d / "session.json", json.dumps(session).encode())
+            atomic_write(d / "session.json", json.dumps(session).encode(), temp_prefix=".tmp-")
         except OSError as exc:
             raise UploadStorageError(f"cannot write upload session: {exc}") from exc
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from securesystemslib.signer import CryptoSigner, Key, SecretsHandler, Signer, SSlibKey
 
+from ...atomicio import atomic_write
 from .errors import KeyringError
 
 KEYRING_FILE = "keyring.json"
@@ -130,7 +130,7 @@ class KeyRing:
                 for repo, by_role in self._roles.items()
             },
         }
-        _atomic_write(self.path / KEYRING_FILE, json.dumps(doc, indent=2, sort_keys=True).encode())
+        atomic_write(self.path / KEYRING_FILE, json.dumps(doc, indent=2, sort_keys=True).encode(), mode=0o644)
 
     # -- queries ----------------------------------------------------------------------
 
@@ -180,7 +180,7 @@ class KeyRing:
     def _generate(self, repo: str, role: str) -> KeyEntry:
         signer = CryptoSigner.generate_ed25519()
         name = f"{repo}-{role}-{signer.public_key.keyid[:12]}.pem"
-        _atomic_write(self.path / name, signer.private_bytes, mode=0o600)
+        atomic_write(self.path / name, signer.private_bytes, mode=0o600)
         self._cache[signer.public_key.keyid] = signer
         return KeyEntry(signer.public_key, f"{CryptoSigner.SCHEME}:{name}")
 
@@ -225,20 +225,3 @@ class KeyRing:
 
 def public_key_from_dict(keyid: str, d: dict[str, Any]) -> SSlibKey:
     return SSlibKey.from_dict(keyid, dict(d))
-
-
-def _atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -10,10 +10,10 @@ methods of ``MetadataStore``.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from ...atomicio import atomic_write
 from .errors import RepositoryStateError
 
 
@@ -63,20 +63,4 @@ class LocalMetadataStore:
         )
 
     def write(self, name: str, data: bytes) -> None:
-        final = self.path(name)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, final)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        atomic_write(self.path(name), data, mode=0o644, fsync=self.fsync, temp_prefix=".tmp-")
