@@ -168,3 +168,69 @@ def slot_of(stack: Stack, device_id: str, slot: str = "control") -> dict[str, An
 def _no_leftover_files(tmp_path: Path) -> Iterator[None]:
     yield
     shutil.rmtree(tmp_path / "agents", ignore_errors=True)
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    return None
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL (initdb + pg_ctl on a free port); yields its URL.
+
+    ``DATABASE_URL`` pointing at PostgreSQL wins if set (CI). Skips with the reason when no
+    server binaries are installed. As root, the server runs as the ``postgres`` user.
+    """
+    import os
+    import subprocess
+
+    env_url = os.environ.get("DATABASE_URL", "")
+    if env_url.startswith(("postgres://", "postgresql")):
+        from sqlalchemy import text
+
+        from edgefleet.cloud.db import make_engine
+
+        engine = make_engine(env_url)
+        with engine.begin() as conn:  # a clean schema for this test
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        engine.dispose()
+        yield env_url
+        return
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin")
+    import tempfile
+
+    run_as: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="edgefleet-pg-"))  # pytest's tmp dirs are private to root
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and no 'postgres' user to run the PostgreSQL server as")
+        root.chmod(0o777)
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    if run_as:
+        os.chown(sock, pw.pw_uid, pw.pw_gid)
+    port = free_port()
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "edgefleet", "-A", "trust", "--no-sync"],
+                   check=True, capture_output=True)
+    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+                    f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://edgefleet@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
