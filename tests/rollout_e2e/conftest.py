@@ -1,7 +1,7 @@
 """A real fleet for rollout tests: a broker, the controller (HTTP + MQTT + reconciler) and
 20 real ``Agent`` daemons in threads of this process, over three hardware profiles.
 
-The fleet is shared by the tests of this package (starting 20 agents costs seconds); every
+The fleet is shared by the tests of a module (starting 20 agents costs seconds); every
 test starts from "all devices run ``digits:1.0`` in control" and leaves the fleet there or
 on a newer good version. Each agent's control path is tapped (``Pipeline.on_output``) to
 record which models *ever produced an output* on it — the ground truth for "the set of
@@ -147,7 +147,7 @@ def wait_state(fleet: Fleet, rollout_id: str, *states: str, timeout: float = 60.
     return last
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, digit_models: tuple[TrainedModel, TrainedModel]) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("fleet")
     broker: Any = MosquittoBroker(data_dir=root / "mosquitto") if MosquittoBroker.available() else EmbeddedBroker()
