@@ -11,11 +11,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from . import candidates
 from .conftest import Fleet, wait_state
 
 WAVES = "10,50,100"
 LKG = "digits:1.0"
+
+pytestmark = pytest.mark.slow
 
 
 def _start(fleet: Fleet, model: str, *gates: str, select: str = "all", soak: str = "2s") -> str:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from ..conftest import wait_until
 from . import candidates
 from .conftest import BASE, Fleet, wait_state
 
 WAVES = "10,50,100"
+
+pytestmark = pytest.mark.slow
 
 
 def _good(fleet: Fleet, digit_models, version: str) -> str:

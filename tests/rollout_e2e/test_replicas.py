@@ -41,6 +41,8 @@ from .simfleet import SimFleet
 PROFILES = ("jetson-orin-nano", "jetson-orin-agx", "jetson-xavier-nx")
 N = 30
 
+pytestmark = pytest.mark.postgres
+
 
 @pytest.fixture
 def mqtt_broker(tmp_path: Path) -> Iterator[Any]:
