@@ -33,6 +33,7 @@ from sqlmodel import Session, col, select
 
 from ...protocols import ModelRef, Phase, Telemetry
 from ..models import Device, ModelVersion, SlotAssignment
+from ..telemetry_store import TelemetryPeriod
 from . import build_spec
 from .errors import SpecError
 from .model import DeviceObservation, RolloutSpec, RolloutState
@@ -303,21 +304,16 @@ def baseline_p99(session: Session, device: Device | None, previous: ModelRef | N
     if device is None:
         return None, 0
     if previous is not None:
-        try:
-            from ..telemetry_store import TelemetryPeriod
-        except ImportError:  # pragma: no cover
-            TelemetryPeriod = None  # type: ignore[assignment]  # noqa: N806
-        if TelemetryPeriod is not None:
-            rows = session.exec(
-                select(TelemetryPeriod.latency_p99)
-                .where(TelemetryPeriod.device_id == device.id)
-                .where(TelemetryPeriod.control_name == previous.name)
-                .where(TelemetryPeriod.control_version == previous.version)
-                .where(TelemetryPeriod.frames > 0)
-                .order_by(col(TelemetryPeriod.period_end).desc()).limit(P99_WINDOW)).all()
-            values = sorted(v for v in rows if v and v > 0)
-            if values:  # the median: robust to a period disturbed by an install or a hiccup
-                return values[len(values) // 2], len(values)
+        rows = session.exec(
+            select(TelemetryPeriod.latency_p99)
+            .where(TelemetryPeriod.device_id == device.id)
+            .where(TelemetryPeriod.control_name == previous.name)
+            .where(TelemetryPeriod.control_version == previous.version)
+            .where(TelemetryPeriod.frames > 0)
+            .order_by(col(TelemetryPeriod.period_end).desc()).limit(P99_WINDOW)).all()
+        values = sorted(v for v in rows if v and v > 0)
+        if values:  # the median: robust to a period disturbed by an install or a hiccup
+            return values[len(values) // 2], len(values)
     t = device.telemetry or {}
     control = (t.get("control") or {}).get("digest")
     p99 = (t.get("latency_ms") or {}).get("p99") or 0.0
@@ -330,10 +326,6 @@ def seed_agreement(session: Session, row: Rollout, device_ids: list[str]) -> dic
     """Shadow agreement of the rollout's model from telemetry history (control promotions):
     frame-weighted per device, from periods recorded before the rollout started."""
     if row.slot != "control" or not device_ids:
-        return {}
-    try:
-        from ..telemetry_store import TelemetryPeriod
-    except ImportError:  # pragma: no cover - history not installed
         return {}
     out: dict[str, tuple[float, int]] = {}
     stmt = (select(TelemetryPeriod.device_id, TelemetryPeriod.agreement, TelemetryPeriod.shadow_frames)
