@@ -134,6 +134,25 @@ def heavy(model: TrainedModel, out_dir: Path, version: str, layers: int, width: 
     return _with(model, path, version, vectors, latency_budget_ms=latency_budget_ms)
 
 
+def latency_ratio(slow: TrainedModel, base: TrainedModel, rounds: int = 40, runs: int = 5) -> float:
+    """How many times slower ``slow`` is than ``base``: interleaved rounds (both see the same
+    load), the fastest run of each — robust to other work on a shared 2-core machine."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sessions = [ort.InferenceSession(str(m.path), opts, providers=["CPUExecutionProvider"]) for m in (slow, base)]
+    x = np.random.default_rng(0).random((1, 1, 8, 8)).astype(np.float32)
+    best = [float("inf"), float("inf")]
+    for _ in range(rounds):
+        for i, sess in enumerate(sessions):
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                sess.run(None, {"input": x})
+                best[i] = min(best[i], time.perf_counter() - t0)
+    return best[0] / best[1]
+
+
 def latency_ms(model: TrainedModel, runs: int = 200) -> float:
     """Median single-frame latency of the model in ONNX Runtime (1 thread), for calibration."""
     import onnxruntime as ort

@@ -69,8 +69,8 @@ def test_three_times_slower_candidate_breaks_the_latency_gate_at_wave_1(fleet: F
     devices = [d for d, hw in fleet.hardware.items() if hw in ("jetson-orin-agx", "jetson-xavier-nx")]
     base = candidates.heavy(digit_models[0], tmp_path, "1.1-base", layers=16)
     slow = candidates.heavy(digit_models[0], tmp_path, "1.1-slow", layers=48)
-    ratio = candidates.latency_ms(slow) / candidates.latency_ms(base)
-    assert ratio > 2.5, f"calibration: the slow candidate is only {ratio:.2f}x slower here"
+    ratio = candidates.latency_ratio(slow, base)
+    assert ratio > 2.0, f"calibration: the slow candidate is only {ratio:.2f}x slower here (the gate allows 1.2)"
     fleet.push(base)
     mv = fleet.push(slow)
     fleet.client.deploy("digits:1.1-base", "control", devices)
