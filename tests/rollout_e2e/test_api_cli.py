@@ -98,3 +98,37 @@ def test_bad_input_is_refused_with_a_pointer_and_roles_are_enforced(ready) -> No
     with pytest.raises(ApiError) as exc:
         c.rollout_command(rid, "abort")
     assert exc.value.status_code == 409 and "rolling_back" in exc.value.detail
+
+
+def test_commands_racing_reconcile_passes_never_fail(ready) -> None:  # type: ignore[no-untyped-def]
+    """SQLite has no row locks: a command that meets a pass's write is retried, not a 500.
+
+    (The interleaving that once gave a 500 — a pass writing between the command's read and
+    its write — is rare; this drives many commands against extra passes to catch it.)"""
+    import threading
+
+    rid = ready.client.start_rollout("digits:2.0", waves="50,100", soak="0s")["id"]
+    stop = threading.Event()
+
+    unexpected: list[BaseException] = []
+
+    def passes() -> None:  # more passes besides the controller's own loop
+        while not stop.is_set():
+            try:
+                ready.controller.reconcile_once()
+            except Exception as exc:  # a pass that loses a race rolls back; nothing else may happen
+                if type(exc).__name__ not in ("StaleState", "IntegrityError", "OperationalError"):
+                    unexpected.append(exc)
+
+    t = threading.Thread(target=passes)
+    t.start()
+    try:
+        for i in range(80):
+            st = ready.client.rollout_command(rid, "pause" if i % 2 == 0 else "resume")
+            assert st["state"] == ("paused" if i % 2 == 0 else "running") or i % 2 == 1, st["state"]
+    finally:
+        stop.set()
+        t.join(timeout=10)
+    assert not unexpected, unexpected
+    events = [e for e in ready.client.rollout_status(rid, events=200)["events"] if e["kind"] == "command"]
+    assert sum("pause by" in e["message"] for e in events) == 40

@@ -117,7 +117,7 @@ def test_lease_holder_stops_mid_rollout_and_the_other_replica_finishes_acting_on
     r = replicas
     before = r.generations()
     rid = r.client.start_rollout("digits:2.0", select="all", waves="10,50,100", soak="1s",
-                                 gates=["failure<=0.02"], device_timeout="30s", max_concurrent=4)["id"]
+                                 gates=["failure<=0.02"], device_timeout="120s", max_concurrent=4)["id"]
     leader = wait_until(lambda: next((c for c in (r.a, r.b) if c.reconciler.totals.set_desired > 0), None),
                         timeout=20, message="a replica acting")
     other = r.b if leader is r.a else r.a
@@ -126,7 +126,7 @@ def test_lease_holder_stops_mid_rollout_and_the_other_replica_finishes_acting_on
                timeout=30, message="wave 2 started")
     leader.stop()  # the holder dies mid-rollout; its lease runs out
     wait_until(lambda: r.client.rollout_status(rid, devices=False, events=0)["state"] == "completed",
-               timeout=60, message="rollout completed by the other replica")
+               timeout=150, message="rollout completed by the other replica")
     assert other.reconciler.totals.set_desired > 0
     assert leader.reconciler.totals.set_desired + other.reconciler.totals.set_desired == N
     after = r.generations()
@@ -143,7 +143,7 @@ def test_two_reconcilers_racing_on_one_rollout_apply_each_action_once(replicas: 
         assert not acquire_lease(s, LEASE_NAME, r.a.reconciler.holder, 1.5, time.time())
     before = r.generations()
     rid = r.client.start_rollout("digits:2.0", select="all", waves="10,50,100", soak="0s",
-                                 gates=["failure<=0.02"], device_timeout="30s")["id"]
+                                 gates=["failure<=0.02"], device_timeout="120s")["id"]
     racers = [Reconciler(r.a.engine, r.a, holder="racer-a"), Reconciler(r.b.engine, r.b, holder="racer-b")]
     results = [PassResult(), PassResult()]
     done = threading.Event()
@@ -163,7 +163,7 @@ def test_two_reconcilers_racing_on_one_rollout_apply_each_action_once(replicas: 
         t.start()
     try:
         wait_until(lambda: r.client.rollout_status(rid, devices=False, events=0)["state"] == "completed",
-                   timeout=60, message="rollout completed")
+                   timeout=150, message="rollout completed")
     finally:
         done.set()
         for t in threads:

@@ -27,6 +27,7 @@ from .metrics import classify
 from .model import RolloutState
 from .reconciler import command as apply_command_row
 from .store import (
+    StaleState,
     add_event,
     event_rows,
     lock_rollout,
@@ -73,6 +74,9 @@ class RolloutSummary(BaseModel):
     superseded_by: str | None = None
 
 
+COMMAND_ATTEMPTS = 5
+
+
 def new_rollout_id() -> str:
     return f"r-{secrets.token_hex(4)}"
 
@@ -90,8 +94,17 @@ def start_rollout(session: Session, body: RolloutCreate, now: float, *, actor: s
         BadRequest: the request does not parse (message from the core, with a pointer).
         NotFound: no such model version. Conflict: the selection matches no device.
     """
-    mv = catalog.get_version(session, body.model)
     rid = rollout_id or new_rollout_id()
+    for _attempt in range(COMMAND_ATTEMPTS):
+        try:
+            return _start_once(session, body, now, actor=actor, rid=rid)
+        except StaleState:  # a pass wrote a superseded rollout in between: look again
+            session.rollback()
+    raise Conflict("rollouts of this slot keep changing; try again")
+
+
+def _start_once(session: Session, body: RolloutCreate, now: float, *, actor: str, rid: str) -> Rollout:
+    mv = catalog.get_version(session, body.model)
     try:
         spec = build_spec(id=rid, model=model_ref(mv), slot=body.slot, select=body.select,
                           waves=body.waves, soak=body.soak, gates=body.gates,
@@ -177,11 +190,15 @@ def run_command(session: Session, rollout_id: str, name: str, now: float, *, rea
     if name not in COMMANDS:
         raise BadRequest(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
     get_row(session, rollout_id)
-    try:
-        return apply_command_row(session, rollout_id, name, now, reason=reason, actor=actor)
-    except IllegalTransition as exc:
-        session.rollback()
-        raise Conflict(str(exc)) from None
+    for _attempt in range(COMMAND_ATTEMPTS):
+        try:
+            return apply_command_row(session, rollout_id, name, now, reason=reason, actor=actor)
+        except IllegalTransition as exc:
+            session.rollback()
+            raise Conflict(str(exc)) from None
+        except StaleState:  # a reconcile pass wrote in between (no row locks on SQLite): again
+            session.rollback()
+    raise Conflict(f"rollout {rollout_id} keeps changing; try the command again")
 
 
 def status(session: Session, rollout_id: str, now: float, *, devices: bool = True,

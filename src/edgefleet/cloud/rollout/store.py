@@ -95,7 +95,8 @@ def state_of(row: Rollout) -> RolloutState:
 
 def lock_rollout(session: Session, rollout_id: str) -> Rollout | None:
     """The rollout row, held until the end of the transaction on PostgreSQL."""
-    stmt = select(Rollout).where(Rollout.id == rollout_id).with_for_update()
+    stmt = (select(Rollout).where(Rollout.id == rollout_id).with_for_update()
+            .execution_options(populate_existing=True))  # the row as it is now, not as cached
     return session.exec(stmt).first()
 
 
