@@ -139,3 +139,36 @@ def test_new_rollout_for_the_same_slot_supersedes_the_old_one(fleet: Fleet, digi
     fleet.all_on(new_model)
     assert fleet.client.rollout_status(old)["state"] == "superseded"
     fleet.reset()
+
+
+def test_download_outage_is_retried_not_counted_failed(fleet: Fleet, digit_models) -> None:
+    from edgefleet.cloud.api import create_app
+    from edgefleet.cloud.demo.orchestrator import UvicornThread
+    from edgefleet.cloud.rollout import service
+
+    model = _good(fleet, digit_models, "1.9")
+    host, port = "127.0.0.1", int(fleet.stack.url.rsplit(":", 1)[1])
+    fleet.stack.http.stop()  # bundles and signed metadata unreachable: every download fails
+    try:
+        with fleet.stack.controller.session() as s:
+            rid = service.start_rollout(s, service.RolloutCreate(
+                model=model, select="all", waves=WAVES, soak="1s", gates=["failure<=0.02"],
+                device_timeout="60s"), time.time()).id
+
+        def retrying() -> bool:
+            with fleet.stack.controller.session() as s:
+                st = service.status(s, rid, time.time())
+            wave0 = [m for m in st["members"] if m["wave"] == 0]
+            assert st["state"] in ("pending", "running"), st["reason"]
+            return bool(wave0) and all(m["error_code"] in ("E_DOWNLOAD", "E_DOWNLOAD_TIMEOUT")
+                                       and m["status"] == "installing" for m in wave0)
+
+        wait_until(retrying, timeout=30, message="wave 1 retrying its downloads")
+        time.sleep(3.0)  # still within the device timeout: pending, not failed
+        assert retrying()
+    finally:
+        fleet.stack.http = UvicornThread(create_app(fleet.stack.controller), host, port)
+        fleet.stack.http.start()
+    wait_state(fleet, rid, "completed", timeout=120)
+    fleet.all_on(model)
+    fleet.reset()

@@ -12,6 +12,7 @@ plain JSON (``RolloutStatusPublic``).
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -23,7 +24,7 @@ from ..models import Device
 from . import build_spec, rollout_status, supersede, supersedes
 from .commands import COMMANDS
 from .errors import IllegalTransition, SpecError
-from .metrics import classify
+from .metrics import classify, same_ref
 from .model import RolloutState
 from .reconciler import command as apply_command_row
 from .store import (
@@ -75,6 +76,7 @@ class RolloutSummary(BaseModel):
 
 
 COMMAND_ATTEMPTS = 5
+_SETTLING = frozenset({"dispatched", "installing", "silent", "timed_out"})
 
 
 def new_rollout_id() -> str:
@@ -231,20 +233,25 @@ def status(session: Session, rollout_id: str, now: float, *, devices: bool = Tru
             for w in st.waves
         ],
     }
+    rows = []  # member rows: always computed (they correct the wave counts), shown on request
+    for o in obs:
+        if o.wave is None:
+            continue
+        s = classify(o, model=spec.model, device_timeout_s=spec.device_timeout_s,
+                     wave_started_at=starts.get(o.wave), now=now).value
+        if o.reverted_at is not None and s in _SETTLING and not same_ref(o.installed, spec.model):
+            s = "reverted"  # sent back to its previous model: neither in flight nor timed out
+        rows.append({"device": o.device_id, "hardware_id": o.hardware_id, "wave": o.wave,
+                     "status": s, "online": o.online,
+                     "installed": o.installed.label if o.installed else None,
+                     "phase": o.phase.value, "error_code": o.error_code,
+                     "previous": o.previous.label if o.previous else None,
+                     "frames": o.frames, "nan_outputs": o.nan_outputs, "errors": o.errors,
+                     "p99_ms": o.candidate_p99_ms, "baseline_p99_ms": o.baseline_p99_ms})
+    if any(r["status"] == "reverted" for r in rows):  # counts as the device rows say
+        for w in out["waves"]:
+            w["counts"] = dict(Counter(r["status"] for r in rows if r["wave"] == w["index"]))
     if devices:
-        rows = []
-        for o in obs:
-            if o.wave is None:
-                continue
-            s = classify(o, model=spec.model, device_timeout_s=spec.device_timeout_s,
-                         wave_started_at=starts.get(o.wave), now=now)
-            rows.append({"device": o.device_id, "hardware_id": o.hardware_id, "wave": o.wave,
-                         "status": s.value, "online": o.online,
-                         "installed": o.installed.label if o.installed else None,
-                         "phase": o.phase.value, "error_code": o.error_code,
-                         "previous": o.previous.label if o.previous else None,
-                         "frames": o.frames, "nan_outputs": o.nan_outputs, "errors": o.errors,
-                         "p99_ms": o.candidate_p99_ms, "baseline_p99_ms": o.baseline_p99_ms})
         out["members"] = sorted(rows, key=lambda r: (r["wave"], r["device"]))
     if events:
         out["events"] = [{"at": e.at, "level": e.level, "kind": e.kind, "message": e.message}

@@ -156,10 +156,32 @@ def slot_report(device: Device, slot: str) -> dict[str, Any]:
     return ((device.reported or {}).get("slots") or {}).get(slot) or {}
 
 
+#: Error codes of failures the agent retries by itself (with backoff) while the target stays.
+RETRYABLE_CODES = frozenset({"E_DOWNLOAD", "E_DOWNLOAD_TIMEOUT", "E_DISK_FULL"})
+_FETCHING = frozenset({Phase.NOTIFIED, Phase.DOWNLOADING, Phase.VERIFYING})
+
+
+def effective_phase(rep: dict[str, Any]) -> Phase:
+    """The reported phase as the planner should see it: a retryable failure (the link, the
+    disk) is a download still under way — the agent retries until the desired model
+    changes, and the device counts as installing until the rollout's device timeout."""
+    try:
+        phase = Phase(rep.get("phase") or "idle")
+    except ValueError:
+        return Phase.IDLE
+    if phase == Phase.FAILED and rep.get("error_code") in RETRYABLE_CODES:
+        return Phase.DOWNLOADING
+    return phase
+
+
 def track_phase(member: RolloutMember, device: Device, slot: str, now: float) -> bool:
-    """Remember when the device's reported (phase, target) for the slot last changed."""
+    """Remember when the device's reported (phase, target) for the slot last changed.
+
+    Fetching phases (notified, downloading, verifying, retryable failures) count as one, so
+    a device that keeps retrying a download times out after the device timeout."""
     rep = slot_report(device, slot)
-    phase = rep.get("phase") or Phase.IDLE.value
+    eff = effective_phase(rep)
+    phase = Phase.DOWNLOADING.value if eff in _FETCHING else eff.value
     target = (rep.get("target") or {}).get("digest")
     if member.seen_phase == phase and member.seen_target == target and member.phase_since is not None:
         return False
@@ -170,10 +192,7 @@ def track_phase(member: RolloutMember, device: Device, slot: str, now: float) ->
 def observation(device: Device, member: RolloutMember | None, desired: ModelRef | None,
                 slot: str) -> DeviceObservation:
     rep = slot_report(device, slot)
-    try:
-        phase = Phase(rep.get("phase") or "idle")
-    except ValueError:
-        phase = Phase.IDLE
+    phase = effective_phase(rep)
     common: dict[str, Any] = dict(
         device_id=device.id, hardware_id=device.hardware_id, tags=dict(device.tags or {}),
         online=bool(device.online), last_seen=ts(device.last_seen), desired=desired,
