@@ -5,7 +5,14 @@ from __future__ import annotations
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgefleet.protocols import Reported, Status, encode, reported_topic, status_topic, telemetry_topic
+from edgefleet.protocols import (
+    Reported,
+    Status,
+    encode,
+    reported_topic,
+    status_topic,
+    telemetry_topic,
+)
 
 from ..conftest import wait_until
 

@@ -15,7 +15,6 @@ from .manifest import (
 )
 from .messages import (  # noqa: I001
     SLOTS,
-    SlotName,
     CapturePolicy,
     Desired,
     DeviceSettings,
@@ -26,6 +25,7 @@ from .messages import (  # noqa: I001
     Phase,
     Reported,
     ShadowStats,
+    SlotName,
     SlotReport,
     SlotTarget,
     Status,

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from . import cloud_cmd, device_cmd, keys_cmd, model_cmd, review_cmd, rollout_cmd, shadow_cmd, token_cmd
+from . import (
+    cloud_cmd,
+    device_cmd,
+    keys_cmd,
+    model_cmd,
+    review_cmd,
+    rollout_cmd,
+    shadow_cmd,
+    token_cmd,
+)
 
 app = typer.Typer(
     name="fleet",

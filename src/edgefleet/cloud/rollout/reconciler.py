@@ -31,6 +31,7 @@ from sqlmodel import Session, col, select
 
 from ...protocols import ModelRef
 from .. import fleet
+from ..fleet import DesiredPublisher
 from ..models import Device, ModelVersion
 from .commands import apply_command
 from .model import (
@@ -74,13 +75,6 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "rollout-reconciler"
 
 
-class Publisher:
-    """What the reconciler needs from the controller: send a device its desired state."""
-
-    def publish_device(self, session: Session, device: Device) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-
 @dataclass
 class PassResult:
     """What one pass did (for tests, benchmarks and logs)."""
@@ -107,7 +101,7 @@ class Reconciler:
         clock: seconds since the epoch.
     """
 
-    def __init__(self, engine: Engine, publisher: Publisher | None, *, holder: str | None = None,
+    def __init__(self, engine: Engine, publisher: DesiredPublisher | None, *, holder: str | None = None,
                  prefix: str = "controller", lease_ttl_s: float = 10.0,
                  clock: Callable[[], float] = time.time):
         self.engine = engine

@@ -2,7 +2,20 @@
 
 from fastapi import APIRouter
 
-from . import bundles, clips, deployments, devices, drift, health, models, review, rollouts, shadow, tokens, trust
+from . import (
+    bundles,
+    clips,
+    deployments,
+    devices,
+    drift,
+    health,
+    models,
+    review,
+    rollouts,
+    shadow,
+    tokens,
+    trust,
+)
 
 api_router = APIRouter(prefix="/api/v1")
 for _module in (health, models, devices, deployments, bundles, tokens, drift, shadow, clips, review, rollouts, trust):
