@@ -47,3 +47,20 @@ def live(tmp_path_factory: pytest.TempPathFactory, digit_models) -> Iterator[Liv
     yield ui
     server.stop()
     ui.controller.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser():  # type: ignore[no-untyped-def]
+    """Headless Chromium for a module's browser tests (requested only by those tests)."""
+    from .browser import launch_chromium
+
+    with launch_chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser):  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    p = context.new_page()
+    yield p
+    context.close()

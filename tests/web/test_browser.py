@@ -11,24 +11,11 @@ import pytest
 
 from edgefleet.cloud import fleet
 
-from .browser import chromium_path, launch_chromium, login
+from .browser import chromium_path, login
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium at /usr/bin/chromium")]
 
-
-@pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
-    with launch_chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser):  # type: ignore[no-untyped-def]
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    p = context.new_page()
-    yield p
-    context.close()
 
 
 def test_unauthenticated_browser_lands_on_the_login_form(live, page, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ import pytest
 
 from tests.review.seed import Capture, seed_captures
 
-from .browser import chromium_path, launch_chromium, login
+from .browser import chromium_path, login
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium at /usr/bin/chromium")]
@@ -32,19 +32,6 @@ def captured(live, tmp_path_factory):  # type: ignore[no-untyped-def]
     return seed_captures(live.controller, live.url, live.fleet.control, live.fleet.candidate, caps,
                          tmp_path_factory.mktemp("captures"))
 
-
-@pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
-    with launch_chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser):  # type: ignore[no-untyped-def]
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    p = context.new_page()
-    yield p
-    context.close()
 
 
 def open_as(page, live, role: str, path: str) -> None:  # type: ignore[no-untyped-def]

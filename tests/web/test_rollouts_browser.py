@@ -15,7 +15,7 @@ import pytest
 from edgefleet.cloud.rollout import service
 from edgefleet.cloud.rollout.service import RolloutCreate
 
-from .browser import chromium_path, launch_chromium, login
+from .browser import chromium_path, login
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium at /usr/bin/chromium")]
@@ -31,19 +31,6 @@ def rollout_id(live) -> str:  # type: ignore[no-untyped-def]
     live.controller.reconcile_once()
     return rid
 
-
-@pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
-    with launch_chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser):  # type: ignore[no-untyped-def]
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    p = context.new_page()
-    yield p
-    context.close()
 
 
 def _state(live, rid: str) -> str:  # type: ignore[no-untyped-def]
