@@ -3,6 +3,10 @@ back locally; a deployment abandoned because the desired model changed back repo
 
 from __future__ import annotations
 
+from sqlmodel import select
+
+from edgefleet.cloud.models import Device, ModelVersion
+
 from ..conftest import push, slot_of, wait_until
 from . import candidates
 
@@ -32,3 +36,28 @@ def test_failed_deployment_withdrawn_reports_idle(stack, agents, digit_models) -
     wait_until(lambda: slot_of(stack, dev)["phase"] == "idle", message="abandoned deployment reported idle")
     s = slot_of(stack, dev)
     assert s["installed"] == "digits:1.0" and s["error_code"] is None
+
+
+def test_redeploys_after_a_local_rollback_are_never_refused_as_older(stack, agents, digit_models) -> None:  # type: ignore[no-untyped-def]
+    """After the agent rolled back on its own, sending it its last known good model, or a
+    version released *before* the bad one, must not trip the release-counter floor: the
+    director re-releases such targets under a new counter."""
+    dev = agents(stack, "cam-floor", fps=10.0).device_id
+    push(stack, candidates.retag(digit_models[0], "1.0"))
+    push(stack, candidates.retag(digit_models[0], "1.05-early"))  # released before the bad one
+    stack.client.deploy("digits:1.0", "control", [dev])
+    wait_until(lambda: slot_of(stack, dev)["phase"] == "healthy", message="1.0 healthy")
+    push(stack, candidates._with(digit_models[0], digit_models[0].path, "1.1-tight", latency_budget_ms=0.001))
+    stack.client.deploy("digits:1.1-tight", "control", [dev])
+    wait_until(lambda: slot_of(stack, dev)["error_code"] == "E_HEALTH_LATENCY", message="local rollback")
+    stack.client.deploy("digits:1.0", "control", [dev])  # the operator confirms the last known good
+    # the agent already runs 1.0: nothing to install; the slot keeps its rolled_back verdict
+    wait_until(lambda: slot_of(stack, dev)["desired"] == "digits:1.0", message="1.0 desired again")
+    stack.client.deploy("digits:1.05-early", "control", [dev])
+    wait_until(lambda: slot_of(stack, dev)["installed"] == "digits:1.05-early" and slot_of(stack, dev)["phase"] == "healthy",
+               message="an earlier-released version installs")
+    assert slot_of(stack, dev)["error_code"] is None
+    with stack.controller.session() as session:
+        counter = {mv.version: mv.release_counter for mv in session.exec(select(ModelVersion)).all()}
+        assert counter["1.05-early"] > counter["1.1-tight"]  # re-released above the bad one
+        assert session.get(Device, dev).release_floor["control"] == counter["1.05-early"]
