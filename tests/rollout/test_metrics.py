@@ -76,7 +76,7 @@ def test_wave_figures():
     assert m.failure_floor == pytest.approx(2 / 6)
     assert m.latency_by_hardware == {"nano": pytest.approx(3.0), "agx": pytest.approx(1.1)}
     assert (m.worst_hardware, m.latency_p99_ratio) == ("nano", pytest.approx(3.0))
-    assert m.nan_rate == pytest.approx(3 / 2000) and m.error_rate == pytest.approx(10 / 2000)
+    assert m.nan_rate == pytest.approx(3 / 2000) and m.error_rate == pytest.approx(10 / 2010)
     assert m.agreement == pytest.approx((0.9 * 100 + 1.0 * 300) / 400)
     assert m.drift == pytest.approx(0.3)
     assert m.counts == {"healthy": 3, "failed": 1, "timed_out": 1, "skipped": 1,

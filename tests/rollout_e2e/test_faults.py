@@ -92,3 +92,21 @@ def test_three_times_slower_candidate_breaks_the_latency_gate_at_wave_1(fleet: F
     fleet.all_on("digits:1.1-base", devices=devices)
     assert st["state"] == "rolled_back"
     fleet.reset()
+
+
+def test_nan_candidate_in_the_shadow_slot_breaks_its_nan_rate_gate_at_wave_1(fleet: Fleet, digit_models,
+                                                                                tmp_path: Path) -> None:
+    """Shadow rollouts are judged on the candidate's own NaN outputs (``shadow.nan_outputs``
+    in telemetry), and the agents drop the candidate from the shadow slot themselves."""
+    bad = candidates.nan_after_activation(digit_models[0], tmp_path, "1.1-nan-shadow")
+    mv = fleet.push(bad)
+    rid = fleet.client.start_rollout("digits:1.1-nan-shadow", slot="shadow", select="all", waves=WAVES, soak="2s",
+                                     gates=["nan_rate<=0"], on_breach="rollback", device_timeout="60s")["id"]
+    wait_state(fleet, rid, "rolled_back", timeout=90)
+    full = fleet.client.rollout_status(rid, events=100)
+    assert full["breach"] is not None and full["breach"]["wave"] == 0, full["reason"]
+    gate = {g["metric"]: g for g in full["breach"]["gates"]}["nan_rate"]
+    assert gate["status"] == "failed" and gate["value"] > 0, gate
+    assert all(w["counts"].get("waiting", 0) == w["members"] for w in full["waves"][1:]), full["waves"]
+    assert not [d for d in fleet.agents if fleet.installed(d, "shadow") == mv["digest"]]
+    fleet.all_on(LKG)  # the control path never changed

@@ -139,3 +139,28 @@ def test_merge_shadow_stats_adds_counts_from_devices_exactly():
 def test_all_labels_used_in_confusion_are_model_labels():
     st = stats_of(random_comparisons(60, seed=4)).to_shadow_stats()
     assert set(st.confusion) <= set(COLOURS)
+
+
+def test_candidate_nan_outputs_and_errors_count_merge_and_travel_on_the_wire():
+    comp = ClassificationComparator()
+    good = cls_pred(np.array([0.7, 0.2, 0.1]))
+    nan = cls_pred(np.array([np.nan, np.nan, np.nan]))
+    a, b = AgreementStats(), AgreementStats()
+    a.add(comp.compare(good, good))
+    a.add(comp.compare(good, nan), candidate_finite=False)
+    a.add_error()
+    b.add(comp.compare(good, nan), candidate_finite=False)
+    b.add_error(2)
+    both = a + b
+    assert (both.nan_outputs, both.errors, both.compared) == (2, 3, 3)
+    st = both.to_shadow_stats(REF)
+    assert (st.nan_outputs, st.errors) == (2, 3)
+    merged = merge_shadow_stats([a.to_shadow_stats(REF), b.to_shadow_stats(REF)])
+    assert (merged.nan_outputs, merged.errors, merged.frames) == (2, 3, 3)
+    t = Telemetry(device_id="dev-1", period_start="2026-01-01T00:00:00Z", period_end="2026-01-01T00:00:10Z", shadow=st)
+    back = decode(encode(t), Telemetry)
+    assert (back.shadow.nan_outputs, back.shadow.errors) == (2, 3)
+    # an older agent's telemetry without the fields still decodes (zero)
+    old = encode(t).replace(b',"nan_outputs":2,"errors":3', b"")
+    assert b"nan_outputs" not in old.split(b'"shadow"')[1]
+    assert decode(old, Telemetry).shadow.errors == 0

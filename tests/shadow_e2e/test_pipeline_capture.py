@@ -3,6 +3,7 @@ the local prediction socket."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import socket
@@ -11,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edgefleet.edge_agent.app_output import (
@@ -69,6 +71,45 @@ def test_control_path_keeps_going_while_the_shadow_model_is_stuck_and_drops_are_
     period = pipe.take_period()
     assert period.shadow.dropped >= 190 and period.shadow.compared >= 4
     assert period.shadow.to_shadow_stats(pipe.shadow.ref if pipe.shadow else None).dropped == period.shadow.dropped
+
+
+class FaultyCandidate(ModelRunner):
+    """The real candidate, made unreliable: every third frame raises (a CUDA error on a
+    device), every third gives NaN, the rest are its real predictions."""
+
+    calls = 0
+
+    def predict(self, frame: Any) -> Inference:
+        FaultyCandidate.calls += 1
+        if FaultyCandidate.calls % 3 == 0:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        result = super().predict(frame)
+        if FaultyCandidate.calls % 3 == 1:
+            p = result.prediction
+            nan = dataclasses.replace(p, probs=np.full_like(p.probs, np.nan), score=float("nan"), finite=False)
+            return Inference(nan, result.latency_ms)
+        return result
+
+
+def test_the_candidates_nan_outputs_and_failures_are_counted_for_telemetry(digit_models: Any, tmp_path: Path) -> None:
+    control, candidate = digit_models
+    pipe = Pipeline(SyntheticDigits(seed=3), fps=100.0)
+    pipe.control = _runner(control, tmp_path)
+    FaultyCandidate.calls = 0
+    pipe.shadow = _runner(candidate, tmp_path, FaultyCandidate)
+    pipe.start()
+    try:
+        wait_until(lambda: pipe.totals.get("shadow_errors", 0) >= 10, 30, message="10 candidate failures")
+    finally:
+        pipe.stop()
+    period = pipe.take_period()
+    stats = period.shadow.to_shadow_stats(pipe.shadow.ref)
+    attempted = stats.frames + stats.errors
+    assert attempted == FaultyCandidate.calls  # every frame given to the candidate is accounted for
+    assert stats.errors == FaultyCandidate.calls // 3 == pipe.totals["shadow_errors"]
+    assert stats.nan_outputs == (FaultyCandidate.calls + 2) // 3
+    assert period.frames >= attempted  # the control path never failed
+    assert period.errors == 0 and period.nan_outputs == 0
 
 
 def test_low_confidence_captures_work_without_a_shadow_model(digit_models: Any, tmp_path: Path) -> None:

@@ -241,6 +241,12 @@ class Capture:
             self.counts["recorder_busy"] += 1
         return obs
 
+    def candidate_failed(self, control: Model, candidate: Model) -> None:
+        """Count one frame the candidate failed on (inference error, or outputs that do not
+        fit its manifest): it reaches telemetry as ``shadow.errors``."""
+        with self._mon_lock:
+            self.monitor_for(control, candidate).stats.add_error()
+
     def take_stats(self) -> AgreementStats:
         """This period's statistics (dropped frames included); a new period starts."""
         with self._mon_lock:

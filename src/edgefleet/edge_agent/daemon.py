@@ -210,10 +210,10 @@ class Agent:
                     h["periods"] += 1
                     if period.latency_stats().p50 > runner.manifest.latency_budget_ms:
                         h["slow"] += 1
-            else:
-                h["frames"] += period.shadow.compared
-                h["bad"] += period.shadow.reasons.get("non_finite", 0)
-                h["nan"] = h["bad"]
+            else:  # the candidate's own NaN outputs and failures (not the control model's)
+                h["frames"] += period.shadow.compared + period.shadow.errors
+                h["bad"] += period.shadow.nan_outputs + period.shadow.errors
+                h["nan"] += period.shadow.nan_outputs
             if h["frames"] >= HEALTH_MIN_FRAMES and h["bad"] / h["frames"] > HEALTH_MAX_BAD_RATIO:
                 code = "E_HEALTH_NAN" if h["nan"] * 2 >= h["bad"] else "E_HEALTH_ERRORS"
                 self.updater.rollback(slot, f"{h['bad']} of {h['frames']} frames failed or gave NaN in the health window", code)

@@ -183,16 +183,18 @@ class Pipeline:
                     candidate_pred, latency = result.prediction, result.latency_ms
                 except Exception as exc:
                     log.warning("shadow inference failed on %s: %s", runner.ref.label, exc)
-                    with self._lock:
-                        self._totals["shadow_errors"] += 1
+                    self._count_shadow_error(control, runner)
                     continue
             try:
                 obs = self.capture.observe(ts, frame, control, control_pred, runner, candidate_pred,
                                            candidate_latency_ms=latency)
             except Exception as exc:  # a model whose outputs do not fit its manifest
                 log.warning("shadow comparison failed: %s", exc)
-                with self._lock:
-                    self._totals["shadow_errors"] += 1
+                if runner is not None:
+                    self._count_shadow_error(control, runner)
+                else:
+                    with self._lock:
+                        self._totals["shadow_errors"] += 1
                 continue
             comparison = obs.comparison
             with self._lock:
@@ -209,3 +211,11 @@ class Pipeline:
                     callback(ts, frame, control_pred, candidate_pred, comparison, control, runner)
                 except Exception:
                     log.exception("shadow callback failed")
+
+    def _count_shadow_error(self, control: ModelRunner, candidate: ModelRunner) -> None:
+        with self._lock:
+            self._totals["shadow_errors"] += 1
+        try:
+            self.capture.candidate_failed(control, candidate)
+        except Exception:  # a candidate whose manifest cannot even build a monitor
+            log.exception("shadow error could not be counted")

@@ -138,6 +138,8 @@ class ShadowStats(_Message):
     per_class_disagreements: dict[str, int] = Field(default_factory=dict)
     latency_ms: LatencyStats = Field(default_factory=LatencyStats)
     confusion: dict[str, dict[str, int]] = Field(default_factory=dict)
+    nan_outputs: int = Field(default=0, ge=0)  # compared frames where the candidate's output was not finite
+    errors: int = Field(default=0, ge=0)  # frames the candidate failed on (inference or output decoding)
 
 
 class Telemetry(_Message):

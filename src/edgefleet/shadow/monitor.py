@@ -99,7 +99,7 @@ class ShadowMonitor:
         if candidate is not None and self.candidate_manifest is not None:
             cand = candidate if isinstance(candidate, Prediction) else decode(candidate, self.candidate_manifest)
             comparison = self.comparator.compare(ctl, cand)
-            self.stats.add(comparison, latency_ms=candidate_latency_ms)
+            self.stats.add(comparison, latency_ms=candidate_latency_ms, candidate_finite=cand.finite)
         fired = self.triggers.evaluate(ctl, comparison, self.rng)
         if not fired:
             return Observation(ctl, cand, comparison, fired)

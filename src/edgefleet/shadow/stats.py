@@ -114,6 +114,8 @@ class AgreementStats:
         self.compared = 0
         self.disagreements = 0
         self.dropped = 0
+        self.nan_outputs = 0
+        self.errors = 0
         self.per_class_disagreements: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
         self.confusion: Counter[tuple[str, str]] = Counter()
@@ -121,9 +123,12 @@ class AgreementStats:
         self.candidate_confidence = ConfidenceHistogram()
         self.latency = LatencyRecorder()
 
-    def add(self, comparison: Comparison, *, latency_ms: float | None = None) -> None:
-        """Count one compared frame; ``latency_ms`` is the candidate's inference time."""
+    def add(self, comparison: Comparison, *, latency_ms: float | None = None, candidate_finite: bool = True) -> None:
+        """Count one compared frame; ``latency_ms`` is the candidate's inference time,
+        ``candidate_finite`` False when the candidate's output held NaN or infinity."""
         self.compared += 1
+        if not candidate_finite:
+            self.nan_outputs += 1
         if not comparison.agree:
             self.disagreements += 1
             self.per_class_disagreements[comparison.label or NONE_LABEL] += 1
@@ -140,6 +145,10 @@ class AgreementStats:
         """Frames the shadow queue dropped under load (never compared)."""
         self.dropped += n
 
+    def add_error(self, n: int = 1) -> None:
+        """Frames the candidate failed on (never compared)."""
+        self.errors += n
+
     @property
     def agreement(self) -> float | None:
         if self.compared == 0:
@@ -152,6 +161,8 @@ class AgreementStats:
         out.compared = self.compared + other.compared
         out.disagreements = self.disagreements + other.disagreements
         out.dropped = self.dropped + other.dropped
+        out.nan_outputs = self.nan_outputs + other.nan_outputs
+        out.errors = self.errors + other.errors
         out.per_class_disagreements = self.per_class_disagreements + other.per_class_disagreements
         out.reasons = self.reasons + other.reasons
         out.confusion = self.confusion + other.confusion
@@ -188,6 +199,8 @@ class AgreementStats:
             per_class_disagreements=dict(sorted(self.per_class_disagreements.items())),
             latency_ms=self.latency.to_latency_stats(),
             confusion=confusion,
+            nan_outputs=self.nan_outputs,
+            errors=self.errors,
         )
 
 
@@ -199,7 +212,7 @@ def merge_shadow_stats(items: Iterable[ShadowStats]) -> ShadowStats:
     approximation — exact merged percentiles need ``LatencyRecorder`` on one side).
     ``candidate`` is kept when all inputs name the same one.
     """
-    frames = dropped = disagreements = 0
+    frames = dropped = disagreements = nan_outputs = errors = 0
     per_class: Counter[str] = Counter()
     confusion: Counter[tuple[str, str]] = Counter()
     lat = {"p50": 0.0, "p95": 0.0, "p99": 0.0, "mean": 0.0}
@@ -210,6 +223,8 @@ def merge_shadow_stats(items: Iterable[ShadowStats]) -> ShadowStats:
         frames += s.frames
         dropped += s.dropped
         disagreements += s.disagreements
+        nan_outputs += s.nan_outputs
+        errors += s.errors
         per_class.update(s.per_class_disagreements)
         for c, row in s.confusion.items():
             for k, n in row.items():
@@ -233,4 +248,6 @@ def merge_shadow_stats(items: Iterable[ShadowStats]) -> ShadowStats:
             **{k: (v / frames if frames else 0.0) for k, v in lat.items()}, max=lat_max
         ),
         confusion=matrix,
+        nan_outputs=nan_outputs,
+        errors=errors,
     )

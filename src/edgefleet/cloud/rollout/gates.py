@@ -39,7 +39,7 @@ METRICS: dict[str, MetricInfo] = {
                    "p99 latency of the new model / the same devices' previous model "
                    "(worst hardware profile)", True, False),
         MetricInfo("nan_rate", "NaN outputs / frames of the new model", True, True),
-        MetricInfo("error_rate", "inference errors / frames of the new model", True, True),
+        MetricInfo("error_rate", "inference errors / frames the new model was given", True, True),
         MetricInfo("agreement",
                    "candidate/control agreement measured while the candidate ran in shadow",
                    False, True),

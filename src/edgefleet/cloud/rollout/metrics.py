@@ -156,7 +156,9 @@ def wave_metrics(wave: int,
     failure = (failed + rolled back + timed out) / attempted, attempted = settled devices
     that were sent the model. latency_p99_ratio = per hardware profile, sum of the model's
     p99 / sum of the previous model's p99 over devices with both; the worst profile counts.
-    nan_rate, error_rate = sums over frames. agreement = frame-weighted mean (plain mean
+    nan_rate = NaN outputs / frames; error_rate = errors / (frames + errors): ``frames``
+    counts the frames the model produced an output for, so a model that fails on every
+    frame still has an error rate (1.0). agreement = frame-weighted mean (plain mean
     when no frame counts are known). drift = mean.
     """
     counts: Counter[str] = Counter()
@@ -204,7 +206,7 @@ def wave_metrics(wave: int,
         latency_by_hardware=by_hw, worst_hardware=worst,
         frames=frames,
         nan_rate=nans / frames if frames else None,
-        error_rate=errors / frames if frames else None,
+        error_rate=errors / (frames + errors) if frames + errors else None,
         agreement=agreement, agreement_frames=agree_frames,
         agreement_devices=len(agree_plain),
         drift=sum(drifts) / len(drifts) if drifts else None, drift_devices=len(drifts),

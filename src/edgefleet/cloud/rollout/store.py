@@ -281,16 +281,16 @@ def _fold(m: RolloutMember, r: Rollout, msg: Telemetry) -> bool:
     shadow = msg.shadow
     candidate = shadow.candidate.digest if shadow is not None and shadow.candidate else None
     changed = False
-    if candidate == r.digest and shadow is not None and shadow.frames > 0:
-        if shadow.agreement is not None:  # shadow agreement, also before a control promotion
+    if candidate == r.digest and shadow is not None and (shadow.frames > 0 or shadow.errors > 0):
+        if shadow.agreement is not None and shadow.frames > 0:  # shadow agreement, also before a control promotion
             total = m.agreement_frames + shadow.frames
             m.agreement = ((m.agreement or 0.0) * m.agreement_frames + shadow.agreement * shadow.frames) / total
             m.agreement_frames = total
             changed = True
         if r.slot == "shadow" and m.dispatched_at is not None:
             m.frames += shadow.frames
-            m.nan_outputs += int(getattr(shadow, "nan_outputs", 0) or 0)
-            m.errors += int(getattr(shadow, "errors", 0) or 0)
+            m.nan_outputs += shadow.nan_outputs
+            m.errors += shadow.errors
             if shadow.latency_ms.p99 > 0:
                 m.candidate_p99_ms, m.candidate_periods = _mean(m.candidate_p99_ms, m.candidate_periods, shadow.latency_ms.p99)
             if msg.frames > 0 and msg.latency_ms.p99 > 0:
