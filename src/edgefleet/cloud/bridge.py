@@ -118,7 +118,7 @@ class MqttBridge:
 
     def _on_message(self, client: mqtt.Client, _ud: Any, message: mqtt.MQTTMessage) -> None:
         try:
-            self.handle(message.topic, message.payload)
+            self.handle(message.topic, bytes(message.payload))
         finally:
             if self._v5:
                 try:

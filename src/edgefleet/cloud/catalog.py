@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from ..protocols import InvalidPayload, Manifest, parse_manifest
 from ..registry import BlobStore, InvalidBundle
@@ -129,4 +129,4 @@ def get_version(session: Session, ref: str) -> ModelVersion:
 
 
 def list_versions(session: Session) -> list[ModelVersion]:
-    return list(session.exec(select(ModelVersion).order_by(ModelVersion.name, ModelVersion.created_at)).all())
+    return list(session.exec(select(ModelVersion).order_by(col(ModelVersion.name), col(ModelVersion.created_at))).all())

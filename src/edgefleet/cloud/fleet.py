@@ -78,11 +78,13 @@ def desired_for(session: Session, device: Device, settings: DeviceSettings | Non
             name=mv.name, version=mv.version, digest=mv.digest, size=mv.size,
             path=bundle_path(mv.digest), release_counter=mv.release_counter,
         )
-    kwargs = {"issued_at": now} if now else {}
-    return Desired(
+    desired = Desired(
         device_id=device.id, generation=device.desired_generation, slots=slots,  # type: ignore[arg-type]
-        settings=settings or DeviceSettings(), **kwargs,
+        settings=settings or DeviceSettings(),
     )
+    if now:
+        desired.issued_at = now
+    return desired
 
 
 def assign(

@@ -328,9 +328,11 @@ def pair_agreement(
 
 
 def _event_counts(session: Session) -> dict[tuple[Any, ...], tuple[int, int]]:
+    # sqlmodel types select() for at most 4 columns: 6 here
     rows = session.exec(
-        select(ShadowEvent.control_name, ShadowEvent.control_version, ShadowEvent.candidate_name,
-               ShadowEvent.candidate_version, func.count(), func.count(ShadowEvent.clip_id))
+        select(col(ShadowEvent.control_name), col(ShadowEvent.control_version),  # type: ignore[call-overload]
+               col(ShadowEvent.candidate_name), col(ShadowEvent.candidate_version),
+               func.count(), func.count(col(ShadowEvent.clip_id)))
         .group_by(ShadowEvent.control_name, ShadowEvent.control_version, ShadowEvent.candidate_name,
                   ShadowEvent.candidate_version)
     ).all()
@@ -378,7 +380,7 @@ def pair_detail(session: Session, control: str, candidate: str,
         per_class.setdefault(label, {"compared": 0, "disagreements": n, "rate": None})
     cn, cv = parse_ref(control)
     kn, kv = parse_ref(candidate)
-    q = (select(ShadowEvent.device_id, func.count(), func.count(ShadowEvent.clip_id))
+    q = (select(col(ShadowEvent.device_id), func.count(), func.count(col(ShadowEvent.clip_id)))
          .where(ShadowEvent.control_name == cn).where(ShadowEvent.control_version == cv)
          .where(ShadowEvent.candidate_name == kn).where(ShadowEvent.candidate_version == kv)
          .group_by(ShadowEvent.device_id))

@@ -118,7 +118,7 @@ class AgentMqtt:
         if not message.payload:
             return  # retained message cleared
         try:
-            desired = decode(message.payload, Desired, max_bytes=RULES[Channel.DESIRED].max_bytes)
+            desired = decode(bytes(message.payload), Desired, max_bytes=RULES[Channel.DESIRED].max_bytes)
         except InvalidPayload as exc:
             self.invalid_desired += 1
             log.warning("device %s ignored an invalid desired message: %s", self.device_id, exc)

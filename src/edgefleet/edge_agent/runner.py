@@ -11,6 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class ModelRunner:
         self.preprocess = make_preprocessor(manifest)
 
     @classmethod
-    def load(cls, ref: ModelRef, manifest: Manifest, directory: Path, *, threads: int = 1, **backend_options: object) -> ModelRunner:
+    def load(cls, ref: ModelRef, manifest: Manifest, directory: Path, *, threads: int = 1, **backend_options: Any) -> ModelRunner:
         """Open and check a model with the best backend for this device.
 
         ``backend_options`` go to ``hardware.open_backend`` (profile, cache_dir, progress, …);

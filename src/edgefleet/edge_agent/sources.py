@@ -44,11 +44,11 @@ class SyntheticDigits:
         self.current_label: int = -1
 
     def render(self, index: int) -> np.ndarray:
-        img = self.images[index].astype(np.float32) * (255.0 / 16.0)
+        img = np.asarray(self.images[index], dtype=np.float32) * (255.0 / 16.0)
         scale = self.size // img.shape[0]
         big = np.kron(img, np.ones((scale, scale), dtype=np.float32))
         if self.noise:
-            big += self.rng.normal(0.0, self.noise, big.shape).astype(np.float32)
+            big += np.asarray(self.rng.normal(0.0, self.noise, big.shape), dtype=np.float32)
         gray = np.clip(big, 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
 

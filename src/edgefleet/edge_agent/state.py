@@ -30,9 +30,13 @@ class SlotState(BaseModel):
     progress: float | None = None
 
 
+def _empty_slots() -> dict[SlotName, SlotState]:
+    return {"control": SlotState(), "shadow": SlotState()}
+
+
 class AgentState(BaseModel):
     generation: int = 0
-    slots: dict[SlotName, SlotState] = Field(default_factory=lambda: {"control": SlotState(), "shadow": SlotState()})
+    slots: dict[SlotName, SlotState] = Field(default_factory=lambda: _empty_slots())
     settings: DeviceSettings = Field(default_factory=DeviceSettings)
 
     def slot(self, name: SlotName) -> SlotState:

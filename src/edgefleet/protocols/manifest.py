@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import InvalidPayload
 
-MANIFEST_SCHEMA = "fleet.manifest/1"
+MANIFEST_SCHEMA: Literal["fleet.manifest/1"] = "fleet.manifest/1"
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 
