@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from local_stack import LocalStack, local_stack  # noqa: E402
 
 PROFILES = ("jetson-orin-nano", "jetson-orin-agx", "jetson-xavier-nx")
 PERIOD_S = 0.5
@@ -42,33 +45,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
+    tmp = Path(tempfile.mkdtemp(prefix="bench-rollback-"))
+    with local_stack(tmp, telemetry_period_s=PERIOD_S, reconcile_interval_s=0.5) as stack:
+        run(args, tmp, stack)
+
+
+def run(args: argparse.Namespace, tmp: Path, stack: LocalStack) -> None:
     from tests.rollout_e2e.candidates import nan_after_activation, retag
 
-    from edgefleet.cloud.api import create_app
-    from edgefleet.cloud.broker import EmbeddedBroker, MosquittoBroker, free_port
-    from edgefleet.cloud.cli.cloud_cmd import create_admin_token
-    from edgefleet.cloud.client import ApiClient
-    from edgefleet.cloud.demo.orchestrator import UvicornThread
     from edgefleet.cloud.demo.train import train_digit_models
-    from edgefleet.cloud.runtime import Controller
-    from edgefleet.cloud.settings import load_settings
     from edgefleet.edge_agent.config import AgentConfig
     from edgefleet.edge_agent.daemon import Agent
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-rollback-"))
-    broker: Any = MosquittoBroker(data_dir=tmp / "mosquitto") if MosquittoBroker.available() else EmbeddedBroker()
-    broker.start()
-    protocol = "5" if getattr(broker, "kind", "") == "mosquitto" else "3.1.1"
-    port = free_port()
-    settings = load_settings(tmp / "controller", env={}, http_port=port, mqtt_port=broker.port, mqtt_protocol=protocol,
-                             telemetry_period_s=PERIOD_S, reconcile_interval_s=0.5)
-    controller = Controller(settings)
-    controller.migrate()
-    token = create_admin_token(controller)
-    controller.start()
-    http = UvicornThread(create_app(controller), settings.http_host, port)
-    http.start()
-    client = ApiClient(settings.base_url, token)
+    broker, protocol, settings, controller, client = stack.broker, stack.protocol, stack.settings, stack.controller, stack.client
     roots = tmp / "roots"
     roots.mkdir()
     trust = getattr(controller, "trust", None)
@@ -148,10 +137,6 @@ def main() -> None:
             agent.stop()
         for _agent, t in agents:
             t.join(timeout=15)
-        http.stop()
-        controller.stop()
-        client.close()
-        broker.stop()
 
 
 def _wait(pred: Any, timeout: float, what: str) -> None:

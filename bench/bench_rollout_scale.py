@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from local_stack import LocalStack, local_stack  # noqa: E402
 
 PROFILES = ("jetson-orin-nano", "jetson-orin-agx", "jetson-xavier-nx", "jetson-agx-xavier", "jetson-nano")
 
@@ -84,35 +87,26 @@ def main() -> None:
     args = ap.parse_args()
 
     from sqlmodel import Session
-    from tests.rollout_e2e.candidates import retag
 
-    from edgefleet.cloud.api import create_app
-    from edgefleet.cloud.broker import EmbeddedBroker, MosquittoBroker, free_port
-    from edgefleet.cloud.cli.cloud_cmd import create_admin_token
-    from edgefleet.cloud.client import ApiClient
-    from edgefleet.cloud.demo.orchestrator import UvicornThread
-    from edgefleet.cloud.demo.train import train_digit_models
     from edgefleet.cloud.models import Device
-    from edgefleet.cloud.runtime import Controller
-    from edgefleet.cloud.settings import load_settings
+
+    def enrol(controller: Any) -> None:  # the whole fleet in one transaction
+        with Session(controller.engine) as s:
+            s.add_all(Device(id=d, hardware_id=hw, tags={"site": "bench"}) for d, hw in _devices(args.devices))
+            s.commit()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-rollout-"))
-    broker: Any = MosquittoBroker(data_dir=tmp / "mosquitto") if MosquittoBroker.available() else EmbeddedBroker()
-    broker.start()
-    protocol = "5" if getattr(broker, "kind", "") == "mosquitto" else "3.1.1"
-    port = free_port()
-    settings = load_settings(tmp / "controller", env={}, http_port=port, mqtt_port=broker.port,
-                             mqtt_protocol=protocol, telemetry_period_s=10.0, reconcile_interval_s=0.5)
-    controller = Controller(settings)
-    controller.migrate()
-    token = create_admin_token(controller)
-    with Session(controller.engine) as s:  # enrol the fleet in one transaction
-        s.add_all(Device(id=d, hardware_id=hw, tags={"site": "bench"}) for d, hw in _devices(args.devices))
-        s.commit()
-    controller.start()
-    http = UvicornThread(create_app(controller), settings.http_host, port)
-    http.start()
-    client = ApiClient(settings.base_url, token, timeout=120)
+    with local_stack(tmp, before_start=enrol, client_timeout=120, telemetry_period_s=10.0,
+                     reconcile_interval_s=0.5) as stack:
+        run(args, tmp, stack)
+
+
+def run(args: argparse.Namespace, tmp: Path, stack: LocalStack) -> None:
+    from tests.rollout_e2e.candidates import retag
+
+    from edgefleet.cloud.demo.train import train_digit_models
+
+    broker, protocol, client = stack.broker, stack.protocol, stack.client
     models = train_digit_models(tmp / "models")
     for version in ("1.0", "2.0"):
         m = retag(models[0], version)
@@ -147,10 +141,6 @@ def main() -> None:
                   f"MQTT messages/device {msgs / args.devices:5.1f}", flush=True)
     finally:
         sim.stop()
-        http.stop()
-        controller.stop()
-        client.close()
-        broker.stop()
     d, r = rows["direct"], rows["rollout"]
     print(f"ratio rollout/direct: wall {r['wall_s'] / d['wall_s']:.2f}x   controller CPU "
           f"{r['cpu_s'] / d['cpu_s']:.2f}x   messages/device {r['msgs_per_device'] / d['msgs_per_device']:.2f}x")
