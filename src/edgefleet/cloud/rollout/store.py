@@ -32,6 +32,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from ...protocols import ModelRef, Phase, Telemetry
+from ...registry.tuf.errors import RETRYABLE_CODES
 from ..models import Device, ModelVersion, SlotAssignment
 from ..telemetry_store import TelemetryPeriod
 from . import build_spec
@@ -156,8 +157,6 @@ def slot_report(device: Device, slot: str) -> dict[str, Any]:
     return ((device.reported or {}).get("slots") or {}).get(slot) or {}
 
 
-#: Error codes of failures the agent retries by itself (with backoff) while the target stays.
-RETRYABLE_CODES = frozenset({"E_DOWNLOAD", "E_DOWNLOAD_TIMEOUT", "E_DISK_FULL"})
 _FETCHING = frozenset({Phase.NOTIFIED, Phase.DOWNLOADING, Phase.VERIFYING})
 
 

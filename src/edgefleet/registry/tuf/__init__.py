@@ -10,6 +10,7 @@ securesystemslib, httpx and the standard library.
 from .director import Director
 from .errors import (
     ALL_CODES,
+    RETRYABLE_CODES,
     BadMetadata,
     BadTargetName,
     ClockRollback,
@@ -53,7 +54,7 @@ from .verify import (
 )
 
 __all__ = [
-    "ALL_CODES", "BadMetadata", "BadTargetName", "CheckResult", "ClockRollback",
+    "ALL_CODES", "RETRYABLE_CODES", "BadMetadata", "BadTargetName", "CheckResult", "ClockRollback",
     "DeviceTrustState", "DeviceVerifier", "Director", "DirectorImageMismatch", "DiskFull",
     "DownloadFailed", "DownloadTimeout", "ExpiredMetadata", "Expiry", "FetchStats",
     "HardwareMismatch", "HashMismatch", "HintUnconfirmed", "ImageRepository", "ImageTarget",

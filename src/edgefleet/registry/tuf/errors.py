@@ -192,3 +192,7 @@ ALL_CODES = sorted(
         )
     }
 )
+
+#: Codes of failures a device retries by itself with backoff (the link, the disk).
+RETRYABLE_CODES = frozenset({cls.code for cls in (TransportError, DownloadFailed, DownloadTimeout, DiskFull)
+                             if cls.retryable})
