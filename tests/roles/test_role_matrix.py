@@ -13,6 +13,8 @@ ACTIONS = [
     ("read one model", "GET", "/api/v1/models/digits/versions/1.0", None, "viewer"),
     ("read drift", "GET", "/api/v1/models/digits/versions/1.0/drift", None, "viewer"),
     ("scrape metrics", "GET", "/metrics", None, "viewer"),
+    ("read the capture policy", "GET", "/api/v1/settings/capture", None, "viewer"),
+    ("change the capture policy", "PATCH", "/api/v1/settings/capture", {"max_per_minute": 7}, "operator"),
     ("deploy", "POST", "/api/v1/deployments", {"model": "digits:1.0", "slot": "control", "devices": ["cam-1"]}, "operator"),
     ("enrol a device", "POST", "/api/v1/devices", {"id": "cam-new", "hardware_id": "cpu"}, "admin"),
     ("list tokens", "GET", "/api/v1/tokens", None, "admin"),

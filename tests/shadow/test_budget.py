@@ -91,3 +91,16 @@ def test_from_capture_policy_and_zero_limits_refuse_everything():
     b = CaptureBudget.from_capture_policy(CapturePolicy(max_bytes_per_day=0))
     assert b.check(0.0, "x").reason == "bytes_per_day"
     assert b.admitted == 0 and b.refused.total() == 0  # check() charges and counts nothing
+
+
+def test_controller_policy_overrides_the_devices_cooldown_and_dedupe_only_where_it_sets_them():
+    own = CaptureBudget.from_capture_policy(CapturePolicy(), cooldown_s=10.0, dedupe_threshold=0.02)
+    assert (own.cooldown_s, own.dedupe_threshold) == (10.0, 0.02)
+    b = CaptureBudget.from_capture_policy(CapturePolicy(cooldown_s=0.0), cooldown_s=10.0, dedupe_threshold=0.02)
+    assert (b.cooldown_s, b.dedupe_threshold) == (0.0, 0.02)
+    assert b.admit(0.0, "8") and b.admit(0.1, "8")  # no cool-down: the same class twice at once
+
+    b.apply_policy(CapturePolicy(max_per_minute=1, cooldown_s=None, dedupe_threshold=0.5),
+                   cooldown_s=10.0, dedupe_threshold=0.02)
+    assert (b.cooldown_s, b.dedupe_threshold, b.limits["per_minute"]) == (10.0, 0.5, 1)
+    assert b.admitted == 2 and not b.admit(0.2, "3")  # what was counted stays counted

@@ -66,3 +66,10 @@ def test_detection_without_boxes_has_no_confidence_trigger():
     assert POLICY.evaluate(empty, None, random.Random(0)) == []
     weak = det_pred([[0, 0, 5, 5, 0.3, 2]])
     assert kinds(POLICY.evaluate(weak, None, random.Random(0))) == ["low_confidence"]
+
+
+def test_near_band_comes_from_the_policy_when_set_else_the_device():
+    m = manifest(low_confidence_threshold=0.6)
+    assert TriggerPolicy.from_capture_policy(CapturePolicy(), m, near_band=0.05).near_band == 0.05
+    assert TriggerPolicy.from_capture_policy(CapturePolicy(near_band=0.2), m, near_band=0.05).near_band == 0.2
+    assert TriggerPolicy.from_capture_policy(CapturePolicy(near_band=0.0), m, near_band=0.05).near_band == 0.0

@@ -81,6 +81,15 @@ class ApiClient:
         body = {"model": model, "slot": slot, "devices": devices or [], "all": devices is None}
         return self._call("POST", "/deployments", json=body)
 
+    def capture_settings(self) -> dict[str, Any]:
+        return self._call("GET", "/settings/capture")
+
+    def change_capture_settings(self, changes: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", "/settings/capture", json=changes)
+
+    def reset_capture_settings(self) -> dict[str, Any]:
+        return self._call("DELETE", "/settings/capture")
+
     def create_token(self, name: str, role: str) -> dict[str, Any]:
         return self._call("POST", "/tokens", json={"name": name, "role": role})
 

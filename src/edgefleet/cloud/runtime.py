@@ -27,7 +27,7 @@ from ..protocols import (
     Telemetry,
 )
 from ..registry import BlobStore, LocalBlobStore
-from . import fleet, ingest, shadow_index, signing, telemetry_store
+from . import fleet, fleet_settings, ingest, shadow_index, signing, telemetry_store
 from .bridge import MqttBridge
 from .db import make_engine, migrate
 from .errors import CloudError
@@ -70,7 +70,8 @@ class Controller:
         self.reconciler = Reconciler(self.engine, self, prefix=settings.mqtt_client_id,
                                      lease_ttl_s=max(10.0, 5 * settings.reconcile_interval_s))
         self.event_handlers: list = [self._index_event]
-        self.capture_policy: CapturePolicy = CapturePolicy()  # sent to devices in Desired.settings
+        # sent to devices in Desired.settings until an operator sets one (fleet_settings)
+        self.capture_policy: CapturePolicy = settings.capture
         self.upload_store: object | None = None  # set by create_app (uploads router), for expiry
 
     # ----- lifecycle -----
@@ -146,8 +147,9 @@ class Controller:
             self.bridge.publish_desired(desired)
             self._last_sent[desired.device_id] = (desired.generation, datetime.now(timezone.utc))
 
-    def device_settings(self) -> DeviceSettings:
-        return DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s, capture=self.capture_policy)
+    def device_settings(self, session: Session) -> DeviceSettings:
+        capture = fleet_settings.capture_policy(session, default=self.capture_policy)
+        return DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s, capture=capture)
 
     def publish_device(self, session: Session, device: Device) -> None:
         """Sign the device's assignment with the director (if it changed), then send the hint."""
@@ -156,7 +158,7 @@ class Controller:
         except CloudError as exc:
             log.error("device %s: desired state not signed, not published: %s", device.id, exc)
             return
-        desired = fleet.desired_for(session, device, self.device_settings())
+        desired = fleet.desired_for(session, device, self.device_settings(session))
         desired.director_version = version
         self.publish_desired(desired)
 

@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..protocols import CapturePolicy
+from .errors import ConfigError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -38,6 +41,7 @@ class CloudSettings(BaseModel):
     telemetry_history_days: float = Field(default=30.0, gt=0)
     reconcile_interval_s: float = Field(default=2.0, gt=0)
     max_payload_bytes: int = 256 * 1024
+    capture: CapturePolicy = Field(default_factory=CapturePolicy)  # [capture]: the devices' default policy
 
     @property
     def db_url(self) -> str:
@@ -80,7 +84,14 @@ def load_settings(data_dir: str | os.PathLike[str] | None = None, env: dict[str,
     cfg = home / CONFIG_FILE
     if cfg.is_file():
         with open(cfg, "rb") as f:
-            values.update(tomllib.load(f).get("controller", {}))
+            data = tomllib.load(f)
+        values.update(data.get("controller", {}))
+        if "capture" in data:
+            unknown = sorted(set(data["capture"]) - set(CapturePolicy.model_fields))
+            if unknown:
+                raise ConfigError(f"{cfg}: unknown key(s) in [capture]: {', '.join(unknown)}; "
+                                  f"known: {', '.join(CapturePolicy.model_fields)}")
+            values["capture"] = data["capture"]
     for var, key in _ENV.items():
         if env.get(var):
             values[key] = env[var]

@@ -66,6 +66,12 @@ class SlotTarget(ModelRef):
 
 
 class CapturePolicy(_Message):
+    """What a device captures, sent by the controller in ``Desired.settings.capture``.
+
+    ``cooldown_s``, ``dedupe_threshold`` and ``near_band`` left at ``None`` keep the
+    device's own values (its ``[capture]`` config section).
+    """
+
     low_confidence: bool = True
     disagreement: bool = True
     sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -75,6 +81,9 @@ class CapturePolicy(_Message):
     max_bytes_per_day: int = Field(default=200 * 1024 * 1024, ge=0)
     pre_seconds: float = Field(default=2.0, ge=0)
     post_seconds: float = Field(default=1.0, ge=0)
+    cooldown_s: float | None = Field(default=None, ge=0)
+    dedupe_threshold: float | None = Field(default=None, ge=0)
+    near_band: float | None = Field(default=None, ge=0, le=1)
 
 
 class DeviceSettings(_Message):

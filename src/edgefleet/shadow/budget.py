@@ -124,10 +124,25 @@ class CaptureBudget:
             max_per_hour=policy.max_per_hour,
             max_per_day=policy.max_per_day,
             max_bytes_per_day=policy.max_bytes_per_day,
-            cooldown_s=cooldown_s,
-            dedupe_threshold=dedupe_threshold,
+            cooldown_s=cooldown_s if policy.cooldown_s is None else policy.cooldown_s,
+            dedupe_threshold=dedupe_threshold if policy.dedupe_threshold is None else policy.dedupe_threshold,
             dedupe_window_s=dedupe_window_s,
         )
+
+    def apply_policy(self, policy: CapturePolicy, *, cooldown_s: float, dedupe_threshold: float) -> None:
+        """New limits from the controller; what was already counted stays counted.
+
+        ``cooldown_s`` and ``dedupe_threshold`` are the device's own values, used where
+        the policy leaves them unset.
+        """
+        self.limits = {
+            "per_minute": policy.max_per_minute,
+            "per_hour": policy.max_per_hour,
+            "per_day": policy.max_per_day,
+        }
+        self.max_bytes_per_day = policy.max_bytes_per_day
+        self.cooldown_s = cooldown_s if policy.cooldown_s is None else policy.cooldown_s
+        self.dedupe_threshold = dedupe_threshold if policy.dedupe_threshold is None else policy.dedupe_threshold
 
     def check(
         self,

@@ -58,7 +58,9 @@ class ShadowMonitor:
         self.control_manifest = control
         self.candidate_manifest = candidate
         self.comparator = comparator or comparator_for(control)
-        self.near_band = near_band
+        self.near_band = near_band  # the device's own values, where the policy leaves them unset
+        self.cooldown_s = cooldown_s
+        self.dedupe_threshold = dedupe_threshold
         self.triggers = TriggerPolicy.from_capture_policy(policy, control, near_band=near_band)
         self.budget = CaptureBudget.from_capture_policy(
             policy, cooldown_s=cooldown_s, dedupe_threshold=dedupe_threshold
@@ -69,12 +71,7 @@ class ShadowMonitor:
     def update_policy(self, policy: CapturePolicy) -> None:
         """New capture settings; the budget keeps what it has already counted."""
         self.triggers = TriggerPolicy.from_capture_policy(policy, self.control_manifest, near_band=self.near_band)
-        self.budget.limits = {
-            "per_minute": policy.max_per_minute,
-            "per_hour": policy.max_per_hour,
-            "per_day": policy.max_per_day,
-        }
-        self.budget.max_bytes_per_day = policy.max_bytes_per_day
+        self.budget.apply_policy(policy, cooldown_s=self.cooldown_s, dedupe_threshold=self.dedupe_threshold)
 
     def decode_control(self, outputs: Sequence[np.ndarray]) -> Prediction:
         return decode(outputs, self.control_manifest)

@@ -65,13 +65,14 @@ class TriggerPolicy:
     ) -> TriggerPolicy:
         """Policy from the device settings and the *control* model's manifest.
 
-        ``near_band`` is not (yet) part of ``CapturePolicy``; 0 disables the kind.
+        ``near_band`` is the device's own value, used when the policy leaves it unset;
+        0 disables the kind.
         """
         return cls(
             disagreement=policy.disagreement,
             low_confidence=policy.low_confidence,
             threshold=manifest.low_confidence_threshold,
-            near_band=near_band,
+            near_band=near_band if policy.near_band is None else policy.near_band,
             sample_rate=policy.sample_rate,
         )
 

@@ -12,11 +12,12 @@ from . import (
     models,
     review,
     rollouts,
+    settings,
     shadow,
     tokens,
     trust,
 )
 
 api_router = APIRouter(prefix="/api/v1")
-for _module in (health, models, devices, deployments, bundles, tokens, drift, shadow, clips, review, rollouts, trust):
+for _module in (health, models, devices, deployments, bundles, tokens, drift, shadow, clips, review, rollouts, settings, trust):
     api_router.include_router(_module.router)

@@ -1,0 +1,100 @@
+"""Fleet-wide settings that operators change while the fleet runs: the capture policy.
+
+Every device gets the capture policy in ``Desired.settings.capture``. Its default is the
+``[capture]`` section of ``controller.toml``; an operator's change (API or
+``fleet capture set``) is stored here, in the database, so every controller replica and
+every restart sends the same one. A change bumps each device's desired generation, so a
+device that is offline gets it when it returns, like any other desired state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Text
+from sqlmodel import Field, Session, SQLModel, select
+
+from ..protocols import CapturePolicy
+from .errors import BadRequest
+from .models import Device, utcnow
+
+log = logging.getLogger(__name__)
+
+CAPTURE_KEY = "capture_policy"
+
+
+class FleetSetting(SQLModel, table=True):
+    __tablename__ = "fleet_setting"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_type=Text)  # JSON
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: str = Field(default="", max_length=128)
+
+
+def stored_capture_policy(session: Session) -> FleetSetting | None:
+    return session.get(FleetSetting, CAPTURE_KEY)
+
+
+def capture_policy(session: Session, default: CapturePolicy) -> CapturePolicy:
+    """The policy devices get: the operator's, else ``default`` (controller.toml)."""
+    row = stored_capture_policy(session)
+    if row is None:
+        return default
+    try:
+        return CapturePolicy.model_validate_json(row.value)
+    except ValidationError as exc:  # written by a newer controller, or edited by hand
+        log.error("stored capture policy is unreadable, sending the default instead: %s", exc)
+        return default
+
+
+def merge_capture_policy(current: CapturePolicy, changes: dict[str, Any]) -> CapturePolicy:
+    """``current`` with ``changes`` applied; a bad field is refused with its name."""
+    unknown = sorted(set(changes) - set(CapturePolicy.model_fields))
+    if unknown:
+        raise BadRequest(f"unknown capture setting(s) {', '.join(unknown)}; known: {', '.join(CapturePolicy.model_fields)}")
+    try:
+        return CapturePolicy.model_validate({**current.model_dump(), **changes})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise BadRequest(f"invalid capture policy: {problems}") from exc
+
+
+def _republish(session: Session, publisher: Any) -> int:
+    devices = list(session.exec(select(Device)).all())
+    for device in devices:
+        device.desired_generation += 1
+        session.add(device)
+    session.commit()
+    if publisher is not None:
+        for device in devices:
+            publisher.publish_device(session, device)
+    return len(devices)
+
+
+def set_capture_policy(session: Session, publisher: Any, policy: CapturePolicy, by: str) -> int:
+    """Store ``policy`` for the whole fleet and send it; returns how many devices were told."""
+    row = stored_capture_policy(session) or FleetSetting(key=CAPTURE_KEY, value="")
+    row.value = json.dumps(policy.model_dump(mode="json"), sort_keys=True)
+    row.updated_at, row.updated_by = utcnow(), by
+    session.add(row)
+    session.commit()
+    n = _republish(session, publisher)
+    log.info("capture policy set by %s and sent to %d devices: %s", by, n, row.value)
+    return n
+
+
+def reset_capture_policy(session: Session, publisher: Any, by: str) -> int:
+    """Forget the operator's policy: devices get controller.toml's again."""
+    row = stored_capture_policy(session)
+    if row is None:
+        return 0
+    session.delete(row)
+    session.commit()
+    n = _republish(session, publisher)
+    log.info("capture policy reset to the controller's default by %s; sent to %d devices", by, n)
+    return n
