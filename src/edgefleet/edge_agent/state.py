@@ -27,6 +27,7 @@ class SlotState(BaseModel):
     error_code: str | None = None
     error: str | None = None
     failed_digest: str | None = None
+    failed_release: int | None = None  # the release counter those bytes failed under
     progress: float | None = None
 
 

@@ -85,7 +85,7 @@ class Updater:
                 runner = self._load(s.installed)
             except DeploymentError as exc:
                 log.error("device %s: installed %s model %s cannot be loaded: %s", self.device_id, slot, s.installed.label, exc)
-                self._fail(s, exc, s.installed.digest)
+                self._fail(s, exc, s.installed.digest, s.installed.release_counter)
                 s.installed = None
                 continue
             self._set_runner(slot, runner)
@@ -149,8 +149,10 @@ class Updater:
                 s.phase, s.progress, s.error_code, s.error = Phase.IDLE, None, None, None
             s.target = s.installed
             return
-        if s.failed_digest == target.digest:
-            return  # permanent failure for these exact bytes: wait for another target
+        if s.failed_digest == target.digest and (s.failed_release is None or target.release_counter <= s.failed_release):
+            # permanent failure for these exact bytes: wait for another target, or for the
+            # controller to release them again (a new counter: the operator sent them anew)
+            return
         wanted = InstalledModel(name=target.name, version=target.version, digest=target.digest, release_counter=target.release_counter)
         proven = s.phase != Phase.ACTIVE  # a model still in its health window is not known good
         s.target, s.error_code, s.error, s.progress = wanted, None, None, None
@@ -164,7 +166,10 @@ class Updater:
             runner.self_test()
             runner.prepare()
         except DeploymentError as exc:
-            self._fail(s, exc, None if isinstance(exc, RetryableError) else target.digest)
+            if isinstance(exc, RetryableError):
+                self._fail(s, exc, None)
+            else:
+                self._fail(s, exc, target.digest, target.release_counter)
             if isinstance(exc, RetryableError):
                 self.retry_pending = True
             return
@@ -173,7 +178,7 @@ class Updater:
         if previous is not None and (proven or s.last_known_good is None):
             s.last_known_good = previous
         s.installed = wanted
-        s.failed_digest = None
+        s.failed_digest, s.failed_release = None, None
         s.progress = None
         self._phase(s, Phase.ACTIVE)
         self.activated_at[slot] = time.monotonic()
@@ -199,6 +204,7 @@ class Updater:
             self._set_runner(slot, runner)
             s.installed = lkg
         s.failed_digest = bad.digest if bad else None
+        s.failed_release = bad.release_counter if bad else None
         s.phase, s.error_code, s.error = Phase.ROLLED_BACK, code, reason
         self.store.save(self.state)
         log.warning("device %s: %s slot rolled back from %s to %s: %s", self.device_id, slot,
@@ -220,9 +226,9 @@ class Updater:
         self.store.save(self.state)
         self.report()
 
-    def _fail(self, s: SlotState, exc: DeploymentError, failed_digest: str | None) -> None:
+    def _fail(self, s: SlotState, exc: DeploymentError, failed_digest: str | None, failed_release: int | None = None) -> None:
         s.phase, s.error_code, s.error = Phase.FAILED, exc.code, str(exc)[:2000]
-        s.failed_digest = failed_digest
+        s.failed_digest, s.failed_release = failed_digest, failed_release
         s.progress = None
         self.store.save(self.state)
         log.error("device %s: deployment of %s failed [%s]: %s", self.device_id,
