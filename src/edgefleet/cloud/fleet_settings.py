@@ -20,6 +20,7 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from ..protocols import CapturePolicy
 from .errors import BadRequest
+from .fleet import DesiredPublisher
 from .models import Device, utcnow
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def merge_capture_policy(current: CapturePolicy, changes: dict[str, Any]) -> Cap
         raise BadRequest(f"invalid capture policy: {problems}") from exc
 
 
-def _republish(session: Session, publisher: Any) -> int:
+def _republish(session: Session, publisher: DesiredPublisher | None) -> int:
     devices = list(session.exec(select(Device)).all())
     for device in devices:
         device.desired_generation += 1
@@ -76,7 +77,7 @@ def _republish(session: Session, publisher: Any) -> int:
     return len(devices)
 
 
-def set_capture_policy(session: Session, publisher: Any, policy: CapturePolicy, by: str) -> int:
+def set_capture_policy(session: Session, publisher: DesiredPublisher | None, policy: CapturePolicy, by: str) -> int:
     """Store ``policy`` for the whole fleet and send it; returns how many devices were told."""
     row = stored_capture_policy(session) or FleetSetting(key=CAPTURE_KEY, value="")
     row.value = json.dumps(policy.model_dump(mode="json"), sort_keys=True)
@@ -88,7 +89,7 @@ def set_capture_policy(session: Session, publisher: Any, policy: CapturePolicy, 
     return n
 
 
-def reset_capture_policy(session: Session, publisher: Any, by: str) -> int:
+def reset_capture_policy(session: Session, publisher: DesiredPublisher | None, by: str) -> int:
     """Forget the operator's policy: devices get controller.toml's again."""
     row = stored_capture_policy(session)
     if row is None:

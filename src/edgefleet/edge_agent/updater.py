@@ -168,10 +168,9 @@ class Updater:
         except DeploymentError as exc:
             if isinstance(exc, RetryableError):
                 self._fail(s, exc, None)
+                self.retry_pending = True
             else:
                 self._fail(s, exc, target.digest, target.release_counter)
-            if isinstance(exc, RetryableError):
-                self.retry_pending = True
             return
         previous = s.installed
         self._set_runner(slot, runner)  # load first, then switch: no frame lost

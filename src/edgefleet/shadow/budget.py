@@ -119,15 +119,9 @@ class CaptureBudget:
         dedupe_threshold: float = 0.02,
         dedupe_window_s: float = 60.0,
     ) -> CaptureBudget:
-        return cls(
-            max_per_minute=policy.max_per_minute,
-            max_per_hour=policy.max_per_hour,
-            max_per_day=policy.max_per_day,
-            max_bytes_per_day=policy.max_bytes_per_day,
-            cooldown_s=cooldown_s if policy.cooldown_s is None else policy.cooldown_s,
-            dedupe_threshold=dedupe_threshold if policy.dedupe_threshold is None else policy.dedupe_threshold,
-            dedupe_window_s=dedupe_window_s,
-        )
+        budget = cls(dedupe_window_s=dedupe_window_s)
+        budget.apply_policy(policy, cooldown_s=cooldown_s, dedupe_threshold=dedupe_threshold)
+        return budget
 
     def apply_policy(self, policy: CapturePolicy, *, cooldown_s: float, dedupe_threshold: float) -> None:
         """New limits from the controller; what was already counted stays counted.
