@@ -54,8 +54,16 @@ def test_clip_decodes_in_chromium(tmp_path):
                     const c = document.createElement('canvas');
                     c.width = v.videoWidth; c.height = v.videoHeight;
                     const ctx = c.getContext('2d');
-                    ctx.drawImage(v, 0, 0);
-                    const px = ctx.getImageData(c.width - 2, c.height / 2, 1, 1).data;
+                    // 'seeked' can fire before the decoded frame is ready to draw: a canvas
+                    // drawn then stays transparent. Draw again on later animation frames.
+                    let px = null;
+                    for (let i = 0; i < 120; i++) {
+                        ctx.clearRect(0, 0, c.width, c.height);
+                        ctx.drawImage(v, 0, 0);
+                        px = ctx.getImageData(c.width - 2, c.height / 2, 1, 1).data;
+                        if (px[3] > 0) break;
+                        await new Promise((ok) => requestAnimationFrame(ok));
+                    }
                     return {can, w: v.videoWidth, h: v.videoHeight, d: v.duration, px: Array.from(px)};
                 }""",
                 src,
