@@ -155,6 +155,33 @@ def agents(tmp_path: Path) -> Iterator[Callable[..., RunningAgent]]:
         ra.stop()
 
 
+def mqtt_client(broker: Any, username: str | None = None, password: str | None = None, *,
+                client_id: str = "test-client", protocol: str | None = None) -> Any:
+    """A connected paho client (loop started) on the test broker, with the given credentials.
+
+    Use a device's credentials (``device_credentials``) or the controller's
+    (``stack.controller.mqtt_credentials()``); anonymous clients are refused by every broker.
+    """
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    v5 = (protocol or ("5" if getattr(broker, "kind", "") == "mosquitto" else "3.1.1")) == "5"
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                    protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
+    if username:
+        c.username_pw_set(username, password)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    return c
+
+
+def device_credentials(stack: Stack, device_id: str, hardware_id: str = "cpu-x86_64",
+                       tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Enrol a device through the API; returns its one-time credentials
+    (``token``, ``mqtt_username``, ``mqtt_password``)."""
+    return stack.client.enrol_device(device_id, hardware_id, tags or {"test": "yes"})
+
+
 def push(stack: Stack, model: TrainedModel) -> dict[str, Any]:
     m = model.manifest
     return stack.client.push_model(model.path, name=m.name, version=m.version, manifest=m.model_dump(mode="json", by_alias=True))
