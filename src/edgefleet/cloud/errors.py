@@ -27,3 +27,23 @@ class Forbidden(CloudError):
 
 class ConfigError(CloudError):
     """Settings that cannot work (missing data dir, bad URL)."""
+
+
+class PkiError(CloudError):
+    """The fleet CA cannot do what was asked (cloud/pki.py)."""
+
+    status_code = 500
+
+
+class NoFleetCA(PkiError):
+    """No fleet CA exists in the data directory (``fleet cloud init`` creates one)."""
+
+    status_code = 409
+
+
+class CAExists(PkiError):
+    status_code = 409
+
+
+class BadCertificateRequest(PkiError):
+    status_code = 400
