@@ -9,11 +9,13 @@ and dropped without harming the process that received it.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from enum import Enum
+from itertools import accumulate
 from typing import Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from .errors import InvalidPayload, PayloadTooLarge
 
@@ -21,6 +23,15 @@ DIGEST_PATTERN = r"^[0-9a-f]{64}$"
 Digest = Annotated[str, Field(pattern=DIGEST_PATTERN)]
 SlotName = Literal["control", "shadow"]
 SLOTS: tuple[SlotName, ...] = ("control", "shadow")
+
+# Maps whose keys a device chooses (class labels, hardware probes): bounded in number and
+# key length, so one message cannot put an unbounded blob into the database.
+MAX_OPEN_KEYS = 1024
+MAX_HARDWARE_KEYS = 256
+MAX_KEY_LENGTH = 128
+OpenKey = Annotated[str, StringConstraints(max_length=MAX_KEY_LENGTH)]
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+OpenCounts = Annotated[dict[OpenKey, Count], Field(max_length=MAX_OPEN_KEYS)]
 
 
 def utcnow() -> datetime:
@@ -144,9 +155,9 @@ class ShadowStats(_Message):
     dropped: int = Field(default=0, ge=0)
     disagreements: int = Field(default=0, ge=0)
     agreement: float | None = Field(default=None, ge=0.0, le=1.0)
-    per_class_disagreements: dict[str, int] = Field(default_factory=dict)
+    per_class_disagreements: OpenCounts = Field(default_factory=dict)
     latency_ms: LatencyStats = Field(default_factory=LatencyStats)
-    confusion: dict[str, dict[str, int]] = Field(default_factory=dict)
+    confusion: dict[OpenKey, OpenCounts] = Field(default_factory=dict, max_length=MAX_OPEN_KEYS)
     nan_outputs: int = Field(default=0, ge=0)  # compared frames where the candidate's output was not finite
     errors: int = Field(default=0, ge=0)  # frames the candidate failed on (inference or output decoding)
 
@@ -164,10 +175,10 @@ class Telemetry(_Message):
     errors: int = Field(default=0, ge=0)
     nan_outputs: int = Field(default=0, ge=0)
     latency_ms: LatencyStats = Field(default_factory=LatencyStats)
-    class_counts: dict[str, int] = Field(default_factory=dict)
+    class_counts: OpenCounts = Field(default_factory=dict)
     confidence_histogram: list[int] = Field(default_factory=list, max_length=100)
     shadow: ShadowStats | None = None
-    hardware: dict[str, Any] = Field(default_factory=dict)
+    hardware: dict[OpenKey, Any] = Field(default_factory=dict, max_length=MAX_HARDWARE_KEYS)
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
@@ -221,6 +232,13 @@ SCHEMAS: dict[str, type[BaseModel]] = {
 }
 
 DEFAULT_MAX_BYTES = 256 * 1024
+MAX_DEPTH = 32  # arrays and objects nested deeper than this are refused before parsing
+
+# A JSON string literal (escapes included). In UTF-8 the bytes '"', '\\' and the brackets
+# never occur inside a multi-byte character, so a byte-level scan is exact on valid text.
+_STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_SIGNED_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
 
 
 def encode(message: BaseModel) -> bytes:
@@ -237,8 +255,51 @@ def _first_error_field(exc: ValidationError) -> tuple[str | None, str]:
     return (loc or None), first.get("msg", "invalid")
 
 
+def nesting_depth(data: bytes) -> int:
+    """How deep arrays and objects nest in ``data`` (UTF-8 JSON), counted without parsing.
+
+    Linear in the payload: string literals are cut out, then the brackets left are summed.
+    Exact on valid JSON; on invalid JSON it may over- or under-count after the first error,
+    which the parser reports anyway before it could nest any deeper.
+    """
+    brackets = _STRING_LITERAL.sub(b"", data).translate(None, _NOT_BRACKETS)
+    return max(accumulate(memoryview(brackets.translate(_SIGNED_STEPS)).cast("b"), initial=0))
+
+
+def _parse_json(data: bytes | bytearray | memoryview | str, max_bytes: int) -> Any:
+    """Bytes → JSON value, refusing oversized, non-UTF-8 and too deeply nested input first."""
+    if isinstance(data, str):
+        try:
+            raw = data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidPayload("not valid UTF-8 text (lone surrogate)") from None
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
+    else:
+        raise InvalidPayload(f"payload must be bytes or text, not {type(data).__name__}")
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"payload of {len(raw)} bytes exceeds the limit of {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidPayload(f"not valid UTF-8 (byte {exc.start})") from None
+    depth = nesting_depth(raw)
+    if depth > MAX_DEPTH:
+        raise InvalidPayload(f"nested deeper than {MAX_DEPTH} levels ({depth})")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidPayload(f"not valid JSON: {exc}") from None
+    except Exception as exc:  # RecursionError, MemoryError: never past this boundary
+        raise InvalidPayload(f"JSON could not be parsed ({type(exc).__name__})") from None
+
+
 def decode(data: bytes | str, expected: type[M] | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """Parse and validate one payload.
+
+    Size, UTF-8 and nesting depth (``MAX_DEPTH``) are checked before the JSON parser
+    runs; maps whose keys a device chooses are bounded by the schemas (``MAX_OPEN_KEYS``,
+    ``MAX_KEY_LENGTH``).
 
     Args:
         data: the raw payload.
@@ -246,14 +307,10 @@ def decode(data: bytes | str, expected: type[M] | None = None, *, max_bytes: int
         max_bytes: payloads longer than this are refused before parsing.
 
     Raises:
-        InvalidPayload: not JSON, unknown or unexpected schema, or a field fails validation.
+        InvalidPayload: too large, not UTF-8 JSON, nested too deep, unknown or unexpected
+            schema, or a field fails validation. Nothing else escapes.
     """
-    if len(data) > max_bytes:
-        raise PayloadTooLarge(f"payload of {len(data)} bytes exceeds the limit of {max_bytes}")
-    try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidPayload(f"not valid JSON: {exc}") from None
+    obj = _parse_json(data, max_bytes)
     if not isinstance(obj, dict):
         raise InvalidPayload("payload must be a JSON object")
     schema = obj.get("schema")
@@ -261,7 +318,7 @@ def decode(data: bytes | str, expected: type[M] | None = None, *, max_bytes: int
         raise InvalidPayload("missing or non-string", field="schema")
     cls = SCHEMAS.get(schema)
     if cls is None:
-        raise InvalidPayload(f"unknown schema {schema!r}", field="schema")
+        raise InvalidPayload(f"unknown schema {schema[:64]!r}", field="schema")
     if expected is not None and cls is not expected:
         raise InvalidPayload(
             f"expected {expected.model_fields['schema_'].default!r}, got {schema!r}", field="schema"
@@ -271,5 +328,5 @@ def decode(data: bytes | str, expected: type[M] | None = None, *, max_bytes: int
     except ValidationError as exc:
         field, msg = _first_error_field(exc)
         raise InvalidPayload(msg, field=field, schema=schema) from None
-
-
+    except Exception as exc:  # a validator that broke on odd input is still bad input
+        raise InvalidPayload(f"could not be validated ({type(exc).__name__})", schema=schema) from None
