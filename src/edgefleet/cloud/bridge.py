@@ -10,10 +10,13 @@ bridge acknowledges a message only after it was applied (``manual_ack``).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -38,6 +41,25 @@ INGESTED = (Channel.STATUS, Channel.REPORTED, Channel.TELEMETRY, Channel.EVENTS)
 Handler = Callable[[Any], None]
 
 
+@dataclass(frozen=True)
+class BridgeTls:
+    """TLS to the broker: verify it against ``ca_file`` (system CAs when None), host name checked;
+    ``cert_file``/``key_file`` when the broker requires a client certificate."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class MqttBridge:
     def __init__(
         self,
@@ -50,6 +72,7 @@ class MqttBridge:
         username: str | None = None,
         password: str | None = None,
         on_connected: Callable[[], None] | None = None,
+        tls: BridgeTls | None = None,
     ):
         self.host, self.port = host, port
         self.handlers = handlers
@@ -69,6 +92,14 @@ class MqttBridge:
             )
         if username:
             self.client.username_pw_set(username, password)
+        self.tls = tls
+        if tls is not None:
+            self.client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                                certfile=str(tls.cert_file) if tls.cert_file else None,
+                                keyfile=str(tls.key_file) if tls.key_file else None)
+        elif not is_loopback(host):
+            log.warning("controller bridge talks plain MQTT to %s:%d: credentials and messages cross in clear "
+                        "(set mqtt_tls; docs/tls.md)", host, port)
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -94,7 +125,8 @@ class MqttBridge:
         for channel in INGESTED:
             client.subscribe(subscription(channel, shared=self._v5), qos=1)
         self.connected.set()
-        log.info("controller bridge connected to %s:%d (MQTT %s)", self.host, self.port, "5" if self._v5 else "3.1.1")
+        log.info("controller bridge connected to %s:%d (MQTT %s%s)", self.host, self.port, "5" if self._v5 else "3.1.1",
+                 ", TLS" if self.tls else "")
         if self._on_connected is not None:
             threading.Thread(target=self._safe_on_connected, name="bridge-resync", daemon=True).start()
 

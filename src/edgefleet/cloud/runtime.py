@@ -28,11 +28,12 @@ from ..protocols import (
 )
 from ..registry import BlobStore, LocalBlobStore
 from . import fleet, fleet_settings, ingest, shadow_index, signing, telemetry_store
-from .bridge import MqttBridge
+from .bridge import BridgeTls, MqttBridge
 from .db import make_engine, migrate
-from .errors import CloudError
+from .errors import CloudError, NoFleetCA
 from .metrics import ensure_metrics
 from .models import Device
+from .pki import FleetCA, IssuedCert
 from .rollout import store as rollout_store
 from .rollout.reconciler import Reconciler
 from .settings import CloudSettings
@@ -83,8 +84,10 @@ class Controller:
         self.migrate()
         if mqtt:
             s = self.settings
+            tls = BridgeTls(s.mqtt_ca_file, s.mqtt_cert_file, s.mqtt_key_file) if s.mqtt_tls else None
             self.bridge = MqttBridge(
-                s.mqtt_host, s.mqtt_port, client_id=s.mqtt_client_id, protocol=s.mqtt_protocol,
+                s.mqtt_host, s.mqtt_tls_port if s.mqtt_tls else s.mqtt_port, tls=tls,
+                client_id=s.mqtt_client_id, protocol=s.mqtt_protocol,
                 username=s.mqtt_username, password=s.mqtt_password,
                 handlers={
                     Channel.STATUS: self._on_status,
@@ -109,6 +112,28 @@ class Controller:
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
+
+    # ----- fleet CA (cloud/pki.py; docs/tls.md) -----
+
+    _pki: FleetCA | None = None
+
+    @property
+    def pki(self) -> FleetCA | None:
+        """The fleet CA in ``<data_dir>/pki``, opened on first use; None when none was created."""
+        if self._pki is None:
+            self._pki = FleetCA.open_if_exists(self.settings.data_dir / "pki")
+        return self._pki
+
+    def issue_device_certificate(self, device_id: str) -> IssuedCert:
+        """A client certificate (CN = ``device_id``) and its key from the fleet CA; nothing else is recorded.
+
+        Raises:
+            NoFleetCA: this controller has no CA (``fleet cloud init`` creates one).
+        """
+        ca = self.pki
+        if ca is None:
+            raise NoFleetCA(f"no fleet CA in {self.settings.data_dir / 'pki'}: run `fleet cloud init`")
+        return ca.issue_device_cert(device_id)
 
     # ----- ingest handlers (called on the bridge thread) -----
 
@@ -224,6 +249,8 @@ class Controller:
                 if time.time() >= self._next_trust_refresh:
                     self._next_trust_refresh = time.time() + 300
                     self.trust.refresh_expiring()  # timestamps are re-signed well before they expire
+                    if self.pki is not None:
+                        self.pki.refresh_crl()  # the CRL too (brokers reject every client once it expires)
             except Exception:
                 log.exception("sync pass failed; retrying")
                 time.sleep(1)

@@ -37,6 +37,15 @@ class CloudSettings(BaseModel):
     mqtt_username: str | None = None
     mqtt_password: str | None = None
     mqtt_client_id: str = "edgefleet-controller"
+    # TLS (docs/tls.md): HTTPS when a certificate is configured; the bridge uses TLS when mqtt_tls
+    tls_cert_file: Path | None = None  # the API's certificate (PEM); `fleet cloud init` issues one
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None  # the CA that signed tls_cert_file (the fleet CA's ca.pem)
+    mqtt_tls: bool = False  # the bridge connects to mqtt_host:mqtt_tls_port over TLS
+    mqtt_ca_file: Path | None = None  # CA to verify the broker against (system CAs when None)
+    mqtt_cert_file: Path | None = None  # client certificate, for a broker that requires one
+    mqtt_key_file: Path | None = None
+    mqtt_tls_port: int = 8883
     telemetry_period_s: float = Field(default=10.0, gt=0)
     telemetry_history_days: float = Field(default=30.0, gt=0)
     reconcile_interval_s: float = Field(default=2.0, gt=0)
@@ -49,7 +58,8 @@ class CloudSettings(BaseModel):
 
     @property
     def base_url(self) -> str:
-        return self.public_url or f"http://{self.http_host}:{self.http_port}"
+        scheme = "https" if self.tls_cert_file else "http"
+        return self.public_url or f"{scheme}://{self.http_host}:{self.http_port}"
 
     @property
     def blobs_dir(self) -> Path:
@@ -68,6 +78,14 @@ _ENV = {
     "EDGEFLEET_MQTT_PROTOCOL": "mqtt_protocol",
     "EDGEFLEET_MQTT_USERNAME": "mqtt_username",
     "EDGEFLEET_MQTT_PASSWORD": "mqtt_password",
+    "EDGEFLEET_TLS_CERT_FILE": "tls_cert_file",
+    "EDGEFLEET_TLS_KEY_FILE": "tls_key_file",
+    "EDGEFLEET_TLS_CA_FILE": "tls_ca_file",
+    "EDGEFLEET_MQTT_TLS": "mqtt_tls",
+    "EDGEFLEET_MQTT_CA_FILE": "mqtt_ca_file",
+    "EDGEFLEET_MQTT_CERT_FILE": "mqtt_cert_file",
+    "EDGEFLEET_MQTT_KEY_FILE": "mqtt_key_file",
+    "EDGEFLEET_MQTT_TLS_PORT": "mqtt_tls_port",
 }
 
 
