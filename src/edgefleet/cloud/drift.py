@@ -25,6 +25,7 @@ Evidently's default for this method). Too little data in either window gives
 
 from __future__ import annotations
 
+import html
 import logging
 import math
 import threading
@@ -344,4 +345,19 @@ def drift_report_html(
     ref, cur = windows_for(session, model, now, device_ids=device_ids, config=config)
     if ref.frames == 0 or cur.frames == 0:
         raise BadRequest("no telemetry in the reference or the current window yet")
-    return str(evidently_snapshot(ref, cur, config).get_html_str(as_iframe=False))
+    return str(evidently_snapshot(escaped_labels(ref), escaped_labels(cur), config).get_html_str(as_iframe=False))
+
+
+def escaped_labels(window: WindowInfo) -> WindowInfo:
+    """The window with its class names HTML-escaped, for Evidently's HTML report.
+
+    Evidently writes the report's data as ``json.dumps`` inside inline ``<script>`` blocks
+    without escaping ``</script>``; a class name is the only string of ours in that data, so
+    it goes in escaped (``<`` → ``&lt;`` …; injective, so counts never merge). The report
+    shows such a name in its escaped form; ordinary names are unchanged.
+    """
+    classes: dict[str, int] = {}
+    for label, n in window.class_counts.items():
+        key = html.escape(label, quote=True)
+        classes[key] = classes.get(key, 0) + n
+    return window.model_copy(update={"class_counts": classes})

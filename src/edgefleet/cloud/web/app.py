@@ -18,6 +18,7 @@ from . import pages
 from .auth import LoginRequired, PageForbidden
 from .nav import NavItem
 from .render import HERE, render, set_nav
+from .security import SecurityHeadersMiddleware
 
 
 def page_modules() -> list[object]:
@@ -50,7 +51,10 @@ def make_web_router() -> APIRouter:
 
 
 def install_web(app: FastAPI) -> None:
-    """Mount the UI on ``app``: pages, ``/ui/static``, and the 401/403 page handlers."""
+    """Mount the UI on ``app``: pages, ``/ui/static``, the 401/403 page handlers, and the
+    security headers (strict CSP, nosniff, …) on every response (``security.py``)."""
+    app.add_middleware(SecurityHeadersMiddleware,
+                       docs_paths=(app.docs_url or "", app.redoc_url or "", app.swagger_ui_oauth2_redirect_url or ""))
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="ui-static")
     app.include_router(make_web_router())
 

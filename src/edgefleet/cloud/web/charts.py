@@ -1,5 +1,8 @@
 """Inline SVG charts, pure: values in, ``Markup`` out (no JS, no external assets).
 
+Every string that reaches the SVG (series names, labels, units, colours) goes through
+``html.escape``: class names come from devices, model names from operators.
+
 ``sparkline_svg`` for table cells, ``line_chart_svg`` for a few series over time with
 axes, ``bars_svg`` for two histograms side by side (drift windows).
 """
@@ -24,7 +27,7 @@ def sparkline_svg(values: Sequence[float | None], *, width: int = 120, height: i
                   label: str = "") -> Markup:
     """A polyline over the non-None values (gaps break the line); last value dotted."""
     pts = [(i, v) for i, v in enumerate(values) if v is not None]
-    title = escape(label)
+    title, color = escape(label), escape(color)
     if not pts:
         return Markup(f'<svg class="spark empty" width="{width}" height="{height}" role="img" aria-label="{title}: no data"></svg>')
     vs = [v for _, v in pts]
@@ -78,7 +81,7 @@ def line_chart_svg(series: Mapping[str, Sequence[tuple[datetime, float | None]]]
         return left + fx * w, top + h - (v - lo) * h / (hi - lo)
 
     def lab(v: float) -> str:
-        return f"{v * 100:.0f}%" if percent else f"{v:.2f}{unit}"
+        return f"{v * 100:.0f}%" if percent else f"{v:.2f}{escape(unit)}"
 
     parts = [
         f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" class="axis"/>',

@@ -2,7 +2,10 @@
 
 Every template extends ``base.html`` and receives ``principal``, ``role``, ``can(role)``
 (true when the viewer's role includes ``role``), ``nav`` (items this role may see) and
-``active`` (the current nav key).
+``active`` (the current nav key). Autoescaping is on for every template: device-supplied
+strings (tags, hardware ids, error texts, labels, …) reach pages only as escaped text, and
+the only ``Markup`` a template gets is built here from escaped parts (``charts``,
+``pages/review._json_script``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from . import charts
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.autoescape = True  # every template, whatever its name; no |safe on device data
 _NAV: list[Any] = []
 
 

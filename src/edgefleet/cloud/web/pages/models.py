@@ -2,7 +2,10 @@
 
 The version page shows latency p99 and agreement over time (as control and as shadow
 candidate, from the telemetry history), the drift summary (``drift.drift_score``) and
-Evidently's own report in an iframe (``…/drift/report``, when Evidently is installed).
+Evidently's own report in an iframe (``…/drift/report``, when Evidently is installed). The
+report is third-party HTML with inline scripts: it is served under ``REPORT_CSP`` (a CSP
+``sandbox`` without ``allow-same-origin``, no network) and framed with
+``sandbox="allow-scripts"``, so even a script in it cannot read the page, the cookie or the API.
 """
 
 from __future__ import annotations
@@ -21,11 +24,10 @@ from ..auth import PagePrincipal
 from ..charts import bars_svg
 from ..nav import NAV_ORDER, NavItem
 from ..render import render
+from ..security import REPORT_CSP
 
 router = APIRouter(prefix="/ui/models")
 NAV = NavItem("models", "Models", "/ui/models", "viewer", NAV_ORDER["models"])
-REPORT_CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
-              "img-src data: blob:; font-src data:; connect-src 'none'")
 
 
 def _placement(session: SessionDep) -> dict[str, dict[str, list[str]]]:

@@ -85,6 +85,26 @@
     }
   });
 
+  // Pages carry no inline handlers or style attributes (the Content-Security-Policy forbids
+  // them): forms marked data-inert never submit (their buttons act through data-action),
+  // bars take their width from data-progress (percent), cells their colour from data-bg.
+  document.addEventListener("submit", function (ev) {
+    if (ev.target.closest("form[data-inert]")) { ev.preventDefault(); }
+  });
+
+  var COLOR = /^(#[0-9a-f]{3,8}|rgba?\([0-9., ]+\))$/i;
+  function applyStyles(root) {
+    root.querySelectorAll("[data-progress]").forEach(function (el) {
+      var bar = el.querySelector("i");
+      var v = Math.max(0, Math.min(100, Number(el.dataset.progress) || 0));
+      if (bar) { bar.style.width = v + "%"; }
+    });
+    root.querySelectorAll("[data-bg]").forEach(function (el) {
+      if (COLOR.test(el.dataset.bg)) { el.style.backgroundColor = el.dataset.bg; }
+    });
+  }
+  applyStyles(document);
+
   // Shared with pages added later (review queue keyboard shortcuts etc.).
-  window.edgefleet = { send: send, flash: flash };
+  window.edgefleet = { send: send, flash: flash, applyStyles: applyStyles };
 })();
