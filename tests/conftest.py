@@ -44,8 +44,8 @@ def digit_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainedModel
 
 
 @pytest.fixture
-def broker() -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker()
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    b = EmbeddedBroker(auth_dir=tmp_path / "broker-auth")  # the controller writes passwd + acl here
     b.start()
     yield b
     b.stop()
@@ -55,7 +55,7 @@ def broker() -> Iterator[EmbeddedBroker]:
 def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
     if not MosquittoBroker.available():
         pytest.skip("mosquitto is not installed (apt-get install mosquitto); MQTT 5 / ACL tests need it")
-    b = MosquittoBroker(data_dir=tmp_path / "mosquitto")
+    b = MosquittoBroker(data_dir=tmp_path / "mosquitto", auth_dir=tmp_path / "broker-auth")
     b.start()
     yield b
     b.stop()
@@ -82,9 +82,11 @@ def start_stack(data_dir: Path, broker: Any, *, token: str | None = None, http_p
     port = http_port or free_port()
     settings = load_settings(
         data_dir, env={}, http_port=port, mqtt_port=broker.port, mqtt_protocol=protocol,
-        telemetry_period_s=0.5, reconcile_interval_s=0.5,
+        telemetry_period_s=0.5, reconcile_interval_s=0.5, broker_auth_dir=broker.auth_dir,
     )
     controller = Controller(settings)
+    if controller.broker_auth is not None:
+        controller.broker_auth.set_reload(broker.reload)
     controller.migrate()
     token = token or create_admin_token(controller)
     controller.start()
@@ -135,14 +137,16 @@ def agents(tmp_path: Path) -> Iterator[Callable[..., RunningAgent]]:
 
     running: list[RunningAgent] = []
 
-    def make(stack: Stack, device_id: str, *, token: str | None = None, data_dir: Path | None = None, fps: float = 30.0, **agent_opts: Any) -> RunningAgent:
+    def make(stack: Stack, device_id: str, *, token: str | None = None, data_dir: Path | None = None, fps: float = 30.0,
+             mqtt_password: str | None = None, **agent_opts: Any) -> RunningAgent:
         if token is None:
-            token = stack.client.enrol_device(device_id, "cpu-x86_64", {"test": "yes"})["token"]
+            creds = stack.client.enrol_device(device_id, "cpu-x86_64", {"test": "yes"})
+            token, mqtt_password = creds["token"], creds["mqtt_password"]
         cfg = AgentConfig.model_validate({
             "agent": {"device_id": device_id, "data_dir": str(data_dir or tmp_path / "agents" / device_id),
                       "controller_url": stack.url, "token": token, "health_window_s": 1.0,
                       "trust_roots": str(write_roots(stack, tmp_path / "roots")), **agent_opts},
-            "mqtt": {"host": stack.broker.host, "port": stack.broker.port,
+            "mqtt": {"host": stack.broker.host, "port": stack.broker.port, "username": device_id, "password": mqtt_password,
                      "protocol": "5" if getattr(stack.broker, "kind", "") == "mosquitto" else "3.1.1"},
             "source": {"kind": "synthetic-digits", "fps": fps, "seed": 1},
         })

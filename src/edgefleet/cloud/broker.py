@@ -1,9 +1,13 @@
 """Run an MQTT broker for the demo and tests: mosquitto when on PATH, else amqtt in-process.
 
-``EmbeddedBroker`` runs amqtt's asyncio broker on its own event loop in a daemon thread;
+Neither accepts anonymous clients. Both read the controller's ``passwd`` and ``acl`` files
+in ``auth_dir`` (``cloud/broker_auth.py``): ``EmbeddedBroker`` runs amqtt's asyncio
+broker on its own event loop in a daemon thread with our auth and topic plugins;
 ``MosquittoBroker`` runs the ``mosquitto`` binary with a generated config (MQTT 5,
-persistence, optional password file and ACL ``fleet/v1/devices/%u/#``). Both expose
-``host``, ``port``, ``start()``, ``stop()`` and ``kind``.
+persistence, ``password_file`` and ``acl_file``). ``reload()`` makes either re-read the
+files at once (SIGHUP for mosquitto, which also disconnects clients whose password no
+longer matches). Both expose ``host``, ``port``, ``auth_dir``, ``start()``, ``stop()``,
+``reload()`` and ``kind``.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +32,49 @@ log = logging.getLogger(__name__)
 
 class BrokerError(Exception):
     """The broker could not be started."""
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """A TLS listener: the broker's certificate and key, the CA clients' certificates must chain to,
+    the CRL to check them against, and whether a client certificate is required (its CN is then
+    the client's username on mosquitto)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    crl_file: Path | None = None
+    require_certificate: bool = False
+
+    @classmethod
+    def from_pki(cls, pki_dir: str | os.PathLike[str], *, require_certificate: bool = False) -> BrokerTls:
+        """The fleet CA's files (``cloud/pki.py`` layout) as a listener's TLS settings."""
+        d = Path(pki_dir)
+        crl = d / "crl.pem"
+        return cls(d / "ca.pem", d / "server.pem", d / "server.key", crl if crl.is_file() else None,
+                   require_certificate)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A server-side context: our certificate, client certificates checked against the CA and CRL."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.ca_file))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+        ctx.verify_mode = ssl.CERT_REQUIRED if self.require_certificate else ssl.CERT_OPTIONAL
+        if self.crl_file is not None:
+            ctx.load_verify_locations(cafile=str(self.crl_file))
+            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        return ctx
+
+    def mosquitto_lines(self) -> list[str]:
+        lines = [f"cafile {self.ca_file}", f"certfile {self.cert_file}", f"keyfile {self.key_file}",
+                 "tls_version tlsv1.2"]
+        if self.crl_file is not None:
+            lines.append(f"crlfile {self.crl_file}")
+        if self.require_certificate:
+            lines += ["require_certificate true", "use_identity_as_username true"]
+        else:
+            lines.append("require_certificate false")
+        return lines
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -48,10 +98,22 @@ class Broker(Protocol):
     host: str
     port: int
     kind: str
+    auth_dir: Path
 
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+    def reload(self) -> None: ...
+
+
+def _auth_dir(auth_dir: str | os.PathLike[str] | None) -> Path:
+    """The broker-auth directory (created with deny-all files if new)."""
+    from .broker_auth import BrokerAuthFiles
+
+    path = Path(auth_dir) if auth_dir is not None else Path(tempfile.mkdtemp(prefix="edgefleet-broker-auth-"))
+    BrokerAuthFiles(path).ensure()
+    return path
 
 
 class EmbeddedBroker:
@@ -59,9 +121,14 @@ class EmbeddedBroker:
 
     kind = "amqtt"
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None):
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, *,
+                 auth_dir: str | os.PathLike[str] | None = None,
+                 tls: BrokerTls | None = None, tls_port: int | None = None, tls_host: str | None = None):
         self.host = host
         self.port = port or free_port(host)
+        self.tls, self.tls_host = tls, tls_host or host  # a TLS listener besides the plain one
+        self.tls_port = (tls_port or free_port(self.tls_host)) if tls else None
+        self.auth_dir = _auth_dir(auth_dir)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._broker: object | None = None
@@ -76,6 +143,9 @@ class EmbeddedBroker:
             raise BrokerError(f"amqtt failed to start: {self._error}") from self._error
         wait_for_port(self.host, self.port)
         log.info("embedded amqtt broker listening on %s:%d", self.host, self.port)
+        if self.tls_port is not None:
+            wait_for_port(self.tls_host, self.tls_port)
+            log.info("embedded amqtt broker: TLS on %s:%d", self.tls_host, self.tls_port)
 
     def _run(self) -> None:
         from amqtt.broker import Broker as AmqttBroker
@@ -87,11 +157,23 @@ class EmbeddedBroker:
         asyncio.set_event_loop(loop)
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}", "max_connections": 5000}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            "plugins": {
+                "edgefleet.cloud.amqtt_plugins.FleetAuthPlugin": {"auth_dir": str(self.auth_dir)},
+                "edgefleet.cloud.amqtt_plugins.FleetTopicPlugin": {"auth_dir": str(self.auth_dir)},
+            },
         }
+
+        tls = self.tls
+        if tls is not None:
+            config["listeners"]["tls"] = {  # type: ignore[index]
+                "type": "tcp", "bind": f"{self.tls_host}:{self.tls_port}", "max_connections": 5000, "ssl": True,
+                "cafile": str(tls.ca_file), "certfile": str(tls.cert_file), "keyfile": str(tls.key_file),
+            }
 
         async def main() -> None:
             broker = AmqttBroker(config)
+            if tls is not None:  # amqtt's own context never requires a client certificate, nor reads a CRL
+                broker._create_ssl_context = lambda _listener: tls.ssl_context()  # type: ignore[method-assign]
             self._broker = broker
             await broker.start()
 
@@ -103,6 +185,12 @@ class EmbeddedBroker:
             return
         self._started.set()
         loop.run_forever()
+
+    def reload(self) -> None:
+        """Re-read ``passwd`` and ``acl`` now (they are also re-read when they change)."""
+        from .amqtt_plugins import RulesCache
+
+        RulesCache.for_dir(self.auth_dir).rules(force=True)
 
     def stop(self) -> None:
         loop, broker = self._loop, self._broker
@@ -137,17 +225,18 @@ class MosquittoBroker:
         port: int | None = None,
         *,
         data_dir: str | os.PathLike[str] | None = None,
-        passwords: dict[str, str] | None = None,
-        acl_device_prefix: bool = False,
-        admin_users: tuple[str, ...] = (),
+        auth_dir: str | os.PathLike[str] | None = None,
+        tls: BrokerTls | None = None,
+        tls_port: int | None = None,
+        tls_host: str | None = None,
     ):
         self.host = host
         self.port = port or free_port(host)
+        self.tls, self.tls_host = tls, tls_host or host  # a TLS listener besides the plain one
+        self.tls_port = (tls_port or free_port(self.tls_host)) if tls else None
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="edgefleet-mosquitto-"))
-        self.passwords = passwords
-        self.acl_device_prefix = acl_device_prefix
-        self.admin_users = admin_users
+        self.auth_dir = _auth_dir(auth_dir if auth_dir is not None else self.data_dir / "auth")
         self._proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -165,22 +254,19 @@ class MosquittoBroker:
             "log_type warning",
             "max_queued_messages 10000",
         ]
-        if self.passwords is None:
-            lines.append("allow_anonymous true")
-        else:
-            pwfile = self.data_dir / "passwd"
-            pwfile.write_text("".join(f"{u}:{p}\n" for u, p in self.passwords.items()))
-            subprocess.run(["mosquitto_passwd", "-U", str(pwfile)], check=True, capture_output=True)
-            os.chmod(pwfile, 0o600)
-            lines += ["allow_anonymous false", f"password_file {pwfile}"]
-        if self.acl_device_prefix:
-            acl = self.data_dir / "acl"
-            rules = ["pattern readwrite fleet/v1/devices/%u/#"]
-            for user in self.admin_users:
-                rules += [f"user {user}", "topic readwrite fleet/v1/#"]
-            acl.write_text("\n".join(rules) + "\n")
-            os.chmod(acl, 0o600)
-            lines.append(f"acl_file {acl}")
+        from .broker_auth import ACL_FILE, PASSWD_FILE
+
+        # never anonymous; the files are written by the controller (broker_auth.BrokerAuthFiles)
+        lines += [
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"password_file {self.auth_dir / PASSWD_FILE}",
+            f"acl_file {self.auth_dir / ACL_FILE}",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # the 0600 files belong to the controller's user
+        if self.tls is not None:  # settings after a `listener` line belong to that listener
+            lines += [f"listener {self.tls_port} {self.tls_host}", *self.tls.mosquitto_lines()]
         conf = self.data_dir / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
         return conf
@@ -194,10 +280,18 @@ class MosquittoBroker:
         )
         try:
             wait_for_port(self.host, self.port)
+            if self.tls_port is not None:
+                wait_for_port(self.tls_host, self.tls_port)
         except BrokerError:
             self.stop()
             raise
-        log.info("mosquitto listening on %s:%d", self.host, self.port)
+        log.info("mosquitto listening on %s:%d%s", self.host, self.port,
+                 f", TLS on {self.tls_host}:{self.tls_port}" if self.tls_port else "")
+
+    def reload(self) -> None:
+        """SIGHUP: re-read password file and ACL; clients whose password changed are dropped."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         if self._proc is not None:
@@ -210,12 +304,13 @@ class MosquittoBroker:
             self._proc = None
 
 
-def start_default_broker(prefer: str = "auto", data_dir: str | os.PathLike[str] | None = None) -> Broker:
+def start_default_broker(prefer: str = "auto", data_dir: str | os.PathLike[str] | None = None,
+                         auth_dir: str | os.PathLike[str] | None = None) -> Broker:
     """mosquitto if requested or on PATH (``prefer='auto'``), else embedded amqtt."""
     broker: Broker
     if prefer == "mosquitto" or (prefer == "auto" and MosquittoBroker.available()):
-        broker = MosquittoBroker(data_dir=data_dir)
+        broker = MosquittoBroker(data_dir=data_dir, auth_dir=auth_dir)
     else:
-        broker = EmbeddedBroker()
+        broker = EmbeddedBroker(auth_dir=auth_dir)
     broker.start()
     return broker

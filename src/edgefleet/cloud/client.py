@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,13 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    def __init__(self, url: str, token: str | None, *, timeout: float = 60.0, transport: httpx.BaseTransport | None = None):
+    def __init__(self, url: str, token: str | None, *, timeout: float = 60.0, transport: httpx.BaseTransport | None = None,
+                 ca_file: str | os.PathLike[str] | None = None):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=url.rstrip("/") + "/api/v1", headers=headers, timeout=timeout, transport=transport)
+        # an https:// controller is verified against ca_file (the fleet CA) when given, else the system CAs
+        verify: Any = ssl.create_default_context(cafile=os.fspath(ca_file)) if ca_file else True
+        self.http = httpx.Client(base_url=url.rstrip("/") + "/api/v1", headers=headers, timeout=timeout, transport=transport,
+                                 verify=verify)
 
     def close(self) -> None:
         self.http.close()
@@ -68,8 +73,26 @@ class ApiClient:
     def list_models(self) -> list[dict[str, Any]]:
         return self._call("GET", "/models")
 
-    def enrol_device(self, device_id: str, hardware_id: str = "unknown", tags: dict[str, str] | None = None) -> dict[str, Any]:
-        return self._call("POST", "/devices", json={"id": device_id, "hardware_id": hardware_id, "tags": tags or {}})
+    def enrol_device(self, device_id: str, hardware_id: str = "unknown", tags: dict[str, str] | None = None,
+                     *, certificate: bool = False, report_public_key: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": device_id, "hardware_id": hardware_id, "tags": tags or {}}
+        if certificate:
+            body["certificate"] = True
+        if report_public_key:
+            body["report_public_key"] = report_public_key
+        return self._call("POST", "/devices", json=body)
+
+    def reset_report_key(self, device_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/devices/{device_id}/report-key")
+
+    def approve_hardware(self, device_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/devices/{device_id}/approve-hardware")
+
+    def revoke_device(self, device_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/devices/{device_id}")
+
+    def rotate_device_credentials(self, device_id: str, *, now: bool = False) -> dict[str, Any]:
+        return self._call("POST", f"/devices/{device_id}/rotate-credentials", params={"now": "true"} if now else None)
 
     def list_devices(self) -> list[dict[str, Any]]:
         return self._call("GET", "/devices")
@@ -90,8 +113,11 @@ class ApiClient:
     def reset_capture_settings(self) -> dict[str, Any]:
         return self._call("DELETE", "/settings/capture")
 
-    def create_token(self, name: str, role: str) -> dict[str, Any]:
-        return self._call("POST", "/tokens", json={"name": name, "role": role})
+    def create_token(self, name: str, role: str, expires_in_s: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "role": role}
+        if expires_in_s:
+            body["expires_in_s"] = expires_in_s
+        return self._call("POST", "/tokens", json=body)
 
     def list_tokens(self) -> list[dict[str, Any]]:
         return self._call("GET", "/tokens")
@@ -175,8 +201,9 @@ def load_cli_config(data_dir: Path) -> dict[str, str]:
         return dict(tomllib.load(f).get("cli", {}))
 
 
-def write_cli_config(data_dir: Path, url: str, token: str) -> Path:
+def write_cli_config(data_dir: Path, url: str, token: str, ca_file: Path | None = None) -> Path:
     path = data_dir / CLI_CONFIG
-    path.write_text(f'[cli]\nurl = "{url}"\ntoken = "{token}"\n')
+    ca_line = f"ca_file = {json.dumps(str(ca_file))}\n" if ca_file else ""
+    path.write_text(f'[cli]\nurl = "{url}"\ntoken = "{token}"\n{ca_line}')
     os.chmod(path, 0o600)
     return path

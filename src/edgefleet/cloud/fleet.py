@@ -16,7 +16,7 @@ from typing import Protocol
 from sqlmodel import Session, select
 
 from ..protocols import SLOTS, Desired, DeviceSettings, SlotTarget, is_valid_device_id
-from .auth import hash_token, new_token
+from . import identity, report_verify
 from .errors import BadRequest, Conflict, NotFound
 from .models import Device, DevicePublic, ModelVersion, SlotAssignment, SlotPublic
 
@@ -31,11 +31,19 @@ def bundle_path(digest: str) -> str:
     return f"/api/v1/bundles/{digest}"
 
 
-def enrol_device(session: Session, device_id: str, hardware_id: str = "unknown", tags: dict[str, str] | None = None) -> str:
-    """Create a device (or re-issue its token) and return its secret token, shown once."""
+def enrol(
+    session: Session, device_id: str, hardware_id: str = "unknown", tags: dict[str, str] | None = None,
+    *, cert: tuple[str, str, str] | None = None, report_public_key: str | None = None,
+) -> identity.Credentials:
+    """Create a device (or re-issue its credentials) and return them, shown once.
+
+    Enrolling a revoked device again is the operator's way to readmit it: it gets new
+    credentials. ``cert`` is (certificate PEM, key PEM, serial) from the fleet CA.
+    """
     if not is_valid_device_id(device_id):
         raise BadRequest(f"invalid device id {device_id!r}: use letters, digits, '.', '_' or '-'")
-    token = new_token("efd")
+    if device_id == identity.CONTROLLER_USERNAME:
+        raise BadRequest(f"{device_id!r} is the controller's broker account; choose another device id")
     device = session.get(Device, device_id)
     if device is None:
         device = Device(id=device_id, hardware_id=hardware_id, tags=tags or {})
@@ -44,11 +52,18 @@ def enrol_device(session: Session, device_id: str, hardware_id: str = "unknown",
             device.tags = {**device.tags, **tags}
         if hardware_id != "unknown":
             device.hardware_id = hardware_id
-    device.token_hash = hash_token(token)
+    if report_public_key is not None:  # signed reports: the key the device made at provisioning
+        report_verify.set_key(device, report_public_key)
+    creds = identity.issue(device, cert=cert)
     session.add(device)
     session.commit()
     log.info("device %s enrolled (hardware %s)", device_id, device.hardware_id)
-    return token
+    return creds
+
+
+def enrol_device(session: Session, device_id: str, hardware_id: str = "unknown", tags: dict[str, str] | None = None) -> str:
+    """``enrol`` returning just the HTTP token (for callers that need nothing else)."""
+    return enrol(session, device_id, hardware_id, tags).token
 
 
 def get_device(session: Session, device_id: str) -> Device:
@@ -58,8 +73,11 @@ def get_device(session: Session, device_id: str) -> Device:
     return device
 
 
-def list_devices(session: Session) -> list[Device]:
-    return list(session.exec(select(Device).order_by(Device.id)).all())
+def list_devices(session: Session, *, include_revoked: bool = True) -> list[Device]:
+    query = select(Device).order_by(Device.id)
+    if not include_revoked:
+        query = query.where(Device.revoked_at == None)  # noqa: E711
+    return list(session.exec(query).all())
 
 
 def assignments_of(session: Session, device_id: str) -> dict[str, tuple[SlotAssignment, ModelVersion]]:
@@ -80,7 +98,7 @@ def desired_for(session: Session, device: Device, settings: DeviceSettings | Non
         )
     desired = Desired(
         device_id=device.id, generation=device.desired_generation, slots=slots,  # type: ignore[arg-type]
-        settings=settings or DeviceSettings(),
+        settings=settings or DeviceSettings(), credentials_epoch=device.credentials_epoch,
     )
     if now:
         desired.issued_at = now
@@ -147,9 +165,12 @@ def deploy(
     device_ids: list[str] | None,
 ) -> list[str]:
     """Direct assignment (no waves): every named device (or all, when None) gets the model."""
-    ids = device_ids if device_ids is not None else [d.id for d in list_devices(session)]
+    ids = device_ids if device_ids is not None else [d.id for d in list_devices(session, include_revoked=False)]
     if not ids:
         raise Conflict("no devices to deploy to; enrol devices first (fleet device add)")
+    revoked = [d for d in ids if get_device(session, d).revoked_at is not None]
+    if revoked:
+        raise Conflict(f"devices {revoked[:10]} are revoked; enrol them again before deploying to them")
     check_hardware(session, model, ids)
     changed = assign(session, model, slot, ids)
     log.info("deployed %s:%s to slot %s on %d devices (%d changed)", model.name, model.version, slot, len(ids), len(changed))
@@ -178,4 +199,5 @@ def device_public(session: Session, device: Device) -> DevicePublic:
         last_seen=device.last_seen, agent_version=device.agent_version,
         desired_generation=device.desired_generation, reported_generation=device.reported_generation,
         slots=slots, telemetry=device.telemetry, telemetry_at=device.telemetry_at,
+        revoked_at=device.revoked_at, credentials_epoch=device.credentials_epoch,
     )

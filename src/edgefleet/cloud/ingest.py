@@ -1,8 +1,9 @@
 """Apply what devices send (status, reported, telemetry) to the database.
 
 Pure over a session and an already-validated message; the MQTT bridge does the parsing,
-the topic/device-id check and the counting. Unknown devices are created on first contact
-(their broker credentials already vouched for them) and show up in ``fleet device ls``.
+the topic/device-id check and the counting. Enrolment is explicit: a message from an id
+that is not enrolled, or from a revoked device, raises ``Refused`` (the bridge counts it
+under ``unknown_device`` / ``revoked`` and logs it) and never creates a device.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime, timezone
 from sqlmodel import Session
 
 from ..protocols import Reported, Status, Telemetry
+from .errors import Conflict, NotFound
 from .models import Device
 
 log = logging.getLogger(__name__)
@@ -22,19 +24,69 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _device(session: Session, device_id: str) -> Device:
+class Refused(Exception):
+    """A message that must not be applied; ``outcome`` is the counter it is counted under."""
+
+    def __init__(self, outcome: str, message: str):
+        super().__init__(message)
+        self.outcome = outcome
+
+
+def admit(session: Session, device_id: str) -> Device:
+    """The enrolled, unrevoked device a message claims to come from.
+
+    Raises:
+        Refused: ``unknown_device`` (never enrolled) or ``revoked``.
+    """
     device = session.get(Device, device_id)
     if device is None:
-        device = Device(id=device_id)
-        log.info("device %s seen for the first time", device_id)
+        raise Refused("unknown_device", f"device {device_id} is not enrolled (fleet device add); message dropped")
+    if device.revoked_at is not None:
+        raise Refused("revoked", f"device {device_id} is revoked; message dropped")
     return device
+
+
+_device = admit
 
 
 def _hardware_changed(device: Device, hardware_id: str) -> None:
     """The director signs the hardware id: a new one means new signed metadata (new generation)."""
     log.info("device %s reports hardware %s (was %s)", device.id, hardware_id, device.hardware_id)
     device.hardware_id = hardware_id
+    device.hardware_id_reported = None
     device.desired_generation += 1
+
+
+def _hardware_claimed(device: Device, hardware_id: str) -> None:
+    """A *signed* ``reported`` names the device's hardware. The enrolled id stands: a device
+    enrolled without one ("unknown") takes its first claim; any other change waits for an
+    operator (``fleet device approve-hardware``) as ``hardware_id_reported``."""
+    if hardware_id == device.hardware_id:
+        device.hardware_id_reported = None
+    elif device.hardware_id == "unknown":
+        _hardware_changed(device, hardware_id)
+    elif hardware_id != device.hardware_id_reported:
+        log.warning("device %s reports hardware %s but is enrolled as %s: not applied until an operator runs "
+                    "`fleet device approve-hardware %s`", device.id, hardware_id, device.hardware_id, device.id)
+        device.hardware_id_reported = hardware_id
+
+
+def approve_hardware(session: Session, device_id: str) -> Device:
+    """Make the hardware id the device reported its enrolled one (operator); the caller
+    publishes the device (the director re-signs for the new hardware).
+
+    Raises:
+        NotFound: no such device.  Conflict: nothing is pending.
+    """
+    device = session.get(Device, device_id)
+    if device is None:
+        raise NotFound(f"no device {device_id!r}")
+    if not device.hardware_id_reported:
+        raise Conflict(f"device {device_id} has no reported hardware id waiting for approval")
+    _hardware_changed(device, device.hardware_id_reported)
+    session.add(device)
+    session.commit()
+    return device
 
 
 def apply_status(session: Session, msg: Status, now: datetime | None = None) -> Device:
@@ -45,8 +97,7 @@ def apply_status(session: Session, msg: Status, now: datetime | None = None) -> 
     device.last_seen = now or _now()
     if msg.agent_version:
         device.agent_version = msg.agent_version
-    if msg.hardware_id and msg.hardware_id != device.hardware_id:
-        _hardware_changed(device, msg.hardware_id)
+    # status is unsigned: its hardware_id is never applied (a signed `reported` may claim one)
     session.add(device)
     session.commit()
     return device
@@ -67,8 +118,8 @@ def apply_reported(session: Session, msg: Reported, now: datetime | None = None)
     device.reported_at = now or _now()
     device.last_seen = device.reported_at
     device.online = True
-    if msg.hardware_id and msg.hardware_id != device.hardware_id:
-        _hardware_changed(device, msg.hardware_id)
+    if msg.hardware_id:
+        _hardware_claimed(device, msg.hardware_id)
     device.agent_version = msg.agent_version or device.agent_version
     session.add(device)
     session.commit()

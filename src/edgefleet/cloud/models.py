@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -34,6 +34,23 @@ class Device(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     director_generation: int = 0  # desired generation the director last signed for
     release_floor: dict[str, int] | None = Field(default=None, sa_column=Column(JSON))  # slot → highest counter signed
+    # identity (cloud/identity.py): broker password in mosquitto's $7$ format, client
+    # certificate serial, revocation, and a credentials rotation in flight
+    mqtt_password_hash: str | None = Field(default=None, max_length=256)
+    cert_serial: str | None = Field(default=None, max_length=64)
+    revoked_at: datetime | None = None
+    credentials_epoch: int = 0  # bumped by `fleet device rotate-credentials`; the device fetches new ones
+    pending_token_hash: str | None = Field(default=None, max_length=128)
+    pending_mqtt_password_hash: str | None = Field(default=None, max_length=256)
+    # signed reports (cloud/report_verify.py): the device's Ed25519 report key, the highest
+    # accepted seq per channel, the end of the last counted telemetry period, and a hardware
+    # id a signed `reported` claimed that an operator has not approved yet
+    report_public_key: str | None = Field(default=None, max_length=64)
+    report_key_id: str | None = Field(default=None, max_length=32)
+    report_seq: int | None = Field(default=None, sa_type=BigInteger)
+    telemetry_seq: int | None = Field(default=None, sa_type=BigInteger)
+    report_period_end: datetime | None = None
+    hardware_id_reported: str | None = Field(default=None, max_length=128)
 
 
 class ModelVersion(SQLModel, table=True):
@@ -71,6 +88,7 @@ class ApiToken(SQLModel, table=True):
     token_hash: str = Field(max_length=128, unique=True)
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+    expires_at: datetime | None = None
 
 
 # ----- public shapes -----
@@ -115,17 +133,30 @@ class DevicePublic(SQLModel):
     slots: dict[str, SlotPublic]
     telemetry: dict[str, Any] | None
     telemetry_at: datetime | None
+    revoked_at: datetime | None = None
+    credentials_epoch: int = 0
+    report_key_id: str | None = None  # the registered report key (signed reports), None: none yet
+    hardware_id_reported: str | None = None  # claimed by a signed report, awaiting `fleet device approve-hardware`
 
 
 class DeviceCreate(SQLModel):
     id: str
     hardware_id: str = "unknown"
     tags: dict[str, str] = {}
+    certificate: bool = False  # also issue an X.509 client certificate from the fleet CA
+    report_public_key: str | None = Field(default=None, max_length=512)  # Ed25519, base64 or PEM (signed reports)
 
 
 class DeviceCreated(SQLModel):
+    """A device's credentials, shown once: HTTP token, broker account, optional certificate."""
+
     id: str
     token: str
+    mqtt_username: str
+    mqtt_password: str
+    credentials_epoch: int = 0
+    cert_pem: str | None = None
+    key_pem: str | None = None
 
 
 class DeploymentCreate(SQLModel):

@@ -65,22 +65,43 @@ def show_state(
 
 @app.command()
 def provision(
-    director_root: Annotated[Path, typer.Option("--director-root", exists=True, dir_okay=False, help="director root metadata (from `fleet device add --out`)")],
-    image_root: Annotated[Path, typer.Option("--image-root", exists=True, dir_okay=False, help="image repository root metadata")],
+    director_root: Annotated[Optional[Path], typer.Option("--director-root", exists=True, dir_okay=False, help="director root metadata (from `fleet device add --out`)")] = None,
+    image_root: Annotated[Optional[Path], typer.Option("--image-root", exists=True, dir_okay=False, help="image repository root metadata")] = None,
+    credentials: Annotated[Optional[Path], typer.Option("--credentials", exists=True, dir_okay=False, help="credentials.json from `fleet device add --out` (token, broker account, certificate); stored 0600 in data_dir/identity")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="agent TOML file")] = None,
-    force: Annotated[bool, typer.Option("--force", help="replace roots already provisioned")] = False,
+    force: Annotated[bool, typer.Option("--force", help="replace roots or credentials already provisioned")] = False,
 ) -> None:
-    """Install the trusted root metadata this device verifies every model against."""
+    """Install this device's trusted root metadata and its credentials."""
     from ..registry.tuf import TufError
     from ..registry.tuf import provision as tuf_provision
+    from .identity import provision_credentials
 
+    if credentials is None and (director_root is None or image_root is None):
+        typer.echo("error: give --director-root and --image-root, and/or --credentials", err=True)
+        raise typer.Exit(2)
     cfg = load_config(config)
-    try:
-        tuf_provision(cfg.agent.data_dir / "trust", director_root=director_root.read_bytes(), image_root=image_root.read_bytes(), overwrite=force)
-    except TufError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"device {cfg.agent.device_id} provisioned: trusted roots in {cfg.agent.data_dir / 'trust' / 'trusted'}")
+    if director_root is not None and image_root is not None:
+        try:
+            tuf_provision(cfg.agent.data_dir / "trust", director_root=director_root.read_bytes(), image_root=image_root.read_bytes(), overwrite=force)
+        except TufError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"device {cfg.agent.device_id} provisioned: trusted roots in {cfg.agent.data_dir / 'trust' / 'trusted'}")
+    if credentials is not None:
+        try:
+            provision_credentials(cfg.agent.data_dir, credentials, device_id=cfg.agent.device_id, overwrite=force)
+        except AgentError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"device {cfg.agent.device_id}: credentials stored in {cfg.agent.data_dir / 'identity'} (0600); "
+                   f"you may now delete {credentials}")
+    from .report_signer import KEY_FILE, ensure_key
+
+    public_key, created = ensure_key(cfg.agent.data_dir)  # signs reported/telemetry; never leaves the device
+    typer.echo(f"device {cfg.agent.device_id}: report key {'made' if created else 'already'} in "
+               f"{cfg.agent.data_dir / 'identity' / KEY_FILE} (0600); its public key "
+               "(the agent registers it on start, or `fleet device add --report-key`):")
+    typer.echo(public_key)
 
 
 @app.command("hw")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json as jsonlib
 import logging
 import random
+import ssl
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -97,6 +98,7 @@ class Uploader:
         backoff_max_s: float = 300.0,
         poll_interval_s: float = 5.0,
         rng: random.Random | None = None,
+        verify: ssl.SSLContext | bool = True,
     ):
         self.base = base_url.rstrip("/") + "/api/v1/uploads"
         self.device_id = device_id
@@ -109,9 +111,14 @@ class Uploader:
         self.poll_interval_s = poll_interval_s
         self._rng = rng or random.Random()
         self._own_client = http_client is None
-        self._http = http_client or httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0))
+        # verify: the fleet CA's context (agent.ca_file) or the system CAs; never off
+        self._http = http_client or httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0), verify=verify)
         self._headers = {"Authorization": f"Bearer {token}"}
         self._budget_key = ""
+
+    def set_token(self, token: str) -> None:
+        """Uploads authenticate with ``token`` from now on (a credentials rotation)."""
+        self._headers = {"Authorization": f"Bearer {token}"}
 
     # -- loop ---------------------------------------------------------------------------
 

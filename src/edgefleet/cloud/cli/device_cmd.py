@@ -29,35 +29,100 @@ def add(
     device_id: Annotated[str, typer.Argument(help="device id (letters, digits, '.', '_', '-')")],
     hardware: Annotated[str, typer.Option("--hw", help="hardware profile id, e.g. jetson-orin-nano")] = "unknown",
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="KEY=VALUE, repeatable")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="write agent.toml and the trusted roots for the device into this directory")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="write the device's provisioning files into this directory (agent.toml, credentials.json, trusted roots, CA)")] = None,
+    cert: Annotated[bool, typer.Option("--cert", help="also issue an X.509 client certificate from the fleet CA (mutual TLS to the broker)")] = False,
     mqtt_host: Annotated[str, typer.Option(help="broker host written into agent.toml")] = "127.0.0.1",
-    mqtt_port: Annotated[int, typer.Option(help="broker port written into agent.toml")] = 1883,
+    mqtt_port: Annotated[int, typer.Option(help="broker port written into agent.toml (8883: MQTT over TLS)")] = 1883,
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
-    """Enrol a device and print its token; with --out, write its provisioning files."""
+    """Enrol a device and print its credentials (HTTP token, broker account); with --out, write its provisioning files."""
     client = api_client(data_dir, url, token)
-    res = call(client.enrol_device, device_id, hardware, _tags(tag))
+    res = call(client.enrol_device, device_id, hardware, _tags(tag), certificate=cert)
     if out is None:
-        console.print(f"device {res['id']} enrolled; its token (shown once):")
-        console.print(res["token"], highlight=False, soft_wrap=True)
+        console.print(f"device {res['id']} enrolled; its credentials (shown once):")
+        console.print(f"token          {res['token']}", highlight=False, soft_wrap=True)
+        console.print(f"mqtt username  {res['mqtt_username']}", highlight=False, soft_wrap=True)
+        console.print(f"mqtt password  {res['mqtt_password']}", highlight=False, soft_wrap=True)
+        if res.get("cert_pem"):
+            console.print("a client certificate was issued: use --out DIR to write it with its key")
         return
-    roots = call(client.request, "GET", "/trust/roots")
+    write_provisioning(out, res, call(client.request, "GET", "/trust/roots"),
+                       controller_url=str(client.http.base_url).removesuffix("/").removesuffix("/api/v1"),
+                       mqtt_host=mqtt_host, mqtt_port=mqtt_port)
+    console.print(f"device {res['id']} enrolled; provisioning files in {out}: agent.toml, credentials.json (secret, 0600), "
+                  "director-root.json, image-root.json" + (", fleet-ca.pem" if (out / "fleet-ca.pem").exists() else ""))
+    console.print("on the device: fleet-agent provision --config agent.toml --director-root director-root.json "
+                  "--image-root image-root.json --credentials credentials.json")
+
+
+def write_provisioning(out: Path, creds: dict, roots: dict, *, controller_url: str, mqtt_host: str, mqtt_port: int) -> None:
+    """The files a device is provisioned from. Secrets go only into credentials.json (0600)."""
     out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o700)
     (out / "director-root.json").write_text(json.dumps(roots["director_root"]))
     (out / "image-root.json").write_text(json.dumps(roots["image_root"]))
+    secret = out / "credentials.json"
+    secret.touch(mode=0o600)
+    secret.chmod(0o600)
+    secret.write_text(json.dumps(creds))
+    ca = roots.get("fleet_ca_pem")
+    tls_lines = ""
+    if ca:
+        (out / "fleet-ca.pem").write_text(ca)
+        tls_lines = 'ca_file = "/etc/edgefleet/fleet-ca.pem"\n'
+    mqtt_tls = "tls = true\nca_file = \"/etc/edgefleet/fleet-ca.pem\"\n" if ca and mqtt_port == 8883 else ""
     agent_toml = out / "agent.toml"
     agent_toml.write_text(
+        "# credentials: `fleet-agent provision --credentials credentials.json` stores them in data_dir/identity\n"
         "[agent]\n"
-        f'device_id = "{device_id}"\n'
+        f'device_id = "{creds["id"]}"\n'
         'data_dir = "/var/lib/edgefleet"\n'
-        f'controller_url = "{str(client.http.base_url).removesuffix("/api/v1/").removesuffix("/api/v1")}"\n'
-        f'token = "{res["token"]}"\n'
-        f'trust_roots = "{out.resolve()}"\n\n'
-        f'[mqtt]\nhost = "{mqtt_host}"\nport = {mqtt_port}\n\n'
+        f'controller_url = "{controller_url}"\n'
+        f"{tls_lines}\n"
+        f'[mqtt]\nhost = "{mqtt_host}"\nport = {mqtt_port}\n{mqtt_tls}\n'
         '[source]\nkind = "camera"\nuri = "0"\nfps = 15\n'
     )
     agent_toml.chmod(0o600)
-    console.print(f"device {res['id']} enrolled; provisioning files in {out}: agent.toml (holds its token), director-root.json, image-root.json")
+
+
+@app.command()
+def revoke(
+    device_id: Annotated[str, typer.Argument(help="the device to cut off")],
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False,
+    data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
+) -> None:
+    """Revoke a device at once: token, broker account and certificate refused, director metadata withdrawn."""
+    if not yes and not typer.confirm(f"revoke device {device_id}? It can then neither publish, download nor upload"):
+        raise typer.Exit(1)
+    res = call(api_client(data_dir, url, token).revoke_device, device_id)
+    console.print(f"device {res['id']} revoked at {(res.get('revoked_at') or '')[:19]}; "
+                  "`fleet device add` readmits it with new credentials")
+
+
+@app.command("rotate-credentials")
+def rotate_credentials(
+    device_id: Annotated[str, typer.Argument(help="the device whose credentials to rotate")],
+    now: Annotated[bool, typer.Option("--now", help="issue new credentials here and invalidate the old at once (the device must be re-provisioned with them)")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="with --now: write the new provisioning files here")] = None,
+    data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
+) -> None:
+    """Rotate a device's token and broker password. By default the running agent fetches and confirms new
+    credentials itself (it keeps its state); --now replaces them here, for a device that must be re-provisioned."""
+    client = api_client(data_dir, url, token)
+    res = call(client.rotate_device_credentials, device_id, now=now)
+    if not now:
+        console.print(f"device {device_id}: rotation {res['credentials_epoch']} requested; the agent fetches new "
+                      "credentials on its next desired update, the old ones stop working once it confirms")
+        return
+    if out is not None:
+        write_provisioning(out, res, call(client.request, "GET", "/trust/roots"),
+                           controller_url=str(client.http.base_url).removesuffix("/").removesuffix("/api/v1"),
+                           mqtt_host="127.0.0.1", mqtt_port=1883)
+        console.print(f"device {device_id}: new credentials in {out / 'credentials.json'}; the old ones no longer work")
+        return
+    console.print(f"device {device_id}: new credentials (shown once; the old ones no longer work):")
+    console.print(f"token          {res['token']}", highlight=False, soft_wrap=True)
+    console.print(f"mqtt password  {res['mqtt_password']}", highlight=False, soft_wrap=True)
 
 
 def _slot_cell(slot: dict) -> str:

@@ -1,20 +1,58 @@
-"""/api/v1/devices — enrol and inspect devices."""
+"""/api/v1/devices — enrol, inspect, revoke devices and rotate their credentials.
+
+Admins enrol (``POST``), revoke (``DELETE``) and ask for a rotation; viewers read. The
+two ``/devices/self/credentials`` routes are the device's side of a rotation
+(cloud/identity.py): it asks with its current token and confirms with the new one.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from ... import fleet
-from ...models import DeviceCreate, DeviceCreated, DevicePublic
-from ..deps import Admin, SessionDep, Viewer
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from ... import fleet, identity
+from ...errors import BadRequest
+from ...models import Device, DeviceCreate, DeviceCreated, DevicePublic
+from ..deps import (
+    PENDING_DEVICE,
+    Admin,
+    ControllerDep,
+    Credentials,
+    SessionDep,
+    Viewer,
+    authenticate_request,
+    device_id_of,
+)
 
 router = APIRouter(prefix="/devices", tags=["devices"])
+DeviceId = Annotated[str, Depends(device_id_of)]
 
 
-@router.post("", response_model=DeviceCreated, summary="Enrol a device; returns its token once")
-def enrol(body: DeviceCreate, session: SessionDep, _: Admin) -> DeviceCreated:
-    token = fleet.enrol_device(session, body.id, body.hardware_id, body.tags)
-    return DeviceCreated(id=body.id, token=token)
+def _created(creds: identity.Credentials) -> DeviceCreated:
+    return DeviceCreated(
+        id=creds.device_id, token=creds.token, mqtt_username=creds.mqtt_username,
+        mqtt_password=creds.mqtt_password, credentials_epoch=creds.credentials_epoch,
+        cert_pem=creds.cert_pem, key_pem=creds.key_pem,
+    )
+
+
+def _certificate(controller: ControllerDep, device_id: str) -> tuple[str, str, str]:
+    if controller.pki is None:
+        raise BadRequest("this controller has no fleet CA (fleet cloud init creates one); enrol without a certificate")
+    issued = controller.issue_device_certificate(device_id)
+    return issued.cert_pem, issued.key_pem, str(issued.serial)
+
+
+@router.post("", response_model=DeviceCreated, summary="Enrol a device; returns its credentials once")
+def enrol(body: DeviceCreate, session: SessionDep, controller: ControllerDep, _: Admin) -> DeviceCreated:
+    if not fleet.is_valid_device_id(body.id):
+        raise BadRequest(f"invalid device id {body.id!r}: use letters, digits, '.', '_' or '-'")
+    cert = _certificate(controller, body.id) if body.certificate else None
+    creds = fleet.enrol(session, body.id, body.hardware_id, body.tags, cert=cert,
+                        report_public_key=body.report_public_key)
+    controller.sync_broker_auth()
+    return _created(creds)
 
 
 @router.get("", response_model=list[DevicePublic], summary="All devices with online state, slots, telemetry")
@@ -22,6 +60,62 @@ def list_devices(session: SessionDep, _: Viewer) -> list[DevicePublic]:
     return [fleet.device_public(session, d) for d in fleet.list_devices(session)]
 
 
+@router.post("/self/credentials", response_model=DeviceCreated,
+             summary="Device: new credentials for a requested rotation (pending until confirmed)")
+def start_rotation(device_id: DeviceId, session: SessionDep) -> DeviceCreated:
+    device = fleet.get_device(session, device_id)
+    creds = identity.start_rotation(device)
+    session.add(device)
+    session.commit()
+    return _created(creds)
+
+
+@router.post("/self/credentials/confirm", response_model=DevicePublic,
+             summary="Device: prove it holds the new token; the new credentials replace the old")
+def confirm_rotation(request: Request, session: SessionDep, controller: ControllerDep, creds: Credentials) -> DevicePublic:
+    principal = authenticate_request(request, session, creds)
+    if principal.kind != PENDING_DEVICE:
+        raise HTTPException(status_code=403, detail="confirm with the new token from /devices/self/credentials")
+    device = fleet.get_device(session, principal.name)
+    identity.confirm_rotation(device)
+    session.add(device)
+    session.commit()
+    controller.sync_broker_auth()
+    return fleet.device_public(session, device)
+
+
 @router.get("/{device_id}", response_model=DevicePublic, summary="One device")
 def get_device(device_id: str, session: SessionDep, _: Viewer) -> DevicePublic:
     return fleet.device_public(session, fleet.get_device(session, device_id))
+
+
+@router.delete("/{device_id}", response_model=DevicePublic,
+               summary="Revoke a device: token, broker account, certificate and director metadata withdrawn")
+def revoke(device_id: str, session: SessionDep, controller: ControllerDep, _: Admin) -> DevicePublic:
+    device = identity.revoke(session, device_id)
+    session.commit()
+    controller.on_device_revoked(session, device)
+    return fleet.device_public(session, device)
+
+
+@router.post("/{device_id}/rotate-credentials", response_model=DeviceCreated | DevicePublic,
+             summary="Rotate a device's credentials: the agent fetches new ones (or, with now=true, they are issued here)")
+def rotate(device_id: str, session: SessionDep, controller: ControllerDep, _: Admin,
+           now: Annotated[bool, Query(description="issue new credentials at once and invalidate the old "
+                                                  "(re-provision the device with them)")] = False,
+           ) -> DeviceCreated | DevicePublic:
+    device: Device = fleet.get_device(session, device_id)
+    if now:
+        cert = _certificate(controller, device_id) if device.cert_serial and controller.pki is not None else None
+        old_serial = device.cert_serial
+        creds = identity.issue(device, cert=cert)
+        session.add(device)
+        session.commit()
+        if old_serial and cert is not None:
+            controller.revoke_certificate(old_serial)
+        controller.sync_broker_auth()
+        return _created(creds)
+    identity.request_rotation(session, device_id)
+    session.commit()
+    controller.publish_device(session, device)
+    return fleet.device_public(session, device)

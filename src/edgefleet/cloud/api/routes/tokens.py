@@ -8,7 +8,7 @@ trail). The last active admin token cannot be revoked, so the fleet is never loc
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from fastapi import APIRouter
 from pydantic import Field
@@ -25,6 +25,8 @@ router = APIRouter(prefix="/tokens", tags=["tokens"])
 class TokenCreate(SQLModel):
     name: str = Field(min_length=1, max_length=128)
     role: str = "viewer"
+    expires_in_s: int | None = Field(default=None, gt=0, le=10 * 365 * 86400,
+                                     description="seconds until the token stops working; none = until revoked")
 
 
 class TokenPublic(SQLModel):
@@ -33,10 +35,12 @@ class TokenPublic(SQLModel):
     role: str
     created_at: datetime
     revoked_at: datetime | None = None
+    expires_at: datetime | None = None
 
     @classmethod
     def of(cls, t: ApiToken) -> TokenPublic:
-        return cls(id=t.id or 0, name=t.name, role=t.role, created_at=t.created_at, revoked_at=t.revoked_at)
+        return cls(id=t.id or 0, name=t.name, role=t.role, created_at=t.created_at, revoked_at=t.revoked_at,
+                   expires_at=t.expires_at)
 
 
 class TokenCreated(TokenPublic):
@@ -46,12 +50,13 @@ class TokenCreated(TokenPublic):
 # ----- service functions (also used by the web UI) -----
 
 
-def create_token(session: Session, name: str, role: str) -> tuple[ApiToken, str]:
+def create_token(session: Session, name: str, role: str, expires_in_s: int | None = None) -> tuple[ApiToken, str]:
     """Create a token; returns the row and the secret (shown once)."""
     if role not in ROLES:
         raise BadRequest(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     secret = new_token("efk")
-    row = ApiToken(name=name, role=role, token_hash=hash_token(secret))
+    expires = datetime.now(timezone.utc) + timedelta(seconds=expires_in_s) if expires_in_s else None
+    row = ApiToken(name=name, role=role, token_hash=hash_token(secret), expires_at=expires)
     session.add(row)
     session.commit()
     session.refresh(row)
@@ -86,7 +91,7 @@ def revoke_token(session: Session, token_id: int, now: datetime | None = None) -
 
 @router.post("", response_model=TokenCreated, status_code=201, summary="Create an API token; its secret is shown once")
 def create(body: TokenCreate, session: SessionDep, _: Admin) -> TokenCreated:
-    row, secret = create_token(session, body.name, body.role)
+    row, secret = create_token(session, body.name, body.role, body.expires_in_s)
     return TokenCreated(**TokenPublic.of(row).model_dump(), token=secret)
 
 
