@@ -6,6 +6,15 @@ checked in order — topic shape, size, schema, device id in the payload equals 
 the topic — and only then applied. Anything that fails is counted under its outcome and
 logged with the device id; nothing a device sends can stop the bridge. With MQTT 5 the
 bridge acknowledges a message only after it was applied (``manual_ack``).
+
+``_on_message`` catches every exception, so no payload can end paho's network thread. A
+watchdog checks that the thread still consumes: every ``probe_interval_s`` it publishes a
+small probe to ``fleet/v1/controllers/<client id>/ping`` (a topic only the controller may
+use), which the bridge subscribes to; a probe not delivered back within
+``probe_timeout_s``, or a network thread that is gone, makes ``ingest_alive()`` false and
+``/api/v1/health`` answer 503 ``degraded``. A retained payload that fails validation is
+counted and skipped; on ``status`` the bridge clears it (empty retained payload), so a
+restart does not meet it again.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +33,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ..protocols import (
+    NAMESPACE,
     RULES,
     Channel,
     Desired,
@@ -39,6 +50,15 @@ log = logging.getLogger(__name__)
 
 INGESTED = (Channel.STATUS, Channel.REPORTED, Channel.TELEMETRY, Channel.EVENTS)
 Handler = Callable[[Any], None]
+# Outcomes that say the payload itself is bad (not a transient failure to apply it): such a
+# payload retained on a status topic is cleared.
+POISON = frozenset({"invalid", "spoofed"})
+
+
+def probe_topic(client_id: str) -> str:
+    """The watchdog's own topic: under ``fleet/v1/`` (the controller's ACL), never a device's."""
+    safe = "".join("_" if c in "/+#" else c for c in client_id) or "controller"
+    return f"{NAMESPACE}/controllers/{safe}/ping"
 
 
 @dataclass(frozen=True)
@@ -72,6 +92,8 @@ class MqttBridge:
         username: str | None = None,
         password: str | None = None,
         on_connected: Callable[[], None] | None = None,
+        probe_interval_s: float = 5.0,
+        probe_timeout_s: float = 10.0,
         tls: BridgeTls | None = None,
     ):
         self.host, self.port = host, port
@@ -82,6 +104,16 @@ class MqttBridge:
         self._v5 = protocol == "5"
         self.connected = threading.Event()
         self._stopping = False
+        # watchdog (times are time.monotonic())
+        self.probe_topic = probe_topic(client_id)
+        self.probe_interval_s, self.probe_timeout_s = probe_interval_s, probe_timeout_s
+        self.last_message_at: float | None = None  # last device message taken off the wire
+        self.last_probe_rtt_s: float | None = None
+        self._probe_seq = 0
+        self._probe_sent: dict[int, float] = {}  # probes not delivered back yet
+        self._started = False
+        self._watch_stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
         if self._v5:
             self.client = mqtt.Client(
                 CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
@@ -110,13 +142,20 @@ class MqttBridge:
     def start(self, wait: float = 10.0) -> None:
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
+        self._started = True
+        self._watch_stop.clear()
+        self._watchdog = threading.Thread(target=self._watch, name="bridge-watchdog", daemon=True)
+        self._watchdog.start()
         if wait and not self.connected.wait(wait):
             log.warning("MQTT broker %s:%d not reachable yet; will keep retrying", self.host, self.port)
 
     def stop(self) -> None:
         self._stopping = True
+        self._watch_stop.set()
         self.client.disconnect()
         self.client.loop_stop()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5)
 
     def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
         if getattr(reason, "is_failure", False):
@@ -124,6 +163,9 @@ class MqttBridge:
             return
         for channel in INGESTED:
             client.subscribe(subscription(channel, shared=self._v5), qos=1)
+        client.subscribe(self.probe_topic, qos=0)
+        with self._lock:
+            self._probe_sent.clear()  # probes sent on an earlier connection are lost with it
         self.connected.set()
         log.info("controller bridge connected to %s:%d (MQTT %s%s)", self.host, self.port, "5" if self._v5 else "3.1.1",
                  ", TLS" if self.tls else "")
@@ -139,6 +181,8 @@ class MqttBridge:
 
     def _on_disconnect(self, _c: Any, _ud: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
         self.connected.clear()
+        with self._lock:
+            self._probe_sent.clear()
         if not self._stopping:
             log.warning("controller bridge disconnected (%s); reconnecting", reason)
 
@@ -149,8 +193,18 @@ class MqttBridge:
             self.counters[(channel, outcome)] += 1
 
     def _on_message(self, client: mqtt.Client, _ud: Any, message: mqtt.MQTTMessage) -> None:
+        """paho's callback, on its network thread: nothing may escape it (that ends the thread)."""
         try:
-            self.handle(message.topic, bytes(message.payload))
+            if message.topic == self.probe_topic:
+                self._probe_returned(bytes(message.payload))
+                return
+            self.last_message_at = time.monotonic()
+            outcome = self.handle(message.topic, bytes(message.payload))
+            if message.retain and outcome in POISON:
+                self._poisoned_retained(client, message.topic, outcome)
+        except Exception:
+            self._count("unknown", "error")
+            log.exception("message on %s could not be handled (device %s)", message.topic, _device_of(message.topic))
         finally:
             if self._v5:
                 try:
@@ -158,8 +212,27 @@ class MqttBridge:
                 except Exception:  # acking a QoS 0 message or after a reconnect
                     pass
 
+    def _poisoned_retained(self, client: mqtt.Client, topic: str, outcome: str) -> None:
+        """A retained payload that failed validation: counted; on ``status``, cleared."""
+        channel = topic.rsplit("/", 1)[-1]
+        self._count(channel, "retained_poison")
+        if channel != Channel.STATUS.value:
+            log.warning("device %s has a retained %s message on %s; skipped", _device_of(topic), outcome, topic)
+            return
+        client.publish(topic, b"", qos=1, retain=True)
+        self._count(channel, "cleared")
+        log.warning("cleared the retained %s status message of device %s", outcome, _device_of(topic))
+
     def handle(self, topic: str, payload: bytes) -> str:
-        """Validate and apply one message; returns the outcome it was counted under."""
+        """Validate and apply one message; returns the outcome it was counted under. Never raises."""
+        try:
+            return self._handle(topic, payload)
+        except Exception:
+            self._count("unknown", "error")
+            log.exception("message on %s could not be handled (device %s)", topic, _device_of(topic))
+            return "error"
+
+    def _handle(self, topic: str, payload: bytes) -> str:
         try:
             parsed = parse_topic(topic)
         except InvalidTopic as exc:
@@ -171,6 +244,9 @@ class MqttBridge:
         if handler is None:
             self._count(channel.value, "unhandled")
             return "unhandled"
+        if not payload:
+            self._count(channel.value, "empty")  # a retained message being cleared
+            return "empty"
         try:
             msg = decode(payload, max_bytes=RULES[channel].max_bytes)
         except InvalidPayload as exc:
@@ -191,12 +267,81 @@ class MqttBridge:
             return "spoofed"
         try:
             handler(msg)
-        except Exception:
+        except Exception as exc:
+            outcome = getattr(exc, "outcome", None)  # a handler's deliberate refusal (ingest.Refused)
+            if isinstance(outcome, str):
+                self._count(channel.value, outcome)
+                log.warning("dropped %s from device %s: %s", channel.value, parsed.device_id, exc)
+                return outcome
             self._count(channel.value, "error")
             log.exception("failed to apply %s from device %s", channel.value, parsed.device_id)
             return "error"
         self._count(channel.value, "ok")
         return "ok"
+
+    # ----- watchdog -----
+
+    def _watch(self) -> None:
+        while not self._watch_stop.wait(self.probe_interval_s):
+            try:
+                self.probe()
+            except Exception:
+                log.exception("bridge watchdog probe failed")
+
+    def probe(self) -> bool:
+        """Publish one probe to ``probe_topic``; False when there is no connection to send it on."""
+        if not self.connected.is_set():
+            return False
+        with self._lock:
+            self._probe_seq += 1
+            seq = self._probe_seq
+            self._probe_sent[seq] = time.monotonic()
+            if len(self._probe_sent) > 16:  # stalled: keep the oldest (it dates the stall) and the newest
+                for old in sorted(self._probe_sent)[1:-15]:
+                    del self._probe_sent[old]
+        self.client.publish(self.probe_topic, str(seq).encode(), qos=0)
+        return True
+
+    def _probe_returned(self, payload: bytes) -> None:
+        try:
+            seq = int(payload)
+        except ValueError:
+            return
+        now = time.monotonic()
+        with self._lock:
+            sent = self._probe_sent.get(seq)
+            if sent is None:
+                return
+            self.last_probe_rtt_s = now - sent
+            for s in [s for s in self._probe_sent if s <= seq]:  # older ones lost: this one came through
+                del self._probe_sent[s]
+
+    def ingest_alive(self, now: float | None = None) -> bool:
+        """The watchdog's verdict: paho's network thread runs and delivers probes in time.
+
+        While disconnected it is the thread alone (it is busy reconnecting); ``connected``
+        tells that apart.
+        """
+        if not self._started or self._stopping:
+            return False
+        thread = getattr(self.client, "_thread", None)  # paho's network thread (loop_start)
+        if thread is None or not thread.is_alive():
+            return False
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            oldest = min(self._probe_sent.values(), default=None)
+        return oldest is None or now - oldest < self.probe_timeout_s
+
+    def health(self, now: float | None = None) -> dict[str, Any]:
+        """``mqtt_connected``, ``ingest_alive``, ``last_message_age_s``, ``probe_rtt_s``."""
+        now = time.monotonic() if now is None else now
+        last = self.last_message_at
+        return {
+            "mqtt_connected": self.connected.is_set(),
+            "ingest_alive": self.ingest_alive(now),
+            "last_message_age_s": None if last is None else round(now - last, 3),
+            "probe_rtt_s": None if self.last_probe_rtt_s is None else round(self.last_probe_rtt_s, 4),
+        }
 
     # ----- publish -----
 
@@ -205,3 +350,9 @@ class MqttBridge:
         info = self.client.publish(desired_topic(desired.device_id), encode(desired), qos=rule.qos, retain=rule.retain)
         self._count("desired", "published" if info.rc == mqtt.MQTT_ERR_SUCCESS else "queued")
         log.debug("desired generation %d published for device %s", desired.generation, desired.device_id)
+
+
+def _device_of(topic: str) -> str:
+    """The device id in a device topic, for log lines ("?" when there is none)."""
+    parts = topic.split("/")
+    return parts[3] if len(parts) == 5 and parts[2] == "devices" else "?"

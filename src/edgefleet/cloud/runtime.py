@@ -8,6 +8,7 @@ controller restart all converge to the same place.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from ..protocols import (
+    SLOTS,
     CapturePolicy,
     Channel,
     Desired,
@@ -25,12 +27,24 @@ from ..protocols import (
     Reported,
     Status,
     Telemetry,
+    desired_topic,
 )
 from ..registry import BlobStore, LocalBlobStore
-from . import fleet, fleet_settings, ingest, shadow_index, signing, telemetry_store
+from . import (
+    fleet,
+    fleet_settings,
+    identity,
+    ingest,
+    report_verify,
+    shadow_index,
+    signing,
+    telemetry_store,
+)
 from .bridge import BridgeTls, MqttBridge
-from .db import make_engine, migrate
+from .broker_auth import BrokerAuthFiles
+from .db import make_engine, migrate, secure_data_dir
 from .errors import CloudError, NoFleetCA
+from .labels import LabelBook, catalog_lookup
 from .metrics import ensure_metrics
 from .models import Device
 from .pki import FleetCA, IssuedCert
@@ -56,7 +70,7 @@ def open_store(settings: CloudSettings) -> BlobStore:
 class Controller:
     def __init__(self, settings: CloudSettings, *, engine: Engine | None = None, store: BlobStore | None = None):
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(settings.data_dir)  # 0700; its secret files 0600 (db.py)
         self.engine = engine or make_engine(settings.db_url)
         self.store = store or open_store(settings)
         self.trust = Trust.open(settings.data_dir, self.store)
@@ -71,24 +85,46 @@ class Controller:
         self.reconciler = Reconciler(self.engine, self, prefix=settings.mqtt_client_id,
                                      lease_ttl_s=max(10.0, 5 * settings.reconcile_interval_s))
         self.event_handlers: list = [self._index_event]
+        # class names from devices are checked against their model's manifest (cloud/labels.py)
+        self.labels = LabelBook(catalog_lookup(self.session))
         # sent to devices in Desired.settings until an operator sets one (fleet_settings)
         self.capture_policy: CapturePolicy = settings.capture
         self.upload_store: object | None = None  # set by create_app (uploads router), for expiry
+        # the controller's own broker account, and the broker's password file + ACL it writes
+        self.mqtt_account = identity.controller_account(settings.data_dir, settings.mqtt_username, settings.mqtt_password)
+        self.broker_auth: BrokerAuthFiles | None = (
+            BrokerAuthFiles(settings.broker_auth_path, reload_command=settings.broker_reload_command)
+            if settings.manage_broker_auth else None
+        )
 
     # ----- lifecycle -----
 
     def migrate(self) -> None:
         migrate(self.engine)
 
+    def mqtt_credentials(self) -> tuple[str, str]:
+        """The controller's broker username and password."""
+        return self.mqtt_account.username, self.mqtt_account.password
+
+    def sync_broker_auth(self) -> bool:
+        """Write the broker's password file and ACL from the device table (reloading the broker
+        when they changed): after enrol, revoke and rotation, and at start."""
+        if self.broker_auth is None:
+            return False
+        with self.session() as s:
+            accounts = identity.broker_accounts(s, self.mqtt_account)
+        return self.broker_auth.write(accounts)
+
     def start(self, *, mqtt: bool = True) -> None:
         self.migrate()
+        self.sync_broker_auth()
         if mqtt:
             s = self.settings
             tls = BridgeTls(s.mqtt_ca_file, s.mqtt_cert_file, s.mqtt_key_file) if s.mqtt_tls else None
             self.bridge = MqttBridge(
                 s.mqtt_host, s.mqtt_tls_port if s.mqtt_tls else s.mqtt_port, tls=tls,
                 client_id=s.mqtt_client_id, protocol=s.mqtt_protocol,
-                username=s.mqtt_username, password=s.mqtt_password,
+                username=self.mqtt_account.username, password=self.mqtt_account.password,
                 handlers={
                     Channel.STATUS: self._on_status,
                     Channel.REPORTED: self._on_reported,
@@ -135,6 +171,33 @@ class Controller:
             raise NoFleetCA(f"no fleet CA in {self.settings.data_dir / 'pki'}: run `fleet cloud init`")
         return ca.issue_device_cert(device_id)
 
+    # ----- identity (cloud/identity.py) -----
+
+    def revoke_certificate(self, serial: str) -> None:
+        """Put a device certificate on the fleet CA's CRL (brokers re-read it on reload)."""
+        if self.pki is None:
+            return
+        try:
+            self.pki.revoke(int(serial))
+        except Exception:
+            log.exception("could not put certificate %s on the CRL", serial)
+
+    def on_device_revoked(self, session: Session, device: Device) -> None:
+        """After ``identity.revoke`` committed: broker account and certificate out, director
+        metadata withdrawn (it now names nothing), retained desired state cleared."""
+        if device.cert_serial:
+            self.revoke_certificate(device.cert_serial)
+        self.sync_broker_auth()
+        try:
+            self.trust.assign(device.id, device.hardware_id, {slot: None for slot in SLOTS})
+            device.desired_generation += 1  # re-enrolment signs afresh
+            session.add(device)
+            session.commit()
+        except CloudError as exc:
+            log.error("device %s revoked, but its director metadata could not be withdrawn: %s", device.id, exc)
+        if self.bridge is not None:
+            self.bridge.client.publish(desired_topic(device.id), b"", qos=1, retain=True)
+
     # ----- ingest handlers (called on the bridge thread) -----
 
     def _on_status(self, msg: Status) -> None:
@@ -143,16 +206,22 @@ class Controller:
 
     def _on_reported(self, msg: Reported) -> None:
         with self.session() as s:
+            report_verify.verify_reported(s, msg)  # signed by the device's key, fresh seq: else refused
             ingest.apply_reported(s, msg)
 
     def _on_telemetry(self, msg: Telemetry) -> None:
         with self.session() as s:
+            report_verify.verify_telemetry(s, msg)  # signed, fresh seq, a period not yet counted: else refused
+            msg = self.labels.check_telemetry(msg)  # unknown class names dropped before anything is stored
             ingest.apply_telemetry(s, msg)
             telemetry_store.record_telemetry(s, msg)
             shadow_index.record_pair_stats(s, msg)
             rollout_store.record_telemetry(s, msg)
 
     def _on_event(self, msg: Event) -> None:
+        with self.session() as s:
+            ingest.admit(s, msg.device_id)  # only enrolled, unrevoked devices (ingest.Refused)
+        msg = self.labels.check_event(msg)  # every handler sees only the model's own labels
         for handler in self.event_handlers:
             handler(msg)
 
@@ -162,6 +231,7 @@ class Controller:
 
     def on_clip_stored(self, clip: object) -> None:
         """The uploads router's callback: index the clip and its event (upsert)."""
+        clip = dataclasses.replace(clip, event=self.labels.check_event(clip.event))  # type: ignore[type-var, attr-defined]
         with self.session() as s:
             shadow_index.record_clip(s, clip)
 
@@ -190,7 +260,7 @@ class Controller:
     def republish_all(self) -> None:
         """Publish (retained) desired state for every device: after (re)connecting to the broker."""
         with self.session() as s:
-            for device in fleet.list_devices(s):
+            for device in fleet.list_devices(s, include_revoked=False):
                 self.publish_device(s, device)
         log.info("desired state re-published for all devices")
 

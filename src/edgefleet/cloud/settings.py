@@ -37,6 +37,10 @@ class CloudSettings(BaseModel):
     mqtt_username: str | None = None
     mqtt_password: str | None = None
     mqtt_client_id: str = "edgefleet-controller"
+    # broker accounts and ACL written from the device table (cloud/broker_auth.py)
+    manage_broker_auth: bool = True
+    broker_auth_dir: Path | None = None  # default <data_dir>/broker-auth; point mosquitto's password_file/acl_file here
+    broker_reload_command: str | None = None  # e.g. "systemctl reload mosquitto" for an external broker
     # TLS (docs/tls.md): HTTPS when a certificate is configured; the bridge uses TLS when mqtt_tls
     tls_cert_file: Path | None = None  # the API's certificate (PEM); `fleet cloud init` issues one
     tls_key_file: Path | None = None
@@ -50,6 +54,10 @@ class CloudSettings(BaseModel):
     telemetry_history_days: float = Field(default=30.0, gt=0)
     reconcile_interval_s: float = Field(default=2.0, gt=0)
     max_payload_bytes: int = 256 * 1024
+    upload_max_open_sessions: int = Field(default=8, ge=1)  # per device; more → 429
+    upload_max_open_bytes: int = Field(default=512 * 1024 * 1024, ge=1)  # declared bytes of open sessions per device
+    auth_max_failures: int = Field(default=20, ge=1)  # failed authentications per address / token prefix …
+    auth_failure_window_s: float = Field(default=60.0, gt=0)  # … within this window → 429 for the window
     capture: CapturePolicy = Field(default_factory=CapturePolicy)  # [capture]: the devices' default policy
 
     @property
@@ -60,6 +68,10 @@ class CloudSettings(BaseModel):
     def base_url(self) -> str:
         scheme = "https" if self.tls_cert_file else "http"
         return self.public_url or f"{scheme}://{self.http_host}:{self.http_port}"
+
+    @property
+    def broker_auth_path(self) -> Path:
+        return self.broker_auth_dir or self.data_dir / "broker-auth"
 
     @property
     def blobs_dir(self) -> Path:
@@ -78,6 +90,8 @@ _ENV = {
     "EDGEFLEET_MQTT_PROTOCOL": "mqtt_protocol",
     "EDGEFLEET_MQTT_USERNAME": "mqtt_username",
     "EDGEFLEET_MQTT_PASSWORD": "mqtt_password",
+    "EDGEFLEET_BROKER_AUTH_DIR": "broker_auth_dir",
+    "EDGEFLEET_BROKER_RELOAD_COMMAND": "broker_reload_command",
     "EDGEFLEET_TLS_CERT_FILE": "tls_cert_file",
     "EDGEFLEET_TLS_KEY_FILE": "tls_key_file",
     "EDGEFLEET_TLS_CA_FILE": "tls_ca_file",

@@ -30,12 +30,16 @@ from ..registry.tuf import DeviceVerifier, ResumableFetcher, provision
 from .app_output import AppOutput, PredictionServer, parse_address
 from .capture import Capture
 from .config import AgentConfig
+from .errors import ConfigError
+from .identity import NEXT, IdentityStore, RotationError, confirm_credentials, fetch_new_credentials
 from .metrics import start_agent_metrics
 from .mqtt_session import AgentMqtt
 from .outbox import Outbox
 from .pipeline import PeriodStats, Pipeline
+from .report_signer import ReportKeyRefused, ReportSigner
 from .sources import open_source
 from .state import AgentState, StateStore
+from .tls import http_verify, warn_plain_links
 from .updater import Updater
 
 log = logging.getLogger(__name__)
@@ -58,10 +62,16 @@ def detect_device(configured: str) -> tuple[Any, str]:
 
 class Agent:
     def __init__(self, config: AgentConfig):
-        self.config = config
         self.device_id = config.agent.device_id
         self.data_dir = config.agent.data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # credentials provisioned into (and rotated in) <data_dir>/identity win over agent.toml's
+        self.identity = IdentityStore(self.data_dir)
+        config = self.identity.apply(config)
+        self.config = config
+        self._credentials_epoch = self.identity.epoch()
+        self._rotation_wanted: int | None = None
+        self._rotation_retry_at = 0.0
         self.profile, self.hardware_id = detect_device(config.agent.hardware_id)
         self.store = StateStore(self.data_dir)
         self.state: AgentState = self.store.load()
@@ -86,11 +96,17 @@ class Agent:
         )
         self.pipeline.app_output = self.app_output
         headers = {"Authorization": f"Bearer {config.agent.token}"} if config.agent.token else {}
-        self.http = httpx.Client(base_url=config.agent.controller_url, headers=headers, timeout=httpx.Timeout(30.0, connect=5.0))
+        warn_plain_links(config)
+        self.http_verify = http_verify(config.agent.ca_file)  # every HTTP client verifies the controller
+        self.http = httpx.Client(base_url=config.agent.controller_url, headers=headers, timeout=httpx.Timeout(30.0, connect=5.0),
+                                 verify=self.http_verify)
         self.mqtt = AgentMqtt(
             self.device_id, config.mqtt, on_desired=self._on_desired, on_connect=self._on_connect,
             agent_version=__version__, hardware_id=self.hardware_id,
         )
+        self.signer = ReportSigner(self.data_dir, self.device_id)  # signs every reported and telemetry
+        self.mqtt.signer = self.signer.sign
+        self._report_key_tried = threading.Event()
         self._lock = threading.RLock()
         self.verifier = self._verifier(config)
         self.updater = Updater(
@@ -110,7 +126,7 @@ class Agent:
                 config.agent.controller_url, self.device_id, config.agent.token, self.outbox,
                 max_bytes_per_day=self.state.settings.capture.max_bytes_per_day,
                 chunk_size=cap.upload_chunk_bytes, poll_interval_s=cap.upload_poll_s,
-                backoff_max_s=cap.backoff_max_s,
+                backoff_max_s=cap.backoff_max_s, verify=self.http_verify,
             )
         self.tegrastats: TegrastatsReader | None = None
         self.hardware_stats: Callable[[], dict[str, Any]] | None = None
@@ -136,8 +152,10 @@ class Agent:
         headers = {"Accept-Encoding": "identity"}
         if config.agent.token:
             headers["Authorization"] = f"Bearer {config.agent.token}"
+        self._fetch_http = httpx.Client(headers=headers, follow_redirects=False, timeout=httpx.Timeout(30.0, connect=5.0),
+                                        verify=self.http_verify)
         fetcher = ResumableFetcher(
-            client=httpx.Client(headers=headers, follow_redirects=False, timeout=httpx.Timeout(30.0, connect=5.0)),
+            client=self._fetch_http,
             gap_timeout=config.agent.download_gap_timeout_s, deadline=config.agent.download_deadline_s,
         )
         return DeviceVerifier.for_controller(config.agent.controller_url, self.device_id, self.hardware_id, trust_dir, fetcher=fetcher)
@@ -147,8 +165,68 @@ class Agent:
     def _on_desired(self, desired: Desired) -> None:
         self._desired_q.put(desired)
 
+    # ----- credentials rotation (edge_agent/identity.py) -----
+
+    def _set_token(self, token: str) -> None:
+        """Every HTTP client of the agent uses ``token`` from now on."""
+        auth = f"Bearer {token}"
+        self.http.headers["Authorization"] = auth
+        self._fetch_http.headers["Authorization"] = auth
+        if self.uploader is not None:
+            self.uploader.set_token(token)
+
+    def _rotate_credentials(self) -> None:
+        """Fetch, store and confirm new credentials; on any failure the old ones stay and we retry."""
+        epoch = self._rotation_wanted
+        if epoch is None:
+            return
+        current = self.identity.load()
+        try:
+            pending = self.identity.load(NEXT) or fetch_new_credentials(self.http, epoch)
+            self.identity.save(pending, NEXT)
+            if pending.mqtt_username:
+                self.mqtt.set_credentials(pending.mqtt_username, pending.mqtt_password)  # used from the next connect
+            if confirm_credentials(self.http, pending.token):
+                self.identity.promote_next()
+                self._set_token(pending.token)
+                self._credentials_epoch, self._rotation_wanted = epoch, None
+                log.info("device %s: credentials rotated (epoch %d)", self.device_id, epoch)
+                return
+            self.identity.discard_next()  # superseded: ask again
+            raise RotationError("the new credentials were superseded")
+        except (RotationError, ConfigError) as exc:
+            if current is not None and current.mqtt_username:
+                self.mqtt.set_credentials(current.mqtt_username, current.mqtt_password)
+            elif self.config.mqtt.username:
+                self.mqtt.set_credentials(self.config.mqtt.username, self.config.mqtt.password)
+            self._rotation_retry_at = time.time() + 10.0
+            log.warning("device %s: credentials rotation %d not done yet (%s); retrying", self.device_id, epoch, exc)
+
     def _on_connect(self) -> None:
         self.publish_reported()
+
+    # ----- report key (edge_agent/report_signer.py) -----
+
+    def _register_report_key(self) -> None:
+        """Bind the report key to this device (until then the controller refuses our reports):
+        retried with backoff; once it is taken, ``reported`` is sent again."""
+        delay, first = 2.0, True
+        while not self._stop.is_set():
+            try:
+                done = self.signer.register(self.http)
+            except ReportKeyRefused as exc:
+                done = False
+                log.error("device %s: %s; reports stay refused until an admin runs `fleet device reset-report-key %s`",
+                          self.device_id, exc, self.device_id)
+            self._report_key_tried.set()
+            if done:
+                if not first and self.mqtt.connected.is_set():
+                    self.publish_reported()
+                return
+            first = False
+            if self._stop.wait(delay * random.uniform(0.8, 1.2)):
+                return
+            delay = min(delay * 2, 300.0)
 
     # ----- reports -----
 
@@ -253,7 +331,7 @@ class Agent:
         metrics = None
         if self.config.agent.metrics_port is not None:
             metrics = start_agent_metrics(
-                self.config.agent.metrics_port, lambda: self.pipeline.totals,
+                self.config.agent.metrics_port, lambda: {**self.pipeline.totals, **self.mqtt.counters()},
                 lambda: {slot: self.state.slot(slot).phase.value for slot in SLOTS}, device_id=self.device_id,
             )
             self.metrics_server = metrics
@@ -266,6 +344,8 @@ class Agent:
             log.error("device %s: cannot open the prediction socket %s: %s", self.device_id, self.config.output.socket, exc)
             self.app_output.server = None
         self.pipeline.start()
+        threading.Thread(target=self._register_report_key, name="report-key", daemon=True).start()
+        self._report_key_tried.wait(5.0)  # the first reported is then already verifiable
         self.mqtt.start()
         uploader_thread: threading.Thread | None = None
         if self.uploader is not None:
@@ -284,6 +364,10 @@ class Agent:
                     desired = None
                 if desired is None and retry_at is not None and time.time() >= retry_at and self._last_desired:
                     desired = self._last_desired
+                if desired is not None and desired.credentials_epoch > self._credentials_epoch:
+                    self._rotation_wanted = max(self._rotation_wanted or 0, desired.credentials_epoch)
+                if self._rotation_wanted is not None and time.time() >= self._rotation_retry_at:
+                    self._rotate_credentials()
                 if desired is not None:
                     self._last_desired = desired
                     self.updater.apply(desired)

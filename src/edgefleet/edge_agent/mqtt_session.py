@@ -33,10 +33,12 @@ from ..protocols import (
     status_topic,
 )
 from .config import MqttSection
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
+SIGNED_CHANNELS = frozenset({Channel.REPORTED, Channel.TELEMETRY})
 
 
 class AgentMqtt:
@@ -56,8 +58,12 @@ class AgentMqtt:
         self.on_connect_cb = on_connect
         self.agent_version = agent_version
         self.hardware_id = hardware_id
+        # signs `reported` and `telemetry` (edge_agent/report_signer.py); set by the daemon
+        self.signer: Callable[[BaseModel], bytes] | None = None
+        self._sign_lock = threading.Lock()  # sequence numbers leave in the order they were taken
         self.connected = threading.Event()
         self.invalid_desired = 0
+        self.handler_errors = 0  # exceptions in the handler path (decode, on_desired), caught
         self._v5 = cfg.protocol == "5"
         if self._v5:
             self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5)
@@ -67,8 +73,16 @@ class AgentMqtt:
             )
         if cfg.username:
             self.client.username_pw_set(cfg.username, cfg.password)
-        if cfg.tls:
-            self.client.tls_set()
+        if cfg.tls:  # the broker's chain and host name are verified (paho's default); fleet CA when ca_file
+            try:
+                self.client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+                                    certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                                    keyfile=str(cfg.key_file) if cfg.key_file else None)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise ConfigError(f"[mqtt] TLS: cannot load ca_file/cert_file/key_file: {exc}") from None
+            if cfg.tls_insecure:
+                self.client.tls_insecure_set(True)
+                log.warning("device %s: [mqtt] tls_insecure: the broker's host name is NOT checked", device_id)
         self.client.max_queued_messages_set(1000)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         will = Status(device_id=device_id, online=False, agent_version=agent_version, hardware_id=hardware_id)
@@ -76,6 +90,10 @@ class AgentMqtt:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+
+    def set_credentials(self, username: str, password: str | None) -> None:
+        """Broker credentials for the next (re)connect (a credentials rotation)."""
+        self.client.username_pw_set(username, password)
 
     def start(self) -> None:
         kwargs: dict[str, Any] = {}
@@ -112,26 +130,45 @@ class AgentMqtt:
             log.warning("device %s lost the broker (%s); reconnecting", self.device_id, reason)
         self.connected.clear()
 
+    def counters(self) -> dict[str, int]:
+        """Messages refused or failed on this session, by outcome (for the agent's metrics)."""
+        return {"invalid_desired": self.invalid_desired, "handler_errors": self.handler_errors}
+
     def _on_message(self, _c: Any, _ud: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic != desired_topic(self.device_id):
+        """paho's callback, on its network thread: nothing may escape it (that ends the thread,
+        and with it every later deployment while telemetry still flows)."""
+        try:
+            self._handle_message(message.topic, bytes(message.payload), retained=bool(message.retain))
+        except Exception:
+            self.handler_errors += 1
+            log.exception("device %s failed to handle a message on %s", self.device_id, message.topic)
+
+    def _handle_message(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
+        if topic != desired_topic(self.device_id):
             return
-        if not message.payload:
+        if not payload:
             return  # retained message cleared
         try:
-            desired = decode(bytes(message.payload), Desired, max_bytes=RULES[Channel.DESIRED].max_bytes)
+            desired = decode(payload, Desired, max_bytes=RULES[Channel.DESIRED].max_bytes)
         except InvalidPayload as exc:
             self.invalid_desired += 1
-            log.warning("device %s ignored an invalid desired message: %s", self.device_id, exc)
+            # a retained one stays until the controller publishes the next desired, which replaces it
+            log.warning("device %s ignored an invalid%s desired message: %s", self.device_id,
+                        " retained" if retained else "", exc)
             return
         if desired.device_id != self.device_id:
             self.invalid_desired += 1
-            log.warning("device %s ignored desired state addressed to %s", self.device_id, desired.device_id)
+            log.warning("device %s ignored desired state addressed to %s", self.device_id, desired.device_id[:128])
             return
         self.on_desired(desired)
 
     def publish(self, channel: Channel, message: BaseModel) -> mqtt.MQTTMessageInfo:
         rule = RULES[channel]
-        return self.client.publish(device_topic(self.device_id, channel), encode(message), qos=rule.qos, retain=rule.retain)
+        topic = device_topic(self.device_id, channel)
+        if self.signer is not None and channel in SIGNED_CHANNELS:
+            with self._sign_lock:
+                return self.client.publish(topic, self.signer(message), qos=rule.qos, retain=rule.retain)
+        return self.client.publish(topic, encode(message), qos=rule.qos, retain=rule.retain)
 
     def publish_status(self, online: bool) -> mqtt.MQTTMessageInfo:
         return self.publish(

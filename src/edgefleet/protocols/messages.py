@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from .canonical import SignedReport
 from .errors import InvalidPayload, PayloadTooLarge
 
 DIGEST_PATTERN = r"^[0-9a-f]{64}$"
@@ -109,6 +110,7 @@ class Desired(_Message):
     device_id: str
     generation: int = Field(ge=0)
     director_version: int | None = Field(default=None, ge=0)
+    credentials_epoch: int = Field(default=0, ge=0)  # higher than the device's: fetch new credentials
     slots: dict[SlotName, SlotTarget | None] = Field(default_factory=dict)
     settings: DeviceSettings = Field(default_factory=DeviceSettings)
     issued_at: datetime = Field(default_factory=utcnow)
@@ -127,7 +129,7 @@ class SlotReport(_Message):
     progress: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
-class Reported(_Message):
+class Reported(SignedReport, _Message):
     """device → cloud. What is installed per slot and how far each deployment got."""
 
     schema_: Literal["fleet.reported/1"] = Field(default="fleet.reported/1", alias="schema")
@@ -162,7 +164,7 @@ class ShadowStats(_Message):
     errors: int = Field(default=0, ge=0)  # frames the candidate failed on (inference or output decoding)
 
 
-class Telemetry(_Message):
+class Telemetry(SignedReport, _Message):
     """device → cloud, QoS 0. Aggregates over one period."""
 
     schema_: Literal["fleet.telemetry/1"] = Field(default="fleet.telemetry/1", alias="schema")

@@ -7,6 +7,7 @@ must include the one a route needs; devices authenticate with their device token
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -16,6 +17,7 @@ from sqlmodel import Session, select
 from ..auth import hash_token, role_allows
 from ..models import ApiToken, Device
 from ..runtime import Controller
+from . import throttle
 
 bearer = HTTPBearer(auto_error=False, description="API token (fleet cloud init / fleet token create) or device token")
 
@@ -51,16 +53,43 @@ def authenticate(session: Session, creds: HTTPAuthorizationCredentials | None) -
     h = hash_token(creds.credentials)
     token = session.exec(select(ApiToken).where(ApiToken.token_hash == h)).first()
     if token is not None and token.revoked_at is None:
+        if token.expires_at is not None and _aware(token.expires_at) <= datetime.now(timezone.utc):
+            raise _unauthorized(f"API token {token.name!r} expired at {_aware(token.expires_at).isoformat()}")
         return Principal("user", token.name, token.role)
     device = session.exec(select(Device).where(Device.token_hash == h)).first()
-    if device is not None:
+    if device is not None and device.revoked_at is None:
         return Principal("device", device.id, "device")
+    # a rotation's new token, good only for confirming the rotation (routes/devices.py)
+    pending = session.exec(select(Device).where(Device.pending_token_hash == h)).first()
+    if pending is not None and pending.revoked_at is None:
+        return Principal(PENDING_DEVICE, pending.id, "device")
     raise _unauthorized()
 
 
+PENDING_DEVICE = "device-pending"
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)
+
+
+def authenticate_request(request: Request, session: Session, creds: HTTPAuthorizationCredentials | None) -> Principal:
+    """``authenticate``, with failures throttled (api/throttle.py): a refused token counts
+    against the client's address and the token's prefix, and is answered 429 (not 401)
+    while either is locked. A valid token always passes."""
+    try:
+        return authenticate(session, creds)
+    except HTTPException as exc:
+        wait = throttle.refused(request, creds.credentials if creds is not None else None) if exc.status_code == 401 else None
+        if wait is not None:
+            raise throttle.too_many(wait) from None
+        raise
+
+
 def require(role: str) -> Callable[..., Principal]:
-    def dep(session: SessionDep, creds: Credentials) -> Principal:
-        principal = authenticate(session, creds)
+    def dep(request: Request, session: SessionDep, creds: Credentials) -> Principal:
+        principal = authenticate_request(request, session, creds)
+        request.state.principal = principal  # who acted or was refused, for the audit log
         if principal.kind != "user" or not role_allows(principal.role, role):
             raise HTTPException(status_code=403, detail=f"this action needs the {role} role")
         return principal
@@ -68,13 +97,14 @@ def require(role: str) -> Callable[..., Principal]:
     return dep
 
 
-def any_principal(session: SessionDep, creds: Credentials) -> Principal:
-    return authenticate(session, creds)
+def any_principal(request: Request, session: SessionDep, creds: Credentials) -> Principal:
+    request.state.principal = principal = authenticate_request(request, session, creds)
+    return principal
 
 
-def device_id_of(session: SessionDep, creds: Credentials) -> str:
+def device_id_of(request: Request, session: SessionDep, creds: Credentials) -> str:
     """For device-only routes: the authenticated device's id."""
-    principal = authenticate(session, creds)
+    principal = authenticate_request(request, session, creds)
     if principal.kind != "device":
         raise HTTPException(status_code=403, detail="this route is for devices")
     return principal.name
