@@ -7,7 +7,8 @@ exporter or a local Prometheus agent scrapes it; nothing leaves the device). Eac
 calls the two functions — nothing is cached:
 
 * ``totals_fn() -> {"frames": n, "errors": n, "nan_outputs": n, "shadow_frames": n,
-  "shadow_dropped": n, "shadow_errors": n, "disagreements": n}`` (``Pipeline.totals``),
+  "shadow_dropped": n, "shadow_errors": n, "disagreements": n}`` (``Pipeline.totals``) plus
+  the MQTT session's ``{"invalid_desired": n, "handler_errors": n}`` (``AgentMqtt.counters``),
 * ``state_fn() -> {"control": "healthy", "shadow": "downloading", …}`` (slot → phase).
 
 ``render`` (pure) builds the text, so it is tested without sockets.
@@ -35,6 +36,8 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "shadow_dropped": ("edgefleet_agent_shadow_dropped_total", "Frames the shadow path dropped (queue full)"),
     "shadow_errors": ("edgefleet_agent_shadow_errors_total", "Shadow inference errors"),
     "disagreements": ("edgefleet_agent_shadow_disagreements_total", "Compared frames where the models disagreed"),
+    "invalid_desired": ("edgefleet_agent_mqtt_invalid_desired_total", "Desired messages refused (invalid or not for this device)"),
+    "handler_errors": ("edgefleet_agent_mqtt_handler_errors_total", "MQTT messages whose handling raised (caught; session kept)"),
 }
 PHASE_METRIC = "edgefleet_agent_slot_phase"
 
