@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -55,6 +55,7 @@ class AgentSection(BaseModel):
     download_gap_timeout_s: float = Field(default=30.0, gt=0)
     download_deadline_s: float = Field(default=3600.0, gt=0)
     metrics_port: int | None = Field(default=None, ge=0, le=65535, description="serve Prometheus counters on 127.0.0.1:PORT (0 = any free port)")
+    ca_file: Path | None = Field(default=None, description="CA certificate (PEM) the https:// controller must chain to (the fleet CA); system CAs when unset")
     log_level: str = "INFO"
 
 
@@ -65,7 +66,22 @@ class MqttSection(BaseModel):
     username: str | None = None
     password: str | None = None
     keepalive: int = Field(default=30, ge=5)
-    tls: bool = False
+    # TLS (docs/tls.md): the broker's certificate is verified (chain and host name) unless tls_insecure
+    tls: bool = False  # implied by ca_file / cert_file
+    ca_file: Path | None = None  # CA the broker's certificate must chain to (system CAs when unset)
+    cert_file: Path | None = None  # this device's client certificate from the fleet CA (CN = device id)
+    key_file: Path | None = None
+    tls_insecure: bool = False  # skip the host-name check (never the chain); for a broker reached by a bare IP
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MqttSection:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if self.ca_file is not None or self.cert_file is not None:
+            self.tls = True  # naming a CA or a client certificate and then talking in clear would be a trap
+        if self.tls_insecure and not self.tls:
+            raise ValueError("tls_insecure without tls")
+        return self
 
 
 class SourceSection(BaseModel):

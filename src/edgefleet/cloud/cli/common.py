@@ -31,7 +31,8 @@ def api_client(data_dir: Path | None, url: str | None, token: str | None) -> Api
     token = token or os.environ.get("EDGEFLEET_TOKEN") or saved.get("token")
     if not url:
         fail("no controller URL: run `fleet cloud init`, or pass --url / set EDGEFLEET_URL")
-    return ApiClient(url, token)
+    ca_file = os.environ.get("EDGEFLEET_CA_FILE") or saved.get("ca_file")  # the fleet CA, for an https:// URL
+    return ApiClient(url, token, ca_file=ca_file)
 
 
 def call(fn, *args, **kwargs):  # type: ignore[no-untyped-def]

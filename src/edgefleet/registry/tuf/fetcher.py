@@ -18,6 +18,7 @@ import errno
 import hashlib
 import os
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ class ResumableFetcher(FetcherInterface):
         max_stalls: consecutive attempts without progress before giving up.
         client: an ``httpx.Client`` to reuse (its timeouts are overridden per request).
         clock: monotonic clock, for tests.
+        verify: for the client made here: an ``ssl.SSLContext`` (the fleet CA), or True
+            for the system CAs. A controller whose certificate does not verify is refused.
     """
 
     def __init__(
@@ -61,13 +64,15 @@ class ResumableFetcher(FetcherInterface):
         client: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
         backoff: float = 0.2,
+        verify: ssl.SSLContext | bool = True,
     ):
         self.gap_timeout = gap_timeout
         self.deadline = deadline
         self.max_stalls = max_stalls
         self.backoff = backoff
         self.clock = clock
-        self._client = client or httpx.Client(follow_redirects=False, headers={"Accept-Encoding": "identity"})
+        self._client = client or httpx.Client(follow_redirects=False, headers={"Accept-Encoding": "identity"},
+                                              verify=verify)
         self.stats = FetchStats()
 
     def close(self) -> None:
@@ -91,6 +96,10 @@ class ResumableFetcher(FetcherInterface):
             raise tuf_exc.SlowRetrievalError(f"timeout fetching {url}") from exc
         except DownloadTimeout as exc:
             raise tuf_exc.SlowRetrievalError(str(exc)) from exc
+        except httpx.ConnectError as exc:
+            if (reason := tls_refusal(exc)) is not None:
+                raise tuf_exc.DownloadError(tls_message(url, reason)) from exc
+            raise
         self.stats.connections += 1
         if resp.status_code >= 400:
             resp.close()
@@ -143,6 +152,8 @@ class ResumableFetcher(FetcherInterface):
                         have = self._attempt(url, out, have, length, hashers, end)
                         last_error = None
                     except (httpx.TransportError, httpx.StreamError) as exc:
+                        if (reason := tls_refusal(exc)) is not None:  # fail closed, at once
+                            raise DownloadFailed(tls_message(url, reason)) from exc
                         last_error = exc
                         have = out.tell()
                     if have == before:
@@ -219,6 +230,25 @@ class ResumableFetcher(FetcherInterface):
             raise
         finally:
             resp.close()
+
+
+def tls_refusal(exc: BaseException) -> str | None:
+    """Why TLS refused the peer (certificate not trusted, wrong host name), if that is what ``exc`` is."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or str(seen)
+        if isinstance(seen, ssl.SSLError):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def tls_message(url: str, reason: str) -> str:
+    return (f"TLS: the controller at {url.split('/', 3)[:3][-1]} is not trusted ({reason}); "
+            "nothing was fetched. Check [agent] ca_file (the fleet CA) and the controller's certificate")
 
 
 def _existing_prefix(part: Path, length: int, hashers: dict) -> int:  # noqa: ANN001
