@@ -1,10 +1,11 @@
 """401 for a missing, invalid or revoked token on every route except health and login.
 
 The routes are read from the app itself, so a route added later is covered without
-editing this file. Not checked, on purpose: ``/api/v1/health`` (liveness, public by
-design), ```/api/v1/docs``, ``/redoc`` and ``/api/v1/openapi.json`` (the API's shape, no data),
-``/ui/login`` and ``/ui/logout`` (the login form; clearing a cookie), ``/ui/static/*`` (CSS and JS, no data) and the ``/`` and
-``/ui`` redirects to the fleet page (which then asks for a login).
+editing this file; ``/api/v1/openapi.json`` and ``/api/v1/docs`` are covered too (the
+API's shape is for users). Not checked, on purpose: ``/api/v1/health`` (liveness, public
+by design), ``/ui/login`` and ``/ui/logout`` (the login form; clearing a cookie),
+``/ui/static/*`` (CSS and JS, no data) and the ``/`` and ``/ui`` redirects to the fleet
+page (which then asks for a login).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import re
 import httpx
 import pytest
 
-PUBLIC = {"/api/v1/health", "/api/v1/docs", "/docs/oauth2-redirect", "/redoc", "/api/v1/openapi.json",
-          "/ui/login", "/ui/logout", "/", "/ui"}
+PUBLIC = {"/api/v1/health", "/ui/login", "/ui/logout", "/", "/ui"}
 
 
 def all_routes(app):  # type: ignore[no-untyped-def]
@@ -87,3 +87,21 @@ def test_401_names_the_bearer_scheme_or_shows_the_login_form(server, path) -> No
         assert 'name="token"' in resp.text
     else:
         assert resp.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/openapi.json", "/api/v1/docs"])
+def test_api_docs_need_a_viewer_token_as_header_or_ui_cookie(server, path) -> None:  # type: ignore[no-untyped-def]
+    assert httpx.get(server.url + path).status_code == 401
+    viewer = server.tokens["viewer"]
+    by_header = httpx.get(server.url + path, headers={"Authorization": f"Bearer {viewer}"})
+    by_cookie = httpx.get(server.url + path, cookies={"edgefleet_token": viewer})
+    assert by_header.status_code == by_cookie.status_code == 200
+    if path.endswith(".json"):
+        assert "/api/v1/devices" in by_header.json()["paths"]
+    else:
+        assert "swagger" in by_cookie.text.lower() and "/api/v1/openapi.json" in by_cookie.text
+
+
+def test_redoc_and_the_oauth2_redirect_are_not_served(server) -> None:  # type: ignore[no-untyped-def]
+    for path in ("/redoc", "/docs/oauth2-redirect", "/docs", "/openapi.json"):
+        assert httpx.get(server.url + path).status_code == 404, path

@@ -2,20 +2,62 @@
 
 SQLite runs in WAL mode with a busy timeout so the API, the MQTT bridge and the
 reconciler can write from their own threads; PostgreSQL comes from ``DATABASE_URL``.
+
+The data directory holds secrets (the database with token hashes, keys, broker
+credentials, CLI config): ``secure_data_dir`` makes it 0700 and its known secret files
+0600, and a SQLite database file is created 0600 before SQLite opens it (SQLite gives its
+``-wal`` and ``-shm`` files the database file's mode).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+SECRET_FILES = ("controller.toml", "cli.toml")
+DIR_MODE, FILE_MODE = 0o700, 0o600
+
+
+def _restrict(path: Path, mode: int) -> None:
+    try:
+        if path.exists() and (path.stat().st_mode & 0o777) & ~mode:
+            os.chmod(path, mode)
+    except OSError as exc:  # not ours (e.g. a directory an operator made): say so, keep going
+        log.warning("cannot restrict %s to mode %o: %s", path, mode, exc)
+
+
+def secure_data_dir(data_dir: Path) -> None:
+    """Create ``data_dir`` 0700 (or tighten it) and tighten its known secret files to 0600."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    _restrict(data_dir, DIR_MODE)
+    for name in SECRET_FILES:
+        _restrict(data_dir / name, FILE_MODE)
+
+
+def secure_sqlite_file(path: Path) -> None:
+    """Create the SQLite database file 0600 if absent; tighten it and its -wal/-shm files."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    os.close(fd)
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        _restrict(p, FILE_MODE)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
 
 
 def normalise_url(url: str) -> str:
@@ -32,6 +74,9 @@ def make_engine(url: str) -> Engine:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        db_file = _sqlite_path(url)
+        if db_file is not None and db_file.parent.is_dir():
+            secure_sqlite_file(db_file)
     else:
         kwargs["pool_pre_ping"] = True
     engine = create_engine(url, **kwargs)

@@ -11,6 +11,7 @@ from .errors import (
     Incomplete,
     Malformed,
     OffsetMismatch,
+    QuotaExceeded,
     TooLarge,
     UploadError,
     UploadNotFound,
@@ -23,7 +24,7 @@ from .store import UploadLimits, UploadStore, upload_id_for
 
 __all__ = [
     "ChunkAck", "ContentDigestMismatch", "CreateUpload", "EventConflict", "Forbidden",
-    "Incomplete", "Malformed", "OffsetMismatch", "PartSpec", "StoredClip", "TooLarge",
+    "Incomplete", "Malformed", "OffsetMismatch", "PartSpec", "QuotaExceeded", "StoredClip", "TooLarge",
     "UploadError", "UploadLimits", "UploadNotFound", "UploadRejected", "UploadStatus",
     "UploadStorageError", "UploadStore", "make_uploads_router", "parse_content_range",
     "upload_id_for",

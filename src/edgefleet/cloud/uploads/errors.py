@@ -47,6 +47,14 @@ class Forbidden(UploadRejected):
     code = "forbidden"
 
 
+class QuotaExceeded(UploadRejected):
+    """The device has too many open sessions (or declared bytes in them); ``limit`` names
+    the setting. Retryable once one of its sessions completes or goes stale."""
+
+    status_code = 429
+    code = "quota_exceeded"
+
+
 class UploadNotFound(UploadRejected):
     status_code = 404
     code = "not_found"

@@ -26,7 +26,7 @@ from .store import MiB, UploadLimits, UploadStore
 _CONTENT_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})$")
 _CREATE_OVERHEAD = 4096
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
 }
 
 
@@ -77,6 +77,8 @@ def make_uploads_router(
     max_keyframe_bytes: int = 4 * MiB,
     max_event_bytes: int = 16 * 1024,
     max_chunk_bytes: int = 8 * MiB,
+    max_open_sessions: int = 8,
+    max_open_bytes: int = 512 * MiB,
     store: UploadStore | None = None,
 ) -> APIRouter:
     """Build the upload router (paths ``/uploads...``; mount it under ``/api/v1``).
@@ -88,6 +90,7 @@ def make_uploads_router(
             raising ``HTTPException(401)`` when the bearer token is missing or wrong.
         on_clip_stored: called once per completed upload (possibly again after a crash,
             with the same ``clip_id``: upsert); raising makes the device retry ``complete``.
+        max_open_sessions, max_open_bytes: per-device quota of open sessions (429 past it).
         store: an ``UploadStore`` to use instead of building one (for ``expire``).
     """
     limits = UploadLimits(
@@ -95,6 +98,8 @@ def make_uploads_router(
         max_keyframe_bytes=max_keyframe_bytes,
         max_event_bytes=max_event_bytes,
         max_chunk_bytes=max_chunk_bytes,
+        max_open_sessions=max_open_sessions,
+        max_open_bytes=max_open_bytes,
     )
     store = store or UploadStore(staging_dir, blob_store, on_clip_stored, limits=limits)
     router = APIRouter(prefix="/uploads", tags=["uploads"])

@@ -10,7 +10,11 @@ chunk's bytes are fsynced, so a crash never acknowledges bytes that are not on d
 
 Upload ids are derived from (device id, event id): re-creating the same event finds the
 same session, which makes ``create`` idempotent and lets a device that lost its upload id
-resume. Nothing here touches a stored blob before the digest is verified, and the blob
+resume. Each device has a quota of open sessions (``max_open_sessions``, and
+``max_open_bytes`` of declared sizes): a new session past it is refused with
+``QuotaExceeded`` (429); completing a session frees its share, and a session idle for
+``stale_open_s`` no longer counts (it is removed when its device needs the room). The
+quota index is kept in memory, rebuilt from ``staging_dir`` on start (per replica). Nothing here touches a stored blob before the digest is verified, and the blob
 store is write-once, so a malformed or hostile request cannot harm a stored clip.
 """
 
@@ -42,6 +46,7 @@ from .errors import (
     Incomplete,
     Malformed,
     OffsetMismatch,
+    QuotaExceeded,
     TooLarge,
     UploadNotFound,
     UploadStorageError,
@@ -59,6 +64,9 @@ class UploadLimits:
     max_keyframe_bytes: int = 4 * MiB
     max_event_bytes: int = 16 * 1024
     max_chunk_bytes: int = 8 * MiB
+    max_open_sessions: int = 8  # per device
+    max_open_bytes: int = 512 * MiB  # declared clip + keyframe bytes of a device's open sessions
+    stale_open_s: float = 3600.0  # an open session idle this long stops counting
 
     def part_max(self, part: str) -> int:
         return self.max_clip_bytes if part == "clip" else self.max_keyframe_bytes
@@ -66,6 +74,10 @@ class UploadLimits:
 
 def upload_id_for(device_id: str, event_id: str) -> str:
     return hashlib.sha256(f"{device_id}\0{event_id}".encode()).hexdigest()[:32]
+
+
+def _declared_bytes(declared: dict[str, Any]) -> int:
+    return sum(int(spec["size"]) for spec in declared.values() if spec is not None)
 
 
 def _sha256_prefix(path: Path, size: int) -> str:
@@ -101,6 +113,9 @@ class UploadStore:
         self.limits = limits or UploadLimits()
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self._quota_lock = threading.Lock()
+        self._open: dict[str, dict[str, tuple[int, float]]] = {}  # device → upload id → (bytes, last activity)
+        self._load_quota_index()
 
     # -- public operations -------------------------------------------------------------
 
@@ -164,7 +179,10 @@ class UploadStore:
                 if session["declared"] == declared and session["event"] == json.loads(
                     event.model_dump_json(by_alias=True)
                 ):
+                    self._touch(device_id, upload_id, _declared_bytes(declared))
                     return self._status(session)
+            self._reserve(device_id, upload_id, _declared_bytes(declared))  # or QuotaExceeded, nothing changed
+            if session is not None:
                 shutil.rmtree(self._dir(upload_id), ignore_errors=True)  # re-declared: restart
             session = {
                 "upload_id": upload_id,
@@ -178,7 +196,11 @@ class UploadStore:
                 "created_at": time.time(),
                 "stored": None,
             }
-            self._save(session, create=True)
+            try:
+                self._save(session, create=True)
+            except UploadStorageError:
+                self._release(upload_id, device_id)
+                raise
             return self._status(session)
 
     def status(self, device_id: str, upload_id: str) -> UploadStatus:
@@ -220,6 +242,7 @@ class UploadStore:
                     os.fsync(f.fileno())
                 session["offsets"][part] = start + len(data)
                 self._save(session)
+                self._touch(device_id, upload_id, _declared_bytes(session["declared"]))
             except OSError as exc:
                 raise UploadStorageError(f"cannot stage chunk: {exc}") from exc
             return session["offsets"][part]
@@ -278,6 +301,7 @@ class UploadStore:
             session["state"] = "completed"
             session["stored"] = {"received_at": stored.received_at.isoformat()}
             self._save(session)
+            self._release(upload_id, device_id)
             for part in PARTS:
                 (self._dir(upload_id) / f"{part}.part").unlink(missing_ok=True)
             return self._status(session), stored
@@ -296,14 +320,95 @@ class UploadStore:
                 session = self._load(d.name)
                 if session is None:
                     shutil.rmtree(d, ignore_errors=True)
+                    self._release(d.name)
                     removed += 1
                     continue
                 age = now - float(session.get("created_at", 0))
                 limit = open_max_age_s if session["state"] == "open" else completed_max_age_s
                 if age > limit:
                     shutil.rmtree(d, ignore_errors=True)
+                    self._release(d.name, session.get("device_id"))
                     removed += 1
         return removed
+
+    def open_sessions(self, device_id: str) -> tuple[int, int]:
+        """(count, declared bytes) of the device's open sessions that count against its quota."""
+        now = self._now()
+        with self._quota_lock:
+            live = [b for b, t in self._open.get(device_id, {}).values() if now - t <= self.limits.stale_open_s]
+        return len(live), sum(live)
+
+    # -- quota --------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._clock().timestamp()
+
+    def _load_quota_index(self) -> None:
+        for d in self.root.iterdir():
+            try:
+                session = self._load(d.name) if d.is_dir() else None
+            except UploadStorageError:
+                continue  # unreadable: expire() removes it
+            if session is not None and session.get("state") == "open":
+                last = float(session.get("updated_at", session.get("created_at", 0)))
+                self._open.setdefault(session["device_id"], {})[d.name] = (_declared_bytes(session["declared"]), last)
+
+    def _reserve(self, device_id: str, upload_id: str, size: int) -> None:
+        """Count a new (or re-declared) open session against the device's quota.
+
+        Raises:
+            QuotaExceeded: too many open sessions, or too many declared bytes in them.
+        """
+        now = self._now()
+        lim = self.limits
+        with self._quota_lock:
+            mine = self._open.setdefault(device_id, {})
+            stale = [u for u, (_, t) in mine.items() if u != upload_id and now - t > lim.stale_open_s]
+            live = {u: v for u, v in mine.items() if u != upload_id and u not in stale}
+            count, total = len(live) + 1, sum(b for b, _ in live.values()) + size
+            if count > lim.max_open_sessions:
+                raise QuotaExceeded(
+                    f"device {device_id!r} has {len(live)} open upload sessions; the limit is "
+                    f"{lim.max_open_sessions} (upload_max_open_sessions): complete one first",
+                    limit="upload_max_open_sessions", open_sessions=len(live),
+                )
+            if total > lim.max_open_bytes:
+                raise QuotaExceeded(
+                    f"device {device_id!r} would have {total} bytes in open upload sessions; the limit "
+                    f"is {lim.max_open_bytes} (upload_max_open_bytes): complete one first",
+                    limit="upload_max_open_bytes", open_bytes=total - size,
+                )
+            for u in stale:
+                del mine[u]
+            mine[upload_id] = (size, now)
+        for u in stale:
+            self._drop_stale(u)
+
+    def _drop_stale(self, upload_id: str) -> None:
+        """Remove an idle open session (its device re-creates it if it ever comes back)."""
+        lock = self._lock(upload_id)
+        if not lock.acquire(blocking=False):  # busy, or our own stripe: leave it for expire()
+            return
+        try:
+            session = self._load(upload_id)
+            if session is not None and session.get("state") == "open":
+                shutil.rmtree(self._dir(upload_id), ignore_errors=True)
+        except UploadStorageError:
+            pass
+        finally:
+            lock.release()
+
+    def _touch(self, device_id: str, upload_id: str, size: int) -> None:
+        with self._quota_lock:
+            self._open.setdefault(device_id, {})[upload_id] = (size, self._now())
+
+    def _release(self, upload_id: str, device_id: str | None = None) -> None:
+        with self._quota_lock:
+            devices = [device_id] if device_id is not None else list(self._open)
+            for d in devices:
+                mine = self._open.get(d, {})
+                if mine.pop(upload_id, None) is not None and not mine:
+                    del self._open[d]
 
     # -- internals ----------------------------------------------------------------------
 
@@ -328,6 +433,7 @@ class UploadStore:
         try:
             if create:
                 d.mkdir(parents=True, exist_ok=True)
+            session["updated_at"] = self._now()
             atomic_write(d / "session.json", json.dumps(session).encode(), temp_prefix=".tmp-")
         except OSError as exc:
             raise UploadStorageError(f"cannot write upload session: {exc}") from exc

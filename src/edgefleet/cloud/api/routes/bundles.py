@@ -1,22 +1,31 @@
-"""/api/v1/bundles/{digest} — bundle bytes for devices, with HTTP Range for resumed downloads."""
+"""/api/v1/bundles/{digest} — bundle bytes for devices, with HTTP Range for resumed downloads.
+
+A device token reads only the bundles it is meant to have (``api/access.py``); API tokens
+(viewer and up) read any bundle.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import FileResponse, Response
 
 from ....registry import BlobNotFound, LocalBlobStore
 from ....registry.stores import read_range
-from ..deps import AnyPrincipal, ControllerDep
+from ..access import check_read_digest
+from ..deps import AnyPrincipal, ControllerDep, SessionDep
 
 router = APIRouter(prefix="/bundles", tags=["bundles"])
-_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d{1,19})-(\d{0,19})$")
+Digest = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="sha256 of the bundle (64 lowercase hex)")]
 
 
 @router.get("/{digest}", summary="Download a model bundle by its sha256 (supports Range)", response_class=Response)
-def get_bundle(digest: str, request: Request, controller: ControllerDep, _: AnyPrincipal) -> Response:
+def get_bundle(digest: Digest, request: Request, controller: ControllerDep, session: SessionDep,
+               principal: AnyPrincipal) -> Response:
+    check_read_digest(session, controller, principal, digest)
     store = controller.store
     try:
         if not store.exists(digest):

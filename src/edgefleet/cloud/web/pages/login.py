@@ -1,10 +1,15 @@
-"""/ui/login and /ui/logout: paste an API token; it is kept in an HttpOnly cookie."""
+"""/ui/login and /ui/logout: paste an API token; it is kept in an HttpOnly cookie.
+
+Failed logins count against the same throttle as the API (``api/throttle.py``): while the
+client's address or the token's prefix is locked, a wrong token gets 429 and Retry-After.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ...api import throttle
 from ...api.deps import SessionDep
 from ..auth import COOKIE, principal_for_token, safe_next
 from ..render import render
@@ -23,6 +28,12 @@ def login(request: Request, session: SessionDep, token: str = Form(""), next: st
     token = token.strip()
     principal = principal_for_token(session, token)
     if principal is None:
+        wait = throttle.refused(request, token)
+        if wait is not None:
+            refusal = throttle.too_many(wait)
+            resp = render(request, "login.html", None, status_code=429, next_url=safe_next(next), error=refusal.detail)
+            resp.headers.update(refusal.headers or {})
+            return resp
         return render(request, "login.html", None, status_code=401, next_url=safe_next(next),
                       error="That token is not valid (revoked, mistyped, or a device token).")
     resp = RedirectResponse(safe_next(next), status_code=303)
