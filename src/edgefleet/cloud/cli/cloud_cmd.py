@@ -1,4 +1,4 @@
-"""``fleet cloud init|serve``: set up and run the controller."""
+"""``fleet cloud init|serve``: set up and run the controller (HTTPS and MQTT over TLS by default; docs/tls.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 
 from ..auth import hash_token, new_token
 from ..client import write_cli_config
+from ..errors import CloudError
 from ..models import ApiToken
 from ..runtime import Controller
 from ..settings import CONFIG_FILE, load_settings
@@ -31,9 +32,13 @@ def init(
     data_dir: DataDirOpt = None,
     http_port: Annotated[int, typer.Option(help="port the API will listen on")] = 8080,
     mqtt_host: Annotated[str, typer.Option(help="MQTT broker host")] = "127.0.0.1",
-    mqtt_port: Annotated[int, typer.Option(help="MQTT broker port")] = 1883,
+    mqtt_port: Annotated[int, typer.Option(help="MQTT broker port (plain; loopback)")] = 1883,
+    tls_name: Annotated[Optional[list[str]], typer.Option("--tls-name", help="DNS name or IP address for the server certificate (repeatable) [default: localhost, 127.0.0.1, ::1, this host's name]")] = None,
+    no_tls: Annotated[bool, typer.Option("--no-tls", help="no fleet CA and no certificate: plain HTTP/MQTT, loopback only")] = False,
 ) -> None:
-    """Create the data directory and database, and print a new admin API token (shown once)."""
+    """Create the data directory, database, fleet CA and server certificate; print a new admin API token (shown once)."""
+    from ..tls_setup import default_tls_names, init_tls, write_tls_settings
+
     settings = load_settings(data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     cfg = settings.data_dir / CONFIG_FILE
@@ -44,11 +49,19 @@ def init(
             f'mqtt_host = "{mqtt_host}"\n'
             f"mqtt_port = {mqtt_port}\n"
         )
+    if not no_tls:
+        try:
+            files = init_tls(settings.data_dir, tls_name or default_tls_names())
+        except CloudError as exc:
+            fail(str(exc))
+        write_tls_settings(cfg, files)
+        console.print(f"fleet CA [bold]{files.ca_file}[/] ({'created' if files.created_ca else 'kept'}); "
+                      f"server certificate for {', '.join(tls_name or default_tls_names())}")
     settings = load_settings(data_dir)
     controller = Controller(settings)
     controller.migrate()
     token = create_admin_token(controller)
-    write_cli_config(settings.data_dir, settings.base_url, token)
+    write_cli_config(settings.data_dir, settings.base_url, token, ca_file=settings.tls_ca_file)
     controller.engine.dispose()
     console.print(f"controller data in [bold]{settings.data_dir}[/] (database {settings.db_url.split('://')[0]})")
     console.print("admin API token (stored hashed; this is the only time it is shown):")
@@ -60,27 +73,38 @@ def serve(
     data_dir: DataDirOpt = None,
     host: Annotated[Optional[str], typer.Option(help="bind address [env: EDGEFLEET_HTTP_HOST]")] = None,
     port: Annotated[Optional[int], typer.Option(help="HTTP port [env: EDGEFLEET_HTTP_PORT]")] = None,
-    embedded_broker: Annotated[bool, typer.Option("--embedded-broker", help="also run an MQTT broker on the configured MQTT port (mosquitto if installed, else amqtt)")] = False,
+    embedded_broker: Annotated[bool, typer.Option("--embedded-broker", help="also run an MQTT broker: TLS on mqtt_tls_port (8883) when the fleet CA exists, plain on 127.0.0.1:mqtt_port (mosquitto if installed, else amqtt)")] = False,
+    require_client_cert: Annotated[bool, typer.Option("--require-client-cert", help="the embedded broker's TLS listener requires a device certificate from the fleet CA")] = False,
+    insecure_http: Annotated[bool, typer.Option("--insecure-http", help="serve plain HTTP even with a certificate configured (refused on a non-loopback address unless --force)")] = False,
+    force: Annotated[bool, typer.Option("--force", help="with --insecure-http: allow a non-loopback bind")] = False,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
-    """Run the HTTP API and the MQTT bridge until Ctrl-C."""
+    """Run the HTTP API (HTTPS when a certificate is configured) and the MQTT bridge until Ctrl-C."""
     import uvicorn
 
     from ..api import create_app
-    from ..broker import EmbeddedBroker, MosquittoBroker
+    from ..tls_setup import embedded_broker as make_broker
+    from ..tls_setup import http_ssl_options
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     settings = load_settings(data_dir, http_host=host, http_port=port)
     if not (settings.data_dir / "controller.db").exists() and settings.database_url is None:
         fail(f"no controller in {settings.data_dir}: run `fleet cloud init` first")
+    try:
+        ssl_options = http_ssl_options(settings, insecure_http=insecure_http, force=force)
+    except CloudError as exc:
+        fail(str(exc))
     broker = None
     if embedded_broker:
-        broker = MosquittoBroker(port=settings.mqtt_port) if MosquittoBroker.available() else EmbeddedBroker(port=settings.mqtt_port)
+        broker = make_broker(settings, require_client_cert=require_client_cert, auth_dir=settings.broker_auth_path)
         broker.start()
     controller = Controller(settings)
+    if broker is not None and controller.broker_auth is not None:
+        controller.broker_auth.set_reload(broker.reload)  # enrolment/revocation reach the broker at once
     controller.start()
     try:
-        uvicorn.run(create_app(controller), host=settings.http_host, port=settings.http_port, log_level=log_level.lower())
+        uvicorn.run(create_app(controller), host=settings.http_host, port=settings.http_port, log_level=log_level.lower(),
+                    **ssl_options)
     finally:
         controller.stop()
         if broker:
