@@ -1,0 +1,121 @@
+"""Ed25519 report keys: sign a device report on the edge, verify it in the controller.
+
+Both sides import this module, so it needs ``cryptography`` only (no boto3, no MLflow).
+A public key travels as the standard base64 of its 32 raw bytes; its ``key_id`` is the
+first 16 hex digits of their sha256. A signature is the standard base64 of the 64-byte
+Ed25519 signature over ``protocols.canonical.canonical_bytes`` of the report.
+
+Flow: the agent calls ``sign_report(key, obj)`` on the JSON object it is about to publish;
+the controller calls ``verify(public_key, msg.signed_bytes(), msg.sig)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from functools import lru_cache
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ..protocols.canonical import SIG_FIELD, canonical_bytes, rotation_statement
+from .errors import RegistryError
+
+PUBLIC_KEY_BYTES = 32
+
+
+class ReportKeyError(RegistryError):
+    """Key material that cannot be used (not Ed25519, not base64, damaged PEM)."""
+
+
+def generate() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def private_pem(key: Ed25519PrivateKey) -> bytes:
+    """PKCS#8 PEM of a private key (kept on the device only, mode 0600)."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def load_private_pem(data: bytes) -> Ed25519PrivateKey:
+    """Raises ``ReportKeyError`` unless ``data`` is an unencrypted Ed25519 PKCS#8 PEM."""
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ReportKeyError(f"not a readable private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ReportKeyError(f"report keys are Ed25519, not {type(key).__name__}")
+    return key
+
+
+def public_b64(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
+    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def parse_public_key(text: str | bytes) -> str:
+    """A public key given as base64 of the raw 32 bytes or as a PEM block, in base64 form.
+
+    Raises:
+        ReportKeyError: neither form, or not an Ed25519 key.
+    """
+    data = text.encode() if isinstance(text, str) else text
+    data = data.strip()
+    if data.startswith(b"-----BEGIN"):
+        try:
+            pub = serialization.load_pem_public_key(data)
+        except (ValueError, TypeError) as exc:
+            raise ReportKeyError(f"not a readable public key: {exc}") from None
+        if not isinstance(pub, Ed25519PublicKey):
+            raise ReportKeyError(f"report keys are Ed25519, not {type(pub).__name__}")
+        return public_b64(pub)
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ReportKeyError("a report public key is base64 of 32 bytes or a PEM block") from None
+    if len(raw) != PUBLIC_KEY_BYTES:
+        raise ReportKeyError(f"an Ed25519 public key has {PUBLIC_KEY_BYTES} bytes, not {len(raw)}")
+    return base64.b64encode(raw).decode()
+
+
+def key_id(public_key: str) -> str:
+    """Short, stable name of a public key (base64 form): 16 hex digits of sha256 of the raw bytes."""
+    return hashlib.sha256(base64.b64decode(public_key)).hexdigest()[:16]
+
+
+def sign(key: Ed25519PrivateKey, data: bytes) -> str:
+    return base64.b64encode(key.sign(data)).decode()
+
+
+@lru_cache(maxsize=65536)
+def _public(public_key: str) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key))
+
+
+def verify(public_key: str, data: bytes, signature: str) -> bool:
+    """True when ``signature`` (base64) is ``public_key``'s signature over ``data``; never raises."""
+    try:
+        raw_sig = base64.b64decode(signature, validate=True)
+        _public(public_key).verify(raw_sig, data)
+    except (InvalidSignature, binascii.Error, ValueError, TypeError):
+        return False
+    return True
+
+
+def sign_report(key: Ed25519PrivateKey, obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with ``sig`` set over its canonical bytes (``obj`` must already hold seq, key_id…)."""
+    obj[SIG_FIELD] = sign(key, canonical_bytes(obj))
+    return obj
+
+
+def sign_rotation(current: Ed25519PrivateKey, device_id: str, new_public_key: str) -> str:
+    """The current key's signature handing the device's reports over to ``new_public_key``."""
+    return sign(current, rotation_statement(device_id, new_public_key))
+
+
+def verify_rotation(current_public_key: str, device_id: str, new_public_key: str, signature: str) -> bool:
+    return verify(current_public_key, rotation_statement(device_id, new_public_key), signature)
