@@ -31,13 +31,14 @@ def add(
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="KEY=VALUE, repeatable")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="write the device's provisioning files into this directory (agent.toml, credentials.json, trusted roots, CA)")] = None,
     cert: Annotated[bool, typer.Option("--cert", help="also issue an X.509 client certificate from the fleet CA (mutual TLS to the broker)")] = False,
+    report_key: Annotated[Optional[str], typer.Option("--report-key", help="the device's report public key (FILE or base64, printed by `fleet-agent provision`)")] = None,
     mqtt_host: Annotated[str, typer.Option(help="broker host written into agent.toml")] = "127.0.0.1",
     mqtt_port: Annotated[int, typer.Option(help="broker port written into agent.toml (8883: MQTT over TLS)")] = 1883,
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
     """Enrol a device and print its credentials (HTTP token, broker account); with --out, write its provisioning files."""
     client = api_client(data_dir, url, token)
-    res = call(client.enrol_device, device_id, hardware, _tags(tag), certificate=cert)
+    res = call(client.enrol_device, device_id, hardware, _tags(tag), certificate=cert, report_public_key=_report_key(report_key))
     if out is None:
         console.print(f"device {res['id']} enrolled; its credentials (shown once):")
         console.print(f"token          {res['token']}", highlight=False, soft_wrap=True)
@@ -165,7 +166,9 @@ def list_devices(
         shadow = t.get("shadow") or {}
         agreement = shadow.get("agreement")
         table.add_row(
-            d["id"], d["hardware_id"], "[green]yes[/]" if d["online"] else "[red]no[/]",
+            d["id"], d["hardware_id"] + (f" [yellow](reports {d['hardware_id_reported']}, not approved)[/]"
+                                         if d.get("hardware_id_reported") else ""),
+            "[green]yes[/]" if d["online"] else "[red]no[/]",
             _slot_cell(d["slots"]["control"]), _slot_cell(d["slots"]["shadow"]),
             f"{t['fps']:.1f}" if t else "-", f"{t['latency_ms']['p99']:.2f}" if t else "-",
             f"{agreement:.1%}" if agreement is not None else "-", _hw_cell(t.get("hardware") or {}),
@@ -188,3 +191,39 @@ def deploy(
         fail("use either --device or --all, not both")
     res = call(api_client(data_dir, url, token).deploy, model, slot, None if all_devices else device)
     console.print(f"{res['model']} assigned to the {res['slot']} slot of {len(res['devices'])} device(s)")
+
+
+# ----- signed reports (docs/signed-reports.md) -----
+
+
+def _report_key(value: str | None) -> str | None:
+    """``--report-key``: a file holding the public key (base64 or PEM), or the base64 itself."""
+    if value is None:
+        return None
+    path = Path(value)
+    try:
+        if path.is_file():
+            return path.read_text().strip()
+    except OSError as exc:
+        fail(f"cannot read --report-key {value}: {exc}")
+    return value.strip()
+
+
+@app.command("reset-report-key")
+def reset_report_key(
+    device_id: Annotated[str, typer.Argument(help="the device whose report key is forgotten")],
+    data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
+) -> None:
+    """Forget a device's report key (admin): the next key it registers is taken, and until then its reports are refused."""
+    call(api_client(data_dir, url, token).reset_report_key, device_id)
+    console.print(f"device {device_id}: report key cleared; the agent registers its key on its next start or retry")
+
+
+@app.command("approve-hardware")
+def approve_hardware(
+    device_id: Annotated[str, typer.Argument(help="the device whose reported hardware id becomes its enrolled one")],
+    data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
+) -> None:
+    """Accept the hardware id a device reported (shown in `fleet device ls`); the director re-signs for it."""
+    res = call(api_client(data_dir, url, token).approve_hardware, device_id)
+    console.print(f"device {device_id}: hardware {res['hardware_id']} approved; its desired state is re-signed")

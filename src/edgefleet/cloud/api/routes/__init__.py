@@ -10,6 +10,7 @@ from . import (
     drift,
     health,
     models,
+    report_keys,
     review,
     rollouts,
     settings,
@@ -19,5 +20,5 @@ from . import (
 )
 
 api_router = APIRouter(prefix="/api/v1")
-for _module in (health, models, devices, deployments, bundles, tokens, drift, shadow, clips, review, rollouts, settings, trust):
+for _module in (health, models, report_keys, devices, deployments, bundles, tokens, drift, shadow, clips, review, rollouts, settings, trust):
     api_router.include_router(_module.router)
