@@ -41,11 +41,11 @@ def _devices(n: int) -> list[tuple[str, str]]:
     return [(f"sim-{i:04d}", PROFILES[i % len(PROFILES)]) for i in range(n)]
 
 
-def _sim(host: str, port: int, protocol: str, n: int, ctl: Any, out: Any) -> None:
+def _sim(host: str, port: int, protocol: str, n: int, ctl: Any, out: Any, auth: tuple[str, str] | None = None) -> None:
     """Child process: run the simulated fleet; answer 'count' and 'on DIGEST' requests."""
     from tests.rollout_e2e.simfleet import SimFleet
 
-    fleet = SimFleet(host, port, _devices(n), protocol=protocol, connections=16, step_s=0.05, health_s=0.5)
+    fleet = SimFleet(host, port, _devices(n), protocol=protocol, connections=16, step_s=0.05, health_s=0.5, auth=auth)
     fleet.start()
     out.put("ready")
     while True:
@@ -61,10 +61,10 @@ def _sim(host: str, port: int, protocol: str, n: int, ctl: Any, out: Any) -> Non
 
 
 class Sim:
-    def __init__(self, host: str, port: int, protocol: str, n: int):
+    def __init__(self, host: str, port: int, protocol: str, n: int, auth: tuple[str, str] | None = None):
         ctx = mp.get_context("spawn")
         self.ctl, self.out = ctx.Queue(), ctx.Queue()
-        self.proc = ctx.Process(target=_sim, args=(host, port, protocol, n, self.ctl, self.out), daemon=True)
+        self.proc = ctx.Process(target=_sim, args=(host, port, protocol, n, self.ctl, self.out, auth), daemon=True)
         self.proc.start()
         assert self.out.get(timeout=60) == "ready"
 
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace, tmp: Path, stack: LocalStack) -> None:
         m = retag(models[0], version)
         client.push_model(m.path, name="digits", version=version, manifest=m.manifest.model_dump(mode="json", by_alias=True))
     digests = {m["version"]: m["digest"] for m in client.list_models()}
-    sim = Sim(broker.host, broker.port, protocol, args.devices)
+    sim = Sim(broker.host, broker.port, protocol, args.devices, stack.controller.mqtt_credentials())
     time.sleep(3.0)  # every device online
     rows: dict[str, dict[str, float]] = {}
     try:

@@ -37,13 +37,17 @@ def local_stack(tmp: Path, *, before_start: Callable[[Any], None] | None = None,
     from edgefleet.cloud.runtime import Controller
     from edgefleet.cloud.settings import load_settings
 
-    broker: Any = MosquittoBroker(data_dir=tmp / "mosquitto") if MosquittoBroker.available() else EmbeddedBroker()
+    auth = tmp / "broker-auth"  # the controller writes the broker's accounts and ACL here
+    broker: Any = (MosquittoBroker(data_dir=tmp / "mosquitto", auth_dir=auth) if MosquittoBroker.available()
+                   else EmbeddedBroker(auth_dir=auth))
     broker.start()
     protocol = "5" if getattr(broker, "kind", "") == "mosquitto" else "3.1.1"
     port = free_port()
     cfg = load_settings(tmp / "controller", env={}, http_port=port, mqtt_port=broker.port, mqtt_protocol=protocol,
-                        **settings)
+                        broker_auth_dir=broker.auth_dir, **settings)
     controller = Controller(cfg)
+    if controller.broker_auth is not None:
+        controller.broker_auth.set_reload(broker.reload)
     controller.migrate()
     token = create_admin_token(controller)
     if before_start is not None:

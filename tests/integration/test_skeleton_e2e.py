@@ -64,13 +64,13 @@ def test_restarted_agent_runs_its_model_without_downloading(stack, agents, digit
     control, _ = digit_models
     data_dir = tmp_path / "agents" / "cam-r"
     a = agents(stack, "cam-r", data_dir=data_dir)
-    token = a.agent.config.agent.token
+    token, password = a.agent.config.agent.token, a.agent.config.mqtt.password
     push(stack, control)
     stack.client.deploy("digits:1.0", "control", ["cam-r"])
     wait_until(lambda: _active(stack, "cam-r", "digits:1.0"), message="active")
     a.stop()
     stack.http.stop()  # the controller's HTTP API is gone: no download possible
-    b = agents(stack, "cam-r", token=token, data_dir=data_dir)
+    b = agents(stack, "cam-r", token=token, mqtt_password=password, data_dir=data_dir)
     wait_until(lambda: b.agent.pipeline.control is not None and b.agent.pipeline.totals.get("frames", 0) > 5, message="restored model inferring")
     assert b.agent.pipeline.control.ref.label == "digits:1.0"
 
@@ -96,7 +96,7 @@ def test_controller_restart_keeps_device_state(tmp_path, broker, agents, digit_m
 
 def test_broker_restart_is_survived_by_agents_and_controller(tmp_path, agents, digit_models) -> None:
     control, candidate = digit_models
-    b1 = EmbeddedBroker()
+    b1 = EmbeddedBroker(auth_dir=tmp_path / "broker-auth")
     b1.start()
     stack = start_stack(tmp_path / "c", b1)
     try:
@@ -105,7 +105,7 @@ def test_broker_restart_is_survived_by_agents_and_controller(tmp_path, agents, d
         stack.client.deploy("digits:1.0", "control", ["cam-b"])
         wait_until(lambda: _active(stack, "cam-b", "digits:1.0"), message="active")
         b1.stop()  # amqtt keeps retained messages in memory only: they are gone now
-        b2 = EmbeddedBroker(port=b1.port)
+        b2 = EmbeddedBroker(port=b1.port, auth_dir=b1.auth_dir)  # the accounts survive in the files
         b2.start()
         stack.broker = b2
         wait_until(lambda: stack.controller.bridge.connected.is_set(), timeout=40, message="controller reconnected")

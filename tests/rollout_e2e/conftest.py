@@ -47,6 +47,7 @@ class Fleet:
     tokens: dict[str, str]
     hardware: dict[str, str]
     agents: dict[str, RunningAgent] = field(default_factory=dict)
+    passwords: dict[str, str] = field(default_factory=dict)  # each device's broker password
     ran: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -68,6 +69,7 @@ class Fleet:
         cfg = AgentConfig.model_validate({
             "agent": agent_section,
             "mqtt": {"host": self.broker.host, "port": self.broker.port,
+                     "username": device_id, "password": self.passwords.get(device_id),
                      "protocol": "5" if getattr(self.broker, "kind", "") == "mosquitto" else "3.1.1"},
             "source": {"kind": "synthetic-digits", "fps": FPS, "seed": 1},
             "capture": {"enabled": False, "upload": False},
@@ -150,12 +152,15 @@ def wait_state(fleet: Fleet, rollout_id: str, *states: str, timeout: float = 60.
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, digit_models: tuple[TrainedModel, TrainedModel]) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("fleet")
-    broker: Any = MosquittoBroker(data_dir=root / "mosquitto") if MosquittoBroker.available() else EmbeddedBroker()
+    auth = root / "broker-auth"
+    broker: Any = (MosquittoBroker(data_dir=root / "mosquitto", auth_dir=auth) if MosquittoBroker.available()
+                   else EmbeddedBroker(auth_dir=auth))
     broker.start()
     stack = start_stack(root / "controller", broker)
     ids = device_ids()
-    tokens = {d: stack.client.enrol_device(d, hw, {"site": "lab", "profile": hw})["token"] for d, hw in ids}
-    f = Fleet(stack, broker, root, tokens, dict(ids))
+    creds = {d: stack.client.enrol_device(d, hw, {"site": "lab", "profile": hw}) for d, hw in ids}
+    f = Fleet(stack, broker, root, {d: c["token"] for d, c in creds.items()}, dict(ids),
+              passwords={d: c["mqtt_password"] for d, c in creds.items()})
     try:
         for d, _hw in ids:
             f.start_agent(d)

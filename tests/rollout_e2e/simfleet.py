@@ -58,10 +58,12 @@ class SimDevice:
     history: list[tuple[float, str, str]] = field(default_factory=list)  # (t, phase, digest)
 
 
-def _client(client_id: str, host: str, port: int, protocol: str) -> mqtt.Client:
+def _client(client_id: str, host: str, port: int, protocol: str, auth: tuple[str, str] | None = None) -> mqtt.Client:
     proto = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
     kwargs = {} if proto == mqtt.MQTTv5 else {"clean_session": True}
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kwargs)
+    if auth is not None:
+        c.username_pw_set(*auth)
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
     return c
@@ -69,15 +71,19 @@ def _client(client_id: str, host: str, port: int, protocol: str) -> mqtt.Client:
 
 class SimFleet:
     def __init__(self, host: str, port: int, devices: Iterable[tuple[str, str]], *, protocol: str = "3.1.1",
-                 connections: int = 8, step_s: float = 0.05, health_s: float = 0.5, count: bool = True):
+                 connections: int = 8, step_s: float = 0.05, health_s: float = 0.5, count: bool = True,
+                 auth: tuple[str, str] | None = None):
+        """``auth``: the broker account the simulator connects with. Broker ACLs allow a device
+        account only its own topics, so a simulator of many devices uses the controller's
+        account (``controller.mqtt_credentials()``), which may publish under any device."""
         self.host, self.port, self.protocol = host, port, protocol
         self.step_s, self.health_s = step_s, health_s
-        self.clients = [_client(f"simfleet-{i}-{time.monotonic_ns()}", host, port, protocol) for i in range(connections)]
+        self.clients = [_client(f"simfleet-{i}-{time.monotonic_ns()}", host, port, protocol, auth) for i in range(connections)]
         self.devices: dict[str, SimDevice] = {}
         for i, (device_id, hw) in enumerate(devices):
             self.devices[device_id] = SimDevice(device_id, hw, self.clients[i % connections])
         self.counter: Counter[str] = Counter()
-        self._observer = _client(f"simfleet-observer-{time.monotonic_ns()}", host, port, protocol) if count else None
+        self._observer = _client(f"simfleet-observer-{time.monotonic_ns()}", host, port, protocol, auth) if count else None
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
         self._lock = threading.Lock()

@@ -46,7 +46,9 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def mqtt_broker(tmp_path: Path) -> Iterator[Any]:
-    b: Any = MosquittoBroker(data_dir=tmp_path / "mosquitto") if MosquittoBroker.available() else EmbeddedBroker()
+    auth = tmp_path / "broker-auth"
+    b: Any = (MosquittoBroker(data_dir=tmp_path / "mosquitto", auth_dir=auth) if MosquittoBroker.available()
+              else EmbeddedBroker(auth_dir=auth))
     b.start()
     yield b
     b.stop()
@@ -55,8 +57,11 @@ def mqtt_broker(tmp_path: Path) -> Iterator[Any]:
 def _replica(data_dir: Path, url: str, broker: Any, name: str) -> Controller:
     settings = load_settings(data_dir, env={}, database_url=url, mqtt_port=broker.port,
                              mqtt_protocol="5" if getattr(broker, "kind", "") == "mosquitto" else "3.1.1",
-                             mqtt_client_id=name, telemetry_period_s=1.0, reconcile_interval_s=0.2)
+                             mqtt_client_id=name, telemetry_period_s=1.0, reconcile_interval_s=0.2,
+                             broker_auth_dir=broker.auth_dir)
     c = Controller(settings)
+    assert c.broker_auth is not None
+    c.broker_auth.set_reload(broker.reload)
     c.reconciler.lease_ttl_s = 1.5
     return c
 
@@ -78,7 +83,8 @@ class Replicas:
             self.client.enrol_device(d, hw, {"site": "lab"})
         self.sim = SimFleet(broker.host, broker.port, devices,
                             protocol="5" if getattr(broker, "kind", "") == "mosquitto" else "3.1.1",
-                            connections=3, step_s=0.05, health_s=0.3, count=False)
+                            connections=3, step_s=0.05, health_s=0.3, count=False,
+                            auth=self.a.mqtt_credentials())
         self.sim.start()
 
     def stop(self) -> None:

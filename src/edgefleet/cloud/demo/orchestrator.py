@@ -161,15 +161,20 @@ class Demo:
             f"demo: trained control (accuracy {self.control.accuracy:.1%}) and candidate "
             f"(accuracy {self.candidate.accuracy:.1%}; class 8 accuracy {self.candidate.per_class_accuracy['8']:.0%})"
         )
-        self.broker = start_default_broker(data_dir=self.workdir / "broker")
+        controller_dir = self.workdir / "controller"
+        # credentials, not anonymous access: the broker reads the accounts and ACL the controller writes
+        self.broker = start_default_broker(data_dir=self.workdir / "broker", auth_dir=controller_dir / "broker-auth")
         self.say(f"demo: MQTT broker ({self.broker.kind}) on {self.broker.host}:{self.broker.port}")
         protocol = "5" if self.broker.kind == "mosquitto" else "3.1.1"
         http_port = free_port()
         settings = load_settings(
-            self.workdir / "controller", env={}, http_port=http_port, mqtt_port=self.broker.port,
+            controller_dir, env={}, http_port=http_port, mqtt_port=self.broker.port,
             mqtt_protocol=protocol, telemetry_period_s=2.0, reconcile_interval_s=1.0,
+            broker_auth_dir=self.broker.auth_dir,
         )
         self.controller = Controller(settings)
+        if self.controller.broker_auth is not None:
+            self.controller.broker_auth.set_reload(self.broker.reload)
         self.controller.capture_policy = DEMO_CAPTURE
         self.controller.migrate()
         token = create_admin_token(self.controller, name="demo")
@@ -191,10 +196,15 @@ class Demo:
         (roots_dir / "image-root.json").write_text(json.dumps(roots["image_root"]))
         for i in range(1, self.agents + 1):
             device_id = f"demo-cam-{i:02d}"
-            token = self.client.enrol_device(device_id, "unknown", {"site": "demo", "index": str(i)})["token"]
+            creds = self.client.enrol_device(device_id, "unknown", {"site": "demo", "index": str(i)})
+            data_dir = self.workdir / "agents" / device_id
+            secret = self.workdir / "provisioning" / device_id / "credentials.json"
+            secret.parent.mkdir(parents=True, exist_ok=True)
+            secret.touch(mode=0o600)
+            secret.write_text(json.dumps(creds))  # as `fleet device add --out` writes it
             cfg = {
-                "agent": {"device_id": device_id, "data_dir": str(self.workdir / "agents" / device_id),
-                          "controller_url": url, "token": token, "health_window_s": 4.0,
+                "agent": {"device_id": device_id, "data_dir": str(data_dir),
+                          "controller_url": url, "health_window_s": 4.0,
                           "trust_roots": str(roots_dir)},
                 "mqtt": {"host": self.broker.host, "port": self.broker.port, "protocol": protocol},
                 "source": {"kind": "synthetic-digits", "fps": self.fps, "seed": i},
@@ -202,6 +212,9 @@ class Demo:
             }
             path = self.workdir / f"{device_id}.toml"
             path.write_text(to_toml(cfg))
+            # what an installer does on the device: store the credentials 0600 in its data dir
+            subprocess.run([sys.executable, "-m", "edgefleet.edge_agent.cli", "provision", "--config", str(path),
+                            "--credentials", str(secret), "--force"], check=True, capture_output=True)
             log_file = open(logs / f"{device_id}.log", "ab")  # noqa: SIM115 - lives as long as the process
             env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
             self.procs.append(subprocess.Popen(
