@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import (
+    audit_cmd,
     capture_cmd,
     cloud_cmd,
     device_cmd,
@@ -31,6 +32,7 @@ app.add_typer(shadow_cmd.app, name="shadow")
 app.add_typer(review_cmd.app, name="review")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(capture_cmd.app, name="capture")
+app.add_typer(audit_cmd.app, name="audit")
 app.command("deploy")(device_cmd.deploy)
 
 

@@ -8,6 +8,7 @@ import typer
 
 from ...registry import LocalBlobStore
 from ...registry.tuf import KeyringError
+from .. import audit
 from ..settings import load_settings
 from ..trust import Trust
 from .common import DataDirOpt, TokenOpt, UrlOpt, api_client, call, console, fail
@@ -33,6 +34,7 @@ def init(
         trust = Trust.init(settings.data_dir, LocalBlobStore(settings.blobs_dir), root_threshold=root_threshold, root_keys=root_keys)
     except KeyringError as exc:
         fail(str(exc))
+    audit.record_local(settings, "keys.init", "image+director", {"root_threshold": root_threshold, "root_keys": root_keys})
     console.print(f"keys in {trust.keyring.path} (root {root_threshold} of {root_keys}); signed metadata in {settings.data_dir / 'tuf'}")
 
 

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from ...protocols import ModelRef
-from .. import fleet
+from .. import audit, fleet
 from ..fleet import DesiredPublisher
 from ..models import Device, ModelVersion
 from .commands import apply_command
@@ -241,6 +241,7 @@ class Reconciler:
                     level="warning" if a.outcome == "breached" else "info", kind="gates",
                     data={"wave": a.wave, "outcome": a.outcome,
                           "results": [r.model_dump(mode="json") for r in a.results]})
+                audit.record_gate_breach(s, row.id, a, spec.on_breach, self.publisher)  # same transaction
             elif isinstance(a, Log):
                 add_event(s, row.id, now, a.message, level=a.level)
                 (log.warning if a.level == "warning" else log.info)("%s", a.message)

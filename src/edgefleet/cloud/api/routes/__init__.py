@@ -1,8 +1,10 @@
 """One router per resource, collected in ``api_router``."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from ..audit_trail import record_api_call
 from . import (
+    audit,
     bundles,
     clips,
     deployments,
@@ -19,6 +21,7 @@ from . import (
     trust,
 )
 
-api_router = APIRouter(prefix="/api/v1")
-for _module in (health, models, report_keys, devices, deployments, bundles, tokens, drift, shadow, clips, review, rollouts, settings, trust):
+# every call through here is considered for the audit log (api/audit_trail.py)
+api_router = APIRouter(prefix="/api/v1", dependencies=[Depends(record_api_call, scope="function")])
+for _module in (health, audit, models, report_keys, devices, deployments, bundles, tokens, drift, shadow, clips, review, rollouts, settings, trust):
     api_router.include_router(_module.router)
