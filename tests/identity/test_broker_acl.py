@@ -19,7 +19,14 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgefleet.cloud.broker import EmbeddedBroker, MosquittoBroker
-from edgefleet.cloud.broker_auth import Account, AuthRules, BrokerAuthFiles, hash_password, render_acl, render_passwd
+from edgefleet.cloud.broker_auth import (
+    Account,
+    AuthRules,
+    BrokerAuthFiles,
+    hash_password,
+    render_acl,
+    render_passwd,
+)
 from edgefleet.protocols import status_topic, telemetry_topic
 
 from ..conftest import wait_until
