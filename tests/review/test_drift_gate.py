@@ -16,6 +16,8 @@ from edgefleet.cloud.runtime import Controller
 from edgefleet.cloud.settings import load_settings
 from edgefleet.protocols import LatencyStats, ModelRef, Status, Telemetry
 
+from ..signed_reports.keys import feed_telemetry  # telemetry counts only when its device signed it
+
 LABELS = [str(i) for i in range(10)]
 
 
@@ -55,8 +57,8 @@ def test_drift_gate_gets_each_devices_score_and_judges_the_waves_mean(tmp_path: 
     now = datetime.now(timezone.utc)
     for k in range(60):
         end = now - timedelta(seconds=10 * (60 - k))
-        c._on_telemetry(_period("cam-steady", model, end, rng, shifted=False))
-        c._on_telemetry(_period("cam-shifted", model, end, rng, shifted=k >= 30))
+        feed_telemetry(c, _period("cam-steady", model, end, rng, shifted=False))
+        feed_telemetry(c, _period("cam-shifted", model, end, rng, shifted=k >= 30))
     with c.session() as s:
         row = get_row(s, rid)
         obs = {o.device_id: o for o in store.observations(s, row)}

@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
@@ -69,9 +70,10 @@ class SignedFeed:
     def key(self, device_id: str) -> SimKey:
         if device_id not in self.keys:
             from edgefleet.cloud import fleet
+            from edgefleet.cloud.models import Device
 
             with self.controller.session() as s:
-                if s.get(fleet.Device, device_id) is None:
+                if s.get(Device, device_id) is None:
                     fleet.enrol_device(s, device_id, self.hardware_id)
             self.keys[device_id] = SimKey(device_id)
             register(self.controller, self.keys[device_id])
@@ -82,3 +84,14 @@ class SignedFeed:
 
     def reported(self, msg: Reported) -> None:
         self.controller._on_reported(decode(self.key(msg.device_id).sign(msg), Reported))
+
+
+_FEEDS: WeakKeyDictionary[Any, SignedFeed] = WeakKeyDictionary()
+
+
+def feed_telemetry(controller: Any, msg: Telemetry) -> None:
+    """Apply ``msg`` as a signed telemetry message from its device (one ``SignedFeed`` per controller)."""
+    feed = _FEEDS.get(controller)
+    if feed is None:
+        feed = _FEEDS[controller] = SignedFeed(controller)
+    feed.telemetry(msg)

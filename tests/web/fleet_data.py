@@ -28,6 +28,8 @@ from edgefleet.protocols import (
     Telemetry,
 )
 
+from ..signed_reports.keys import feed_telemetry
+
 DEVICES = [  # id, hardware profile, tags, base p99 ms, online
     ("cam-dock-01", "jetson-orin-nano", {"site": "dock", "line": "a"}, 2.4, True),
     ("cam-dock-02", "jetson-orin-nano", {"site": "dock", "line": "b"}, 2.6, True),
@@ -128,7 +130,7 @@ def seed_fleet(controller: Controller, control_path, candidate_path, control_man
                 class_counts=counts, confidence_histogram=hist, shadow=shadow,
                 hardware={"temp_max_c": 48 + rng.uniform(-3, 6), "cpu_percent": 35 + rng.uniform(-5, 10)},
             )
-            controller._on_telemetry(msg)
+            feed_telemetry(controller, msg)  # signed by the device's key, as the bridge requires
     with controller.session() as s:
         ingest.apply_status(s, Status(device_id="cam-yard-01", online=False))
     return SeededFleet(control=control, candidate=candidate, device_ids=[d[0] for d in DEVICES], now=now)

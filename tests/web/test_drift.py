@@ -12,6 +12,8 @@ from edgefleet.cloud.runtime import Controller
 from edgefleet.cloud.settings import load_settings
 from edgefleet.protocols import LatencyStats, ModelRef, Telemetry
 
+from ..signed_reports.keys import feed_telemetry  # telemetry counts only when its device signed it
+
 REF = ModelRef(name="m", version="1", digest="a" * 64)
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -19,7 +21,7 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 def _feed(c: Controller, n: int, start: int, hist: list[int], classes: dict[str, int]) -> None:
     for i in range(start, start + n):
         end = T0 + timedelta(seconds=10 * i)
-        c._on_telemetry(Telemetry(device_id=f"d{i % 2}", period_start=end - timedelta(seconds=10), period_end=end,
+        feed_telemetry(c, Telemetry(device_id=f"d{i % 2}", period_start=end - timedelta(seconds=10), period_end=end,
                                   control=REF, frames=sum(classes.values()), latency_ms=LatencyStats(p99=1.0),
                                   class_counts=classes, confidence_histogram=hist))
 

@@ -9,6 +9,8 @@ from edgefleet.cloud.runtime import Controller
 from edgefleet.cloud.settings import load_settings
 from edgefleet.protocols import LatencyStats, ModelRef, ShadowStats, Telemetry
 
+from ..signed_reports.keys import feed_telemetry  # telemetry counts only when its device signed it
+
 CONTROL = ModelRef(name="m", version="1", digest="a" * 64)
 CANDIDATE = ModelRef(name="m", version="2", digest="b" * 64)
 
@@ -28,8 +30,8 @@ def test_each_telemetry_message_appends_one_period_and_keeps_the_latest_on_the_d
     c.migrate()
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     for i in range(5):
-        c._on_telemetry(_msg("d1", t0 + timedelta(seconds=10 * i), p99=1.0 + i, agreement=0.9))
-    c._on_telemetry(_msg("d2", t0, p99=9.0))
+        feed_telemetry(c, _msg("d1", t0 + timedelta(seconds=10 * i), p99=1.0 + i, agreement=0.9))
+    feed_telemetry(c, _msg("d2", t0, p99=9.0))
     with c.session() as s:
         series = telemetry_store.device_series(s, ["d1", "d2"], limit=3)
         assert [p.latency_p99 for p in series["d1"]] == [3.0, 4.0, 5.0]  # the newest three, oldest first
@@ -47,9 +49,9 @@ def test_version_series_buckets_periods_and_weights_agreement_by_frames(tmp_path
     c = Controller(load_settings(tmp_path, env={}))
     c.migrate()
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    c._on_telemetry(_msg("d1", t0 + timedelta(seconds=5), p99=1.0, agreement=1.0))
-    c._on_telemetry(_msg("d2", t0 + timedelta(seconds=20), p99=3.0, agreement=0.8))
-    c._on_telemetry(_msg("d1", t0 + timedelta(seconds=70), p99=5.0, agreement=0.5))
+    feed_telemetry(c, _msg("d1", t0 + timedelta(seconds=5), p99=1.0, agreement=1.0))
+    feed_telemetry(c, _msg("d2", t0 + timedelta(seconds=20), p99=3.0, agreement=0.8))
+    feed_telemetry(c, _msg("d1", t0 + timedelta(seconds=70), p99=5.0, agreement=0.5))
     with c.session() as s:
         ctl = telemetry_store.version_series(s, "m", "1", role="control", bucket=timedelta(minutes=1))
         assert [(p.periods, p.latency_p99) for p in ctl] == [(2, 2.0), (1, 5.0)]
