@@ -1,8 +1,8 @@
 """Class names from devices: only labels of the referenced model's manifest are kept.
 
 Pure ``LabelBook`` tests with a table lookup, plus the controller's ingest path
-(``Controller._on_telemetry`` / ``_on_event`` / ``bridge.handle``) on a real SQLite
-database, asserting what is stored.
+(``Controller._on_telemetry`` / ``_on_event`` / ``bridge.handle``, telemetry signed by the
+device's report key) on a real SQLite database, asserting what is stored.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from edgefleet.cloud.shadow_index import ShadowEvent, ShadowPairStats
 from edgefleet.cloud.telemetry_store import TelemetryPeriod
 from edgefleet.protocols import Event, ModelOutput, ModelRef, ShadowStats, Telemetry
 from edgefleet.shadow import NONE_LABEL
+
+from ..signed_reports.keys import SignedFeed
 
 CONTROL = ModelRef(name="digits", version="1.0", digest="a" * 64)
 CANDIDATE = ModelRef(name="digits", version="2.0", digest="b" * 64)
@@ -136,7 +138,7 @@ def test_ingest_stores_only_manifest_labels_and_counts_and_logs_the_rest(control
                     shadow=ShadowStats(candidate=candidate, frames=10, disagreements=1,
                                        per_class_disagreements={XSS: 1}, confusion={"3": {"3": 5, XSS: 1}}))
     with caplog.at_level(logging.WARNING, logger="edgefleet.cloud.labels"):
-        controller._on_telemetry(msg)
+        SignedFeed(controller).telemetry(msg)  # signed by the device's report key, as the agent does
         controller._on_event(Event(device_id="cam-1", event_id="e1", trigger="disagreement",
                                    control=ModelOutput(model=control, label="3", score=0.9),
                                    candidate=ModelOutput(model=candidate, label=XSS, score=0.5)))
@@ -159,7 +161,7 @@ def test_a_forged_telemetry_message_through_the_bridge_is_stored_without_its_bad
     control, _ = controller.refs
     bridge = MqttBridge("127.0.0.1", 1, client_id="t", handlers={Channel.TELEMETRY: controller._on_telemetry})
     payload = telemetry(control=control, class_counts={"1": 2, '"><img src=x onerror="window.__pwned=1">': 3})
-    outcome = bridge.handle("fleet/v1/devices/cam-1/telemetry", payload.model_dump_json(by_alias=True).encode())
+    outcome = bridge.handle("fleet/v1/devices/cam-1/telemetry", SignedFeed(controller).key("cam-1").sign(payload))
     assert outcome == "ok"
     with controller.session() as s:
         assert s.exec(select(TelemetryPeriod)).one().class_counts == {"1": 2}
