@@ -23,9 +23,10 @@ class LocalStack:
 
 @contextmanager
 def local_stack(tmp: Path, *, before_start: Callable[[Any], None] | None = None, client_timeout: float = 30.0,
-                **settings: Any) -> Iterator[LocalStack]:
+                prefer_broker: str = "auto", **settings: Any) -> Iterator[LocalStack]:
     """Start broker, controller and API under ``tmp``; stop them all on exit.
 
+    ``prefer_broker``: ``auto`` (mosquitto when installed), ``mosquitto`` or ``amqtt``.
     ``settings`` override the controller's (``telemetry_period_s``, ``reconcile_interval_s``,
     …); ``before_start(controller)`` runs after the migrations, before the controller starts
     (bulk enrolment straight into the database)."""
@@ -38,7 +39,8 @@ def local_stack(tmp: Path, *, before_start: Callable[[Any], None] | None = None,
     from edgefleet.cloud.settings import load_settings
 
     auth = tmp / "broker-auth"  # the controller writes the broker's accounts and ACL here
-    broker: Any = (MosquittoBroker(data_dir=tmp / "mosquitto", auth_dir=auth) if MosquittoBroker.available()
+    use_mosquitto = prefer_broker == "mosquitto" or (prefer_broker == "auto" and MosquittoBroker.available())
+    broker: Any = (MosquittoBroker(data_dir=tmp / "mosquitto", auth_dir=auth) if use_mosquitto
                    else EmbeddedBroker(auth_dir=auth))
     broker.start()
     protocol = "5" if getattr(broker, "kind", "") == "mosquitto" else "3.1.1"
