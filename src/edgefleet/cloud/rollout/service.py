@@ -156,7 +156,7 @@ def observations_for_selection(session: Session) -> list[Any]:
 
     return [DeviceInfo(device_id=d.id, hardware_id=d.hardware_id, tags=dict(d.tags or {}),
                        online=bool(d.online))
-            for d in session.exec(select(Device)).all()]
+            for d in session.exec(select(Device).where(Device.revoked_at == None)).all()]  # noqa: E711  # revoked: never selected
 
 
 def get_row(session: Session, rollout_id: str) -> Rollout:
