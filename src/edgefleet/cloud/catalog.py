@@ -7,8 +7,10 @@ existing version; the same name and version with other bytes is a ``Conflict``.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
+from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from ..protocols import InvalidPayload, Manifest, parse_manifest
@@ -16,17 +18,25 @@ from ..registry import BlobStore, InvalidBundle
 from ..registry.bundle import build_bundle
 from ..registry.onnx_check import check_model, infer_manifest
 from .errors import BadRequest, Conflict, NotFound
-from .models import ModelVersion
+from .models import MODEL_NAME_PATTERN, ModelVersion
 from .trust import Trust
 
 log = logging.getLogger(__name__)
 
 
+def check_name(kind: str, value: str, max_length: int) -> str:
+    """Raises BadRequest unless ``value`` is a safe model name or version."""
+    if len(value) > max_length or not re.match(MODEL_NAME_PATTERN, value):
+        raise BadRequest(f"model {kind} {value[:80]!r} is not valid: use at most {max_length} letters, "
+                         "digits, '.', '_' or '-', starting with a letter or digit")
+    return value
+
+
 def parse_model_ref(ref: str) -> tuple[str, str]:
     name, sep, version = ref.partition(":")
     if not sep or not name or not version:
-        raise BadRequest(f"model must be NAME:VERSION, got {ref!r}")
-    return name, version
+        raise BadRequest(f"model must be NAME:VERSION, got {ref[:200]!r}")
+    return check_name("name", name, 128), check_name("version", version, 64)
 
 
 def make_manifest(
@@ -53,6 +63,8 @@ def make_manifest(
         return Manifest.model_validate(m.model_dump(by_alias=True))
     except InvalidPayload as exc:
         raise BadRequest(f"invalid manifest: {exc}") from None
+    except ValidationError as exc:  # an inferred manifest refused by the schema
+        raise BadRequest(f"invalid manifest: {exc.errors()[0].get('loc')}: {exc.errors()[0].get('msg')}") from None
     except InvalidBundle as exc:
         raise BadRequest(str(exc)) from None
 
@@ -75,6 +87,7 @@ def push_model(
         BadRequest: corrupt ONNX, manifest mismatch.
         Conflict: name+version exists with different content.
     """
+    check_name("name", name, 128), check_name("version", version, 64)
     m = make_manifest(model_bytes, name=name, version=version, manifest=manifest, labels=labels, provenance=provenance)
     try:
         check_model(model_bytes, m)

@@ -12,6 +12,11 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+# model names and versions: no path separators, no leading dot or dash (they name blobs, TUF targets, files)
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MODEL_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[A-Za-z0-9][A-Za-z0-9_.-]*$"  # NAME:VERSION
+MODEL_REF_MAX = 128 + 1 + 64
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -160,7 +165,7 @@ class DeviceCreated(SQLModel):
 
 
 class DeploymentCreate(SQLModel):
-    model: str  # NAME:VERSION
+    model: str = Field(regex=MODEL_REF_PATTERN, max_length=MODEL_REF_MAX, description="NAME:VERSION")
     slot: str = "control"
     devices: list[str] = []
     all: bool = False

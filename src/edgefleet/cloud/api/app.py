@@ -9,6 +9,7 @@ bundles (``access.py``).
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ... import __version__
@@ -19,7 +20,7 @@ from ..web import install_web
 from .access import tuf_authorizer
 from .deps import any_principal, device_id_of
 from .docs import install_docs
-from .hygiene import JsonBodyLimitMiddleware
+from .hygiene import JsonBodyLimitMiddleware, json_safe
 from .routes import api_router
 from .routes import metrics as metrics_routes
 from .throttle import AuthThrottle
@@ -40,6 +41,15 @@ def create_app(controller: Controller) -> FastAPI:
     @app.exception_handler(CloudError)
     async def _cloud_error(_request: Request, exc: CloudError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": json_safe(exc.errors())})
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(_request: Request, _exc: OverflowError) -> JSONResponse:
+        # a number past what the database stores (e.g. ?limit=10**30): the client's input, not a fault
+        return JSONResponse(status_code=400, content={"detail": "a number in the request is out of range"})
 
     app.include_router(api_router)
     app.include_router(_uploads_router(controller), prefix="/api/v1")

@@ -6,11 +6,15 @@ that FastAPI would parse as JSON (``Content-Type`` absent, ``application/json`` 
 ``…+json``), answers 413 past ``max_bytes`` and 400 past ``max_depth`` levels of arrays
 and objects, and otherwise replays the buffered body to the app unchanged. Other bodies
 (multipart model pushes, upload chunks) stream through untouched.
+
+``json_safe`` makes validation errors renderable whatever input they echo (NaN, lone
+surrogates, raw bytes); ``create_app`` answers every ``RequestValidationError`` with it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -104,3 +108,24 @@ async def _answer(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})
+
+
+def json_safe(value: Any, *, max_str: int = 200) -> Any:
+    """``value`` (a validation error list) made renderable: no NaN/inf, no surrogates, no raw
+    bytes, long strings and huge integers shortened — the echo of hostile input must not
+    itself fail to encode (FastAPI's default handler would answer 500)."""
+    if isinstance(value, dict):
+        return {str(json_safe(k, max_str=max_str)): json_safe(v, max_str=max_str) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v, max_str=max_str) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**63 else f"{str(value)[:20]}… ({len(str(value))} digits)"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = value if isinstance(value, str) else str(value)
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= max_str else text[:max_str] + f"… ({len(text)} characters)"

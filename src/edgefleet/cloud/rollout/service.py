@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from .. import catalog
 from ..errors import BadRequest, Conflict, NotFound
-from ..models import Device
+from ..models import MODEL_REF_MAX, MODEL_REF_PATTERN, Device
 from . import build_spec, rollout_status, supersede, supersedes
 from .commands import COMMANDS
 from .errors import IllegalTransition, SpecError
@@ -45,7 +45,7 @@ from .tables import Rollout
 class RolloutCreate(BaseModel):
     """``fleet rollout start`` / ``POST /api/v1/rollouts``."""
 
-    model: str = Field(description="NAME:VERSION")
+    model: str = Field(pattern=MODEL_REF_PATTERN, max_length=MODEL_REF_MAX, description="NAME:VERSION")
     slot: str = "control"
     select: str = "all"
     waves: str = "1,10,50,100"

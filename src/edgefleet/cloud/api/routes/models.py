@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from ... import catalog
 from ...errors import BadRequest
-from ...models import ModelVersionPublic
+from ...models import MODEL_NAME_PATTERN, ModelVersionPublic
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -20,8 +20,8 @@ async def push_model(
     session: SessionDep,
     controller: ControllerDep,
     _: Operator,
-    name: str = Form(...),
-    version: str = Form(...),
+    name: str = Form(..., pattern=MODEL_NAME_PATTERN, max_length=128),
+    version: str = Form(..., pattern=MODEL_NAME_PATTERN, max_length=64),
     model: UploadFile = File(..., description="the ONNX file"),
     manifest: str | None = Form(None, description="manifest JSON; inferred from the graph when absent"),
     labels: str | None = Form(None, description="comma-separated class labels"),
