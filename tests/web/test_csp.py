@@ -26,7 +26,7 @@ from edgefleet.cloud.web.render import HERE
 from edgefleet.cloud.web.security import CSP, REPORT_CSP, with_security_headers
 
 PAGES = ["/ui/fleet", "/ui/rollouts", "/ui/review", "/ui/confusion", "/ui/models", "/ui/models/digits/1.0",
-         "/ui/tokens", "/ui/login"]
+         "/ui/tokens", "/ui/audit", "/ui/login"]
 
 
 @pytest.fixture(scope="module")

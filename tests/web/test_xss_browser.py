@@ -176,7 +176,7 @@ def pages(ids: dict[str, str]) -> list[str]:
     return ["/ui/fleet", "/ui/fleet?" + urlencode({"tag": f"site={SCRIPT}"}), "/ui/rollouts",
             f"/ui/rollouts/{ids['rollout']}", "/ui/review?show=all", f"/ui/review?show=all&device={DEVICE}",
             "/ui/confusion", f"/ui/confusion?pair={pair}", "/ui/models", "/ui/models/digits/1.0",
-            "/ui/models/digits/2.0", "/ui/tokens", f"/ui/login?next=/ui/{IMG}"]
+            "/ui/models/digits/2.0", "/ui/tokens", "/ui/audit", f"/ui/login?next=/ui/{IMG}"]
 
 
 def assert_nothing_ran(page: Any, dialogs: list[str]) -> None:
