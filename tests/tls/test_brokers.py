@@ -11,6 +11,7 @@ import pytest
 from edgefleet.cloud.broker import BrokerTls, EmbeddedBroker, MosquittoBroker
 from edgefleet.cloud.broker_auth import Account, BrokerAuthFiles, hash_password
 
+from ..conftest import wait_until
 from .conftest import make_ca, refused, tls_connect, write_cert
 
 
@@ -56,16 +57,16 @@ def test_mosquitto_refuses_a_certificate_from_another_ca(mosquitto_tls, tmp_path
     assert tls_connect("127.0.0.1", broker.tls_port, ca_file=ca.ca_file, cert=good, client_id="cam-1") == "connected"
 
 
-def test_mosquitto_refuses_a_revoked_certificate(mosquitto_tls, tmp_path: Path) -> None:
+def test_mosquitto_refuses_a_revoked_certificate_after_a_reload(mosquitto_tls, tmp_path: Path) -> None:
     ca, broker = mosquitto_tls
-    revoked = ca.issue_device_cert("cam-1")
-    kept = ca.issue_device_cert("cam-2")
-    ca.revoke(revoked.serial)
-    broker.stop()  # mosquitto reads the CRL when it starts a listener
-    broker.start()
+    revoked, kept = ca.issue_device_cert("cam-1"), ca.issue_device_cert("cam-2")
     bad = write_cert(tmp_path / "dev", "cam-1", revoked)
     good = write_cert(tmp_path / "dev", "cam-2", kept)
-    assert refused(tls_connect("127.0.0.1", broker.tls_port, ca_file=ca.ca_file, cert=bad, client_id="cam-1"))
+    assert tls_connect("127.0.0.1", broker.tls_port, ca_file=ca.ca_file, cert=bad, client_id="cam-1") == "connected"
+    ca.revoke(revoked.serial)
+    broker.reload()  # SIGHUP: mosquitto re-reads crlfile (as it does passwd and acl)
+    wait_until(lambda: refused(tls_connect("127.0.0.1", broker.tls_port, ca_file=ca.ca_file, cert=bad,
+                                           client_id="cam-1", timeout=2)), timeout=10, message="revoked refused")
     assert tls_connect("127.0.0.1", broker.tls_port, ca_file=ca.ca_file, cert=good, client_id="cam-2") == "connected"
 
 
@@ -132,9 +133,9 @@ def test_amqtt_tls_listener_is_verified_by_a_client_with_the_fleet_ca(amqtt_tls,
                      client_id="cam-1")
     assert ok == "connected"
     other = make_ca(tmp_path / "other-pki")
-    refused = tls_connect("127.0.0.1", broker.tls_port, ca_file=other.ca_file, username="cam-1",
-                          password="pw-cam-1", client_id="cam-1")
-    assert refused.startswith("handshake failed") and "certificate verify failed" in refused
+    untrusted = tls_connect("127.0.0.1", broker.tls_port, ca_file=other.ca_file, username="cam-1",
+                            password="pw-cam-1", client_id="cam-1")
+    assert untrusted.startswith("handshake failed") and "certificate verify failed" in untrusted
     wrong_pw = tls_connect("127.0.0.1", broker.tls_port, ca_file=ca.ca_file, username="cam-1", password="x",
                            client_id="cam-1")
     assert refused(wrong_pw)
