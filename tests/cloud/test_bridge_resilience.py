@@ -259,3 +259,27 @@ def test_last_message_age_is_reported(stack) -> None:
         wait_until(lambda: _health(stack).json()["last_message_age_s"] > first, message="age grows")
     finally:
         _close(dev)
+
+
+def test_watchdog_and_retained_clear_work_on_mosquitto_with_mqtt5_and_its_acl(tmp_path, mosquitto) -> None:
+    """mosquitto enforces the ACL the controller writes: the probe topic and the clearing of a
+    device's retained status must be within the controller's rights (MQTT 5, manual acks)."""
+    s = start_stack(tmp_path / "c", mosquitto)
+    dev = _as_device(s, "cam-m")
+    try:
+        bridge = s.controller.bridge
+        _fast_watchdog(bridge)
+        wait_until(lambda: (r := _health(s)).status_code == 200 and r.json()["probe_rtt_s"] is not None,
+                   message="probe delivered back through mosquitto")
+        dev.publish(status_topic("cam-m"), POISON, qos=1, retain=True).wait_for_publish(5)
+        wait_until(lambda: bridge.counters[("status", "invalid")] >= 1, message="poison counted")
+        s.stop()
+        s = start_stack(tmp_path / "c", mosquitto, token=s.token)
+        wait_until(lambda: s.controller.bridge.counters[("status", "cleared")] >= 1, message="cleared on restart")
+        wait_until(lambda: _retained_on_broker(mosquitto, _controller_credentials(s), status_topic("cam-m"), 1.0) == [],
+                   timeout=10, message="nothing retained left")
+        dev.publish(status_topic("cam-m"), encode(Status(device_id="cam-m", online=True)), qos=1).wait_for_publish(5)
+        wait_until(lambda: _online(s, "cam-m"), message="a good status applied")
+    finally:
+        _close(dev)
+        s.stop()
