@@ -32,6 +32,9 @@ def test_a_good_chain_verifies_and_is_anchored_every_n_entries(log) -> None:  # 
     first = rows[0]
     data = audit.entry_bytes(1, audit.ts_text(first.ts), first.actor, first.role, first.action, first.target, first.summary)
     assert first.hash == audit.chain_hash(audit.GENESIS, data)  # sha256(prev_hash || canonical JSON)
+    with log.engine.connect() as conn:  # stored as the canonical text itself: verify hashes it unparsed
+        stored = conn.execute(text("SELECT summary FROM audit_entry WHERE seq = 1")).scalar()
+    assert stored == audit.canonical_text(first.summary)
 
 
 def test_an_empty_log_verifies(log) -> None:  # type: ignore[no-untyped-def]

@@ -39,12 +39,13 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import JSON, Column, update
+from sqlalchemy import JSON, Column, Text, cast, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from .errors import CloudError
 
+_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 GENESIS = "0" * 64
 KEY_FILE = "audit-ed25519.pem"
 KINDS = ("edited", "deleted", "reordered", "truncated", "anchor")
@@ -105,15 +106,30 @@ def ts_text(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def canonical_text(value: Any) -> str:
+    """``json.dumps(value, sort_keys=True)``: keys sorted at every level, ASCII only.
+
+    A summary is stored as exactly this text (the JSON column writes ``json.dumps`` of a
+    dict whose keys are already sorted), so ``verify`` can hash the stored text as it is.
+    """
+    return json.dumps(value, sort_keys=True, ensure_ascii=True, allow_nan=False)
+
+
 def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return canonical_text(value).encode("ascii")
+
+
+def entry_text(seq: int, ts: str, actor: str, role: str, action: str, target: str, summary_text: str) -> str:
+    """``canonical_text`` of the entry's fields, with the summary given as canonical text."""
+    q = _quote
+    return (f'{{"action": {q(action)}, "actor": {q(actor)}, "role": {q(role)}, "seq": {int(seq)}, '
+            f'"summary": {summary_text}, "target": {q(target)}, "ts": {q(ts)}}}')
 
 
 def entry_bytes(seq: int, ts: str, actor: str, role: str, action: str, target: str,
                 summary: Mapping[str, Any]) -> bytes:
-    return canonical({"seq": seq, "ts": ts, "actor": actor, "role": role, "action": action,
-                      "target": target, "summary": summary})
+    """What is hashed: the canonical JSON of (seq, ts, actor, role, action, target, summary)."""
+    return entry_text(seq, ts, actor, role, action, target, canonical_text(summary)).encode("ascii")
 
 
 def chain_hash(prev_hash: str, data: bytes) -> str:
@@ -452,16 +468,30 @@ class VerifyReport:
                 "problems": [{"seq": p.seq, "kind": p.kind, "detail": p.detail} for p in self.problems]}
 
 
-_ROW = (AuditEntry.seq, AuditEntry.ts, AuditEntry.actor, AuditEntry.role, AuditEntry.action,
-        AuditEntry.target, AuditEntry.summary, AuditEntry.prev_hash, AuditEntry.hash)
+def _sqlite_ts_text(raw: Any) -> str:
+    """SQLite keeps times as ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC): rewrite, do not parse."""
+    if isinstance(raw, str) and len(raw) == 26 and raw[10] == " " and raw[19] == ".":
+        return f"{raw[:10]}T{raw[11:]}Z"
+    return ts_text(raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw)))
 
 
 def _rows(session: Session, upto: int) -> Iterator[tuple[Any, ...]]:
-    after = 0
+    """(seq, ts text, actor, role, action, target, summary text, prev_hash, hash), in seq order.
+
+    The summary comes as the stored JSON text and, on SQLite, the time as its stored text:
+    nothing is parsed on the way (``verify`` touches every entry).
+    """
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    ts_col = cast(AuditEntry.ts, Text) if sqlite else AuditEntry.ts
+    to_text = _sqlite_ts_text if sqlite else ts_text
+    cols = (AuditEntry.seq, ts_col, AuditEntry.actor, AuditEntry.role, AuditEntry.action, AuditEntry.target,
+            cast(AuditEntry.summary, Text), AuditEntry.prev_hash, AuditEntry.hash)
+    conn, after = session.connection(), 0
     while True:
-        page = session.execute(select(*_ROW).where(col(AuditEntry.seq) > after, col(AuditEntry.seq) <= upto)
-                               .order_by(col(AuditEntry.seq)).limit(_PAGE)).all()
-        yield from page
+        page = conn.execute(select(*cols).where(col(AuditEntry.seq) > after, col(AuditEntry.seq) <= upto)
+                            .order_by(col(AuditEntry.seq)).limit(_PAGE)).all()
+        for seq, ts, actor, role, action, target, summary, prev_hash, stored in page:
+            yield seq, to_text(ts), actor, role, action, target, summary, prev_hash, stored
         if len(page) < _PAGE:
             return
         after = page[-1][0]
@@ -476,6 +506,17 @@ def _anchors(session: Session) -> Iterator[AuditAnchor]:
         if len(page) < _PAGE:
             return
         after = page[-1].seq
+
+
+def _hash(prev_hash: str, seq: int, fields: tuple[Any, ...]) -> str:
+    return hashlib.sha256((prev_hash + entry_text(seq, *fields)).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _recanonical(summary_text: Any) -> str:
+    try:
+        return canonical_text(json.loads(summary_text) if isinstance(summary_text, str) else summary_text)
+    except (ValueError, TypeError):
+        return str(summary_text)
 
 
 class _Walk:
@@ -498,8 +539,11 @@ class _Walk:
 
     def row(self, r: tuple[Any, ...]) -> None:
         seq, ts, actor, role, action, target, summary, prev_hash, stored = r
-        fields = (ts_text(ts), actor, role, action, target, summary)
-        ok = chain_hash(prev_hash, entry_bytes(seq, *fields)) == stored
+        fields = (ts, actor, role, action, target, summary)
+        ok = _hash(prev_hash, seq, fields) == stored
+        if not ok:  # the stored text may differ in form only (spaces, key order): compare the content
+            fields = (ts, actor, role, action, target, _recanonical(summary))
+            ok = _hash(prev_hash, seq, fields) == stored
         expected = self.prev_seq + 1
         gap = seq > expected
         if gap:
@@ -528,7 +572,7 @@ class _Walk:
         if after is not None:
             candidates.append(after - 1)
         for original in dict.fromkeys(c for c in candidates if c != seq and c > 0):
-            if chain_hash(prev_hash, entry_bytes(original, *fields)) == stored:
+            if _hash(prev_hash, original, fields) == stored:
                 if original == seq + 1 and before is None:
                     self.problem(seq, "deleted", f"entry {seq} is missing: the entries after it were renumbered")
                 else:
@@ -563,14 +607,17 @@ def verify(session: Session, keys: Mapping[str, Ed25519PublicKey], *, max_proble
     walk = _Walk(session, keys, report, max_problems)
     anchors = _anchors(session)
     pending = next(anchors, None)
+    at = pending.seq if pending is not None else -1  # the next anchor's seq (a plain int: checked per row)
     for r in _rows(session, head.seq):
-        while pending is not None and pending.seq < r[0]:  # its entry is gone: reported as a gap
+        while pending is not None and at < r[0]:  # its entry is gone: reported as a gap
             walk.anchor(pending, None)
             pending = next(anchors, None)
+            at = pending.seq if pending is not None else -1
         walk.row(r)
-        if pending is not None and pending.seq == r[0]:
+        if at == r[0] and pending is not None:
             walk.anchor(pending, r[-1])
             pending = next(anchors, None)
+            at = pending.seq if pending is not None else -1
     last = walk.prev_seq
     if last < head.seq:
         walk.problem(last + 1, "truncated", f"entries {last + 1}..{head.seq} are missing at the tail "
