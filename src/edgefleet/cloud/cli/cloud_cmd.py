@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import audit
 from ..auth import hash_token, new_token
 from ..client import write_cli_config
 from ..errors import CloudError
@@ -61,6 +62,7 @@ def init(
     controller = Controller(settings)
     controller.migrate()
     token = create_admin_token(controller)
+    audit.record_local(settings, "token.create", "admin", {"role": "admin", "via": "fleet cloud init"}, engine=controller.engine)
     write_cli_config(settings.data_dir, settings.base_url, token, ca_file=settings.tls_ca_file)
     controller.engine.dispose()
     console.print(f"controller data in [bold]{settings.data_dir}[/] (database {settings.db_url.split('://')[0]})")
