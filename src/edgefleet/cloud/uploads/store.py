@@ -127,8 +127,8 @@ class UploadStore:
         """
         try:
             obj = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise Malformed(f"body is not valid JSON: {exc}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise Malformed(f"body is not valid JSON: {str(exc)[:200]}") from None
         try:
             req = CreateUpload.model_validate(obj)
         except ValidationError as exc:
