@@ -31,9 +31,9 @@ def login(request: Request, session: SessionDep, token: str = Form(""), next: st
         wait = throttle.refused(request, token)
         if wait is not None:
             refusal = throttle.too_many(wait)
-            resp = render(request, "login.html", None, status_code=429, next_url=safe_next(next), error=refusal.detail)
-            resp.headers.update(refusal.headers or {})
-            return resp
+            page = render(request, "login.html", None, status_code=429, next_url=safe_next(next), error=refusal.detail)
+            page.headers.update(refusal.headers or {})
+            return page
         return render(request, "login.html", None, status_code=401, next_url=safe_next(next),
                       error="That token is not valid (revoked, mistyped, or a device token).")
     resp = RedirectResponse(safe_next(next), status_code=303)
