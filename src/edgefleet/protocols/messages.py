@@ -236,9 +236,9 @@ SCHEMAS: dict[str, type[BaseModel]] = {
 DEFAULT_MAX_BYTES = 256 * 1024
 MAX_DEPTH = 32  # arrays and objects nested deeper than this are refused before parsing
 
-# A JSON string literal (escapes included). In UTF-8 the bytes '"', '\\' and the brackets
-# never occur inside a multi-byte character, so a byte-level scan is exact on valid text.
-_STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+# In UTF-8 the bytes '"', '\\' and the brackets never occur inside a multi-byte character,
+# so a byte-level scan is exact on valid text.
+_ESCAPE = re.compile(rb"\\.", re.S)  # one escape sequence's first two bytes (\" and \\ matter)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _SIGNED_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
 
@@ -260,11 +260,15 @@ def _first_error_field(exc: ValidationError) -> tuple[str | None, str]:
 def nesting_depth(data: bytes) -> int:
     """How deep arrays and objects nest in ``data`` (UTF-8 JSON), counted without parsing.
 
-    Linear in the payload: string literals are cut out, then the brackets left are summed.
-    Exact on valid JSON; on invalid JSON it may over- or under-count after the first error,
-    which the parser reports anyway before it could nest any deeper.
+    Linear in the payload: escapes are cut out, then everything between quotes, then the
+    brackets left are summed. Exact on valid JSON; on invalid JSON it may over- or
+    under-count after the first error, which the parser reports anyway before it could
+    nest any deeper.
     """
-    brackets = _STRING_LITERAL.sub(b"", data).translate(None, _NOT_BRACKETS)
+    if b"\\" in data:
+        data = _ESCAPE.sub(b"", data)
+    outside = b"".join(data.split(b'"')[::2])  # even pieces lie outside string literals
+    brackets = outside.translate(None, _NOT_BRACKETS)
     return max(accumulate(memoryview(brackets.translate(_SIGNED_STEPS)).cast("b"), initial=0))
 
 
@@ -285,7 +289,7 @@ def _parse_json(data: bytes | bytearray | memoryview | str, max_bytes: int) -> A
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidPayload(f"not valid UTF-8 (byte {exc.start})") from None
-    depth = nesting_depth(raw)
+    depth = 0 if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH else nesting_depth(raw)  # few openers: shallow
     if depth > MAX_DEPTH:
         raise InvalidPayload(f"nested deeper than {MAX_DEPTH} levels ({depth})")
     try:
