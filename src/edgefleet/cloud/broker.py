@@ -275,9 +275,11 @@ class MosquittoBroker:
         if not self.available():
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
         conf = self._write_config()
-        self._proc = subprocess.Popen(
-            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        # its log goes to a file, never to a pipe nobody reads (a flood of refusals would block it)
+        with open(self.data_dir / "mosquitto.log", "ab") as log_file:
+            self._proc = subprocess.Popen(
+                ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log_file
+            )
         try:
             wait_for_port(self.host, self.port)
             if self.tls_port is not None:
