@@ -87,12 +87,15 @@ def main() -> None:
     args = ap.parse_args()
 
     from sqlmodel import Session
+    from tests.signed_reports.keys import SimKey
 
     from edgefleet.cloud.models import Device
 
     def enrol(controller: Any) -> None:  # the whole fleet in one transaction
         with Session(controller.engine) as s:
-            s.add_all(Device(id=d, hardware_id=hw, tags={"site": "bench"}) for d, hw in _devices(args.devices))
+            keys = [(d, hw, SimKey(d)) for d, hw in _devices(args.devices)]  # the keys the simulated devices sign with
+            s.add_all(Device(id=d, hardware_id=hw, tags={"site": "bench"}, report_public_key=k.public_key,
+                             report_key_id=k.key_id) for d, hw, k in keys)
             s.commit()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-rollout-"))

@@ -7,6 +7,8 @@ differs from what it runs by walking the lifecycle — ``notified``, ``downloadi
 ``verifying``, ``preparing``, ``active`` (one ``reported`` each, ``step_s`` apart) — then
 ``healthy`` after ``health_s``, and sends ``telemetry`` every period the controller asks
 for. It trusts the hint (no TUF, no download): what is measured is the controller side.
+Like an agent, each device signs its ``reported`` and ``telemetry`` with its own report key
+(``SimKey``, deterministic per device id: enrol it with ``sim_public_key``).
 ``counter`` counts every message under ``fleet/v1/devices/`` seen by a separate observer
 connection (both directions), for "MQTT messages per device".
 """
@@ -39,6 +41,13 @@ from edgefleet.protocols import (
 )
 from edgefleet.protocols.topics import device_topic
 
+from ..signed_reports.keys import SimKey
+
+
+def sim_public_key(device_id: str) -> str:
+    """The report public key a simulated device signs with: enrol it with this."""
+    return SimKey(device_id).public_key
+
 _STEPS = (Phase.NOTIFIED, Phase.DOWNLOADING, Phase.VERIFYING, Phase.PREPARING, Phase.ACTIVE)
 
 
@@ -56,6 +65,11 @@ class SimDevice:
     next_telemetry: float = 0.0
     latency_ms: float = 2.0
     history: list[tuple[float, str, str]] = field(default_factory=list)  # (t, phase, digest)
+    key: SimKey = field(init=False)  # its report key (deterministic: enrol with sim_public_key(id))
+    period_end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.key = SimKey(self.device_id)
 
 
 def _client(client_id: str, host: str, port: int, protocol: str, auth: tuple[str, str] | None = None) -> mqtt.Client:
@@ -87,6 +101,7 @@ class SimFleet:
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
         self._lock = threading.Lock()
+        self._sign_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="simfleet", daemon=True)
 
@@ -132,6 +147,10 @@ class SimFleet:
 
     def _publish(self, d: SimDevice, channel: Channel, msg: object, *, retain: bool = False) -> None:
         qos = 0 if channel == Channel.TELEMETRY else 1
+        if channel in (Channel.REPORTED, Channel.TELEMETRY):  # signed by the device's own report key
+            with self._sign_lock:  # seq order is wire order
+                d.client.publish(device_topic(d.device_id, channel), d.key.sign(msg), qos=qos, retain=retain)  # type: ignore[arg-type]
+            return
         d.client.publish(device_topic(d.device_id, channel), encode(msg), qos=qos, retain=retain)  # type: ignore[arg-type]
 
     def _report(self, d: SimDevice) -> None:
@@ -207,7 +226,8 @@ class SimFleet:
         frames = int(5 * d.telemetry_period_s)
         lat = LatencyStats(p50=d.latency_ms, p95=d.latency_ms * 1.2, p99=d.latency_ms * 1.5,
                            mean=d.latency_ms, max=d.latency_ms * 2)
-        msg = Telemetry(device_id=d.device_id, period_start=now, period_end=now, control=d.installed,
+        start, d.period_end = d.period_end or now, now  # periods follow each other, never overlap
+        msg = Telemetry(device_id=d.device_id, period_start=start, period_end=now, control=d.installed,
                         frames=frames if d.installed else 0, fps=5.0, latency_ms=lat)
         self._publish(d, Channel.TELEMETRY, msg)
 

@@ -36,7 +36,7 @@ from edgefleet.cloud.settings import load_settings
 
 from ..conftest import wait_until
 from . import candidates
-from .simfleet import SimFleet
+from .simfleet import SimFleet, sim_public_key
 
 PROFILES = ("jetson-orin-nano", "jetson-orin-agx", "jetson-xavier-nx")
 N = 30
@@ -80,7 +80,7 @@ class Replicas:
         self.client = ApiClient(f"http://127.0.0.1:{port}", token)
         devices = [(f"sim-{i:03d}", PROFILES[i % 3]) for i in range(N)]
         for d, hw in devices:
-            self.client.enrol_device(d, hw, {"site": "lab"})
+            self.client.enrol_device(d, hw, {"site": "lab"}, report_public_key=sim_public_key(d))
         self.sim = SimFleet(broker.host, broker.port, devices,
                             protocol="5" if getattr(broker, "kind", "") == "mosquitto" else "3.1.1",
                             connections=3, step_s=0.05, health_s=0.3, count=False,

@@ -200,4 +200,5 @@ def device_public(session: Session, device: Device) -> DevicePublic:
         desired_generation=device.desired_generation, reported_generation=device.reported_generation,
         slots=slots, telemetry=device.telemetry, telemetry_at=device.telemetry_at,
         revoked_at=device.revoked_at, credentials_epoch=device.credentials_epoch,
+        report_key_id=device.report_key_id, hardware_id_reported=device.hardware_id_reported,
     )
