@@ -281,8 +281,9 @@ def append(session: Session, *, actor: str, role: str, action: str, target: str 
     now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
     head = _lock_head(session)
     seq = head.seq + 1
-    fields = dict(actor=str(actor)[:128], role=str(role)[:16], action=str(action)[:64], target=str(target)[:256],
-                  summary=bounded_summary(summary))
+    fields: dict[str, Any] = dict(actor=str(actor)[:128], role=str(role)[:16], action=str(action)[:64],
+                                  target=str(target)[:256],
+                                  summary=bounded_summary(summary))
     ts = datetime.fromisoformat(ts_text(now).replace("Z", "+00:00"))
     digest = chain_hash(head.hash, entry_bytes(seq, ts_text(ts), **fields))
     entry = AuditEntry(seq=seq, ts=ts, prev_hash=head.hash, hash=digest, **fields)
@@ -345,7 +346,7 @@ def record_gate_breach(session: Session, rollout_id: str, action: Any, on_breach
         return
     log = for_controller(publisher) if hasattr(publisher, "settings") and hasattr(publisher, "engine") else None
     failed = [f"{r.metric}: {r.reason}" for r in action.results if r.status == "failed"]
-    fields = dict(actor="reconciler", role="system", target=rollout_id,
+    fields: dict[str, Any] = dict(actor="reconciler", role="system", target=rollout_id,
                   action="rollout.auto_rollback" if on_breach == "rollback" else "rollout.auto_pause",
                   summary={"wave": action.wave, "gates_failed": failed},
                   now=datetime.fromtimestamp(action.at, timezone.utc))
@@ -482,9 +483,9 @@ def _rows(session: Session, upto: int) -> Iterator[tuple[Any, ...]]:
     nothing is parsed on the way (``verify`` touches every entry).
     """
     sqlite = session.get_bind().dialect.name == "sqlite"
-    ts_col = cast(AuditEntry.ts, Text) if sqlite else AuditEntry.ts
+    ts_col: Any = cast(AuditEntry.ts, Text) if sqlite else AuditEntry.ts
     to_text = _sqlite_ts_text if sqlite else ts_text
-    cols = (AuditEntry.seq, ts_col, AuditEntry.actor, AuditEntry.role, AuditEntry.action, AuditEntry.target,
+    cols: tuple[Any, ...] = (AuditEntry.seq, ts_col, AuditEntry.actor, AuditEntry.role, AuditEntry.action, AuditEntry.target,
             cast(AuditEntry.summary, Text), AuditEntry.prev_hash, AuditEntry.hash)
     conn, after = session.connection(), 0
     while True:

@@ -116,7 +116,8 @@ def export(
     sink = typer.get_text_stream("stdout") if str(out) == "-" else None
     n = 0
     tmp = out.with_name(out.name + ".part") if sink is None else None
-    with open(tmp, "w", encoding="utf-8") if tmp else nullcontext(sink) as f:  # type: ignore[attr-defined]
+    opened: Any = open(tmp, "w", encoding="utf-8") if tmp else nullcontext(sink)  # noqa: SIM115  (closed by the with)
+    with opened as f:
         if _offline(data_dir, url, token):
             engine, _ = _local(data_dir)
             from sqlmodel import Session
