@@ -146,7 +146,7 @@ class ReportSigner:
                 if self._put(http, report_sig.public_b64(nxt)).status_code == 200:
                     self._promote(nxt)
                     resp = httpx.Response(200)
-        except (httpx.HTTPError, OSError, report_sig.ReportKeyError) as exc:
+        except (httpx.HTTPError, OSError, RuntimeError, report_sig.ReportKeyError) as exc:  # RuntimeError: client closed
             log.warning("device %s: report key not registered yet (%s); retrying", self.device_id, exc)
             return False
         if resp.status_code == 200:
