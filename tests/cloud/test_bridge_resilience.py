@@ -140,7 +140,7 @@ def _retained_on_broker(broker: Any, creds: tuple[str | None, str | None], topic
     done = threading.Event()
 
     def on_message(_c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:
-        if m.retain and m.topic == topic:  # amqtt may hand over others too
+        if m.retain and m.topic == topic and not done.is_set():  # amqtt may hand over others, or twice
             got.append(bytes(m.payload))
             done.set()
 
