@@ -39,13 +39,15 @@ def test_outbox_keeps_every_capture_across_sigkill_and_uploads_it_after_restart(
     stack: Stack, digit_models: Any, tmp_path: Path
 ) -> None:
     stack.controller.capture_policy = TEST_POLICY
-    token = stack.client.enrol_device("cam-k")["token"]
+    creds = stack.client.enrol_device("cam-k")
+    token = creds["token"]
     data_dir = tmp_path / "agents" / "cam-k"
     config = tmp_path / "cam-k.toml"
     config.write_text(to_toml({
         "agent": {"device_id": "cam-k", "data_dir": str(data_dir), "controller_url": stack.url, "token": token,
                   "health_window_s": 1.0, "trust_roots": str(write_roots(stack, tmp_path / "roots"))},
-        "mqtt": {"host": stack.broker.host, "port": stack.broker.port},
+        "mqtt": {"host": stack.broker.host, "port": stack.broker.port, "username": "cam-k",
+                 "password": creds["mqtt_password"]},
         "source": {"kind": "synthetic-digits", "fps": 30, "seed": 3},
         "capture": {"cooldown_s": 0.3, "upload_poll_s": 0.3, "backoff_max_s": 0.5},
         "output": {"socket": ""},
