@@ -16,7 +16,7 @@ from typing import Protocol
 from sqlmodel import Session, select
 
 from ..protocols import SLOTS, Desired, DeviceSettings, SlotTarget, is_valid_device_id
-from . import identity, report_verify
+from . import freshness, identity, report_verify
 from .errors import BadRequest, Conflict, NotFound
 from .models import Device, DevicePublic, ModelVersion, SlotAssignment, SlotPublic
 
@@ -201,4 +201,7 @@ def device_public(session: Session, device: Device) -> DevicePublic:
         slots=slots, telemetry=device.telemetry, telemetry_at=device.telemetry_at,
         revoked_at=device.revoked_at, credentials_epoch=device.credentials_epoch,
         report_key_id=device.report_key_id, hardware_id_reported=device.hardware_id_reported,
+        director_version=device.director_version, reported_director_version=freshness.held_director_version(device),
+        stale=freshness.is_stale(device), stale_since=device.stale_since, stale_reason=device.stale_reason,
+        update_blocked=freshness.update_blocked(device),
     )

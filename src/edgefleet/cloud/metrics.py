@@ -4,7 +4,8 @@
 (``create_app`` calls it; it is idempotent). What flows in:
 
 * computed at scrape time from the database and the bridge (nothing to call):
-  ``edgefleet_devices{state="online"|"offline"}``,
+  ``edgefleet_devices{state="online"|"offline"}``, ``edgefleet_devices_stale`` (signed state
+  lagging longer than ``stale_after_s``, cloud/freshness.py),
   ``edgefleet_mqtt_messages_total{channel, outcome}`` (``controller.bridge.counters``);
 * observed by the HTTP middleware (``HttpMetricsMiddleware``):
   ``edgefleet_http_request_duration_seconds{method, route, status}`` (route = the path
@@ -56,6 +57,14 @@ class _ScrapeCollector(Collector):
             devices.add_metric(["online"], by.get(True, 0))
             devices.add_metric(["offline"], by.get(False, 0))
         yield devices
+        stale = GaugeMetricFamily("edgefleet_devices_stale",
+                                  "Devices whose signed state lags their desired state longer than stale_after_s")
+        if controller is not None:
+            with controller.session() as s:
+                n = s.exec(select(func.count()).select_from(Device).where(col(Device.stale_since).is_not(None))
+                           .where(col(Device.revoked_at).is_(None))).one()
+            stale.add_metric([], int(n))
+        yield stale
         msgs = CounterMetricFamily("edgefleet_mqtt_messages", "MQTT messages handled by the bridge, by channel and outcome",
                                    labels=["channel", "outcome"])
         bridge = getattr(controller, "bridge", None)

@@ -56,6 +56,13 @@ class Device(SQLModel, table=True):
     telemetry_seq: int | None = Field(default=None, sa_type=BigInteger)
     report_period_end: datetime | None = None
     hardware_id_reported: str | None = Field(default=None, max_length=128)
+    # freshness (cloud/freshness.py): the director version signed for the device, since when
+    # its signed state (reported director version, generation) lags what was signed, and,
+    # once that lasted longer than [controller] stale_after_s, why it is stale
+    director_version: int = 0
+    lagging_since: datetime | None = None
+    stale_since: datetime | None = None
+    stale_reason: str | None = Field(default=None, max_length=1024)
 
 
 class ModelVersion(SQLModel, table=True):
@@ -142,6 +149,14 @@ class DevicePublic(SQLModel):
     credentials_epoch: int = 0
     report_key_id: str | None = None  # the registered report key (signed reports), None: none yet
     hardware_id_reported: str | None = None  # claimed by a signed report, awaiting `fleet device approve-hardware`
+    # freshness (cloud/freshness.py): stale = its signed state lagged the desired state
+    # longer than [controller] stale_after_s; never counted healthy while stale
+    director_version: int = 0  # the director version signed for the device
+    reported_director_version: int | None = None  # the director version the device holds (signed report)
+    stale: bool = False
+    stale_since: datetime | None = None
+    stale_reason: str | None = None
+    update_blocked: dict[str, Any] | None = None  # the device's own word on why an update did not happen
 
 
 class DeviceCreate(SQLModel):

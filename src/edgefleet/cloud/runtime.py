@@ -33,6 +33,7 @@ from ..registry import BlobStore, LocalBlobStore
 from . import (
     fleet,
     fleet_settings,
+    freshness,
     identity,
     ingest,
     report_verify,
@@ -207,7 +208,10 @@ class Controller:
     def _on_reported(self, msg: Reported) -> None:
         with self.session() as s:
             report_verify.verify_reported(s, msg)  # signed by the device's key, fresh seq: else refused
-            ingest.apply_reported(s, msg)
+            device = ingest.apply_reported(s, msg)
+            if freshness.update(device):  # does its signed state now match what was signed for it?
+                s.add(device)
+                s.commit()
 
     def _on_telemetry(self, msg: Telemetry) -> None:
         with self.session() as s:
@@ -248,12 +252,16 @@ class Controller:
 
     def publish_device(self, session: Session, device: Device) -> None:
         """Sign the device's assignment with the director (if it changed), then send the hint."""
+        settings = self.device_settings(session)
         try:
-            version = signing.sign_device(session, self.trust, device)
+            version = signing.sign_device(session, self.trust, device, settings)  # settings travel signed
         except CloudError as exc:
             log.error("device %s: desired state not signed, not published: %s", device.id, exc)
             return
-        desired = fleet.desired_for(session, device, self.device_settings(session))
+        if freshness.update(device):
+            session.add(device)
+            session.commit()
+        desired = fleet.desired_for(session, device, settings)
         desired.director_version = version
         self.publish_desired(desired)
 
@@ -312,6 +320,8 @@ class Controller:
             try:
                 self.reconcile_once()
                 self.sync_once()
+                with self.session() as s:  # signed state lagging too long: stale (cloud/freshness.py)
+                    freshness.mark_stale(s, datetime.now(timezone.utc), self.settings.stale_after_s)
                 if time.time() >= next_expiry:
                     next_expiry = time.time() + 3600
                     self._expire_uploads(time.time())

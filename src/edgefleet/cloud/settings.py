@@ -53,6 +53,8 @@ class CloudSettings(BaseModel):
     telemetry_period_s: float = Field(default=10.0, gt=0)
     telemetry_history_days: float = Field(default=30.0, gt=0)
     reconcile_interval_s: float = Field(default=2.0, gt=0)
+    # a device whose signed state lags its desired state this long is stale (cloud/freshness.py)
+    stale_after_s: float = Field(default=120.0, gt=0)
     max_payload_bytes: int = 256 * 1024
     upload_max_open_sessions: int = Field(default=8, ge=1)  # per device; more → 429
     upload_max_open_bytes: int = Field(default=512 * 1024 * 1024, ge=1)  # declared bytes of open sessions per device

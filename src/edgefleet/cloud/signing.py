@@ -1,19 +1,23 @@
-"""Keep each device's director metadata in step with its slot assignments.
+"""Keep each device's director metadata in step with its slot assignments and settings.
 
 ``sign_device`` is called before desired state is published. It signs again only when
-the device's desired generation moved since the last signature (level-triggered: a lost
-signature or a restart re-signs on the next pass). A model that goes back to a device
-with a release counter at or below what that slot already had signed (a rollback) is
-re-released under a new counter first, so the device's "never lower" check holds.
+what the director signed for the device differs from what it should now say: the desired
+generation moved since the last signature, or the signed binding carries other settings
+(capture policy, telemetry period) or another credentials epoch than the device should
+get (level-triggered: a lost signature, a restart or metadata signed by an older
+controller re-signs on the next pass). A model that goes back to a device with a release
+counter at or below what that slot already had signed (a rollback) is re-released under
+a new counter first, so the device's "never lower" check holds.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlmodel import Session
 
-from ..protocols import SLOTS
+from ..protocols import SLOTS, DeviceSettings
 from . import fleet
 from .models import Device
 from .trust import Trust
@@ -21,10 +25,33 @@ from .trust import Trust
 log = logging.getLogger(__name__)
 
 
-def sign_device(session: Session, trust: Trust, device: Device) -> int:
-    """Sign (if needed) and return the device's current director version."""
+def signed_binding(device: Device, settings: DeviceSettings | None) -> dict[str, Any]:
+    """The fields of the director's device binding that the controller decides."""
+    out: dict[str, Any] = {"generation": device.desired_generation, "credentials_epoch": device.credentials_epoch}
+    if settings is not None:
+        out["settings"] = settings.model_dump(mode="json")
+    return out
+
+
+def _binding_current(trust: Trust, device: Device, wanted: dict[str, Any]) -> bool:
+    binding = trust.director.binding(device.id)
+    return all(binding.get(k) == v for k, v in wanted.items())
+
+
+def sign_device(session: Session, trust: Trust, device: Device, settings: DeviceSettings | None = None) -> int:
+    """Sign (if needed) and return the device's current director version.
+
+    Args:
+        settings: the settings the device must apply (``Controller.device_settings``); they
+            travel inside the signed binding. None leaves settings out (the device keeps its own).
+    """
     current = trust.director.version(device.id)
-    if device.director_generation == device.desired_generation and current > 0:
+    wanted = signed_binding(device, settings)
+    if device.director_generation == device.desired_generation and current > 0 and _binding_current(trust, device, wanted):
+        if device.director_version != current:
+            device.director_version = current
+            session.add(device)
+            session.commit()
         return current
     assignments = fleet.assignments_of(session, device.id)
     floor = dict(device.release_floor or {})
@@ -43,8 +70,9 @@ def sign_device(session: Session, trust: Trust, device: Device) -> int:
             session.add(mv)
         floor[slot] = max(floor.get(slot, 0), mv.release_counter)
         slots[slot] = mv.target_name
-    version = trust.assign(device.id, device.hardware_id, slots)
+    version = trust.assign(device.id, device.hardware_id, slots, **wanted)
     device.director_generation = device.desired_generation
+    device.director_version = version
     device.release_floor = floor
     session.add(device)
     session.commit()

@@ -5,7 +5,8 @@ the image repository and the director. ``fleet keys init`` (or the first start) 
 them; afterwards they are loaded. Model bundles stay in the blob store; the image
 repository signs them as ``<model>/<version>/r<counter>.tar`` targets. Every time a
 device's desired state changes, the director signs exactly what that device must
-install; MQTT only carries the director version as a hint.
+install, and the settings and generation it must apply; MQTT only carries the director
+version as a hint.
 
 Release counters only go up on a device. When the controller sends a device back to an
 older model (a rollback), ``target_for`` re-releases that model's bytes under a new,
@@ -20,6 +21,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..registry import BlobStore
 from ..registry.tuf import (
@@ -98,15 +100,24 @@ class Trust:
                 provenance=manifest.get("provenance") or {},
             )
 
-    def assign(self, device_id: str, hardware_id: str, slots: dict[str, str | None]) -> int:
-        """Sign the device's full desired state; returns the director version (the MQTT hint).
+    def assign(
+        self, device_id: str, hardware_id: str, slots: dict[str, str | None], *,
+        generation: int | None = None, settings: dict[str, Any] | None = None,
+        credentials_epoch: int | None = None,
+    ) -> int:
+        """Sign the device's full desired state (slots, and the desired generation, settings
+        and credentials epoch in its signed binding); returns the director version (the
+        MQTT hint).
 
         Raises:
             BadRequest: a target not built for this device's hardware, or unknown.
         """
         with self._lock:
             try:
-                version = self.director.assign(device_id, hardware_id, slots)
+                version = self.director.assign(
+                    device_id, hardware_id, slots, generation=generation, settings=settings,
+                    credentials_epoch=credentials_epoch,
+                )
             except RepositoryStateError as exc:
                 raise BadRequest(f"cannot assign to {device_id}: {exc}") from None
         log.info("director v%d signed for device %s (%s): %s", version, device_id, hardware_id, slots)

@@ -239,9 +239,11 @@ class Agent:
                 error_code=s.error_code, error=s.error,
                 release_counter=s.installed.release_counter if s.installed else 0, progress=s.progress,
             )
+        held = self.updater.held  # the signed metadata held, and why an update did not happen
         return Reported(
             device_id=self.device_id, generation=self.state.generation, hardware_id=self.hardware_id,
             agent_version=__version__, slots=slots,  # type: ignore[arg-type]
+            director=held.get("director"), image=held.get("image"), update_blocked=self.updater.update_blocked,
         )
 
     def publish_reported(self) -> None:
@@ -351,7 +353,8 @@ class Agent:
         if self.uploader is not None:
             uploader_thread = threading.Thread(target=self.uploader.run_forever, args=(self._stop,), name="uploader", daemon=True)
             uploader_thread.start()
-        next_telemetry = time.time() + self.state.settings.telemetry_period_s
+        last_telemetry = time.time()
+        next_telemetry = last_telemetry + self.state.settings.telemetry_period_s
         retry_at: float | None = None
         backoff = 2.0
         try:
@@ -364,24 +367,29 @@ class Agent:
                     desired = None
                 if desired is None and retry_at is not None and time.time() >= retry_at and self._last_desired:
                     desired = self._last_desired
-                if desired is not None and desired.credentials_epoch > self._credentials_epoch:
-                    self._rotation_wanted = max(self._rotation_wanted or 0, desired.credentials_epoch)
-                if self._rotation_wanted is not None and time.time() >= self._rotation_retry_at:
-                    self._rotate_credentials()
                 if desired is not None:
                     self._last_desired = desired
-                    self.updater.apply(desired)
+                    period_s = self.state.settings.telemetry_period_s
+                    self.updater.apply(desired)  # applies only the settings signed metadata confirms
                     self._apply_capture_settings()
+                    if self.state.settings.telemetry_period_s != period_s:  # timers follow at once
+                        next_telemetry = last_telemetry + self.state.settings.telemetry_period_s
+                    signed_epoch = self.updater.credentials_epoch  # the signed epoch, never the hint's
+                    if signed_epoch is not None and signed_epoch > self._credentials_epoch:
+                        self._rotation_wanted = max(self._rotation_wanted or 0, signed_epoch)
                     if self.updater.retry_pending:
                         retry_at = time.time() + backoff * random.uniform(0.8, 1.2)
                         backoff = min(backoff * 2, 300.0)
                     else:
                         retry_at, backoff = None, 2.0
+                if self._rotation_wanted is not None and time.time() >= self._rotation_retry_at:
+                    self._rotate_credentials()
                 now = time.time()
                 if now >= next_telemetry:
                     period = self.pipeline.take_period()
                     self.mqtt.publish(Channel.TELEMETRY, self.telemetry(period, now))
                     self._check_health(period)
+                    last_telemetry = now
                     next_telemetry = now + self.state.settings.telemetry_period_s
         finally:
             log.info("device %s stopping", self.device_id)

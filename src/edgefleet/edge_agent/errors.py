@@ -36,6 +36,13 @@ class DiskFull(RetryableError):
     code = "E_DISK_FULL"
 
 
+class DamagedDownload(DeploymentError):
+    """Downloaded bytes did not match the signed length or hashes. Possibly damaged in
+    transit: the updater retries a few times from a clean fetch before it is final."""
+
+    code = "E_HASH_MISMATCH"
+
+
 class DigestMismatch(DeploymentError):
     code = "E_DIGEST"
 

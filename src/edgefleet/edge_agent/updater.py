@@ -1,11 +1,21 @@
 """Apply desired state to the slots: check → fetch → verify → stage → activate → report.
 
+The MQTT ``desired`` is only a hint that something changed. What is applied comes from
+the director's verified metadata: the slots, and the device binding's settings (capture
+policy, telemetry period), generation and credentials epoch. A hint whose generation or
+settings differ from the signed ones changes nothing and is reported as
+``update_blocked`` (``E_HINT_UNCONFIRMED``, with the reason); so are refused metadata and
+refused deployments.
+
 For each slot whose target differs from what is installed, the updater downloads the
 bundle (resumable), verifies its digest, unpacks it into ``bundles/<digest>``, loads it
 and runs the self-test, and only then switches the pipeline to it and records the switch
 in the state file (atomically). Any failure leaves the running model untouched and is
-reported with an error code; permanent failures are not retried for the same bundle,
-retryable ones (link, disk) are retried with backoff by the daemon.
+reported with an error code. Bytes that do not match the signed length or hashes may have
+been damaged in transit: they are retried from a clean fetch (the part file discarded)
+with the daemon's backoff, ``DOWNLOAD_ATTEMPTS`` times in all, before the refusal is final
+for that release. Other permanent failures (self-test, signature, hardware) are final at
+once; retryable ones (link, disk) are retried with backoff by the daemon.
 """
 
 from __future__ import annotations
@@ -15,13 +25,25 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from ..protocols import SLOTS, Desired, Phase, SlotName, SlotTarget
+from pydantic import ValidationError
+
+from ..protocols import SLOTS, Desired, DeviceSettings, Phase, SlotName, SlotTarget
+from ..protocols.messages import HeldMetadata, UpdateBlocked
 from ..registry.bundle import read_manifest_dir, unpack_bundle
 from ..registry.errors import InvalidBundle
-from ..registry.tuf import DeviceVerifier, TufError, VerifiedTarget
-from .errors import BadBundle, DeploymentError, RetryableError
+from ..registry.tuf import (
+    BadMetadata,
+    CheckResult,
+    DeviceVerifier,
+    HintUnconfirmed,
+    TufError,
+    VerifiedTarget,
+)
+from .errors import BadBundle, DamagedDownload, DeploymentError, RetryableError
 from .pipeline import Pipeline
 from .runner import ModelRunner
 from .state import AgentState, InstalledModel, SlotState, StateStore
@@ -32,6 +54,42 @@ Reporter = Callable[[], None]
 RETIRE_AFTER_S = 5.0  # a replaced model is closed this long after the switch
 #: Phases of a deployment that is dropped when the desired model changes back to the running one.
 _ABANDONED = frozenset({Phase.NOTIFIED, Phase.DOWNLOADING, Phase.VERIFYING, Phase.PREPARING, Phase.FAILED})
+#: Download refusals that bytes damaged in transit cause: retried from a clean fetch.
+TRANSIT_CODES = frozenset({"E_HASH_MISMATCH", "E_LENGTH"})
+DOWNLOAD_ATTEMPTS = 3  # fetches of one release whose bytes do not match before the refusal is final
+
+
+def _settings_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the fields where two settings dumps differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _settings_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def unconfirmed_reason(desired: Desired, result: CheckResult, signed: DeviceSettings | None) -> str | None:
+    """Why the hint ``desired`` claims more than the verified metadata ``result`` says, or None.
+
+    A hint *behind* the signed state (an older generation, a lower director version) is
+    just late and not reported; one naming a newer director version or generation, or the
+    same generation with other settings or credentials epoch, is forged or premature.
+    """
+    reasons = []
+    if result.hint_error is not None:
+        reasons.append(f"hint names director version {result.hint}, signed metadata is at {result.director_version}")
+    if result.generation is not None:
+        if desired.generation > result.generation:
+            reasons.append(f"hint names generation {desired.generation}, signed metadata {result.generation}")
+        elif desired.generation == result.generation:
+            if signed is not None and desired.settings != signed:
+                fields = _settings_diff(desired.settings.model_dump(mode="json"), signed.model_dump(mode="json"))
+                reasons.append(f"hint settings differ from the signed ones ({', '.join(fields)})")
+            if result.credentials_epoch is not None and desired.credentials_epoch != result.credentials_epoch:
+                reasons.append(f"hint names credentials epoch {desired.credentials_epoch}, "
+                               f"signed metadata {result.credentials_epoch}")
+    return "; ".join(reasons) or None
 
 
 def _as_slot_target(target: VerifiedTarget | None) -> SlotTarget | None:
@@ -42,6 +100,20 @@ def _as_slot_target(target: VerifiedTarget | None) -> SlotTarget | None:
         name=target.model or target.name, version=target.version or "?", digest=target.digest,
         size=target.length, path=target.url, release_counter=target.release_counter,
     )
+
+
+def _signed_settings(result: CheckResult) -> DeviceSettings | None:
+    """The settings of the director's signed binding (None: it carries none).
+
+    Raises:
+        BadMetadata: signed settings that are not valid device settings.
+    """
+    if result.settings is None:
+        return None
+    try:
+        return DeviceSettings.model_validate(result.settings)
+    except ValidationError as exc:
+        raise BadMetadata(f"director binding: invalid settings: {exc.errors()[0].get('msg', exc)}") from None
 
 
 class Updater:
@@ -72,6 +144,11 @@ class Updater:
         self.engines = data_dir / "engines"
         self.retry_pending = False
         self.activated_at: dict[str, float] = {}
+        self.credentials_epoch: int | None = None  # the signed epoch of the last verified check
+        self.held: dict[str, HeldMetadata] = {}  # director/image metadata held, for reports
+        self.update_blocked: UpdateBlocked | None = None  # why the last hint did not fully happen
+        self._damaged: dict[tuple[str, int], int] = {}  # (digest, release counter) → mismatching fetches
+        self._retrying: UpdateBlocked | None = None
 
     # ----- start-up -----
 
@@ -101,26 +178,66 @@ class Updater:
         are those of the director metadata, cross-checked with the image repository.
         """
         self.retry_pending = False
-        self.state.settings = desired.settings
+        self._retrying = None
         try:
-            result = self.verifier.check(hint=desired.director_version)
+            try:
+                result = self.verifier.check(hint=desired.director_version)
+                signed = _signed_settings(result)
+            finally:
+                self.held = {repo: HeldMetadata(version=h.version, timestamp_version=h.timestamp_version, expires=h.expires)
+                             for repo, h in self.verifier.held().items()}
         except TufError as exc:
             self._refuse_unverified(desired, exc)
             return
-        if result.hint_error is not None:
-            log.warning("device %s: %s", self.device_id, result.hint_error)
+        unconfirmed = unconfirmed_reason(desired, result, signed)
+        if unconfirmed is not None:
+            log.warning("device %s: hint not confirmed by signed metadata, not applied: %s", self.device_id, unconfirmed)
+        if signed is not None:
+            self.state.settings = signed
+        if result.credentials_epoch is not None:
+            self.credentials_epoch = result.credentials_epoch
         self._verified = {t.digest: t for t in result.targets}
         for slot in SLOTS:
             self._apply_slot(slot, _as_slot_target(result.for_slot(slot)))
-        self.state.generation = desired.generation
+        if result.generation is not None:
+            self.state.generation = result.generation
+        if unconfirmed is not None:
+            self._block(HintUnconfirmed.code, unconfirmed)
+        elif self._retrying is not None:
+            self._block(self._retrying.code, self._retrying.reason)
+        else:
+            refused = self._slot_refusal()
+            if refused is None:
+                self._unblock()
+            else:
+                self._block(*refused)
         self.store.save(self.state)
         self.report()
         self.gc()
+
+    # ----- update_blocked -----
+
+    def _block(self, code: str, reason: str) -> None:
+        since = self.update_blocked.since if self.update_blocked and self.update_blocked.code == code else None
+        self.update_blocked = UpdateBlocked(code=code, reason=reason[:2000], since=since or datetime.now(timezone.utc))
+
+    def _unblock(self) -> None:
+        self.update_blocked = None
+
+    def _slot_refusal(self) -> tuple[str, str] | None:
+        """A slot whose signed target stays refused (final for that release), if any."""
+        for slot in SLOTS:
+            s = self.state.slot(slot)
+            if s.phase in (Phase.FAILED, Phase.ROLLED_BACK) and s.error_code and s.target is not None \
+                    and (s.installed is None or s.installed.digest != s.target.digest):
+                return s.error_code, f"{slot} slot: {s.target.label} refused: {s.error or s.error_code}"
+        return None
 
     def _refuse_unverified(self, desired: Desired, exc: TufError) -> None:
         """Metadata did not verify: nothing changes; slots the hint wanted changed report why."""
         log.error("device %s: signed metadata refused [%s]: %s", self.device_id, exc.code, exc)
         self.retry_pending = exc.retryable
+        self._block(exc.code, f"signed metadata refused: {exc}")
         for slot in SLOTS:
             hint = desired.slots.get(slot)
             s = self.state.slot(slot)
@@ -166,12 +283,15 @@ class Updater:
             runner.self_test()
             runner.prepare()
         except DeploymentError as exc:
+            if isinstance(exc, DamagedDownload) and self._retry_damaged(s, target, exc):
+                return
             if isinstance(exc, RetryableError):
                 self._fail(s, exc, None)
                 self.retry_pending = True
             else:
                 self._fail(s, exc, target.digest, target.release_counter)
             return
+        self._damaged.pop((target.digest, target.release_counter), None)
         previous = s.installed
         self._set_runner(slot, runner)  # load first, then switch: no frame lost
         if previous is not None and (proven or s.last_known_good is None):
@@ -205,6 +325,8 @@ class Updater:
         s.failed_digest = bad.digest if bad else None
         s.failed_release = bad.release_counter if bad else None
         s.phase, s.error_code, s.error = Phase.ROLLED_BACK, code, reason
+        if bad is not None:
+            self._block(code, f"{slot} slot: {bad.label} rolled back: {reason}")
         self.store.save(self.state)
         log.warning("device %s: %s slot rolled back from %s to %s: %s", self.device_id, slot,
                     bad.label if bad else "-", lkg.label if lkg else "nothing", reason)
@@ -234,6 +356,28 @@ class Updater:
                   s.target.label if s.target else "?", exc.code, exc)
         self.report()
 
+    def _retry_damaged(self, s: SlotState, target: SlotTarget, exc: DamagedDownload) -> bool:
+        """Bytes that did not match may have been damaged in transit: discard them and let the
+        daemon fetch again with backoff, up to ``DOWNLOAD_ATTEMPTS`` fetches of this release.
+        Returns False once the refusal is final."""
+        key = (target.digest, target.release_counter)
+        attempts = self._damaged[key] = self._damaged.get(key, 0) + 1
+        if attempts >= DOWNLOAD_ATTEMPTS:
+            self._damaged.pop(key, None)
+            return False
+        verified = self._verified.get(target.digest)
+        if verified is not None:
+            self.verifier.discard_part(verified)
+        (self.downloads / f"{target.digest}.bundle").unlink(missing_ok=True)
+        reason = f"{exc}; fetch {attempts} of {DOWNLOAD_ATTEMPTS}, retrying from a clean download"
+        log.warning("device %s: %s: %s", self.device_id, s.target.label if s.target else "?", reason)
+        s.phase, s.error_code, s.error, s.progress = Phase.DOWNLOADING, None, reason[:2000], None
+        self._retrying = UpdateBlocked(code=exc.code, reason=reason[:2000])
+        self.retry_pending = True
+        self.store.save(self.state)
+        self.report()
+        return True
+
     def _fetch(self, s: SlotState, target: SlotTarget) -> Path:
         self._phase(s, Phase.DOWNLOADING)
         dest = self.downloads / f"{target.digest}.bundle"
@@ -242,6 +386,8 @@ class Updater:
         try:
             return self.verifier.download(self._verified[target.digest], dest)
         except TufError as exc:
+            if exc.code in TRANSIT_CODES:
+                raise DamagedDownload(str(exc), code=exc.code) from None
             raise (RetryableError if exc.retryable else DeploymentError)(str(exc), code=exc.code) from None
 
     def _stage(self, bundle_file: Path, target: SlotTarget) -> Path:

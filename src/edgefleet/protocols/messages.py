@@ -129,8 +129,30 @@ class SlotReport(_Message):
     progress: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
+class HeldMetadata(_Message):
+    """The verified TUF metadata a device holds for one repository (director or image)."""
+
+    version: int = Field(ge=0)  # top-level targets version (director: the director version)
+    timestamp_version: int | None = Field(default=None, ge=0)
+    expires: datetime | None = None  # the earliest expiry of the timestamp, snapshot and targets held
+
+
+class UpdateBlocked(_Message):
+    """Why the device did not do what the last hint asked: hint unconfirmed by signed
+    metadata, metadata refused (stale, expired, …) or a deployment refused, with its code."""
+
+    code: str = Field(max_length=64)
+    reason: str = Field(default="", max_length=2000)
+    since: datetime | None = None
+
+
 class Reported(SignedReport, _Message):
-    """device → cloud. What is installed per slot and how far each deployment got."""
+    """device → cloud. What is installed per slot and how far each deployment got.
+
+    ``generation`` is the generation the director's *signed* metadata names (never the
+    hint's); ``director``/``image`` say which signed metadata the device holds, and
+    ``update_blocked`` why an update did not happen. All covered by the report signature.
+    """
 
     schema_: Literal["fleet.reported/1"] = Field(default="fleet.reported/1", alias="schema")
     device_id: str
@@ -139,6 +161,9 @@ class Reported(SignedReport, _Message):
     agent_version: str = ""
     slots: dict[SlotName, SlotReport] = Field(default_factory=dict)
     ts: datetime = Field(default_factory=utcnow)
+    director: HeldMetadata | None = None
+    image: HeldMetadata | None = None
+    update_blocked: UpdateBlocked | None = None
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 

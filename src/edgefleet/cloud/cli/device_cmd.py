@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .common import DataDirOpt, TokenOpt, UrlOpt, api_client, call, console, fail
@@ -160,8 +161,12 @@ def list_devices(
     if as_json:
         console.print_json(json.dumps(rows))
         return
-    table = Table("device", "hw", "online", "control", "shadow", "fps", "p99 ms", "agreement", "hardware", "last seen")
+    table = Table("device", "hw", "online", "signed state", "control", "shadow", "fps", "p99 ms", "agreement", "hardware",
+                  "last seen")
+    stale: list[tuple[str, str]] = []
     for d in rows:
+        if d.get("stale"):
+            stale.append((d["id"], d.get("stale_reason") or "signed state lags desired state"))
         t = d.get("telemetry") or {}
         shadow = t.get("shadow") or {}
         agreement = shadow.get("agreement")
@@ -169,12 +174,15 @@ def list_devices(
             d["id"], d["hardware_id"] + (f" [yellow](reports {d['hardware_id_reported']}, not approved)[/]"
                                          if d.get("hardware_id_reported") else ""),
             "[green]yes[/]" if d["online"] else "[red]no[/]",
+            "[red]STALE[/]" if d.get("stale") else "fresh",
             _slot_cell(d["slots"]["control"]), _slot_cell(d["slots"]["shadow"]),
             f"{t['fps']:.1f}" if t else "-", f"{t['latency_ms']['p99']:.2f}" if t else "-",
             f"{agreement:.1%}" if agreement is not None else "-", _hw_cell(t.get("hardware") or {}),
             (d.get("last_seen") or "-")[:19],
         )
     console.print(table)
+    for device_id, reason in stale:  # the reason, never as markup (the device chose part of it)
+        console.print(f"[red]stale[/] {escape(device_id)}: {escape(reason)}")
 
 
 def deploy(

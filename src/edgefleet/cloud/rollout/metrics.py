@@ -4,6 +4,11 @@
 rollout's model and the clock; ``wave_metrics`` folds a wave's (observation, status) pairs
 into ``WaveMetrics``, whose ``value(metric)`` answers the gates (None = no data yet).
 
+Freshness: a device whose signed state has lagged longer than ``stale_after_s``
+(``DeviceObservation.stale_since``) is never ``healthy`` or ``active``: it is ``stale``
+(pending: the wave waits) and, once stale for longer than the device timeout,
+``timed_out``.
+
 Device timeout, as the issue asks: an offline device is *pending*, not failed, until the
 timeout. After it, a device that had been sent the model and went silent (or sat in one
 phase) counts as ``timed_out`` — a failure, since a model that bricks a device looks
@@ -33,6 +38,7 @@ class DeviceStatus(str, Enum):
     SILENT = "silent"  # sent the model, offline since; pending until the timeout
     ACTIVE = "active"  # running the model, agent's health window open
     HEALTHY = "healthy"  # running the model, agent says healthy
+    STALE = "stale"  # says it runs the model, but its signed state lags: never counted healthy
     FAILED = "failed"  # install / self-test failed
     ROLLED_BACK = "rolled_back"  # the agent rolled back on its own
     TIMED_OUT = "timed_out"  # sent the model, then silent or stuck past the timeout
@@ -72,10 +78,11 @@ def classify(obs: DeviceObservation, *, model: ModelRef, device_timeout_s: float
             return DeviceStatus.FAILED
         if obs.phase == Phase.ROLLED_BACK:
             return DeviceStatus.ROLLED_BACK
-        if running and obs.phase in (Phase.HEALTHY, Phase.IDLE):
-            return DeviceStatus.HEALTHY
-        if running and obs.phase == Phase.ACTIVE and obs.online:
-            return DeviceStatus.ACTIVE
+        if running and (obs.phase in (Phase.HEALTHY, Phase.IDLE) or (obs.phase == Phase.ACTIVE and obs.online)):
+            if obs.stale_since is not None:  # fresh signed state required: pending, then timed out
+                since = max(obs.stale_since, obs.dispatched_at)
+                return DeviceStatus.TIMED_OUT if now - since > device_timeout_s else DeviceStatus.STALE
+            return DeviceStatus.HEALTHY if obs.phase != Phase.ACTIVE else DeviceStatus.ACTIVE
     if obs.timed_out_at is not None:
         return DeviceStatus.TIMED_OUT
     since = obs.dispatched_at

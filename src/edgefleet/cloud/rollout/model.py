@@ -216,6 +216,9 @@ class DeviceObservation:
     ``baseline_p99_ms`` (the model it replaced, same device); ``agreement`` and
     ``agreement_frames`` (the model's shadow agreement with control, from ShadowStats);
     ``drift`` (a 0..1 drift score).
+    Freshness (``cloud/freshness.py``): ``stale_since``, when the device's *signed* state
+    (reported director version, generation) had lagged what was signed for it longer than
+    ``stale_after_s``; a stale device is never counted healthy or active.
     """
 
     device_id: str
@@ -244,6 +247,7 @@ class DeviceObservation:
     agreement: float | None = None
     agreement_frames: int = 0
     drift: float | None = None
+    stale_since: float | None = None
 
 
 # --- actions -----------------------------------------------------------------------------

@@ -9,10 +9,14 @@ root (online targets/snapshot/timestamp keys, offline root)::
 
 A device's targets metadata lists each assigned image target under its image-repository
 name, with the image's length and hashes and ``custom`` = {device_id, hardware_id,
-release_counter, slots, model, version}; the signed top level also carries
-``x-edgefleet: {device_id, hardware_id}`` so that even an empty assignment is bound to
-one device. Its version is the ``director_version`` hint sent over MQTT. Per-device
-repositories keep each download tiny and never show a device another device's plan.
+release_counter, slots, model, version}; the signed top level also carries the device
+binding ``x-edgefleet: {device_id, hardware_id, generation, credentials_epoch, settings}``
+(``settings`` as JSON text: canonical JSON has no floats)
+so that even an empty assignment is bound to one device, and so that every setting that
+changes device behaviour (capture policy, telemetry period, credentials epoch) and the
+desired generation are signed too: the agent applies only these, never the MQTT hint's.
+Its version is the ``director_version`` hint sent over MQTT. Per-device repositories
+keep each download tiny and never show a device another device's plan.
 
 Flow: ``create`` once → ``assign(device, hardware, {slot: image target name})`` per
 change → ``refresh_expiring`` on a timer → ``rotate`` when a key changes.
@@ -21,6 +25,7 @@ change → ``refresh_expiring`` on a timer → ``rotate`` when a key changes.
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -36,6 +41,19 @@ from .signing import SPECIFICATION_VERSION_STR, Clock, Expiry, SignedRepo, utcno
 from .store import MetadataStore
 
 DEVICE_FIELD = "x-edgefleet"
+
+
+def encode_settings(settings: Mapping[str, Any]) -> str:
+    """Device settings as the JSON text the binding signs. TUF's canonical JSON has no
+    floats (a telemetry period, a sample rate), so the settings travel as one string.
+
+    Raises:
+        RepositoryStateError: settings JSON cannot carry (NaN, a non-JSON value).
+    """
+    try:
+        return json.dumps(dict(settings), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise RepositoryStateError(f"device settings cannot be signed: {exc}") from None
 DEFAULT_EXPIRY = Expiry(targets=timedelta(days=7))
 
 
@@ -117,15 +135,49 @@ class Director:
                 out[slot] = name
         return out
 
+    def binding(self, device_id: str) -> dict[str, Any]:
+        """The signed device binding (``x-edgefleet``) of the current version; {} if none."""
+        repo = self.device_repo(device_id)
+        if not repo.initialised():
+            return {}
+        binding = repo.targets().signed.unrecognized_fields.get(DEVICE_FIELD)
+        if not isinstance(binding, dict):
+            return {}
+        out = dict(binding)
+        if isinstance(out.get("settings"), str):
+            try:
+                out["settings"] = json.loads(out["settings"])
+            except ValueError:
+                out["settings"] = None
+        return out
+
     def assign(
-        self, device_id: str, hardware_id: str, slots: Mapping[str, str | None]
+        self,
+        device_id: str,
+        hardware_id: str,
+        slots: Mapping[str, str | None],
+        *,
+        generation: int | None = None,
+        settings: Mapping[str, Any] | None = None,
+        credentials_epoch: int | None = None,
     ) -> int:
         """Make ``slots`` ({slot: image target name or None}) the device's full desired state
-        and sign it. Returns the new director version (the MQTT hint).
+        and sign it, with the desired ``generation``, the device ``settings`` (JSON object:
+        telemetry period, capture policy) and the ``credentials_epoch`` in the device
+        binding (omitted when None). Returns the new director version (the MQTT hint).
 
         Raises:
-            RepositoryStateError: unknown image target, or one not built for ``hardware_id``.
+            RepositoryStateError: unknown image target, or one not built for ``hardware_id``,
+                or a negative generation/epoch.
         """
+        binding: dict[str, Any] = {"device_id": device_id, "hardware_id": hardware_id}
+        for key, value in (("generation", generation), ("credentials_epoch", credentials_epoch)):
+            if value is not None:
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise RepositoryStateError(f"{key} must be a non-negative integer, not {value!r}")
+                binding[key] = value
+        if settings is not None:
+            binding["settings"] = encode_settings(settings)
         by_name: dict[str, list[str]] = {}
         for slot, name in sorted(slots.items()):
             if name is not None:
@@ -158,7 +210,7 @@ class Director:
             else:
                 t = Targets(version=1, spec_version=SPECIFICATION_VERSION_STR)
             t.targets = entries
-            t.unrecognized_fields[DEVICE_FIELD] = {"device_id": device_id, "hardware_id": hardware_id}
+            t.unrecognized_fields[DEVICE_FIELD] = binding
             repo.commit({"targets": t})
             return t.version
 

@@ -316,6 +316,43 @@ class DeviceTrustState:
         os.replace(tmp, path)
 
 
+# -- metadata held, for reports --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldMetadata:
+    version: int  # top-level targets version
+    timestamp_version: int | None
+    expires: datetime | None  # the earliest expiry of the roles held
+
+
+def _held(directory: Path) -> HeldMetadata | None:
+    signed: dict[str, dict[str, Any]] = {}
+    for role in ("timestamp", "snapshot", "targets"):
+        try:
+            doc = json.loads((directory / f"{role}.json").read_bytes())
+            part = doc["signed"]
+            if isinstance(part, dict):
+                signed[role] = part
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    targets = signed.get("targets")
+    version = targets.get("version") if targets else None
+    if not isinstance(version, int):
+        return None
+    expiries = []
+    for part in signed.values():
+        try:
+            expiries.append(datetime.fromisoformat(str(part["expires"]).replace("Z", "+00:00")))
+        except (KeyError, ValueError):
+            continue
+    ts_version = signed.get("timestamp", {}).get("version")
+    return HeldMetadata(
+        version=version, timestamp_version=ts_version if isinstance(ts_version, int) else None,
+        expires=min(expiries) if expiries else None,
+    )
+
+
 # -- the device verifier --------------------------------------------------------------
 
 
@@ -343,9 +380,16 @@ class VerifiedTarget:
 
 @dataclass(frozen=True)
 class CheckResult:
+    """What one check verified. ``generation``, ``settings`` and ``credentials_epoch`` come
+    from the director's signed device binding (None: the metadata does not carry them,
+    e.g. signed by an older controller); only these may be applied, never a hint's."""
+
     targets: list[VerifiedTarget]
     director_version: int
     hint: int | None = None
+    generation: int | None = None
+    settings: dict[str, Any] | None = None
+    credentials_epoch: int | None = None
 
     @property
     def hint_error(self) -> HintUnconfirmed | None:
@@ -486,7 +530,7 @@ class DeviceVerifier:
         )
         director.refresh()
         dtargets = director.targets
-        self._check_binding(dtargets)
+        binding = self._check_binding(dtargets)
 
         image = TufRepoClient(
             self.state_dir / "image", self.image_url, self.fetcher,
@@ -503,9 +547,14 @@ class DeviceVerifier:
         st.last_trusted_time = max(ref, st.last_trusted_time) if st.last_trusted_time else ref
         st.director_version = dtargets.version
         st.save(self._state_path)
-        return CheckResult(verified, dtargets.version, hint)
+        return CheckResult(
+            verified, dtargets.version, hint, generation=binding.get("generation"),
+            settings=binding.get("settings"), credentials_epoch=binding.get("credentials_epoch"),
+        )
 
-    def _check_binding(self, dtargets: Targets) -> None:
+    def _check_binding(self, dtargets: Targets) -> dict[str, Any]:
+        """The signed device binding, checked: this device, this hardware, well-formed
+        generation/epoch (non-negative integers) and settings (an object) where present."""
         binding = dtargets.unrecognized_fields.get(DEVICE_FIELD)
         if not isinstance(binding, dict) or binding.get("device_id") != self.device_id:
             who = binding.get("device_id") if isinstance(binding, dict) else None
@@ -515,6 +564,21 @@ class DeviceVerifier:
                 f"director metadata is for hardware {binding.get('hardware_id')!r}, "
                 f"this device is {self.hardware_id!r}"
             )
+        for key in ("generation", "credentials_epoch"):
+            value = binding.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise BadMetadata(f"director binding: {key} must be a non-negative integer, not {value!r}")
+        binding = dict(binding)
+        settings = binding.get("settings")
+        if settings is not None:  # JSON text (canonical JSON has no floats)
+            try:
+                settings = json.loads(settings) if isinstance(settings, str) else None
+            except ValueError:
+                settings = None
+            if not isinstance(settings, dict):
+                raise BadMetadata("director binding: settings must be the JSON text of an object")
+            binding["settings"] = settings
+        return binding
 
     def _cross_check(
         self, name: str, dt: TargetFile, image: TufRepoClient, director_version: int, st: DeviceTrustState
@@ -558,6 +622,18 @@ class DeviceVerifier:
             url=image.target_url(it, self.image_targets_url), image_custom=dict(icustom),
         )
 
+    def held(self) -> dict[str, HeldMetadata]:
+        """The metadata this device holds per repository (``director``, ``image``): targets
+        version, timestamp version, earliest expiry. Read from the local metadata caches,
+        which ``tuf.ngclient`` only ever writes after verifying; a repository never
+        fetched is left out. For reports: never trusted for a decision."""
+        out: dict[str, HeldMetadata] = {}
+        for repo in ("director", "image"):
+            held = _held(self.state_dir / repo)
+            if held is not None:
+                out[repo] = held
+        return out
+
     # -- download ---------------------------------------------------------------------
 
     def download(self, target: VerifiedTarget, dest: str | os.PathLike[str]) -> Path:
@@ -568,6 +644,16 @@ class DeviceVerifier:
             self.fetcher, target.url, target.length, target.hashes, Path(dest),
             self.state_dir / "downloads",
         )
+
+    def discard_part(self, target: VerifiedTarget) -> bool:
+        """Remove ``target``'s part file, so the next download starts from byte 0."""
+        values = list(target.hashes.values())
+        if not values or not all(isinstance(v, str) and _HEX.match(v) for v in values):
+            return False
+        part = self.state_dir / "downloads" / f"{values[0]}.part"
+        existed = part.exists()
+        _unlink(part)
+        return existed
 
     def discard_partial(self) -> int:
         """Remove leftover part files (e.g. after an assignment changed). Returns count."""

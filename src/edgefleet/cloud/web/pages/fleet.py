@@ -1,4 +1,5 @@
-"""/ui/fleet — every device: online state, hardware, slots, last telemetry, sparklines.
+"""/ui/fleet — every device: online state, stale signed state (with the reason), hardware,
+slots, last telemetry, sparklines.
 
 Filters come as query parameters: ``tag=KEY=VALUE`` (repeatable, all must match) and
 ``hw=PROFILE``. Sparklines plot the last ``SPARK_PERIODS`` telemetry periods from the
@@ -54,6 +55,7 @@ def fleet_rows(session: Session, tags: dict[str, str], hw: str | None) -> tuple[
         "tags": sorted({f"{k}={v}" for d in devices for k, v in d.tags.items()}),
         "hardware": sorted({d.hardware_id for d in devices}),
         "total": len(devices), "online": sum(1 for d in devices if d.online),
+        "stale": sum(1 for d in devices if d.stale_since is not None and d.revoked_at is None),
     }
     chosen = [d for d in devices
               if (not hw or d.hardware_id == hw) and all(d.tags.get(k) == v for k, v in tags.items())]

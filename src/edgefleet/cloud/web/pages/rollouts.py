@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str, str | None]] = {
     "rollback": ("Roll back", ("pending", "running", "soaking", "paused", "breached", "completed", "aborted"),
                  "danger", "Roll back? Every device that was sent the model returns to its previous one."),
 }
-STATUS_ORDER = ("waiting", "pending", "queued", "dispatched", "installing", "silent", "active", "healthy",
+STATUS_ORDER = ("waiting", "pending", "queued", "dispatched", "installing", "silent", "stale", "active", "healthy",
                 "failed", "rolled_back", "timed_out", "skipped")
 
 
