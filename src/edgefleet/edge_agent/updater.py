@@ -192,6 +192,9 @@ class Updater:
         unconfirmed = unconfirmed_reason(desired, result, signed)
         if unconfirmed is not None:
             log.warning("device %s: hint not confirmed by signed metadata, not applied: %s", self.device_id, unconfirmed)
+            # metadata behind the hint may be a stale cache or a frozen link: look again with backoff
+            self.retry_pending = result.hint_error is not None or (
+                result.generation is not None and desired.generation > result.generation)
         if signed is not None:
             self.state.settings = signed
         if result.credentials_epoch is not None:

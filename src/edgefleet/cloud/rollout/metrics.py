@@ -4,10 +4,11 @@
 rollout's model and the clock; ``wave_metrics`` folds a wave's (observation, status) pairs
 into ``WaveMetrics``, whose ``value(metric)`` answers the gates (None = no data yet).
 
-Freshness: a device whose signed state has lagged longer than ``stale_after_s``
-(``DeviceObservation.stale_since``) is never ``healthy`` or ``active``: it is ``stale``
-(pending: the wave waits) and, once stale for longer than the device timeout,
-``timed_out``.
+Freshness: a device counts ``healthy`` or ``active`` only on fresh signed state, i.e. its
+verified report confirms the director version and generation signed for it. While it
+lags (``lagging_since``) it is in flight like any device that has not confirmed yet; once
+the lag lasted longer than ``stale_after_s`` (``stale_since``) it is ``stale`` (pending:
+the wave waits) and, once stale for longer than the device timeout, ``timed_out``.
 
 Device timeout, as the issue asks: an offline device is *pending*, not failed, until the
 timeout. After it, a device that had been sent the model and went silent (or sat in one
@@ -82,7 +83,9 @@ def classify(obs: DeviceObservation, *, model: ModelRef, device_timeout_s: float
             if obs.stale_since is not None:  # fresh signed state required: pending, then timed out
                 since = max(obs.stale_since, obs.dispatched_at)
                 return DeviceStatus.TIMED_OUT if now - since > device_timeout_s else DeviceStatus.STALE
-            return DeviceStatus.HEALTHY if obs.phase != Phase.ACTIVE else DeviceStatus.ACTIVE
+            if obs.lagging_since is None:
+                return DeviceStatus.HEALTHY if obs.phase != Phase.ACTIVE else DeviceStatus.ACTIVE
+            # its report predates what was signed for it: in flight until it confirms
     if obs.timed_out_at is not None:
         return DeviceStatus.TIMED_OUT
     since = obs.dispatched_at

@@ -216,9 +216,10 @@ class DeviceObservation:
     ``baseline_p99_ms`` (the model it replaced, same device); ``agreement`` and
     ``agreement_frames`` (the model's shadow agreement with control, from ShadowStats);
     ``drift`` (a 0..1 drift score).
-    Freshness (``cloud/freshness.py``): ``stale_since``, when the device's *signed* state
-    (reported director version, generation) had lagged what was signed for it longer than
-    ``stale_after_s``; a stale device is never counted healthy or active.
+    Freshness (``cloud/freshness.py``): ``lagging_since``, since when the device's *signed*
+    state (reported director version, generation) lags what was signed for it, and
+    ``stale_since``, when that lag passed ``stale_after_s``; a device is counted healthy
+    or active only while neither is set.
     """
 
     device_id: str
@@ -247,6 +248,7 @@ class DeviceObservation:
     agreement: float | None = None
     agreement_frames: int = 0
     drift: float | None = None
+    lagging_since: float | None = None
     stale_since: float | None = None
 
 

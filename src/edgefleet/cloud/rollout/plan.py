@@ -205,7 +205,7 @@ class _Pass:
         for o in sorted(members, key=lambda o: o.device_id):  # re-assert the model
             if o.dispatched_at is not None and not same_ref(o.desired, model):
                 self.actions.append(SetDesired(o.device_id, slot, model, o.previous, self.now))
-                self._apply(o.device_id, desired=model)
+                self._apply(o.device_id, desired=model, lagging_since=o.lagging_since or self.now)
         budget = None
         if self.spec.max_concurrent is not None:
             in_flight = sum(1 for o in members if o.online and self._status(o) in IN_FLIGHT)
@@ -218,7 +218,9 @@ class _Pass:
                 break
             prev = previous_model(o, self.spec)
             self.actions.append(SetDesired(o.device_id, slot, model, prev, self.now))
-            self._apply(o.device_id, desired=model, dispatched_at=self.now, previous=prev)
+            # a new desired state is signed: the device is not fresh until it confirms it
+            self._apply(o.device_id, desired=model, dispatched_at=self.now, previous=prev,
+                        lagging_since=o.lagging_since or self.now)
             if budget is not None:
                 budget -= 1
 

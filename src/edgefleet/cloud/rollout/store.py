@@ -197,7 +197,7 @@ def observation(device: Device, member: RolloutMember | None, desired: ModelRef 
         online=bool(device.online), last_seen=ts(device.last_seen), desired=desired,
         installed=ref_of(rep.get("installed")), reported_target=ref_of(rep.get("target")),
         last_known_good=ref_of(rep.get("last_known_good")), phase=phase,
-        error_code=rep.get("error_code"), stale_since=ts(device.stale_since),
+        error_code=rep.get("error_code"), lagging_since=ts(device.lagging_since), stale_since=ts(device.stale_since),
     )
     if member is None:
         return DeviceObservation(**common)
