@@ -101,7 +101,9 @@ class UvicornThread:
     def __init__(self, app: Any, host: str, port: int):
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                                                   # longer than clients' idle pools: no request races a keep-alive close
+                                                   timeout_keep_alive=75))
         self.thread = threading.Thread(target=self.server.run, name="demo-http", daemon=True)
 
     def start(self) -> None:
