@@ -370,7 +370,12 @@ class Agent:
                 if desired is not None:
                     self._last_desired = desired
                     period_s = self.state.settings.telemetry_period_s
-                    self.updater.apply(desired)  # applies only the settings signed metadata confirms
+                    try:
+                        self.updater.apply(desired)  # applies only the settings signed metadata confirms
+                    except Exception:  # never let one update end the daemon: it keeps its model and retries
+                        log.exception("device %s: applying desired generation %d failed; keeping the running "
+                                      "models and retrying", self.device_id, desired.generation)
+                        self.updater.retry_pending = True
                     self._apply_capture_settings()
                     if self.state.settings.telemetry_period_s != period_s:  # timers follow at once
                         next_telemetry = last_telemetry + self.state.settings.telemetry_period_s
