@@ -388,15 +388,7 @@ def list_entries(session: Session, *, actor: str | None = None, action: str | No
                  since: datetime | None = None, until: datetime | None = None,
                  limit: int = 100, offset: int = 0, newest_first: bool = True) -> list[AuditEntry]:
     """Entries matching every filter given: ``action`` is a prefix (``rollout.`` …)."""
-    q = select(AuditEntry)
-    if actor:
-        q = q.where(AuditEntry.actor == actor)
-    if action:
-        q = q.where(col(AuditEntry.action).startswith(action, autoescape=True))
-    if since:
-        q = q.where(col(AuditEntry.ts) >= since)
-    if until:
-        q = q.where(col(AuditEntry.ts) < until)
+    q = _filtered(select(AuditEntry), actor=actor, action=action, since=since, until=until)
     order = col(AuditEntry.seq).desc() if newest_first else col(AuditEntry.seq)
     return list(session.exec(q.order_by(order).offset(max(0, offset)).limit(max(1, min(limit, 1000)))).all())
 
