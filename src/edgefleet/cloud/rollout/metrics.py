@@ -27,7 +27,9 @@ from enum import Enum
 
 from edgefleet.protocols.messages import ModelRef, Phase
 
+from .gates import Evidence, LatencyEvidence, RateEvidence
 from .model import DeviceObservation
+from .stats import DeviceLatency, point_ratio
 
 
 class DeviceStatus(str, Enum):
@@ -125,6 +127,23 @@ class WaveMetrics:
     agreement_devices: int = 0
     drift: float | None = None
     drift_devices: int = 0
+    nans: int = 0
+    error_count: int = 0
+    latency_devices: dict[str, tuple[DeviceLatency, ...]] = field(default_factory=dict)
+
+    def evidence(self, metric: str) -> Evidence | None:
+        """What a statistically sound gate judges (``gates.evaluate_gates``); None: no data."""
+        if metric == "failure":
+            return RateEvidence(self.bad, self.attempted, cap=self.members - self.skipped) \
+                if self.attempted else None
+        if metric == "nan_rate":
+            return RateEvidence(self.nans, self.frames) if self.frames else None
+        if metric == "error_rate":
+            n = self.frames + self.error_count
+            return RateEvidence(self.error_count, n) if n else None
+        if metric == "latency_p99_ratio":
+            return LatencyEvidence(self.latency_devices) if self.latency_devices else None
+        return None
 
     @property
     def failure_floor(self) -> float | None:
@@ -165,7 +184,9 @@ def wave_metrics(wave: int,
 
     failure = (failed + rolled back + timed out) / attempted, attempted = settled devices
     that were sent the model. latency_p99_ratio = per hardware profile, sum of the model's
-    p99 / sum of the previous model's p99 over devices with both; the worst profile counts.
+    p99 / sum of the previous model's p99 over devices with both (each device's mean over its
+    telemetry periods where known, ``latency_devices`` keeps them for the gate's bootstrap);
+    the worst profile counts.
     nan_rate = NaN outputs / frames; error_rate = errors / (frames + errors): ``frames``
     counts the frames the model produced an output for, so a model that fails on every
     frame still has an error rate (1.0). agreement = frame-weighted mean (plain mean
@@ -173,8 +194,7 @@ def wave_metrics(wave: int,
     """
     counts: Counter[str] = Counter()
     n = 0
-    lat_new: dict[str, float] = defaultdict(float)
-    lat_old: dict[str, float] = defaultdict(float)
+    lat: dict[str, list[DeviceLatency]] = defaultdict(list)
     frames = nans = errors = 0
     agree_w = agree_sum = 0.0
     agree_plain: list[float] = []
@@ -183,9 +203,13 @@ def wave_metrics(wave: int,
     for obs, status in members:
         n += 1
         counts[status.value] += 1
-        if obs.candidate_p99_ms is not None and obs.baseline_p99_ms and obs.baseline_p99_ms > 0:
-            lat_new[obs.hardware_id] += obs.candidate_p99_ms
-            lat_old[obs.hardware_id] += obs.baseline_p99_ms
+        new = tuple(v for v in obs.candidate_p99_periods if v > 0)
+        old = tuple(v for v in obs.baseline_p99_periods if v > 0)
+        if not (new and old) and obs.candidate_p99_ms is not None and obs.baseline_p99_ms \
+                and obs.baseline_p99_ms > 0:
+            new, old = (obs.candidate_p99_ms,), (obs.baseline_p99_ms,)
+        if new and old:
+            lat[obs.hardware_id].append(DeviceLatency(obs.device_id, new, old, max(obs.frames, 0)))
         frames += max(obs.frames, 0)
         nans += max(obs.nan_outputs, 0)
         errors += max(obs.errors, 0)
@@ -200,7 +224,7 @@ def wave_metrics(wave: int,
     attempted = sum(counts[s.value] for s in ATTEMPTED)
     bad = sum(counts[s.value] for s in BAD)
     settled = sum(counts[s.value] for s in SETTLED)
-    by_hw = {hw: lat_new[hw] / lat_old[hw] for hw in lat_new if lat_old[hw] > 0}
+    by_hw = {hw: point_ratio(devs) for hw, devs in lat.items()}
     worst = max(by_hw, key=lambda hw: (by_hw[hw], hw)) if by_hw else None
     if agree_w > 0:
         agreement: float | None = agree_sum / agree_w
@@ -220,4 +244,5 @@ def wave_metrics(wave: int,
         agreement=agreement, agreement_frames=agree_frames,
         agreement_devices=len(agree_plain),
         drift=sum(drifts) / len(drifts) if drifts else None, drift_devices=len(drifts),
+        nans=nans, error_count=errors, latency_devices={hw: tuple(d) for hw, d in lat.items()},
     )

@@ -213,7 +213,9 @@ class DeviceObservation:
     ``reverted_at`` (RevertDevice), ``timed_out_at`` (MarkDeviceTimedOut).
     Figures for the rollout's model on this device since it was dispatched (leave at
     0/None when unknown): ``frames``, ``errors``, ``nan_outputs``; ``candidate_p99_ms`` and
-    ``baseline_p99_ms`` (the model it replaced, same device); ``agreement`` and
+    ``baseline_p99_ms`` (the model it replaced, same device), and where the telemetry
+    history has them, the per-period p99s behind both (``candidate_p99_periods``,
+    ``baseline_p99_periods``: the latency gate's bootstrap); ``agreement`` and
     ``agreement_frames`` (the model's shadow agreement with control, from ShadowStats);
     ``drift`` (a 0..1 drift score).
     Freshness (``cloud/freshness.py``): ``lagging_since``, since when the device's *signed*
@@ -245,6 +247,8 @@ class DeviceObservation:
     nan_outputs: int = 0
     candidate_p99_ms: float | None = None
     baseline_p99_ms: float | None = None
+    candidate_p99_periods: tuple[float, ...] = ()  # per-period p99 (ms) of the model, for the
+    baseline_p99_periods: tuple[float, ...] = ()  # latency gate's bootstrap (store.with_latency)
     agreement: float | None = None
     agreement_frames: int = 0
     drift: float | None = None

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from edgefleet.protocols.messages import ModelRef, Phase
 
 from .errors import SpecError
-from .gates import GateResult, evaluate_gates
+from .gates import GateResult, evaluate_gates, rate_breached
 from .metrics import (
     BAD,
     IN_FLIGHT,
@@ -258,13 +258,16 @@ class _Pass:
         m = self._metrics(wave)
         floor = m.failure_floor
         for g in self.spec.gates:
-            if g.metric == "failure" and floor is not None and not g.check(floor):
+            # judged on the floor with the gate's own statistics (significant breach only)
+            if g.metric == "failure" and floor is not None \
+                    and rate_breached(g, m.bad, m.members - m.skipped):
                 results = evaluate_gates(self.spec.gates, m)
                 if all(r.status != "failed" for r in results):  # judged on the floor
                     results = [r if r.metric != "failure" else r.model_copy(update=dict(
-                        value=floor, status="failed",
+                        value=floor, status="failed", significant=True,
                         reason=f"failure at least {floor:.4g} > limit {g.limit:g} "
-                               f"({m.bad} of {m.members - m.skipped} devices already bad)"))
+                               f"({m.bad} of {m.members - m.skipped} devices already bad; "
+                               f"significant)"))
                         for r in results]
                 self._breach(results)
                 return
