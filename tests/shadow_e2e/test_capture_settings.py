@@ -120,5 +120,5 @@ def test_controller_toml_capture_section_is_the_default(tmp_path: Path) -> None:
     s = load_settings(tmp_path, env={})
     assert s.http_port == 8099 and s.capture.max_per_minute == 2 and s.capture.sample_rate == 0.01
     (tmp_path / "controller.toml").write_text("[capture]\nmax_per_minte = 2\n")
-    with pytest.raises(ConfigError, match="unknown key\\(s\\) in \\[capture\\]: max_per_minte"):
+    with pytest.raises(ConfigError, match="\\[capture\\]: unknown key 'max_per_minte'; did you mean 'max_per_minute'"):
         load_settings(tmp_path, env={})
