@@ -123,6 +123,15 @@ def _mount_tuf_client() -> None:
 _mount_tuf_client()
 
 
+def _mount_install_service() -> None:
+    from .service_cmd import install_service
+
+    app.command("install-service")(install_service)
+
+
+_mount_install_service()
+
+
 def main() -> None:
     app()
 

@@ -11,6 +11,7 @@ from . import (
     device_cmd,
     keys_cmd,
     model_cmd,
+    operate_cmd,
     review_cmd,
     rollout_cmd,
     shadow_cmd,
@@ -24,6 +25,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(cloud_cmd.app, name="cloud")
+cloud_cmd.app.command("install-service")(operate_cmd.install_service)
+cloud_cmd.app.command("backup")(operate_cmd.backup)
+cloud_cmd.app.command("restore")(operate_cmd.restore)
 app.add_typer(model_cmd.app, name="model")
 app.add_typer(device_cmd.app, name="device")
 app.add_typer(rollout_cmd.app, name="rollout")
