@@ -47,3 +47,11 @@ class CAExists(PkiError):
 
 class BadCertificateRequest(PkiError):
     status_code = 400
+
+
+class KeysOffline(Conflict):
+    """A signing key the action needs is not held by the controller (root kept offline,
+    encrypted, or on a signer URI): the command must bring it (``--root-dir``, a passphrase,
+    ``--root-signer``). The message names where the key is expected."""
+
+    code = "E_KEYS_OFFLINE"

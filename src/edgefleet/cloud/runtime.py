@@ -74,7 +74,10 @@ class Controller:
         secure_data_dir(settings.data_dir)  # 0700; its secret files 0600 (db.py)
         self.engine = engine or make_engine(settings.db_url)
         self.store = store or open_store(settings)
-        self.trust = Trust.open(settings.data_dir, self.store)
+        # keys are loaded on first use (start, or the first signature): `fleet cloud init` makes
+        # none, so `fleet keys init` may run before or after it
+        self._trust: Trust | None = None
+        self._trust_lock = threading.Lock()
         ensure_metrics(self)  # counters exist before the HTTP app does (reconciler, uploads)
         self.bridge: MqttBridge | None = None
         self._stop = threading.Event()
@@ -116,7 +119,18 @@ class Controller:
             accounts = identity.broker_accounts(s, self.mqtt_account)
         return self.broker_auth.write(accounts)
 
+    @property
+    def trust(self) -> Trust:
+        """The signing keys and TUF metadata (a 1-of-1 demo setup is created on first use
+        when `fleet keys init` has not run; exposed key files are tightened with a WARNING)."""
+        if self._trust is None:
+            with self._trust_lock:
+                if self._trust is None:
+                    self._trust = Trust.open(self.settings.data_dir, self.store)
+        return self._trust
+
     def start(self, *, mqtt: bool = True) -> None:
+        self.trust  # noqa: B018 - load the keys (and check their permissions) before serving
         self.migrate()
         self.sync_broker_auth()
         if mqtt:

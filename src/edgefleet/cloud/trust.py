@@ -8,6 +8,13 @@ device's desired state changes, the director signs exactly what that device must
 install, and the settings and generation it must apply; MQTT only carries the director
 version as a hint.
 
+Keys at rest: ``fleet keys init`` can keep the root keys off the controller (an offline
+directory, encrypted with a passphrase, or a signer URI; ``registry.tuf.keyplace``). The
+controller then runs on its online keys (snapshot, timestamp, targets); what needs root
+(rotation, re-signing root) goes through ``prepare_root_change`` → the command signs the
+unsigned root with the keys it brought → ``commit_root_change``. On load, key files that
+group or others can read are tightened to 0600 (directory 0700) with a WARNING each.
+
 Release counters only go up on a device. When the controller sends a device back to an
 older model (a rollback), ``target_for`` re-releases that model's bytes under a new,
 higher counter, so the device accepts it without ever accepting an *older* signature.
@@ -20,8 +27,11 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from securesystemslib.signer import Key, Signature
 
 from ..registry import BlobStore
 from ..registry.tuf import (
@@ -29,11 +39,16 @@ from ..registry.tuf import (
     ImageRepository,
     ImageTarget,
     KeyRing,
+    KeyringError,
     LocalMetadataStore,
     RepositoryStateError,
+    SignatureError,
     TufResolver,
 )
-from .errors import BadRequest
+from ..registry.tuf.keyplace import Placement, permission_problems
+from ..registry.tuf.keys import KEYRING_FILE, KeyEntry
+from ..registry.tuf.signing import PendingRoot
+from .errors import BadRequest, Conflict, KeysOffline
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +71,7 @@ class Trust:
         self.image = ImageRepository(store, blobs, keyring)
         self.director = Director(store, keyring, self.image)
         self._lock = threading.RLock()
+        self._pending: dict[str, PendingRoot] = {}  # repo → root change waiting for offline signatures
 
     # ----- set-up -----
 
@@ -64,23 +80,39 @@ class Trust:
         return (data_dir / KEYS_DIR / "keyring.json").exists()
 
     @classmethod
-    def init(cls, data_dir: Path, blobs: BlobStore, *, root_threshold: int = 1, root_keys: int = 1) -> Trust:
-        """Create keys and empty image and director repositories (``fleet keys init``)."""
-        keyring = KeyRing.init(data_dir / KEYS_DIR, root_threshold=root_threshold, root_keys=root_keys)
+    def init(cls, data_dir: Path, blobs: BlobStore, *, root_threshold: int = 1, root_keys: int = 1,
+             placement: Placement | None = None) -> Trust:
+        """Create keys and empty image and director repositories (``fleet keys init``).
+
+        With ``placement``, root private keys go where it says and are forgotten once root
+        v1 is signed: this process (and the controller) cannot use them afterwards.
+        """
+        keyring = KeyRing.init(data_dir / KEYS_DIR, root_threshold=root_threshold, root_keys=root_keys,
+                               placement=placement)
         store = LocalMetadataStore(data_dir / TUF_DIR)
         image = ImageRepository.create(store, blobs, keyring)
         Director.create(store, keyring, image)
-        log.info("trust initialised in %s (root threshold %d of %d)", data_dir, root_threshold, root_keys)
+        keyring.forget_offline()
+        log.info("trust initialised in %s (root threshold %d of %d, root in %s)", data_dir, root_threshold,
+                 len(keyring.role("image", "root").keys), placement.summary() if placement else "data dir")
         return cls(data_dir, blobs, keyring, store)
 
     @classmethod
     def load(cls, data_dir: Path, blobs: BlobStore) -> Trust:
+        """Load keys and metadata; key files group or others can read are tightened, with a WARNING."""
+        for problem in permission_problems(data_dir / KEYS_DIR, public_files=(KEYRING_FILE,), fix=True):
+            log.warning("signing keys were exposed: %s; fixed (0600 files, 0700 directory). "
+                        "Rotate keys someone may have copied: fleet keys rotate", problem)
         return cls(data_dir, blobs, KeyRing.load(data_dir / KEYS_DIR), LocalMetadataStore(data_dir / TUF_DIR))
 
     @classmethod
     def open(cls, data_dir: Path, blobs: BlobStore) -> Trust:
-        """Load the trust state, creating a 1-of-1 demo setup on first use."""
-        return cls.load(data_dir, blobs) if cls.exists(data_dir) else cls.init(data_dir, blobs)
+        """Load the trust state, creating a 1-of-1 demo setup (every key online) on first use."""
+        if cls.exists(data_dir):
+            return cls.load(data_dir, blobs)
+        log.warning("no signing keys in %s: creating a 1-of-1 demo setup with the root key online; for "
+                    "production run `fleet keys init --offline-dir DIR` before the first start", data_dir / KEYS_DIR)
+        return cls.init(data_dir, blobs)
 
     def roots(self) -> Roots:
         return Roots(director=self.director.root_bytes(), image=self.image.root_bytes())
@@ -130,6 +162,9 @@ class Trust:
         """
         done: dict[str, str] = {}
         with self._lock:
+            for name in _repos(repo):
+                if not self.keyring.online(name, "root"):
+                    raise KeysOffline(_offline_message(self.keyring, name, f"rotating the {role} key"))
             if repo in ("image", "both"):
                 done["image"] = self.image.rotate(role)
             if repo in ("director", "both"):
@@ -137,9 +172,105 @@ class Trust:
         log.info("rotated %s key(s): %s", role, done)
         return done
 
+    # ----- root changes signed by keys the controller does not hold -----
+
+    def prepare_root_change(self, role: str | None, repo: str = "both",
+                            new_root_keys: dict[str, KeyEntry] | None = None) -> dict[str, dict]:
+        """Prepare the next root of each repository in ``repo``: ``role``'s key replaced
+        (a new online key, or for ``root`` the caller's ``new_root_keys[repo]``, whose
+        private half the caller keeps), or with ``role`` ``None`` only a new expiry.
+
+        Returns:
+            repo → the unsigned new root (``{"signed": …, "signatures": []}``) to sign.
+
+        Raises:
+            BadRequest: a root rotation without the new root key.
+        """
+        out: dict[str, dict] = {}
+        with self._lock:
+            for name in _repos(repo):
+                new = (new_root_keys or {}).get(name) if role == "root" else None
+                if role == "root" and new is None:
+                    raise BadRequest(f"rotating {name} root offline needs the new root public key")
+                target = self.image if name == "image" else self.director
+                try:
+                    pending = target.prepare_rotation(role, None, new)
+                except (KeyringError, RepositoryStateError) as exc:
+                    raise Conflict(str(exc)) from None
+                self._pending[name] = pending
+                out[name] = pending.unsigned()
+        return out
+
+    def commit_root_change(self, signatures: dict[str, list[dict]]) -> dict[str, str | None]:
+        """Publish the prepared roots with ``signatures`` (repo → ``[{"keyid", "sig"}]``);
+        then online metadata is re-signed for a changed online key.
+
+        Returns:
+            repo → the new keyid (``None`` when only root's expiry changed).
+
+        Raises:
+            Conflict: nothing prepared for a repository, or root changed meanwhile.
+            BadRequest: below the threshold of the current or the new root's keys.
+        """
+        done: dict[str, str | None] = {}
+        with self._lock:
+            for name, sigs in signatures.items():
+                pending = self._pending.get(name)
+                if pending is None:
+                    raise Conflict(f"no root change prepared for {name}: prepare it first")
+                try:
+                    parsed = {s["keyid"]: Signature.from_dict(dict(s)) for s in sigs}
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise BadRequest(f"bad signature entry for {name}: {exc}") from None
+                target = self.image if name == "image" else self.director
+                try:
+                    target.finish_rotation(pending, parsed)
+                except SignatureError as exc:
+                    raise BadRequest(str(exc)) from None
+                except RepositoryStateError as exc:
+                    raise Conflict(str(exc)) from None
+                del self._pending[name]
+                done[name] = pending.new.keyid if pending.new is not None else None
+        log.info("root change committed with offline signatures: %s", done)
+        return done
+
+    def root_expiring(self, now: datetime | None = None) -> list[str]:
+        """Repositories whose root is within its refresh window (re-sign with ``fleet keys resign-root``)."""
+        now = now or datetime.now(timezone.utc)
+        out = []
+        for name, repo in (("image", self.image.repo), ("director", self.director._root)):
+            if repo.expiry.due("root", repo.root().signed.expires, now):
+                out.append(name)
+        return out
+
     def refresh_expiring(self) -> None:
         with self._lock:
             renewed = self.image.refresh_expiring()
             devices = self.director.refresh_expiring()
         if renewed or devices:
             log.info("re-signed expiring metadata: image %s, director devices %s", renewed, devices)
+
+
+def _repos(repo: str) -> tuple[str, ...]:
+    return ("image", "director") if repo == "both" else (repo,)
+
+
+def _offline_message(keyring: KeyRing, repo: str, what: str) -> str:
+    try:
+        keyring.signers(repo, "root")
+    except KeyringError as exc:
+        detail = str(exc)
+    else:  # pragma: no cover - only called when offline
+        detail = f"{repo}/root is online"
+    return (f"{what} needs the {repo} root key, which the controller does not hold ({detail}); "
+            "run the command with --root-dir DIR, --passphrase-file F / --passphrase-env VAR, or --root-signer URI")
+
+
+def key_entry_from_wire(d: dict) -> KeyEntry:
+    """A new root key sent by a command: public half and where it keeps the private half."""
+    try:
+        public = Key.from_dict(str(d["keyid"]), dict(d["public"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadRequest(f"bad public key: {exc}") from None
+    location = d.get("location")
+    return KeyEntry(public, None, dict(location) if isinstance(location, dict) else None)

@@ -44,6 +44,10 @@ NAMED = {
     ("POST", "/tokens"): "token.create",
     ("DELETE", "/tokens/{token_id}"): "token.revoke",
     ("POST", "/trust/rotate/{role}"): "keys.rotate",
+    ("POST", "/trust/rotate/{role}/prepare"): "keys.prepare",
+    ("POST", "/trust/rotate/{role}/commit"): "keys.rotate",
+    ("POST", "/trust/resign-root/{repo}/prepare"): "keys.prepare",
+    ("POST", "/trust/resign-root/{repo}/commit"): "keys.resign",
 }
 _VERBS = {"POST": "create", "PUT": "set", "PATCH": "set", "DELETE": "delete"}
 

@@ -31,13 +31,14 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from securesystemslib.signer import Signature
 from tuf.api.metadata import TargetFile, Targets
 
 from ...protocols.topics import is_valid_device_id
 from .errors import RepositoryStateError
-from .keys import KeyRing
+from .keys import KeyEntry, KeyRing
 from .repository import ImageRepository
-from .signing import SPECIFICATION_VERSION_STR, Clock, Expiry, SignedRepo, utcnow
+from .signing import SPECIFICATION_VERSION_STR, Clock, Expiry, PendingRoot, SignedRepo, utcnow
 from .store import MetadataStore
 
 DEVICE_FIELD = "x-edgefleet"
@@ -228,18 +229,36 @@ class Director:
         """Rotate one director key (root included); re-sign every device for online roles."""
         with self._lock:
             _, new_keyid = self._root.rotate_root_key(role, old_keyid)
-            if role != "root":
-                for device_id in self.devices():
-                    repo = self.device_repo(device_id)
-                    if not repo.initialised():
-                        continue
-                    changed = {}
-                    if role == "targets":
-                        t = copy.deepcopy(repo.targets().signed)
-                        t.version += 1
-                        changed["targets"] = t
-                    repo.commit(changed)
+            self._after_rotation(role)
             return new_keyid
+
+    def prepare_rotation(self, role: str | None, old_keyid: str | None = None,
+                         new: KeyEntry | None = None) -> PendingRoot:
+        """The next director root, unsigned, for a command holding offline root keys
+        (``role`` ``None``: re-sign root with a new expiry only)."""
+        with self._lock:
+            return self._root.prepare_root(role, old_keyid, new)
+
+    def finish_rotation(self, pending: PendingRoot, signatures: dict[str, Signature]) -> None:
+        """Publish a prepared director root and re-sign every device for a changed online key."""
+        with self._lock:
+            self._root.finish_root(pending, signatures)
+            if pending.role is not None:
+                self._after_rotation(pending.role)
+
+    def _after_rotation(self, role: str) -> None:
+        if role == "root":
+            return
+        for device_id in self.devices():
+            repo = self.device_repo(device_id)
+            if not repo.initialised():
+                continue
+            changed = {}
+            if role == "targets":
+                t = copy.deepcopy(repo.targets().signed)
+                t.version += 1
+                changed["targets"] = t
+            repo.commit(changed)
 
     def metadata(self, device_id: str, name: str) -> bytes:
         """Bytes of one served file for a device (root files come from the shared root)."""

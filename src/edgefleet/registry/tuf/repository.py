@@ -27,14 +27,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from securesystemslib.signer import Signature
 from tuf.api.metadata import Delegations, Metadata, SuccinctRoles, TargetFile, Targets
 
 from ..blobstore import BlobStore, check_digest
 from ..errors import BlobNotFound, VersionConflict
 from .errors import RepositoryStateError
-from .keys import KeyRing
+from .keys import KeyEntry, KeyRing
 from .names import check_target_name, release_target_name
-from .signing import SPECIFICATION_VERSION_STR, Clock, Expiry, SignedRepo, utcnow
+from .signing import SPECIFICATION_VERSION_STR, Clock, Expiry, PendingRoot, SignedRepo, utcnow
 from .store import MetadataStore
 
 BINS_PREFIX = "bins"
@@ -264,21 +265,40 @@ class ImageRepository:
             if self._staged:
                 raise RepositoryStateError("publish staged targets before rotating keys")
             _, new_keyid = self.repo.rotate_root_key(role, old_keyid)
-            if role == "targets":
-                top = copy.deepcopy(self.repo.targets().signed)
-                bits = self._succinct().bit_length
-                top.version += 1
-                top.delegations = self._delegations(bits)
-                changed = {"targets": top}
-                snap = self.repo.snapshot().signed
-                for bin_name in self._succinct().get_roles():
-                    b = copy.deepcopy(self.repo.targets(bin_name, snap).signed)
-                    b.version += 1
-                    changed[bin_name] = b
-                self.repo.commit(changed)
-            elif role in ("snapshot", "timestamp"):
-                self.repo.commit({})
+            self._after_rotation(role)
             return new_keyid
+
+    def prepare_rotation(self, role: str | None, old_keyid: str | None = None,
+                         new: KeyEntry | None = None) -> PendingRoot:
+        """The next root version, unsigned, for a command that signs it with offline root
+        keys (``role`` ``None``: re-sign root with a new expiry only)."""
+        with self._lock:
+            if self._staged:
+                raise RepositoryStateError("publish staged targets before rotating keys")
+            return self.repo.prepare_root(role, old_keyid, new)
+
+    def finish_rotation(self, pending: PendingRoot, signatures: dict[str, Signature]) -> None:
+        """Publish a prepared root with its signatures and re-sign what the changed key signs."""
+        with self._lock:
+            self.repo.finish_root(pending, signatures)
+            if pending.role is not None:
+                self._after_rotation(pending.role)
+
+    def _after_rotation(self, role: str) -> None:
+        if role == "targets":
+            top = copy.deepcopy(self.repo.targets().signed)
+            bits = self._succinct().bit_length
+            top.version += 1
+            top.delegations = self._delegations(bits)
+            changed = {"targets": top}
+            snap = self.repo.snapshot().signed
+            for bin_name in self._succinct().get_roles():
+                b = copy.deepcopy(self.repo.targets(bin_name, snap).signed)
+                b.version += 1
+                changed[bin_name] = b
+            self.repo.commit(changed)
+        elif role in ("snapshot", "timestamp"):
+            self.repo.commit({})
 
     def metadata(self, name: str) -> bytes:
         """Bytes of one served metadata file (``3.snapshot.json``, ``timestamp.json``...)."""

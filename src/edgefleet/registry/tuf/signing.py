@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from securesystemslib.signer import Key, Signer
+from securesystemslib.signer import Key, Signature, Signer
 from tuf.api.metadata import (
     SPECIFICATION_VERSION,
     Metadata,
@@ -32,8 +32,8 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from .errors import KeyringError, RepositoryStateError
-from .keys import KeyRing
+from .errors import KeyringError, RepositoryStateError, SignatureError
+from .keys import KeyEntry, KeyRing
 from .store import MetadataStore
 
 Clock = Callable[[], datetime]
@@ -72,6 +72,24 @@ def metafile(md_bytes: bytes, version: int) -> MetaFile:
     return MetaFile(
         version=version, length=len(md_bytes), hashes={"sha256": hashlib.sha256(md_bytes).hexdigest()}
     )
+
+
+@dataclass
+class PendingRoot:
+    """A new root version waiting for its signatures: a key change (``role``, ``old`` →
+    ``new``) or, with ``role`` ``None``, only a new expiry (re-signing root)."""
+
+    repo: str
+    role: str | None
+    old: KeyEntry | None
+    new: KeyEntry | None
+    md: Metadata[Root]
+
+    def unsigned(self) -> dict:
+        """The new root as JSON with no signatures: what an offline signer signs."""
+        d = self.md.to_dict()
+        d["signatures"] = []
+        return d
 
 
 def sign(md: Metadata, signers: Iterable[Signer]) -> bytes:
@@ -263,27 +281,74 @@ class SignedRepo:
 
     def rotate_root_key(self, role: str, old_keyid: str | None = None) -> tuple[str, str]:
         """Replace one key of ``role`` in a new root version, signed by a threshold of the
-        old root's keys and of the new root's keys. Returns (old keyid, new keyid)."""
-        repo = self.keyring_repo
-        old_entry, new_entry = self.keyring.rotate(repo, role, old_keyid)
-        old_root_signers = self.keyring.signers(repo, Root.type)
-        root_md = copy.deepcopy(self.root())
-        root = root_md.signed
-        root.revoke_key(old_entry.keyid, role)
-        root.add_key(new_entry.public, role)
-        root.version += 1
-        root.expires = _expires(self.clock(), self.expiry.root)
+        old root's keys and of the new root's keys. Returns (old keyid, new keyid).
+
+        Raises:
+            KeyringError: this process does not hold a threshold of the root keys (offline).
+        """
+        old_root_signers = self.keyring.signers(self.keyring_repo, Root.type)  # before a key is made
+        pending = self.prepare_root(role, old_keyid)
         signers: list[Signer] = list(old_root_signers)
         if role == Root.type:
             # the new root must carry a threshold of the old root's keys (checked by
             # clients against the old root) and of its own keys: old signers + the new key
-            new_signer = self.keyring._signer(new_entry)
+            assert pending.new is not None
+            new_signer = self.keyring._signer(pending.new)
             if new_signer is None:
                 raise KeyringError("the new root key has no signer")
             signers.append(new_signer)
-        self.write_root(root_md, _dedupe(signers))
-        self.keyring.commit_rotation(repo, role, old_entry, new_entry)
-        return old_entry.keyid, new_entry.keyid
+        md = copy.deepcopy(pending.md)
+        sign(md, _dedupe(signers))
+        self.finish_root(pending, dict(md.signatures))
+        assert pending.old is not None and pending.new is not None
+        return pending.old.keyid, pending.new.keyid
+
+    def prepare_root(self, role: str | None, old_keyid: str | None = None,
+                     new: KeyEntry | None = None) -> PendingRoot:
+        """The next root version, unsigned: ``role``'s key ``old_keyid`` replaced by ``new``
+        (a fresh online key when ``None``), or only a new expiry when ``role`` is ``None``."""
+        repo = self.keyring_repo
+        root_md = copy.deepcopy(self.root())
+        root_md.signatures.clear()
+        root = root_md.signed
+        old_entry = new_entry = None
+        if role is not None:
+            old_entry, new_entry = self.keyring.rotate(repo, role, old_keyid, new)
+            root.revoke_key(old_entry.keyid, role)
+            root.add_key(new_entry.public, role)
+        root.version += 1
+        root.expires = _expires(self.clock(), self.expiry.root)
+        return PendingRoot(repo, role, old_entry, new_entry, root_md)
+
+    def finish_root(self, pending: PendingRoot, signatures: dict[str, Signature]) -> bytes:
+        """Publish ``pending`` with ``signatures`` once a threshold of the current root's
+        keys and of the new root's own keys verify; then the keyring records the change.
+
+        Raises:
+            SignatureError: too few valid signatures (nothing is written).
+            RepositoryStateError: root changed since ``pending`` was prepared.
+        """
+        current = self.root().signed
+        md = copy.deepcopy(pending.md)
+        if md.signed.version != current.version + 1:
+            raise RepositoryStateError(
+                f"{pending.repo} root is at version {current.version} now; prepare the change again")
+        md.signatures.clear()
+        md.signatures.update(signatures)
+        payload = md.signed_bytes
+        for name, trusted in (("current", current), ("new", md.signed)):
+            try:
+                trusted.verify_delegate(Root.type, payload, md.signatures)
+            except Exception as exc:  # tuf's UnsignedMetadataError: below threshold
+                raise SignatureError(f"{pending.repo} root v{md.signed.version}: not signed by a threshold "
+                                     f"of the {name} root keys ({exc})") from None
+        data = md.to_bytes(_SERIALIZER)
+        self.store.write(self.name(Root.type, md.signed.version), data)
+        self.store.write(self.name(Root.type, None), data)
+        self._cache[(Root.type, md.signed.version)] = Metadata.from_bytes(data)
+        if pending.role is not None and pending.old is not None and pending.new is not None:
+            self.keyring.commit_rotation(self.keyring_repo, pending.role, pending.old, pending.new)
+        return data
 
 
 def _dedupe(signers: list[Signer]) -> list[Signer]:
