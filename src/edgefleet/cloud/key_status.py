@@ -89,6 +89,6 @@ def key_status(data_dir: Path, *, now: datetime | None = None) -> dict[str, Any]
                 expired = datetime.fromisoformat(str(md["expires"]).replace("Z", "+00:00")) <= now
             rows.append({"repo": repo, "role": role, "threshold": rk.threshold, "online": ring.online(repo, role),
                          "keys": keys, "metadata": {**md, "expired": expired}})
-    for d in sorted(offline_dirs):
-        problems += permission_problems(d)
+    for offline in sorted(offline_dirs):
+        problems += permission_problems(offline)
     return {"keys_dir": str(keys_dir), "initialised": True, "problems": problems, "roles": rows}

@@ -29,6 +29,7 @@ from ...registry.tuf.keyplace import (
     write_key_file,
 )
 from .. import audit
+from ..client import load_cli_config
 from ..key_status import key_status
 from ..settings import load_settings, resolve_data_dir
 from ..trust import KEYS_DIR, Trust
@@ -154,6 +155,8 @@ def _status_doc(data_dir: Path | None, url: str | None, token: str | None) -> di
     home = resolve_data_dir(data_dir)
     if url is None and Trust.exists(home):
         return key_status(home, now=datetime.now(timezone.utc))  # local: works with the controller stopped
+    if url is None and not os.environ.get("EDGEFLEET_URL") and not load_cli_config(home).get("url"):
+        return key_status(home)  # neither keys nor a controller to ask: says so
     return dict(call(api_client(data_dir, url, token).request, "GET", "/trust/keys"))
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, StringConstraints
 
+from ....registry.tuf.keys import KeyEntry
 from ...key_status import key_status
 from ...trust import key_entry_from_wire
 from ..deps import Admin, ControllerDep
@@ -85,14 +86,14 @@ def rotate(role: Literal["root", "targets", "snapshot", "timestamp"], controller
 @router.post("/rotate/{role}/prepare", summary="Prepare a key rotation signed by offline root keys: the unsigned new root")
 def rotate_prepare(role: Literal["root", "targets", "snapshot", "timestamp"], body: PrepareRequest,
                    controller: ControllerDep, _: Admin) -> dict:
-    new = {r: key_entry_from_wire(k.model_dump()) for r, k in (body.new_root_keys or {}).items()}
+    new: dict[str, KeyEntry] = {r: key_entry_from_wire(k.model_dump()) for r, k in (body.new_root_keys or {}).items()}
     return {"role": role, "unsigned": controller.trust.prepare_root_change(role, body.repo, new)}
 
 
 @router.post("/rotate/{role}/commit", summary="Publish a prepared rotation with the offline root signatures")
 def rotate_commit(role: Literal["root", "targets", "snapshot", "timestamp"], body: CommitRequest,
                   controller: ControllerDep, _: Admin) -> dict:
-    sigs = {r: [s.model_dump() for s in v] for r, v in body.signatures.items()}
+    sigs: dict[str, list[dict]] = {r: [s.model_dump() for s in v] for r, v in body.signatures.items()}
     return {"role": role, "new_keyids": controller.trust.commit_root_change(sigs)}
 
 
@@ -103,6 +104,6 @@ def resign_prepare(repo: RepoSel, controller: ControllerDep, _: Admin) -> dict:
 
 @router.post("/resign-root/{repo}/commit", summary="Publish the re-signed root with the offline root signatures")
 def resign_commit(repo: RepoSel, body: CommitRequest, controller: ControllerDep, _: Admin) -> dict:
-    sigs = {r: [s.model_dump() for s in v] for r, v in body.signatures.items()}
+    sigs: dict[str, list[dict]] = {r: [s.model_dump() for s in v] for r, v in body.signatures.items()}
     controller.trust.commit_root_change(sigs)
     return {"resigned": sorted(sigs)}
