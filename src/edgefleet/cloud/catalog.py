@@ -80,8 +80,12 @@ def push_model(
     labels: list[str] | None = None,
     provenance: dict[str, Any] | None = None,
     trust: Trust | None = None,
+    pushed_by: str | None = None,
 ) -> tuple[ModelVersion, bool]:
     """Validate, store and (with ``trust``) sign one model version. Returns (version, created).
+
+    ``pushed_by`` (the API token's name) and the sha256 of the ONNX bytes are recorded with
+    it (``lifecycle.same_bytes_notes`` finds the same bytes under other versions).
 
     Raises:
         BadRequest: corrupt ONNX, manifest mismatch.
@@ -118,6 +122,7 @@ def push_model(
     mv = ModelVersion(
         name=name, version=version, digest=digest, size=len(bundle), task=m.task,
         manifest=manifest_json, release_counter=counter, target_name=target_name,
+        pushed_by=(pushed_by or "")[:128] or None, model_sha256=sha256_bytes(model_bytes),
     )
     session.add(mv)
     session.commit()

@@ -23,8 +23,8 @@ CLI_CONFIG = "cli.toml"
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, detail: str):
-        self.status_code, self.detail = status_code, detail
+    def __init__(self, status_code: int, detail: str, code: str | None = None):
+        self.status_code, self.detail, self.code = status_code, detail, code  # code: E_… when the server gave one
         super().__init__(f"HTTP {status_code}: {detail}")
 
 
@@ -46,11 +46,14 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise ApiError(0, f"cannot reach the controller at {self.http.base_url}: {exc}") from None
         if resp.status_code >= 400:
+            code = None
             try:
-                detail = resp.json().get("detail", resp.text)
-            except ValueError:
+                body = resp.json()
+                detail = body.get("detail", resp.text)
+                code = body.get("code") if isinstance(body.get("code"), str) else None
+            except (ValueError, AttributeError):
                 detail = resp.text
-            raise ApiError(resp.status_code, detail if isinstance(detail, str) else json.dumps(detail))
+            raise ApiError(resp.status_code, detail if isinstance(detail, str) else json.dumps(detail), code)
         return resp.json() if resp.content else None
 
     def health(self) -> dict[str, Any]:
@@ -72,6 +75,23 @@ class ApiClient:
 
     def list_models(self) -> list[dict[str, Any]]:
         return self._call("GET", "/models")
+
+    def get_model(self, model: str) -> dict[str, Any]:
+        name, _, version = model.partition(":")
+        return self._call("GET", f"/models/{name}/versions/{version}")
+
+    def set_model_status(self, model: str, action: str, reason: str | None = None) -> dict[str, Any]:
+        """``action``: deprecate | block | unblock."""
+        name, _, version = model.partition(":")
+        return self._call("POST", f"/models/{name}/{version}/{action}", json={"reason": reason})
+
+    def yank_model(self, model: str, *, reason: str, to: str | None = None, waves: str = "1,10,50,100",
+                   soak: str = "30m", gates: list[str] | None = None, on_breach: str = "pause",
+                   device_timeout: str = "30m", max_concurrent: int | None = None) -> dict[str, Any]:
+        name, _, version = model.partition(":")
+        body = {"reason": reason, "to": to, "waves": waves, "soak": soak, "gates": gates, "on_breach": on_breach,
+                "device_timeout": device_timeout, "max_concurrent": max_concurrent}
+        return self._call("POST", f"/models/{name}/{version}/yank", json=body)
 
     def enrol_device(self, device_id: str, hardware_id: str = "unknown", tags: dict[str, str] | None = None,
                      *, certificate: bool = False, report_public_key: str | None = None) -> dict[str, Any]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 
 class CloudError(Exception):
-    """Root of every controller error."""
+    """Root of every controller error. ``code`` (``E_…``), when a leaf sets one, goes into
+    the HTTP error body next to ``detail`` so clients can branch on it."""
 
     status_code = 400
+    code: str | None = None
 
 
 class NotFound(CloudError):
@@ -15,6 +17,13 @@ class NotFound(CloudError):
 
 class Conflict(CloudError):
     status_code = 409
+
+
+class ModelBlocked(Conflict):
+    """The model version is blocked (``fleet model block``): it is never deployed or rolled
+    out again until unblocked. The message names the version and the reason."""
+
+    code = "E_MODEL_BLOCKED"
 
 
 class BadRequest(CloudError):

@@ -164,7 +164,14 @@ def deploy(
     slot: str,
     device_ids: list[str] | None,
 ) -> list[str]:
-    """Direct assignment (no waves): every named device (or all, when None) gets the model."""
+    """Direct assignment (no waves): every named device (or all, when None) gets the model.
+
+    Raises:
+        ModelBlocked: the version is blocked (lifecycle.py). Conflict: no or revoked devices.
+    """
+    from .lifecycle import check_deployable
+
+    check_deployable(model)
     ids = device_ids if device_ids is not None else [d.id for d in list_devices(session, include_revoked=False)]
     if not ids:
         raise Conflict("no devices to deploy to; enrol devices first (fleet device add)")
@@ -184,15 +191,21 @@ def device_public(session: Session, device: Device) -> DevicePublic:
     slots: dict[str, SlotPublic] = {}
     desired = {slot: f"{mv.name}:{mv.version}" for slot, (_a, mv) in assignments_of(session, device.id).items()}
     reported_slots = (device.reported or {}).get("slots", {})
+    from .lifecycle import flags
+
+    flagged = flags(session)  # versions not active (deprecated, blocked): few
     for slot in SLOTS:
         rep = reported_slots.get(slot) or {}
         inst = rep.get("installed")
+        status, status_reason = flagged.get(inst.get("digest", "") if inst else "", (None, None))
         slots[slot] = SlotPublic(
             desired=desired.get(slot),
             installed=f"{inst['name']}:{inst['version']}" if inst else None,
             phase=rep.get("phase"),
             error_code=rep.get("error_code"),
             error=rep.get("error"),
+            model_status=status,  # type: ignore[arg-type]
+            model_status_reason=status_reason,
         )
     return DevicePublic(
         id=device.id, hardware_id=device.hardware_id, tags=device.tags, online=device.online,

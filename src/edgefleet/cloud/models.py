@@ -7,7 +7,7 @@ the table (token hashes never leave the database).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -79,6 +79,15 @@ class ModelVersion(SQLModel, table=True):
     release_counter: int = 0
     target_name: str | None = Field(default=None, max_length=256)  # the signed TUF image target
     created_at: datetime = Field(default_factory=utcnow)
+    # lifecycle (cloud/lifecycle.py, migration 0012): blocked = never deployed or rolled out
+    # again; deprecated = allowed with a warning. Who pushed it, and the sha256 of its ONNX
+    # bytes (the same model pushed again under another version is noticed)
+    status: str = Field(default="active", max_length=16, index=True)
+    status_reason: str | None = Field(default=None, max_length=1024)
+    status_by: str | None = Field(default=None, max_length=128)
+    status_at: datetime | None = None
+    pushed_by: str | None = Field(default=None, max_length=128)
+    model_sha256: str | None = Field(default=None, max_length=64, index=True)
 
 
 class SlotAssignment(SQLModel, table=True):
@@ -106,6 +115,10 @@ class ApiToken(SQLModel, table=True):
 # ----- public shapes -----
 
 
+ModelStatus = Literal["active", "deprecated", "blocked"]
+MODEL_STATUSES: tuple[str, ...] = ("active", "deprecated", "blocked")
+
+
 class ModelVersionPublic(SQLModel):
     name: str
     version: str
@@ -115,13 +128,27 @@ class ModelVersionPublic(SQLModel):
     labels: list[str] = []
     release_counter: int = 0
     created_at: datetime
+    # lifecycle and provenance (cloud/lifecycle.py)
+    status: ModelStatus = "active"
+    status_reason: str | None = None
+    status_by: str | None = None
+    status_at: datetime | None = None
+    pushed_by: str | None = None  # the API token that pushed it
+    model_sha256: str | None = None  # sha256 of the ONNX bytes (digest is the bundle's)
+    provenance: dict[str, Any] = {}  # manifest provenance: CLI user / MLflow run id, tracking URI …
+    running: dict[str, int] = {}  # slot → devices whose signed report says they run it now
+    notes: list[str] = []  # push: e.g. "the same model bytes are blocked as NAME:VERSION"
 
     @classmethod
-    def of(cls, mv: ModelVersion) -> ModelVersionPublic:
+    def of(cls, mv: ModelVersion, *, running: dict[str, int] | None = None,
+           notes: list[str] | None = None) -> ModelVersionPublic:
         return cls(
             name=mv.name, version=mv.version, digest=mv.digest, size=mv.size, task=mv.task,
             labels=list(mv.manifest.get("labels", [])), release_counter=mv.release_counter,
-            created_at=mv.created_at,
+            created_at=mv.created_at, status=mv.status if mv.status in MODEL_STATUSES else "active",  # type: ignore[arg-type]
+            status_reason=mv.status_reason, status_by=mv.status_by, status_at=mv.status_at,
+            pushed_by=mv.pushed_by, model_sha256=mv.model_sha256,
+            provenance=dict(mv.manifest.get("provenance") or {}), running=running or {}, notes=notes or [],
         )
 
 
@@ -131,6 +158,8 @@ class SlotPublic(SQLModel):
     phase: str | None = None
     error_code: str | None = None
     error: str | None = None
+    model_status: ModelStatus | None = None  # of the installed version, when not active (deprecated/blocked)
+    model_status_reason: str | None = None
 
 
 class DevicePublic(SQLModel):
@@ -190,3 +219,4 @@ class DeploymentResult(SQLModel):
     model: str
     slot: str
     devices: list[str]
+    warnings: list[str] = []  # e.g. the version is deprecated (allowed, said)

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import DataDirOpt, TokenOpt, UrlOpt, api_client, call, console, fail
+from .common import DataDirOpt, TokenOpt, UrlOpt, api_client, call, console, err_console, fail
 
 app = typer.Typer(help="Enrol and inspect devices.", no_args_is_help=True)
 
@@ -137,6 +137,10 @@ def _slot_cell(slot: dict) -> str:
         text += f" [{slot['phase']}]"
     if slot.get("error_code"):
         text += f" {slot['error_code']}"
+    if slot.get("model_status") == "blocked":  # still running a blocked version (fleet model yank)
+        text += " [bold red]BLOCKED[/]"
+    elif slot.get("model_status") == "deprecated":
+        text += " [yellow]deprecated[/]"
     return text
 
 
@@ -199,6 +203,8 @@ def deploy(
         fail("use either --device or --all, not both")
     res = call(api_client(data_dir, url, token).deploy, model, slot, None if all_devices else device)
     console.print(f"{res['model']} assigned to the {res['slot']} slot of {len(res['devices'])} device(s)")
+    for warning in res.get("warnings") or []:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
 # ----- signed reports (docs/signed-reports.md) -----

@@ -46,6 +46,8 @@ def start(
     console.print(f"rollout [bold]{res['id']}[/] started: {res['model']} → {res['slot']} "
                   f"({select!r}, waves {waves}, gates {', '.join(res['gates_spec']) or 'none'})")
     console.print(f"follow it with: fleet rollout status {res['id']} --watch")
+    for warning in res.get("warnings") or []:  # e.g. a deprecated version
+        console.print(Text.assemble(("warning: ", "yellow"), str(warning)))
 
 
 @app.command("ls")

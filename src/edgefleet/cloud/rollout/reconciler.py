@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from ...protocols import ModelRef
-from .. import audit, fleet
+from .. import audit, fleet, lifecycle
 from ..fleet import DesiredPublisher
 from ..models import Device, ModelVersion
 from .commands import apply_command
@@ -149,6 +149,9 @@ class Reconciler:
                 return 0
             state = state_of(row)
             if state.state in QUIET_STATES:
+                return 0
+            if self._blocked(s, row, state, now):  # nothing of a blocked version is sent (lifecycle.py)
+                s.commit()
                 return 0
             spec = self._spec(row)
             members = members_of(s, rollout_id)
@@ -272,8 +275,29 @@ class Reconciler:
                               f"catalog; devices {', '.join(device_ids)} keep their current desired model",
                               level="warning")
                     continue
+                if mv.status == "blocked":  # never sent back to a blocked version (lifecycle.py)
+                    add_event(s, row.id, self.clock(), f"model {mv.name}:{mv.version} is blocked; devices "
+                              f"{', '.join(device_ids)} are not sent back to it and keep their current "
+                              "desired model", level="warning")
+                    continue
             changed += fleet.assign(s, mv, row.slot, device_ids, rollout_id=row.id, commit=False)
         return changed
+
+    def _blocked(self, s: Session, row: Rollout, state: RolloutState, now: float) -> bool:
+        """True when the rollout's model is blocked and this pass must not plan: a rollout that
+        can still send it is aborted here (event, audit entry), a completed one adopts no late
+        joiner. Reverting (rolling_back) goes on: it moves devices off the version."""
+        if state.state in ("rolling_back", "rolled_back"):
+            return False
+        mv = s.get(ModelVersion, row.model_version_id)
+        if mv is None or mv.status != "blocked":
+            return False
+        if state.state in lifecycle.ABORTABLE:
+            why = f"model {row.model_name}:{row.model_version} is blocked: {mv.status_reason or 'no reason given'}"
+            lifecycle.abort_rollout(s, row, why, actor="reconciler", role="system", now=now,
+                                    audit_log=_audit_log(self.publisher))
+            log.warning("rollout %s aborted: %s", row.id, why)
+        return True
 
     def _spec(self, row: Rollout) -> RolloutSpec:
         spec = self._specs.get(row.id)
@@ -290,6 +314,13 @@ class Reconciler:
         t.reverted += r.reverted
         t.published += r.published
         t.conflicts += r.conflicts
+
+
+def _audit_log(publisher: object) -> audit.AuditLog | None:
+    """The controller's signed audit log when the publisher is a controller, else None."""
+    if hasattr(publisher, "settings") and hasattr(publisher, "engine"):
+        return audit.for_controller(publisher)
+    return None
 
 
 def _note_failure(s: Session, row: Rollout, m: RolloutMember, d: Device, now: float) -> None:

@@ -18,9 +18,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
-from .. import catalog
+from .. import catalog, lifecycle
 from ..errors import BadRequest, Conflict, NotFound
-from ..models import MODEL_REF_MAX, MODEL_REF_PATTERN, Device
+from ..models import MODEL_REF_MAX, MODEL_REF_PATTERN, Device, ModelVersion
 from . import build_spec, rollout_status, supersede, supersedes
 from .commands import COMMANDS
 from .errors import IllegalTransition, SpecError
@@ -95,6 +95,7 @@ def start_rollout(session: Session, body: RolloutCreate, now: float, *, actor: s
     Raises:
         BadRequest: the request does not parse (message from the core, with a pointer).
         NotFound: no such model version. Conflict: the selection matches no device.
+        ModelBlocked: the version is blocked (a deprecated one starts, with a warning event).
     """
     rid = rollout_id or new_rollout_id()
     for _attempt in range(COMMAND_ATTEMPTS):
@@ -107,6 +108,7 @@ def start_rollout(session: Session, body: RolloutCreate, now: float, *, actor: s
 
 def _start_once(session: Session, body: RolloutCreate, now: float, *, actor: str, rid: str) -> Rollout:
     mv = catalog.get_version(session, body.model)
+    warnings = lifecycle.check_deployable(mv)  # a blocked version: ModelBlocked (409 E_MODEL_BLOCKED)
     try:
         spec = build_spec(id=rid, model=model_ref(mv), slot=body.slot, select=body.select,
                           waves=body.waves, soak=body.soak, gates=body.gates,
@@ -147,6 +149,8 @@ def _start_once(session: Session, body: RolloutCreate, now: float, *, actor: str
     add_event(session, rid, now, f"created by {actor or 'operator'}: {mv.name}:{mv.version} into "
               f"{body.slot} on {body.select!r}, waves {body.waves}, gates "
               f"{', '.join(row.gates) or 'none'}, on breach {body.on_breach}", kind="command")
+    for warning in warnings:  # deprecated: allowed, and said where everyone looks
+        add_event(session, rid, now, warning, level="warning", kind="command")
     session.commit()
     return row
 
@@ -182,6 +186,14 @@ def list_rollouts(session: Session, *, state: str | None = None, limit: int = 10
     return [summary(session, r) for r in session.exec(stmt).all()]
 
 
+def list_rollouts_of(session: Session, model_version_id: int, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The rollouts of one model version, newest first (id, slot, state, reason, when)."""
+    rows = session.exec(select(Rollout).where(Rollout.model_version_id == model_version_id)
+                        .order_by(col(Rollout.created_at).desc()).limit(limit)).all()
+    return [{"id": r.id, "slot": r.slot, "state": r.state, "reason": state_of(r).reason,
+             "created_by": r.created_by, "created_at": r.created_at} for r in rows]
+
+
 def run_command(session: Session, rollout_id: str, name: str, now: float, *, reason: str | None = None,
                 actor: str = "") -> RolloutState:
     """pause | resume | abort | rollback.
@@ -191,7 +203,11 @@ def run_command(session: Session, rollout_id: str, name: str, now: float, *, rea
     """
     if name not in COMMANDS:
         raise BadRequest(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
-    get_row(session, rollout_id)
+    row = get_row(session, rollout_id)
+    if name == "resume":  # resuming would send a blocked version again
+        mv = session.get(ModelVersion, row.model_version_id)
+        if mv is not None:
+            lifecycle.check_deployable(mv)
     for _attempt in range(COMMAND_ATTEMPTS):
         try:
             return apply_command_row(session, rollout_id, name, now, reason=reason, actor=actor)
@@ -265,5 +281,5 @@ def events(session: Session, rollout_id: str, limit: int = 200) -> list[dict[str
             for e in event_rows(session, rollout_id, limit)]
 
 
-__all__ = ["RolloutCommand", "RolloutCreate", "RolloutSummary", "events", "list_rollouts",
+__all__ = ["RolloutCommand", "RolloutCreate", "RolloutSummary", "events", "list_rollouts", "list_rollouts_of",
            "run_command", "start_rollout", "status"]

@@ -12,18 +12,26 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from ... import lifecycle
+from ...models import ModelVersion
 from ...rollout import service
 from ...rollout.service import RolloutCommand, RolloutCreate, RolloutSummary
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
+from .models import WRITE_ERRORS
 
 router = APIRouter(prefix="/rollouts", tags=["rollouts"])
 
 
-@router.post("", status_code=201, summary="Start a rollout (supersedes live rollouts of the same slot and devices)")
+@router.post("", status_code=201, responses=WRITE_ERRORS,
+             summary="Start a rollout (supersedes live rollouts of the same slot and devices; "
+                     "409 E_MODEL_BLOCKED for a blocked version)")
 def start(body: RolloutCreate, session: SessionDep, controller: ControllerDep, who: Operator) -> dict[str, Any]:
     row = service.start_rollout(session, body, time.time(), actor=who.name)
     controller.wake()
-    return service.status(session, row.id, time.time(), devices=False)
+    out = service.status(session, row.id, time.time(), devices=False)
+    mv = session.get(ModelVersion, row.model_version_id)
+    out["warnings"] = lifecycle.check_deployable(mv) if mv is not None else []  # deprecated: said
+    return out
 
 
 @router.get("", response_model=list[RolloutSummary], summary="Rollouts, newest first")
@@ -54,7 +62,8 @@ def _command(name: str):  # type: ignore[no-untyped-def]
 
 
 for _name, _summary in (("pause", "Pause: no new devices are sent the model"),
-                        ("resume", "Resume a paused or breached rollout"),
+                        ("resume", "Resume a paused or breached rollout (409 E_MODEL_BLOCKED when its model is blocked)"),
                         ("abort", "Abort: devices stay where they are"),
                         ("rollback", "Roll back: every device that was sent the model returns to its previous one")):
-    router.add_api_route(f"/{{rollout_id}}/{_name}", _command(_name), methods=["POST"], summary=_summary)
+    router.add_api_route(f"/{{rollout_id}}/{_name}", _command(_name), methods=["POST"], summary=_summary,
+                         responses=WRITE_ERRORS)

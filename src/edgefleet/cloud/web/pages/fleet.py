@@ -76,6 +76,9 @@ def fleet_page(request: Request, session: SessionDep, principal: PagePrincipal,
                tag: list[str] = Query(default=[]), hw: str | None = None) -> HTMLResponse:
     tags = parse_tags(tag)
     rows, options = fleet_rows(session, tags, hw or None)
-    models = [f"{mv.name}:{mv.version}" for mv in catalog.list_versions(session)]
+    # blocked versions are not offered for deploy; devices still running one are counted and flagged
+    models = [f"{mv.name}:{mv.version}" for mv in catalog.list_versions(session) if mv.status != "blocked"]
+    on_blocked = sum(1 for r in rows if any(s.model_status == "blocked" for s in r.device.slots.values()))
     return render(request, "fleet.html", principal, active="fleet", rows=rows, options=options,
-                  selected_tags=[f"{k}={v}" for k, v in tags.items()], selected_hw=hw or "", models=models)
+                  selected_tags=[f"{k}={v}" for k, v in tags.items()], selected_hw=hw or "", models=models,
+                  on_blocked=on_blocked)
