@@ -65,19 +65,36 @@ def show_state(
 
 @app.command()
 def provision(
+    bundle: Annotated[Optional[Path], typer.Argument(help="bundle directory from `fleet device add --out` (installs everything in it)", show_default=False)] = None,
+    bundle_opt: Annotated[Optional[Path], typer.Option("--bundle", help="same as the BUNDLE argument")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="with a bundle: the agent's data directory [default: the bundle's agent.toml]")] = None,
+    write_config_to: Annotated[Optional[Path], typer.Option("--write-config", help="with a bundle: where to write the installed agent.toml [default: DATA_DIR/agent.toml]")] = None,
     director_root: Annotated[Optional[Path], typer.Option("--director-root", exists=True, dir_okay=False, help="director root metadata (from `fleet device add --out`)")] = None,
     image_root: Annotated[Optional[Path], typer.Option("--image-root", exists=True, dir_okay=False, help="image repository root metadata")] = None,
     credentials: Annotated[Optional[Path], typer.Option("--credentials", exists=True, dir_okay=False, help="credentials.json from `fleet device add --out` (token, broker account, certificate); stored 0600 in data_dir/identity")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="agent TOML file")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace roots or credentials already provisioned")] = False,
 ) -> None:
-    """Install this device's trusted root metadata and its credentials."""
+    """Install this device's bundle (`fleet-agent provision DIR`), or its trusted roots and credentials one by one."""
     from ..registry.tuf import TufError
     from ..registry.tuf import provision as tuf_provision
     from .identity import provision_credentials
 
+    if bundle is not None or bundle_opt is not None:
+        from .provision import install_bundle
+
+        try:
+            result = install_bundle(bundle or bundle_opt, data_dir=data_dir, config_out=write_config_to,  # type: ignore[arg-type]
+                                    force=force)
+        except AgentError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        for line in result.lines:
+            typer.echo(line)
+        return
     if credentials is None and (director_root is None or image_root is None):
-        typer.echo("error: give --director-root and --image-root, and/or --credentials", err=True)
+        typer.echo("error: give a bundle directory (fleet-agent provision DIR), or --director-root and --image-root, "
+                   "and/or --credentials", err=True)
         raise typer.Exit(2)
     cfg = load_config(config)
     if director_root is not None and image_root is not None:

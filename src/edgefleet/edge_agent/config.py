@@ -27,12 +27,15 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -44,7 +47,13 @@ else:  # pragma: no cover - Python 3.10 on JetPack 6
 ENV_PREFIX = "EDGEFLEET_AGENT_"
 
 
-class AgentSection(BaseModel):
+class _Section(BaseModel):
+    """A table of agent.toml: a key it does not know is an error (a typo must not fall back to a default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentSection(_Section):
     device_id: str = Field(min_length=1, max_length=128)
     data_dir: Path = Path("/var/lib/edgefleet")
     controller_url: str = "http://127.0.0.1:8080"
@@ -59,7 +68,7 @@ class AgentSection(BaseModel):
     log_level: str = "INFO"
 
 
-class MqttSection(BaseModel):
+class MqttSection(_Section):
     host: str = "127.0.0.1"
     port: int = 1883
     protocol: Literal["3.1.1", "5"] = "3.1.1"
@@ -84,7 +93,7 @@ class MqttSection(BaseModel):
         return self
 
 
-class SourceSection(BaseModel):
+class SourceSection(_Section):
     kind: Literal["synthetic-digits", "video", "camera"] = "synthetic-digits"
     uri: str = ""
     fps: float = Field(default=15.0, gt=0, le=1000)
@@ -92,14 +101,14 @@ class SourceSection(BaseModel):
     seed: int | None = None
 
 
-class InferenceSection(BaseModel):
+class InferenceSection(_Section):
     threads: int = Field(default=1, ge=1, le=64)
     # Python's GIL switch interval: short, so the control thread never waits long behind the
     # shadow thread's Python code (5 ms by default in CPython; 0 = leave it alone).
     switch_interval_ms: float = Field(default=0.5, ge=0, le=100)
 
 
-class CaptureSection(BaseModel):
+class CaptureSection(_Section):
     """Device-side capture limits; what to capture comes from ``Desired.settings.capture``."""
 
     enabled: bool = True
@@ -117,14 +126,14 @@ class CaptureSection(BaseModel):
     backoff_max_s: float = Field(default=300.0, gt=0)
 
 
-class OutputSection(BaseModel):
+class OutputSection(_Section):
     """Where local applications read control predictions (see ``app_output.py``)."""
 
     socket: str = "unix:predictions.sock"  # relative paths are under data_dir; "" = off
     client_queue: int = Field(default=64, ge=1)
 
 
-class AgentConfig(BaseModel):
+class AgentConfig(_Section):
     agent: AgentSection
     mqtt: MqttSection = Field(default_factory=MqttSection)
     source: SourceSection = Field(default_factory=SourceSection)
@@ -149,26 +158,99 @@ def _apply_env(raw: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     return raw
 
 
+def _section_model(section: str) -> type[BaseModel] | None:
+    field = AgentConfig.model_fields.get(section)
+    ann = field.annotation if field is not None else None
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _is_path(annotation: Any) -> bool:
+    if annotation is Path:
+        return True
+    origin = typing.get_origin(annotation)
+    return origin in (typing.Union, types.UnionType) and Path in typing.get_args(annotation)
+
+
+def _resolve_relative(raw: dict[str, Any], base: Path) -> None:
+    """Relative paths in the file are relative to the file's directory (a bundle works wherever it lies)."""
+    for section, values in raw.items():
+        model = _section_model(section)
+        if model is None or not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            field = model.model_fields.get(key)
+            if field is not None and _is_path(field.annotation) and isinstance(value, str) and value \
+                    and not Path(value).expanduser().is_absolute():
+                values[key] = str(base / value)
+
+
+def _refuse_unknown(raw: dict[str, Any], source: str) -> None:
+    def refuse(key: str, known: list[str], where: str, kind: str) -> None:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+        raise ConfigError(f"{source}: unknown {kind} {where}{key!r}{hint}")
+
+    for section, values in raw.items():
+        model = _section_model(section)
+        if model is None:
+            refuse(section, list(AgentConfig.model_fields), "", "table")
+        assert model is not None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table, got {values!r}")
+        for key in values:
+            if key not in model.model_fields:
+                refuse(key, list(model.model_fields), f"in [{section}]: ", "key")
+
+
+def _type_name(annotation: Any) -> str:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if args and typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            Path: "a path (string)"}.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
 def load_config(path: str | os.PathLike[str] | None, env: dict[str, str] | None = None) -> AgentConfig:
     """Read the TOML file (if any) and apply environment overrides.
 
+    Relative paths in the file are taken relative to the file's directory.
+
     Raises:
-        ConfigError: unreadable file or invalid values, naming the field.
+        ConfigError: unreadable file, an unknown table or key (named, with the file and the closest
+            known key), or an invalid value (naming key, file and the expected type).
     """
     raw: dict[str, Any] = {}
+    source = "agent config (environment)"
     if path is not None:
+        source = str(path)
         try:
             with open(path, "rb") as f:
                 raw = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read agent config {path}: {exc}") from None
+        _refuse_unknown(raw, source)
+        _resolve_relative(raw, Path(path).resolve().parent)
+    file_values = {k: dict(v) for k, v in raw.items() if isinstance(v, dict)}
     raw = _apply_env(raw, dict(os.environ if env is None else env))
+    _refuse_unknown(raw, f"{source} + {ENV_PREFIX}* environment" if path is not None else f"{ENV_PREFIX}* environment")
     try:
         return AgentConfig.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"agent config: {field}: {err['msg']}") from None
+        loc = [str(p) for p in err["loc"]]
+        where = ".".join(loc)  # section.key
+        expected = ""
+        model = _section_model(loc[0]) if loc else None
+        if model is not None and len(loc) == 2 and loc[1] in model.model_fields and \
+                err["type"].endswith(("_type", "_parsing", "literal_error")):
+            expected = f"; expected {_type_name(model.model_fields[loc[1]].annotation)}"
+        got = ""
+        if len(loc) == 2 and loc[1] in raw.get(loc[0], {}):
+            origin = "" if loc[1] in file_values.get(loc[0], {}) else " (from the environment)"
+            got = f", got {raw[loc[0]][loc[1]]!r}{origin}"
+        raise ConfigError(f"{source}: {where}: {err['msg']}{expected}{got}") from None
 
 
 def write_config(config: AgentConfig, path: str | os.PathLike[str]) -> None:

@@ -116,7 +116,8 @@ class AgentMqtt:
 
     def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
         if getattr(reason, "is_failure", False):
-            log.error("device %s: broker refused the connection: %s", self.device_id, reason)
+            log.error("device %s: broker %s:%d refused the connection: %s%s", self.device_id, self.cfg.host,
+                      self.cfg.port, reason, self.refusal_hint(reason))
             return
         client.subscribe(desired_topic(self.device_id), qos=1)
         self.connected.set()
@@ -124,6 +125,20 @@ class AgentMqtt:
         log.info("device %s connected to %s:%d", self.device_id, self.cfg.host, self.cfg.port)
         if self.on_connect_cb:
             self.on_connect_cb()
+
+    def refusal_hint(self, reason: Any) -> str:
+        """What to check when the broker refuses us: the account and client id it saw, and where they come from."""
+        text = str(reason).lower()
+        user = self.client.username or "(none)"
+        if "not authori" in text or "bad user" in text or "bad username" in text or "banned" in text:
+            return (f" — username {user!r}, client id {self.device_id!r}. Check: the device is enrolled and not "
+                    "revoked (`fleet device ls`); its credentials were installed with `fleet-agent provision` "
+                    "(data_dir/identity/credentials.json) and match the latest `fleet device add`/`rotate-credentials`; "
+                    "the broker reads the password file and ACL the controller writes (broker_auth_dir) and was "
+                    "reloaded; the client id equals the device id")
+        if "protocol" in text or "unsupported" in text:
+            return f" — this agent speaks MQTT {self.cfg.protocol}: set [mqtt] protocol to what the broker supports"
+        return f" — username {user!r}, client id {self.device_id!r}"
 
     def _on_disconnect(self, _c: Any, _ud: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
         if self.connected.is_set():

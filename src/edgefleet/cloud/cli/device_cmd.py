@@ -14,6 +14,9 @@ from .common import DataDirOpt, TokenOpt, UrlOpt, api_client, call, console, err
 
 app = typer.Typer(help="Enrol and inspect devices.", no_args_is_help=True)
 
+DEFAULT_AGENT_DATA_DIR = "/var/lib/edgefleet"  # the systemd unit's StateDirectory
+SOURCE_KINDS = ("camera", "video", "synthetic-digits")
+
 
 def _tags(values: list[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
@@ -33,11 +36,19 @@ def add(
     out: Annotated[Optional[Path], typer.Option("--out", help="write the device's provisioning files into this directory (agent.toml, credentials.json, trusted roots, CA)")] = None,
     cert: Annotated[bool, typer.Option("--cert", help="also issue an X.509 client certificate from the fleet CA (mutual TLS to the broker)")] = False,
     report_key: Annotated[Optional[str], typer.Option("--report-key", help="the device's report public key (FILE or base64, printed by `fleet-agent provision`)")] = None,
-    mqtt_host: Annotated[str, typer.Option(help="broker host written into agent.toml")] = "127.0.0.1",
-    mqtt_port: Annotated[int, typer.Option(help="broker port written into agent.toml (8883: MQTT over TLS)")] = 1883,
+    mqtt_host: Annotated[Optional[str], typer.Option(help="broker host written into agent.toml [default: the controller's device_mqtt_host]")] = None,
+    mqtt_port: Annotated[Optional[int], typer.Option(help="broker port written into agent.toml [default: the controller's]")] = None,
+    mqtt_protocol: Annotated[Optional[str], typer.Option("--mqtt-protocol", help="5 or 3.1.1 [default: the controller's]")] = None,
+    mqtt_tls: Annotated[Optional[bool], typer.Option("--mqtt-tls/--no-mqtt-tls", help="device connects to the broker over TLS [default: the controller's]")] = None,
+    controller_url: Annotated[Optional[str], typer.Option("--controller-url", help="URL the device reaches the controller at [default: the controller's public_url]")] = None,
+    agent_data_dir: Annotated[str, typer.Option("--agent-data-dir", help="the agent's data directory on the device")] = DEFAULT_AGENT_DATA_DIR,
+    source: Annotated[str, typer.Option("--source", help="frames: camera:INDEX, camera:rtsp://…, video:PATH or synthetic-digits")] = "camera:0",
+    fps: Annotated[float, typer.Option("--fps", min=0.1, max=1000, help="frames per second from the source")] = 15.0,
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
-    """Enrol a device and print its credentials (HTTP token, broker account); with --out, write its provisioning files."""
+    """Enrol a device and print its credentials (HTTP token, broker account); with --out, write a complete
+    bundle that `fleet-agent provision DIR` installs without edits."""
+    source_kind, source_uri = _source(source)
     client = api_client(data_dir, url, token)
     res = call(client.enrol_device, device_id, hardware, _tags(tag), certificate=cert, report_public_key=_report_key(report_key))
     if out is None:
@@ -48,17 +59,54 @@ def add(
         if res.get("cert_pem"):
             console.print("a client certificate was issued: use --out DIR to write it with its key")
         return
-    write_provisioning(out, res, call(client.request, "GET", "/trust/roots"),
-                       controller_url=str(client.http.base_url).removesuffix("/").removesuffix("/api/v1"),
-                       mqtt_host=mqtt_host, mqtt_port=mqtt_port)
-    console.print(f"device {res['id']} enrolled; provisioning files in {out}: agent.toml, credentials.json (secret, 0600), "
+    endpoints = _device_endpoints(client, controller_url=controller_url, mqtt_host=mqtt_host, mqtt_port=mqtt_port,
+                                  mqtt_protocol=mqtt_protocol, mqtt_tls=mqtt_tls)
+    write_provisioning(out, res, call(client.request, "GET", "/trust/roots"), endpoints=endpoints,
+                       agent_data_dir=agent_data_dir, source_kind=source_kind, source_uri=source_uri, fps=fps)
+    mqtt = endpoints["mqtt"]
+    console.print(f"device {res['id']} enrolled; bundle in {out}: agent.toml, credentials.json (secret, 0600), "
                   "director-root.json, image-root.json" + (", fleet-ca.pem" if (out / "fleet-ca.pem").exists() else ""))
-    console.print("on the device: fleet-agent provision --config agent.toml --director-root director-root.json "
-                  "--image-root image-root.json --credentials credentials.json")
+    console.print(f"the device reaches the controller at {endpoints['controller_url']} and the broker at "
+                  f"{mqtt['host']}:{mqtt['port']} (MQTT {mqtt['protocol']}{', TLS' if mqtt['tls'] else ''})", highlight=False)
+    if not endpoints.get("public_url_set") and controller_url is None:
+        console.print("[yellow]the controller has no public_url: devices on other machines cannot reach "
+                      f"{escape(endpoints['controller_url'])}; set public_url in controller.toml or pass --controller-url[/]")
+    console.print(f"copy {out} to the device, then: fleet-agent provision {out.name} && "
+                  f"fleet-agent run --config {agent_data_dir}/agent.toml", highlight=False)
 
 
-def write_provisioning(out: Path, creds: dict, roots: dict, *, controller_url: str, mqtt_host: str, mqtt_port: int) -> None:
-    """The files a device is provisioned from. Secrets go only into credentials.json (0600)."""
+def _source(text: str) -> tuple[str, str]:
+    kind, _, uri = text.partition(":")
+    if kind not in SOURCE_KINDS:
+        fail(f"--source {text!r}: use camera:INDEX, camera:rtsp://HOST/PATH, video:PATH or synthetic-digits")
+    if kind in ("camera", "video") and not uri:
+        fail(f"--source {text!r}: {kind} needs a {'camera index or URL' if kind == 'camera' else 'file path'} after ':'")
+    return kind, uri
+
+
+def _device_endpoints(client, *, controller_url: str | None, mqtt_host: str | None, mqtt_port: int | None,  # type: ignore[no-untyped-def]
+                      mqtt_protocol: str | None, mqtt_tls: bool | None) -> dict:
+    """The controller's view of how devices reach it and the broker, with the operator's overrides."""
+    if mqtt_protocol is not None and mqtt_protocol not in ("5", "3.1.1"):
+        fail(f"--mqtt-protocol {mqtt_protocol!r}: use 5 or 3.1.1")
+    if controller_url is not None and not controller_url.startswith(("http://", "https://")):
+        fail(f"--controller-url {controller_url!r}: give an http:// or https:// URL")
+    ep = call(client.request, "GET", "/provisioning/endpoints")
+    mqtt = dict(ep["mqtt"])
+    mqtt.update({k: v for k, v in (("host", mqtt_host), ("port", mqtt_port), ("protocol", mqtt_protocol),
+                                   ("tls", mqtt_tls)) if v is not None})
+    return {"controller_url": (controller_url or ep["controller_url"]).rstrip("/"),
+            "public_url_set": ep.get("public_url_set", False), "mqtt": mqtt}
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def write_provisioning(out: Path, creds: dict, roots: dict, *, endpoints: dict, agent_data_dir: str = DEFAULT_AGENT_DATA_DIR,
+                       source_kind: str = "camera", source_uri: str = "0", fps: float = 15.0) -> None:
+    """A complete device bundle: agent.toml (no secrets; paths relative to the bundle), credentials.json
+    (0600), the trusted roots and the fleet CA. ``fleet-agent provision DIR`` installs it as it is."""
     out.mkdir(parents=True, exist_ok=True)
     out.chmod(0o700)
     (out / "director-root.json").write_text(json.dumps(roots["director_root"]))
@@ -68,22 +116,37 @@ def write_provisioning(out: Path, creds: dict, roots: dict, *, controller_url: s
     secret.chmod(0o600)
     secret.write_text(json.dumps(creds))
     ca = roots.get("fleet_ca_pem")
-    tls_lines = ""
     if ca:
         (out / "fleet-ca.pem").write_text(ca)
-        tls_lines = 'ca_file = "/etc/edgefleet/fleet-ca.pem"\n'
-    mqtt_tls = "tls = true\nca_file = \"/etc/edgefleet/fleet-ca.pem\"\n" if ca and mqtt_port == 8883 else ""
+    mqtt, url = endpoints["mqtt"], endpoints["controller_url"]
+    lines = [
+        f"# edgefleet agent for device {creds['id']}, written by `fleet device add --out`.",
+        "# Install on the device with `fleet-agent provision DIR` (copies the roots, CA and credentials into",
+        "# data_dir and writes data_dir/agent.toml). Relative paths here are relative to this file.",
+        "# Secrets are only in credentials.json; unknown keys are refused.",
+        "[agent]",
+        f"device_id = {_toml_str(creds['id'])}",
+        f"data_dir = {_toml_str(agent_data_dir)}",
+        "# the controller as this device reaches it",
+        f"controller_url = {_toml_str(url)}",
+        'trust_roots = "."  # director-root.json and image-root.json',
+    ]
+    if ca and url.startswith("https://"):
+        lines.append('ca_file = "fleet-ca.pem"  # the controller\'s certificate chains to the fleet CA')
+    lines += ["", "[mqtt]", f"host = {_toml_str(mqtt['host'])}", f"port = {int(mqtt['port'])}",
+              f"protocol = {_toml_str(mqtt['protocol'])}"]
+    if creds.get("mqtt_username"):
+        lines.append(f"username = {_toml_str(creds['mqtt_username'])}  # password: credentials.json")
+    if mqtt.get("tls"):
+        lines.append("tls = true")
+        if ca:
+            lines.append('ca_file = "fleet-ca.pem"')
+    lines += ["", "[source]", f"kind = {_toml_str(source_kind)}"]
+    if source_uri:
+        lines.append(f"uri = {_toml_str(source_uri)}")
+    lines += [f"fps = {fps:g}", ""]
     agent_toml = out / "agent.toml"
-    agent_toml.write_text(
-        "# credentials: `fleet-agent provision --credentials credentials.json` stores them in data_dir/identity\n"
-        "[agent]\n"
-        f'device_id = "{creds["id"]}"\n'
-        'data_dir = "/var/lib/edgefleet"\n'
-        f'controller_url = "{controller_url}"\n'
-        f"{tls_lines}\n"
-        f'[mqtt]\nhost = "{mqtt_host}"\nport = {mqtt_port}\n{mqtt_tls}\n'
-        '[source]\nkind = "camera"\nuri = "0"\nfps = 15\n'
-    )
+    agent_toml.write_text("\n".join(lines))
     agent_toml.chmod(0o600)
 
 
@@ -117,9 +180,9 @@ def rotate_credentials(
                       "credentials on its next desired update, the old ones stop working once it confirms")
         return
     if out is not None:
-        write_provisioning(out, res, call(client.request, "GET", "/trust/roots"),
-                           controller_url=str(client.http.base_url).removesuffix("/").removesuffix("/api/v1"),
-                           mqtt_host="127.0.0.1", mqtt_port=1883)
+        endpoints = _device_endpoints(client, controller_url=None, mqtt_host=None, mqtt_port=None,
+                                      mqtt_protocol=None, mqtt_tls=None)
+        write_provisioning(out, res, call(client.request, "GET", "/trust/roots"), endpoints=endpoints)
         console.print(f"device {device_id}: new credentials in {out / 'credentials.json'}; the old ones no longer work")
         return
     console.print(f"device {device_id}: new credentials (shown once; the old ones no longer work):")
