@@ -4,8 +4,22 @@ Subscribes to ``status``, ``reported``, ``telemetry`` and ``events`` of every de
 (``$share/controllers/...`` on MQTT 5 so replicas split the load). Each message is
 checked in order — topic shape, size, schema, device id in the payload equals the id in
 the topic — and only then applied. Anything that fails is counted under its outcome and
-logged with the device id; nothing a device sends can stop the bridge. With MQTT 5 the
-bridge acknowledges a message only after it was applied (``manual_ack``).
+logged with the device id (rate-limited: the first of each device and outcome, then one
+summary line per interval, ``log_summary.SummaryLog``); nothing a device sends can stop the
+bridge.
+
+Nothing is acknowledged before it is stored. paho's network thread only queues a message;
+the ``bridge-ingest`` thread applies it and acknowledges it (``manual_ack``) after its
+effect is committed. When the database cannot be reached (``db.is_unavailable``) the
+message is *not* acknowledged: the thread retries the same message with exponential
+backoff (``retry_initial_s`` doubling up to ``retry_max_s``), one rate-limited log line,
+no CPU spin, and the broker holds the rest (MQTT 5: the controller's Receive Maximum caps
+the unacknowledged messages in flight). A payload that is bad in itself (invalid, spoofed,
+refused, or an error that is not an outage) is acknowledged and counted: it never blocks
+the topic. With MQTT 5 the session is persistent (clean start off, ``session_expiry_s``),
+so the broker queues QoS 1 messages while the controller is down or reconnecting; a
+message taken from an earlier connection is applied but not acknowledged (the broker
+redelivers it, and a redelivered report is refused as a replay by its signed seq).
 
 ``_on_message`` catches every exception, so no payload can end paho's network thread. A
 watchdog checks that the thread still consumes: every ``probe_interval_s`` it publishes a
@@ -21,6 +35,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import queue
 import threading
 import time
 from collections import Counter
@@ -31,6 +46,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from ..protocols import (
     NAMESPACE,
@@ -45,6 +62,9 @@ from ..protocols import (
     parse_topic,
     subscription,
 )
+from .db import is_unavailable
+from .errors import DatabaseUnavailable
+from .log_summary import SummaryLog
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +73,19 @@ Handler = Callable[[Any], None]
 # Outcomes that say the payload itself is bad (not a transient failure to apply it): such a
 # payload retained on a status topic is cleared.
 POISON = frozenset({"invalid", "spoofed"})
+DEFAULT_SESSION_EXPIRY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class _Inbound:
+    """A message taken off the wire, waiting to be applied (and then acknowledged)."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    retain: bool
+    connection: int  # which connection it arrived on (an ack is only valid on that one)
 
 
 def probe_topic(client_id: str) -> str:
@@ -95,6 +128,12 @@ class MqttBridge:
         probe_interval_s: float = 5.0,
         probe_timeout_s: float = 10.0,
         tls: BridgeTls | None = None,
+        session_expiry_s: float = DEFAULT_SESSION_EXPIRY_S,
+        receive_maximum: int = 64,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 30.0,
+        queue_size: int = 1000,
+        log_interval_s: float = 60.0,
     ):
         self.host, self.port = host, port
         self.handlers = handlers
@@ -114,13 +153,27 @@ class MqttBridge:
         self._started = False
         self._watch_stop = threading.Event()
         self._watchdog: threading.Thread | None = None
+        # ingest: paho's thread queues, the ingest thread applies, then acknowledges
+        self.client_id = client_id
+        self.session_expiry_s, self.receive_maximum = session_expiry_s, receive_maximum
+        self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
+        self._inbox: queue.Queue[_Inbound] = queue.Queue(maxsize=queue_size)
+        self._ingest_thread: threading.Thread | None = None
+        self._ingest_stop = threading.Event()
+        self._connection = 0  # grows with every successful connect
+        self.session_present: bool | None = None
+        self.busy_since: float | None = None  # monotonic: applying the current message since
+        self.db_unavailable_since: float | None = None  # monotonic: retrying on a database outage since
+        self.db_outages = 0
+        self.warnings = SummaryLog(log, interval_s=log_interval_s)
         if self._v5:
             self.client = mqtt.Client(
                 CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
             )
-        else:
+        else:  # MQTT 3.1.1 (amqtt): a clean session, still acknowledged only after the commit
             self.client = mqtt.Client(
-                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True
+                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True,
+                manual_ack=True,
             )
         if username:
             self.client.username_pw_set(username, password)
@@ -140,7 +193,16 @@ class MqttBridge:
     # ----- lifecycle -----
 
     def start(self, wait: float = 10.0) -> None:
-        self.client.connect_async(self.host, self.port, keepalive=30)
+        self._ingest_stop.clear()
+        self._ingest_thread = threading.Thread(target=self._ingest_loop, name="bridge-ingest", daemon=True)
+        self._ingest_thread.start()
+        if self._v5:  # persistent session: the broker queues QoS 1 messages while we are away
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = int(self.session_expiry_s)
+            props.ReceiveMaximum = self.receive_maximum
+            self.client.connect_async(self.host, self.port, keepalive=30, clean_start=False, properties=props)
+        else:
+            self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
         self._started = True
         self._watch_stop.clear()
@@ -150,12 +212,19 @@ class MqttBridge:
             log.warning("MQTT broker %s:%d not reachable yet; will keep retrying", self.host, self.port)
 
     def stop(self) -> None:
+        """Stop taking messages, apply what was queued (a few seconds at most), disconnect.
+
+        Messages still unapplied stay unacknowledged: a persistent session gets them again."""
         self._stopping = True
         self._watch_stop.set()
+        self._ingest_stop.set()
+        if self._ingest_thread is not None:
+            self._ingest_thread.join(timeout=5)
         self.client.disconnect()
         self.client.loop_stop()
         if self._watchdog is not None:
             self._watchdog.join(timeout=5)
+        self.warnings.flush()
 
     def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
         if getattr(reason, "is_failure", False):
@@ -166,9 +235,12 @@ class MqttBridge:
         client.subscribe(self.probe_topic, qos=0)
         with self._lock:
             self._probe_sent.clear()  # probes sent on an earlier connection are lost with it
+            self._connection += 1
+        self.session_present = bool(getattr(_flags, "session_present", False))
         self.connected.set()
-        log.info("controller bridge connected to %s:%d (MQTT %s%s)", self.host, self.port, "5" if self._v5 else "3.1.1",
-                 ", TLS" if self.tls else "")
+        log.info("controller bridge connected to %s:%d as %s (MQTT %s%s%s)", self.host, self.port, self.client_id,
+                 "5" if self._v5 else "3.1.1", ", TLS" if self.tls else "",
+                 (", session resumed" if self.session_present else ", new session") if self._v5 else "")
         if self._on_connected is not None:
             threading.Thread(target=self._safe_on_connected, name="bridge-resync", daemon=True).start()
 
@@ -193,24 +265,109 @@ class MqttBridge:
             self.counters[(channel, outcome)] += 1
 
     def _on_message(self, client: mqtt.Client, _ud: Any, message: mqtt.MQTTMessage) -> None:
-        """paho's callback, on its network thread: nothing may escape it (that ends the thread)."""
+        """paho's callback, on its network thread: queue the message; nothing may escape it."""
         try:
             if message.topic == self.probe_topic:
                 self._probe_returned(bytes(message.payload))
+                if message.qos:
+                    client.ack(message.mid, message.qos)
                 return
             self.last_message_at = time.monotonic()
-            outcome = self.handle(message.topic, bytes(message.payload))
-            if message.retain and outcome in POISON:
-                self._poisoned_retained(client, message.topic, outcome)
+            item = _Inbound(message.topic, bytes(message.payload), message.mid, message.qos, bool(message.retain),
+                            self._connection)
+            if message.qos == 0:
+                try:
+                    self._inbox.put_nowait(item)
+                except queue.Full:  # QoS 0 is at most once by contract: counted, never blocks the wire
+                    channel = message.topic.rsplit("/", 1)[-1]
+                    self._count(channel, "overflow")
+                    self.warnings.warn(_device_of(message.topic), "overflow",
+                                       "ingest queue full (database slow or down): dropped a QoS 0 %s message "
+                                       "from device %s", channel, _device_of(message.topic))
+                return
+            while not self._ingest_stop.is_set():  # QoS 1: never dropped; the broker waits for our ack
+                try:
+                    self._inbox.put(item, timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
         except Exception:
             self._count("unknown", "error")
-            log.exception("message on %s could not be handled (device %s)", message.topic, _device_of(message.topic))
-        finally:
-            if self._v5:
+            log.exception("message on %s could not be queued (device %s)", message.topic, _device_of(message.topic))
+
+    # ----- the ingest thread -----
+
+    def _ingest_loop(self) -> None:
+        while True:
+            try:
+                item = self._inbox.get(timeout=0.2)
+            except queue.Empty:
+                if self._ingest_stop.is_set():
+                    return
+                continue
+            try:
+                self._process(item)
+            except Exception:  # never ends the thread
+                self._count("unknown", "error")
+                log.exception("message on %s could not be handled (device %s)", item.topic, _device_of(item.topic))
+            if self._ingest_stop.is_set() and self.db_unavailable_since is not None:
+                return  # stopping during an outage: the rest stays unacknowledged for the next session
+
+    def _process(self, item: _Inbound) -> None:
+        """Apply one message until it is stored (or found bad), then acknowledge it."""
+        self.busy_since = time.monotonic()
+        delay = self.retry_initial_s
+        try:
+            while True:
                 try:
-                    client.ack(message.mid, message.qos)
-                except Exception:  # acking a QoS 0 message or after a reconnect
-                    pass
+                    outcome = self._handle(item.topic, item.payload)
+                    break
+                except DatabaseUnavailable as exc:
+                    self._db_down(item, exc, delay)
+                    if self._ingest_stop.wait(delay):
+                        return  # not applied, not acknowledged
+                    delay = min(delay * 2, self.retry_max_s)
+            self._db_up()
+            if item.retain and outcome in POISON:
+                self._poisoned_retained(self.client, item.topic, outcome)
+            self._ack(item)
+        finally:
+            self.busy_since = None
+
+    def _db_down(self, item: _Inbound, exc: BaseException, delay: float) -> None:
+        channel = item.topic.rsplit("/", 1)[-1]
+        self._count(channel, "db_retry")
+        if self.db_unavailable_since is None:
+            self.db_unavailable_since = time.monotonic()
+            self.db_outages += 1
+            log.error("database unavailable (%s): ingest paused, message on %s kept unacknowledged; "
+                      "retrying with backoff up to %gs", exc, item.topic, self.retry_max_s)
+        else:
+            self.warnings.warn("*", "db_unavailable", "database still unavailable after %.0fs (%s); next retry in %gs",
+                               time.monotonic() - self.db_unavailable_since, exc, delay)
+
+    def _db_up(self) -> None:
+        since = self.db_unavailable_since
+        if since is not None:
+            self.db_unavailable_since = None
+            log.warning("database reachable again after %.1fs: ingest resumed", time.monotonic() - since)
+
+    def _ack(self, item: _Inbound) -> None:
+        """Acknowledge after the commit, on the connection the message came on (else the
+        broker redelivers it to the resumed session)."""
+        if item.qos == 0:
+            return
+        if item.connection != self._connection or not self.connected.is_set():
+            self._count(item.topic.rsplit("/", 1)[-1], "unacked_reconnected")
+            return
+        try:
+            self.client.ack(item.mid, item.qos)
+        except Exception:  # the connection went away meanwhile: redelivered
+            log.debug("ack of message %d failed", item.mid, exc_info=True)
+
+    @property
+    def backlog(self) -> int:
+        return self._inbox.qsize() + (1 if self.busy_since is not None else 0)
 
     def _poisoned_retained(self, client: mqtt.Client, topic: str, outcome: str) -> None:
         """A retained payload that failed validation: counted; on ``status``, cleared."""
@@ -224,9 +381,14 @@ class MqttBridge:
         log.warning("cleared the retained %s status message of device %s", outcome, _device_of(topic))
 
     def handle(self, topic: str, payload: bytes) -> str:
-        """Validate and apply one message; returns the outcome it was counted under. Never raises."""
+        """Validate and apply one message; returns the outcome it was counted under. Never raises
+        (a database outage is ``db_unavailable``, counted; the MQTT path retries instead)."""
         try:
             return self._handle(topic, payload)
+        except DatabaseUnavailable:
+            channel = topic.rsplit("/", 1)[-1]
+            self._count(channel, "db_unavailable")
+            return "db_unavailable"
         except Exception:
             self._count("unknown", "error")
             log.exception("message on %s could not be handled (device %s)", topic, _device_of(topic))
@@ -237,7 +399,7 @@ class MqttBridge:
             parsed = parse_topic(topic)
         except InvalidTopic as exc:
             self._count("unknown", "bad_topic")
-            log.warning("ignored message on %s: %s", topic, exc)
+            self.warnings.warn(_device_of(topic), "bad_topic", "ignored message on %s: %s", topic, exc)
             return "bad_topic"
         channel = parsed.channel
         handler = self.handlers.get(channel)
@@ -251,27 +413,30 @@ class MqttBridge:
             msg = decode(payload, max_bytes=RULES[channel].max_bytes)
         except InvalidPayload as exc:
             self._count(channel.value, "invalid")
-            log.warning("device %s sent an invalid %s message: %s", parsed.device_id, channel.value, exc)
+            self.warnings.warn(parsed.device_id, "invalid", "device %s sent an invalid %s message: %s",
+                               parsed.device_id, channel.value, exc)
             return "invalid"
         expected_schema = f"fleet.{'event' if channel is Channel.EVENTS else channel.value}/1"
         if getattr(msg, "schema_", None) != expected_schema:
             self._count(channel.value, "invalid")
-            log.warning("device %s sent %s on its %s topic", parsed.device_id, getattr(msg, "schema_", "?"), channel.value)
+            self.warnings.warn(parsed.device_id, "invalid", "device %s sent %s on its %s topic", parsed.device_id,
+                               getattr(msg, "schema_", "?"), channel.value)
             return "invalid"
         if msg.device_id != parsed.device_id:
             self._count(channel.value, "spoofed")
-            log.warning(
-                "ignored %s on device %s's topic claiming to be from device %s",
-                channel.value, parsed.device_id, msg.device_id,
-            )
+            self.warnings.warn(parsed.device_id, "spoofed", "ignored %s on device %s's topic claiming to be from device %s",
+                               channel.value, parsed.device_id, msg.device_id)
             return "spoofed"
         try:
             handler(msg)
         except Exception as exc:
+            if is_unavailable(exc):  # not the message's fault: retried, never acknowledged-and-dropped
+                raise DatabaseUnavailable(str(exc).splitlines()[0][:300]) from exc
             outcome = getattr(exc, "outcome", None)  # a handler's deliberate refusal (ingest.Refused)
             if isinstance(outcome, str):
                 self._count(channel.value, outcome)
-                log.warning("dropped %s from device %s: %s", channel.value, parsed.device_id, exc)
+                self.warnings.warn(parsed.device_id, outcome, "dropped %s from device %s: %s",
+                                   channel.value, parsed.device_id, exc)
                 return outcome
             self._count(channel.value, "error")
             log.exception("failed to apply %s from device %s", channel.value, parsed.device_id)
@@ -328,19 +493,34 @@ class MqttBridge:
         if thread is None or not thread.is_alive():
             return False
         now = time.monotonic() if now is None else now
+        ingest = self._ingest_thread
+        if ingest is None or not ingest.is_alive():
+            return False
+        busy = self.busy_since
+        if busy is not None and self.db_unavailable_since is None and now - busy > self.probe_timeout_s:
+            return False  # one message has been applying for too long: stuck
         with self._lock:
             oldest = min(self._probe_sent.values(), default=None)
         return oldest is None or now - oldest < self.probe_timeout_s
 
+    def consuming(self, now: float | None = None) -> bool:
+        """Ingest moves: connected, both threads alive and in time, and no database outage."""
+        return self.connected.is_set() and self.db_unavailable_since is None and self.ingest_alive(now)
+
     def health(self, now: float | None = None) -> dict[str, Any]:
-        """``mqtt_connected``, ``ingest_alive``, ``last_message_age_s``, ``probe_rtt_s``."""
+        """``mqtt_connected``, ``ingest_alive``, ``last_message_age_s``, ``probe_rtt_s``, and
+        ``consuming``, ``backlog``, ``database_retrying_s`` (None unless in a database outage)."""
         now = time.monotonic() if now is None else now
         last = self.last_message_at
+        down = self.db_unavailable_since
         return {
             "mqtt_connected": self.connected.is_set(),
             "ingest_alive": self.ingest_alive(now),
             "last_message_age_s": None if last is None else round(now - last, 3),
             "probe_rtt_s": None if self.last_probe_rtt_s is None else round(self.last_probe_rtt_s, 4),
+            "consuming": self.consuming(now),
+            "backlog": self.backlog,
+            "database_retrying_s": None if down is None else round(now - down, 3),
         }
 
     # ----- publish -----

@@ -18,13 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+CONNECT_TIMEOUT_S = 5
 SECRET_FILES = ("controller.toml", "cli.toml")
 DIR_MODE, FILE_MODE = 0o700, 0o600
 
@@ -79,6 +80,8 @@ def make_engine(url: str) -> Engine:
             secure_sqlite_file(db_file)
     else:
         kwargs["pool_pre_ping"] = True
+        if url.startswith("postgresql+psycopg"):  # a server that does not answer fails fast, never hangs a thread
+            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
 
@@ -114,3 +117,47 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+# ----- outages (docs: nothing acknowledged before it is stored) -----
+
+_UNAVAILABLE_SQLITE = ("unable to open database", "disk i/o error", "database is locked")
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps) says the database cannot be reached now — retry
+    later — rather than that this statement or its data is wrong.
+
+    Connection refused/lost, a server shutting down, a pool exhausted and SQLite's "locked"
+    or I/O errors are unavailability; integrity and data errors (a NaN PostgreSQL refuses,
+    a duplicate key) are not: retrying them would never succeed.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = error
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, (exc.DisconnectionError, exc.TimeoutError, exc.InterfaceError)):
+            return True
+        if isinstance(cur, exc.DBAPIError):
+            if cur.connection_invalidated:
+                return True
+            if isinstance(cur, exc.OperationalError):
+                if "sqlite" in type(cur.orig).__module__:
+                    return any(m in str(cur.orig).lower() for m in _UNAVAILABLE_SQLITE)
+                return True  # PostgreSQL: operational = server/connection side (refused, shutdown, admin)
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def ping(engine: Engine) -> float:
+    """Run ``SELECT 1``; returns the round trip in seconds.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database did not answer.
+    """
+    import time
+
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    return time.perf_counter() - started

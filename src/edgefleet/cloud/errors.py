@@ -58,6 +58,17 @@ class BadCertificateRequest(PkiError):
     status_code = 400
 
 
+class DatabaseUnavailable(CloudError):
+    """The database cannot be reached (connection refused or lost, server shutting down).
+
+    Retryable: the MQTT bridge keeps the message unacknowledged and retries it with backoff;
+    the API answers 503 ``E_DATABASE_UNAVAILABLE`` with ``Retry-After``.
+    """
+
+    status_code = 503
+    code = "E_DATABASE_UNAVAILABLE"
+
+
 class KeysOffline(Conflict):
     """A signing key the action needs is not held by the controller (root kept offline,
     encrypted, or on a signer URI): the command must bring it (``--root-dir``, a passphrase,

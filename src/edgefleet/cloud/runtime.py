@@ -12,6 +12,8 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.engine import Engine
@@ -43,12 +45,13 @@ from . import (
 )
 from .bridge import BridgeTls, MqttBridge
 from .broker_auth import BrokerAuthFiles
-from .db import make_engine, migrate, secure_data_dir
+from .db import is_unavailable, make_engine, migrate, ping, secure_data_dir
 from .errors import CloudError, NoFleetCA
 from .labels import LabelBook, catalog_lookup
 from .metrics import ensure_metrics
 from .models import Device
 from .pki import FleetCA, IssuedCert
+from .presence import IngestWatch, mark_unheard
 from .rollout import store as rollout_store
 from .rollout.reconciler import Reconciler
 from .settings import CloudSettings
@@ -86,7 +89,10 @@ class Controller:
         self._kick = threading.Event()  # wake() runs the next pass now
         self._next_trust_refresh = 0.0
         # Rollouts: only the holder of the lease in the database runs reconcile passes.
-        self.reconciler = Reconciler(self.engine, self, prefix=settings.mqtt_client_id,
+        # can the controller hear the fleet? (cloud/presence.py): holds rollouts while it cannot
+        self.ingest_watch = IngestWatch(started_at=time.time())
+        self._db_down_since: float | None = None  # the sync loop's own view (monotonic)
+        self.reconciler = Reconciler(self.engine, self, prefix=settings.controller_client_id, hold=self.hold_reason,
                                      lease_ttl_s=max(10.0, 5 * settings.reconcile_interval_s))
         self.event_handlers: list = [self._index_event]
         # class names from devices are checked against their model's manifest (cloud/labels.py)
@@ -138,7 +144,9 @@ class Controller:
             tls = BridgeTls(s.mqtt_ca_file, s.mqtt_cert_file, s.mqtt_key_file) if s.mqtt_tls else None
             self.bridge = MqttBridge(
                 s.mqtt_host, s.mqtt_tls_port if s.mqtt_tls else s.mqtt_port, tls=tls,
-                client_id=s.mqtt_client_id, protocol=s.mqtt_protocol,
+                client_id=s.controller_client_id, protocol=s.mqtt_protocol,
+                session_expiry_s=s.mqtt_session_expiry_s, receive_maximum=s.mqtt_receive_maximum,
+                retry_max_s=s.ingest_retry_max_s,
                 username=self.mqtt_account.username, password=self.mqtt_account.password,
                 handlers={
                     Channel.STATUS: self._on_status,
@@ -149,8 +157,35 @@ class Controller:
                 on_connected=self.republish_all,
             )
             self.bridge.start()
+        self._register_health_gauges()
         self._thread = threading.Thread(target=self._loop, name="controller-sync", daemon=True)
         self._thread.start()
+
+    def _register_health_gauges(self) -> None:
+        """Readiness figures on /metrics, computed at scrape (api/routes/health.py reads the same)."""
+        m = self.metrics
+
+        def database() -> dict[tuple[str, ...], float]:
+            state = self.database_state()
+            return {("up",): 1.0 if state["ok"] else 0.0,
+                    ("latency_seconds",): (state["latency_ms"] or 0.0) / 1000}  # type: ignore[operator]
+
+        def ingest() -> dict[tuple[str, ...], float]:
+            b = self.bridge.health() if self.bridge is not None else None
+            out = {("hears_fleet",): 1.0 if self.ingest_watch.healthy else 0.0}
+            if b is not None:
+                out[("mqtt_connected",)] = 1.0 if b["mqtt_connected"] else 0.0
+                out[("consuming",)] = 1.0 if b["consuming"] else 0.0
+                out[("backlog",)] = float(b["backlog"])
+                if b["last_message_age_s"] is not None:
+                    out[("last_message_age_seconds",)] = float(b["last_message_age_s"])
+            return out
+
+        m.set_gauge_source("edgefleet_database", database, doc="Database readiness: up (1/0), latency_seconds of SELECT 1",
+                           labelnames=("figure",))
+        m.set_gauge_source("edgefleet_ingest", ingest, labelnames=("figure",),
+                           doc="Ingest readiness: mqtt_connected, consuming, hears_fleet (1/0), backlog, "
+                               "last_message_age_seconds")
 
     def stop(self) -> None:
         self._stop.set()
@@ -215,12 +250,34 @@ class Controller:
 
     # ----- ingest handlers (called on the bridge thread) -----
 
+    @contextmanager
+    def ingest_session(self) -> Iterator[Session]:
+        """One transaction per device message: the handlers' ``commit()`` calls only flush, and
+        the message's whole effect (seq, state, aggregates) commits once at the end — or not
+        at all, so a retry after a database outage is never refused as a replay of itself."""
+        with self.engine.connect() as conn:
+            trans = conn.begin()
+            s = Session(bind=conn, join_transaction_mode="rollback_only", expire_on_commit=False)
+            try:
+                yield s
+                s.flush()
+                trans.commit()
+            except BaseException:
+                if trans.is_active:
+                    try:
+                        trans.rollback()
+                    except Exception:  # the connection is gone: the original error says why
+                        log.debug("rollback after a failed message failed", exc_info=True)
+                raise
+            finally:
+                s.close()
+
     def _on_status(self, msg: Status) -> None:
-        with self.session() as s:
+        with self.ingest_session() as s:
             ingest.apply_status(s, msg)
 
     def _on_reported(self, msg: Reported) -> None:
-        with self.session() as s:
+        with self.ingest_session() as s:
             report_verify.verify_reported(s, msg)  # signed by the device's key, fresh seq: else refused
             device = ingest.apply_reported(s, msg)
             if freshness.update(device):  # does its signed state now match what was signed for it?
@@ -228,7 +285,7 @@ class Controller:
                 s.commit()
 
     def _on_telemetry(self, msg: Telemetry) -> None:
-        with self.session() as s:
+        with self.ingest_session() as s:
             report_verify.verify_telemetry(s, msg)  # signed, fresh seq, a period not yet counted: else refused
             msg = self.labels.check_telemetry(msg)  # unknown class names dropped before anything is stored
             ingest.apply_telemetry(s, msg)
@@ -324,16 +381,68 @@ class Controller:
         """One rollout reconcile pass (a no-op unless this replica holds the lease)."""
         return self.reconciler.run_once(now)
 
+    # ----- outages (cloud/presence.py) -----
+
+    def ingest_state(self) -> tuple[bool, str | None]:
+        """Whether the controller hears the fleet now, and if not, why."""
+        if self._db_down_since is not None:
+            return False, "database unavailable"
+        bridge = self.bridge
+        if bridge is None:  # started without MQTT (tests feeding handlers directly): nothing to judge
+            return True, None
+        if not bridge.connected.is_set():
+            return False, "broker unreachable"
+        if bridge.db_unavailable_since is not None:
+            return False, "database unavailable"
+        if not bridge.ingest_alive():
+            return False, "bridge not consuming"
+        return True, None
+
+    def observe_ingest(self, now: float | None = None) -> bool:
+        healthy, reason = self.ingest_state()
+        self.ingest_watch.observe(healthy, reason, time.time() if now is None else now)
+        return healthy
+
+    def hold_reason(self, now: float, device_timeout_s: float) -> str | None:
+        """Why a rollout must not count device silence now (the reconciler asks, per rollout)."""
+        self.observe_ingest(now)
+        grace = self.settings.ingest_hold_grace_s
+        return self.ingest_watch.hold_reason(now, 2 * device_timeout_s if grace is None else grace)
+
+    def offline_window_s(self) -> float:
+        """Not heard for this long: offline (k signed telemetry periods, at least 30 s)."""
+        s = self.settings
+        return max(s.offline_after_periods * s.telemetry_period_s, s.offline_after_min_s)
+
+    def mark_unheard(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        if not self.observe_ingest(now):
+            return []  # it cannot hear anyone: silence says nothing about the devices
+        with self.session() as s:
+            return mark_unheard(s, now, self.offline_window_s(), heard_from=self.ingest_watch.heard_from())
+
+    def database_state(self) -> dict[str, object]:
+        """``{"ok": bool, "latency_ms": float | None, "error": str | None}`` from one ``SELECT 1``."""
+        try:
+            latency = ping(self.engine)
+        except Exception as exc:
+            return {"ok": False, "latency_ms": None, "error": str(exc).splitlines()[0][:300]}
+        return {"ok": True, "latency_ms": round(latency * 1000, 3), "error": None}
+
     def _loop(self) -> None:
         next_expiry = time.time() + 60
+        delay = self.settings.reconcile_interval_s
         while not self._stop.is_set():
-            self._kick.wait(self.settings.reconcile_interval_s)
+            self._kick.wait(delay)
             self._kick.clear()
             if self._stop.is_set():
                 break
+            delay = self.settings.reconcile_interval_s
             try:
+                self.observe_ingest()
                 self.reconcile_once()
                 self.sync_once()
+                self.mark_unheard()
                 with self.session() as s:  # signed state lagging too long: stale (cloud/freshness.py)
                     freshness.mark_stale(s, datetime.now(timezone.utc), self.settings.stale_after_s)
                 if time.time() >= next_expiry:
@@ -345,6 +454,18 @@ class Controller:
                     self.trust.refresh_expiring()  # timestamps are re-signed well before they expire
                     if self.pki is not None:
                         self.pki.refresh_crl()  # the CRL too (brokers reject every client once it expires)
-            except Exception:
-                log.exception("sync pass failed; retrying")
-                time.sleep(1)
+                if self._db_down_since is not None:
+                    log.warning("database reachable again after %.1fs", time.monotonic() - self._db_down_since)
+                    self._db_down_since = None
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    log.exception("sync pass failed; retrying")
+                    time.sleep(1)
+                    continue
+                if self._db_down_since is None:  # one line per outage, then backoff (no traceback flood)
+                    self._db_down_since = time.monotonic()
+                    log.error("database unavailable: %s; reconcile and sync paused, retrying with backoff",
+                              str(exc).splitlines()[0][:300])
+                self.observe_ingest()
+                down_for = time.monotonic() - self._db_down_since
+                delay = min(max(self.settings.reconcile_interval_s, down_for / 4), self.settings.ingest_retry_max_s)

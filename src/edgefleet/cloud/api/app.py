@@ -11,9 +11,11 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from ... import __version__
-from ..errors import CloudError
+from ..db import is_unavailable
+from ..errors import CloudError, DatabaseUnavailable
 from ..metrics import HttpMetricsMiddleware, ensure_metrics
 from ..runtime import Controller
 from ..web import install_web
@@ -24,6 +26,8 @@ from .hygiene import JsonBodyLimitMiddleware, json_safe
 from .routes import api_router
 from .routes import metrics as metrics_routes
 from .throttle import AuthThrottle
+
+RETRY_AFTER_S = 5  # Retry-After of a 503 during a database outage
 
 
 def create_app(controller: Controller) -> FastAPI:
@@ -46,6 +50,15 @@ def create_app(controller: Controller) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": json_safe(exc.errors())})
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # an outage is the service's state, not a fault in the request: 503 with the reason, retry later
+        if not is_unavailable(exc):
+            raise exc
+        return JSONResponse(status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}, content={
+            "code": DatabaseUnavailable.code, "retry_after_s": RETRY_AFTER_S,
+            "detail": "the controller's database is unavailable; nothing was changed, retry later"})
 
     @app.exception_handler(OverflowError)
     async def _overflow(_request: Request, _exc: OverflowError) -> JSONResponse:

@@ -190,6 +190,7 @@ class RolloutState(_Frozen):
     rollback_started_at: float | None = None
     finished_at: float | None = None
     superseded_by: str | None = None
+    held: str | None = None  # why device silence does not count now (the controller cannot hear the fleet)
 
     def wave_starts(self) -> dict[int, float]:
         """When each wave that has begun began."""

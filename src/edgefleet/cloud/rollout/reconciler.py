@@ -15,10 +15,18 @@ crash is re-sent by the controller's sync loop, which re-publishes to every devi
 reported generation lags). Killed at any point, the next pass — in this process or
 another replica — reads what was committed and plans the rest; the planner returns no
 action for work already done.
+
+Gates do not punish the infrastructure: while ``hold(now, device_timeout_s)`` gives a
+reason (the controller's own ingest is unhealthy, or recovered less than a grace period
+ago — ``Controller.hold_reason``), the pass plans with the device timeout suspended, so no
+device is marked timed out and silence breaches no gate; evidence a device signed (failed,
+rolled back, NaN, latency) still counts. The rollout's state carries ``held`` (shown in
+status, one event when the hold begins and one when it ends) and resumes by itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -103,12 +111,14 @@ class Reconciler:
 
     def __init__(self, engine: Engine, publisher: DesiredPublisher | None, *, holder: str | None = None,
                  prefix: str = "controller", lease_ttl_s: float = 10.0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 hold: Callable[[float, float], str | None] | None = None):
         self.engine = engine
         self.publisher = publisher
         self.holder = holder or f"{prefix}-{uuid.uuid4().hex[:12]}"
         self.lease_ttl_s = lease_ttl_s
         self.clock = clock
+        self.hold = hold
         self._specs: dict[str, RolloutSpec] = {}
         self.totals = PassResult()
 
@@ -164,16 +174,19 @@ class Reconciler:
                     _note_failure(s, row, m, d, now)
             desired = desired_refs(s, row.slot)
             obs = [observation(d, members.get(d.id), desired.get(d.id), row.slot) for d in devices]
-            p = plan(spec, state, obs, now)
+            held = self.hold(now, spec.device_timeout_s) if self.hold is not None else None
+            planned = spec if held is None else dataclasses.replace(spec, device_timeout_s=HELD_TIMEOUT_S)
+            p = plan(planned, state, obs, now)
+            actions = _with_hold(rollout_id, state, p.actions, held, now)
             result.rollouts += 1
-            if not p.actions:
+            if not actions:
                 s.commit()
                 return 0
             owners = assignment_owners(s, row.slot)
-            changed = self._apply(s, row, spec, p.actions, members, by_id, owners, now, result)
+            changed = self._apply(s, row, spec, actions, members, by_id, owners, now, result)
             s.commit()
-            result.actions += len(p.actions)
-            result.by_rollout[rollout_id] = len(p.actions)
+            result.actions += len(actions)
+            result.by_rollout[rollout_id] = len(actions)
             if self.publisher is not None:
                 for device in changed:
                     try:
@@ -181,7 +194,7 @@ class Reconciler:
                         result.published += 1
                     except Exception:  # the sync loop re-sends lagging devices
                         log.exception("publishing desired state to %s failed", device.id)
-        return len(p.actions)
+        return len(actions)
 
     # ----- applying a plan -------------------------------------------------------------------
 
@@ -321,6 +334,29 @@ def _audit_log(publisher: object) -> audit.AuditLog | None:
     if hasattr(publisher, "settings") and hasattr(publisher, "engine"):
         return audit.for_controller(publisher)
     return None
+
+
+HELD_TIMEOUT_S = 1e12  # "no device timeout" for the planner while held (a spec needs a finite number)
+
+
+def _with_hold(rollout_id: str, state: RolloutState, actions: tuple, held: str | None, now: float) -> tuple:
+    """The plan's actions with the rollout's ``held`` brought up to date (an event when a hold
+    begins or ends). A rollout that has finished is never shown held."""
+    final = next((a.state for a in reversed(actions) if isinstance(a, UpdateRollout)), state)
+    if final.state in ("completed", "rolled_back", "aborted", "superseded"):
+        held = None
+    if final.held == held:
+        return actions
+    rest = tuple(a for a in actions if not isinstance(a, UpdateRollout))
+    if held is not None and final.held is None:
+        note = Log("warning", f"rollout {rollout_id}: {held}; device timeouts and silence do not count "
+                              "against the rollout until the controller hears the fleet again")
+    elif held is None:
+        note = Log("info", f"rollout {rollout_id}: resumed: the controller hears the fleet again; "
+                           "device timeouts count again")
+    else:
+        note = None  # the reason changed (outage → grace): status only
+    return (*rest, *((note,) if note else ()), UpdateRollout(final.model_copy(update={"held": held})))
 
 
 def _note_failure(s: Session, row: Rollout, m: RolloutMember, d: Device, now: float) -> None:

@@ -234,7 +234,7 @@ def status(session: Session, rollout_id: str, now: float, *, devices: bool = Tru
         "gates_spec": list(row.gates), "on_breach": row.on_breach,
         "device_timeout": row.device_timeout, "max_concurrent": row.max_concurrent,
         "current_wave": st.current_wave, "devices": st.devices, "on_model": st.on_model,
-        "progress": st.progress, "reason": st.reason,
+        "progress": st.progress, "reason": st.reason, "held": state.held,
         "breach": st.breach.model_dump(mode="json") if st.breach else None,
         "superseded_by": state.superseded_by, "created_at": row.created_at,
         "updated_at": row.updated_at, "started_at": state.started_at,
