@@ -1,0 +1,130 @@
+"""Device history: what happened to one device, when — for the day a truck misbehaves.
+
+Written where the facts are applied, one INSERT in the fact's own transaction
+(``record``): ``fleet.assign`` (desired model per slot, with the rollout that asked),
+``signing.sign_device`` (director metadata signed: generation, slots, settings),
+``ingest.apply_reported`` (phase transitions with error code; a local rollback),
+the rollout reconciler (membership: joined a rollout's wave) and tag edits.
+Read (``history``) merged with what other tables already hold: the audit log entries
+that name the device (enrol, revoke, credential rotation, hardware approval, report-key
+reset …), oldest first, paged by time (``since`` exclusive, ``limit``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, Session, SQLModel, col, or_, select
+
+HistoryKind = Literal["desired", "signed", "phase", "rollback", "rollout", "tags", "audit"]
+KINDS: tuple[str, ...] = ("desired", "signed", "phase", "rollback", "rollout", "tags", "audit")
+MAX_LIMIT = 500
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+
+
+class DeviceHistory(SQLModel, table=True):
+    __tablename__ = "device_history"
+    __table_args__ = (Index("ix_device_history_device_at", "device_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(max_length=128)
+    at: datetime = Field(default_factory=_now)
+    kind: str = Field(max_length=16)
+    slot: str | None = Field(default=None, max_length=16)
+    message: str = Field(max_length=1024)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    kind: HistoryKind
+    slot: str | None = None
+    message: str
+    actor: str | None = None  # audit entries: who acted
+    data: dict[str, Any] = {}
+
+
+class HistoryPage(BaseModel):
+    device: str
+    entries: list[HistoryEntry]
+    next_since: datetime | None = None  # pass as ?since= for the next page (None: no more)
+
+
+def record(session: Session, device_id: str, kind: str, message: str, *, slot: str | None = None,
+           data: dict[str, Any] | None = None, at: datetime | None = None) -> None:
+    """Add one history row to the caller's transaction (no commit)."""
+    session.add(DeviceHistory(device_id=device_id, kind=kind, slot=slot, message=message[:1024],
+                              data=data or {}, at=at or _now()))
+
+
+def model_label(ref: dict[str, Any] | None) -> str:
+    if not ref:
+        return "-"
+    return f"{ref.get('name')}:{ref.get('version')}"
+
+
+def record_reported(session: Session, device_id: str, previous: dict[str, Any], slots: dict[str, Any],
+                    at: datetime | None = None) -> int:
+    """Phase transitions of a verified ``reported`` (``slots``: slot → SlotReport), against
+    the previous report's slots (dicts). Returns how many rows were added."""
+    added = 0
+    for slot, rep in slots.items():
+        before = (previous.get(slot) or {}).get("phase")
+        phase = rep.phase.value
+        if before == phase:
+            continue
+        installed = rep.installed.model_dump(mode="json") if rep.installed else None
+        target = rep.target.model_dump(mode="json") if rep.target else None
+        data = {"from": before, "to": phase, "error_code": rep.error_code, "error": (rep.error or "")[:500] or None,
+                "installed": model_label(installed) if installed else None,
+                "target": model_label(target) if target else None}
+        text = f"{slot}: {before or '-'} → {phase}"
+        if rep.error_code:
+            text += f" ({rep.error_code}: {(rep.error or '')[:200]})"
+        kind = "rollback" if phase == "rolled_back" else "phase"
+        if kind == "rollback":
+            text = f"{slot}: rolled back locally to {data['installed'] or '-'}" + (
+                f" ({rep.error_code}: {(rep.error or '')[:200]})" if rep.error_code else "")
+        record(session, device_id, kind, text, slot=slot, data=data, at=at)
+        added += 1
+    return added
+
+
+def history(session: Session, device_id: str, *, since: datetime | None = None, limit: int = 100,
+            kinds: list[str] | None = None) -> HistoryPage:
+    """The device's history, oldest first, after ``since`` (exclusive), at most ``limit``."""
+    from .audit import AuditEntry
+
+    limit = max(1, min(limit, MAX_LIMIT))
+    q = select(DeviceHistory).where(DeviceHistory.device_id == device_id)
+    if since is not None:
+        q = q.where(col(DeviceHistory.at) > since)
+    if kinds:
+        q = q.where(col(DeviceHistory.kind).in_(kinds))
+    rows = session.exec(q.order_by(col(DeviceHistory.at), col(DeviceHistory.id)).limit(limit + 1)).all()
+    entries = [HistoryEntry(at=_aware(r.at), kind=r.kind, slot=r.slot, message=r.message, data=r.data)  # type: ignore[arg-type]
+               for r in rows]
+    if not kinds or "audit" in kinds:
+        aq = select(AuditEntry).where(or_(col(AuditEntry.target) == device_id,
+                                          col(AuditEntry.target).startswith(device_id + "/")))
+        aq = aq.where(col(AuditEntry.action) != "denied")
+        if since is not None:
+            aq = aq.where(col(AuditEntry.ts) > since)
+        for a in session.exec(aq.order_by(col(AuditEntry.seq)).limit(limit + 1)).all():
+            body = (a.summary or {}).get("body")
+            entries.append(HistoryEntry(at=_aware(a.ts), kind="audit", message=a.action, actor=a.actor,
+                                        data={"seq": a.seq, **({"body": body} if isinstance(body, dict) else {})}))
+    entries.sort(key=lambda e: e.at)
+    more = len(entries) > limit
+    entries = entries[:limit]
+    return HistoryPage(device=device_id, entries=entries, next_since=entries[-1].at if more and entries else None)
