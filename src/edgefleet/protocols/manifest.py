@@ -24,7 +24,7 @@ DType = Literal["float32", "float16", "uint8", "int8", "int32", "int64"]
 
 
 class TensorSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1)
     shape: list[int | None] = Field(min_length=1, max_length=8)
@@ -35,7 +35,7 @@ class TensorSpec(BaseModel):
 class Preprocessing(BaseModel):
     """How a camera frame (uint8 BGR, HxWx3) becomes the input tensor."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     resize: tuple[int, int] | None = Field(default=None, description="(height, width)")
     color: Literal["gray", "rgb", "bgr"] = "rgb"
@@ -55,7 +55,7 @@ class TestVector(BaseModel):
     """One self-test: a flattened input of the manifest's input shape, and the expected output."""
 
     __test__ = False  # not a pytest class
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     input: list[float] = Field(min_length=1)
     expected: list[float] = Field(min_length=1)
@@ -63,7 +63,7 @@ class TestVector(BaseModel):
 
 
 class Manifest(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     schema_: Literal["fleet.manifest/1"] = Field(default=MANIFEST_SCHEMA, alias="schema")
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")

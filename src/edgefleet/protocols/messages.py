@@ -9,13 +9,21 @@ and dropped without harming the process that received it.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime, timezone
 from enum import Enum
 from itertools import accumulate
 from typing import Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from .canonical import SignedReport
 from .errors import InvalidPayload, PayloadTooLarge
@@ -39,8 +47,27 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _finite_tree(value: Any, depth: int = 0) -> Any:
+    """Free-form values (hardware probes) carry no NaN/±inf either, however nested."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("Input should be a finite number")
+    if depth < 8 and isinstance(value, dict):
+        for v in value.values():
+            _finite_tree(v, depth + 1)
+    elif depth < 8 and isinstance(value, list):
+        for v in value:
+            _finite_tree(v, depth + 1)
+    return value
+
+
+FiniteAny = Annotated[Any, AfterValidator(_finite_tree)]
+
+
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=False)
+    # NaN and ±inf are refused in every float field of every message (subclasses' configs merge
+    # with this): a non-finite latency is an invalid message, counted, never a row PostgreSQL refuses.
+    # NaN *counts* (nan_outputs) are ints.
+    model_config = ConfigDict(extra="ignore", frozen=False, allow_inf_nan=False)
 
 
 class ModelRef(_Message):
@@ -205,7 +232,7 @@ class Telemetry(SignedReport, _Message):
     class_counts: OpenCounts = Field(default_factory=dict)
     confidence_histogram: list[int] = Field(default_factory=list, max_length=100)
     shadow: ShadowStats | None = None
-    hardware: dict[OpenKey, Any] = Field(default_factory=dict, max_length=MAX_HARDWARE_KEYS)
+    hardware: dict[OpenKey, FiniteAny] = Field(default_factory=dict, max_length=MAX_HARDWARE_KEYS)
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 

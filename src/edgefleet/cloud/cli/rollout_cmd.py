@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .common import DataDirOpt, TokenOpt, UrlOpt, api_client, call, console
+from .common import DataDirOpt, TokenOpt, UrlOpt, api_client, call, console, fail
 
 app = typer.Typer(help="Staged rollouts: waves, soak, health gates, rollback.", no_args_is_help=True)
 
@@ -28,15 +28,22 @@ def start(
     slot: Annotated[str, typer.Option("--slot", help="control or shadow")] = "control",
     select: Annotated[str, typer.Option("--select", help="devices: all, tag:K=V, hw:PROFILE, device:ID, id:GLOB; ',' = and, '|' = or, '!' = not")] = "all",
     waves: Annotated[str, typer.Option("--waves", help="cumulative percents, e.g. 1,10,50,100")] = "1,10,50,100",
-    soak: Annotated[str, typer.Option("--soak", help="soak after each wave, e.g. 30m")] = "30m",
+    soak: Annotated[str, typer.Option("--soak", help="soak after each wave, with a unit: 90s, 30m, 2h")] = "30m",
     gate: Annotated[Optional[list[str]], typer.Option("--gate", help="METRIC OP LIMIT, repeatable (default failure<=0.02)")] = None,
     on_breach: Annotated[str, typer.Option("--on-breach", help="pause or rollback")] = "rollback",
-    device_timeout: Annotated[str, typer.Option("--device-timeout", help="e.g. 30m")] = "30m",
+    device_timeout: Annotated[str, typer.Option("--device-timeout", help="a device that has not settled after this is timed out, with a unit: 30m, 1h")] = "30m",
     max_concurrent: Annotated[Optional[int], typer.Option("--max-concurrent", help="devices installing at once")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
     """Start a staged rollout (supersedes live rollouts of the same slot on the same devices)."""
+    from ..rollout import SpecError, parse_duration
+
+    for option, text in (("--soak", soak), ("--device-timeout", device_timeout)):
+        try:
+            parse_duration(text, require_unit=True)
+        except SpecError as exc:
+            fail(f"{option} {exc}")
     res = call(api_client(data_dir, url, token).start_rollout, model, slot=slot, select=select, waves=waves,
                soak=soak, gates=gate, on_breach=on_breach, device_timeout=device_timeout,
                max_concurrent=max_concurrent)

@@ -41,8 +41,12 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(text: str | float | int) -> float:
-    """``"90s"``, ``"30m"``, ``"1h30m"``, ``"2d"``, or a bare number of seconds → seconds.
+def parse_duration(text: str | float | int, *, require_unit: bool = False) -> float:
+    """``"90s"``, ``"30m"``, ``"1h30m"``, ``"2d"``, ``"250ms"`` → seconds; a Python number is seconds.
+
+    ``require_unit`` (every operator input: API bodies, CLI options) refuses bare text numbers
+    other than ``"0"`` (``"30"``: seconds or minutes?); without it a bare number is seconds, so
+    rollouts stored before units were required still load.
 
     Raises:
         DurationSyntaxError
@@ -53,6 +57,8 @@ def parse_duration(text: str | float | int) -> float:
         s = str(text).strip().replace(" ", "")
         try:
             value = float(s)
+            if value != 0 and require_unit and math.isfinite(value):
+                raise DurationSyntaxError(f"{s}: durations need a unit, e.g. {s}s, 5m, 2h")
         except ValueError:
             pos, value = 0, 0.0
             for m in _DURATION.finditer(s):

@@ -15,13 +15,13 @@ import secrets
 from collections import Counter
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlmodel import Session, col, select
 
 from .. import catalog, lifecycle
 from ..errors import BadRequest, Conflict, NotFound
 from ..models import MODEL_REF_MAX, MODEL_REF_PATTERN, Device, ModelVersion
-from . import build_spec, rollout_status, supersede, supersedes
+from . import build_spec, parse_duration, rollout_status, supersede, supersedes
 from .commands import COMMANDS
 from .errors import IllegalTransition, SpecError
 from .metrics import classify, same_ref
@@ -54,6 +54,15 @@ class RolloutCreate(BaseModel):
     on_breach: str = "rollback"
     device_timeout: str = "30m"
     max_concurrent: int | None = None
+
+    @field_validator("soak", "device_timeout")
+    @classmethod
+    def _duration_with_unit(cls, value: str) -> str:
+        try:
+            parse_duration(value, require_unit=True)  # "30" is refused: seconds or minutes?
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class RolloutCommand(BaseModel):
