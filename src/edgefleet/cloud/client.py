@@ -209,6 +209,44 @@ class ApiClient:
     def rollout_command(self, rollout_id: str, command: str, reason: str | None = None) -> dict[str, Any]:
         return self._call("POST", f"/rollouts/{rollout_id}/{command}", json={"reason": reason})
 
+    # ----- webhooks, device history, tags, inventory -----
+
+    def add_webhook(self, url: str, events: list[str], *, secret: str | None = None,
+                    description: str = "") -> dict[str, Any]:
+        body = {"url": url, "events": events, "secret": secret, "description": description}
+        return self._call("POST", "/webhooks", json=body)
+
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/webhooks")
+
+    def remove_webhook(self, webhook_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/webhooks/{webhook_id}")
+
+    def test_webhook(self, webhook_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/webhooks/{webhook_id}/test")
+
+    def webhook_deliveries(self, webhook_id: str, *, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, **({"state": state} if state else {})}
+        return self._call("GET", f"/webhooks/{webhook_id}/deliveries", params=params)
+
+    def webhook_delivery(self, delivery_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/webhooks/deliveries/{delivery_id}")
+
+    def redeliver_webhook(self, delivery_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/webhooks/deliveries/{delivery_id}/redeliver")
+
+    def device_history(self, device_id: str, *, since: str | None = None, limit: int = 100,
+                       kinds: list[str] | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, **({"since": since} if since else {}), **({"kind": kinds} if kinds else {})}
+        return self._call("GET", f"/devices/{device_id}/history", params=params)
+
+    def tag_device(self, device_id: str, set_tags: dict[str, str] | None = None,
+                   remove: list[str] | None = None) -> dict[str, Any]:
+        return self._call("PATCH", f"/devices/{device_id}/tags", json={"set": set_tags or {}, "remove": remove or []})
+
+    def device_inventory(self, device_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/devices/{device_id}/inventory")
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._call(method, path, **kwargs)
 

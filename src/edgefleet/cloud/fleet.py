@@ -16,7 +16,7 @@ from typing import Protocol
 from sqlmodel import Session, select
 
 from ..protocols import SLOTS, Desired, DeviceSettings, SlotTarget, is_valid_device_id
-from . import freshness, identity, report_verify
+from . import freshness, history, identity, report_verify
 from .errors import BadRequest, Conflict, NotFound
 from .models import Device, DevicePublic, ModelVersion, SlotAssignment, SlotPublic
 
@@ -140,6 +140,10 @@ def assign(
         device.desired_generation += 1
         session.add(device)
         changed.append(device)
+        label = f"{model.name}:{model.version}" if model is not None else None
+        history.record(session, device_id, "desired", f"{slot}: desired {label or 'nothing'}"
+                       + (f" (rollout {rollout_id})" if rollout_id else ""), slot=slot,
+                       data={"model": label, "rollout": rollout_id, "generation": device.desired_generation})
     if commit:
         session.commit()
     else:

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from . import webhooks
 from .models import Device
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,9 @@ def mark_stale(session: Session, now: datetime, stale_after_s: float) -> list[st
         else:
             device.stale_since, device.stale_reason = now, reason[:1024]
             marked.append(device.id)
+            webhooks.enqueue(session, "device.stale", {  # same transaction as the fact
+                "device": device.id, "hardware_id": device.hardware_id, "reason": reason[:1024],
+                "lagging_since": _aware(device.lagging_since).isoformat(), "stale_after_s": stale_after_s})
             log.warning("device %s is stale: %s (for more than %gs)", device.id, reason, stale_after_s)
         session.add(device)
     if rows:

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from sqlmodel import Session
 
 from ..protocols import Reported, Status, Telemetry
+from . import history
 from .errors import Conflict, NotFound
 from .models import Device
 
@@ -116,6 +117,7 @@ def apply_reported(session: Session, msg: Reported, now: datetime | None = None)
     device.reported = msg.model_dump(mode="json", by_alias=True)
     device.reported_generation = msg.generation
     device.reported_at = now or _now()
+    history.record_reported(session, device.id, previous, msg.slots, at=device.reported_at)  # one row per transition
     device.last_seen = device.reported_at
     device.online = True
     if msg.hardware_id:

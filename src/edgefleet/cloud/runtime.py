@@ -56,6 +56,7 @@ from .rollout import store as rollout_store
 from .rollout.reconciler import Reconciler
 from .settings import CloudSettings
 from .trust import Trust
+from .webhooks.worker import WebhookWorker
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class Controller:
         self.reconciler = Reconciler(self.engine, self, prefix=settings.controller_client_id, hold=self.hold_reason,
                                      lease_ttl_s=max(10.0, 5 * settings.reconcile_interval_s))
         self.event_handlers: list = [self._index_event]
+        # signed webhooks: its own thread and pool, never on the control path (cloud/webhooks)
+        self.webhooks = WebhookWorker(self.engine, settings, holder=self.reconciler.holder)
         # class names from devices are checked against their model's manifest (cloud/labels.py)
         self.labels = LabelBook(catalog_lookup(self.session))
         # sent to devices in Desired.settings until an operator sets one (fleet_settings)
@@ -160,6 +163,7 @@ class Controller:
         self._register_health_gauges()
         self._thread = threading.Thread(target=self._loop, name="controller-sync", daemon=True)
         self._thread.start()
+        self.webhooks.start()
 
     def _register_health_gauges(self) -> None:
         """Readiness figures on /metrics, computed at scrape (api/routes/health.py reads the same)."""
@@ -192,6 +196,7 @@ class Controller:
         self._kick.set()
         if self._thread:
             self._thread.join(timeout=5)
+        self.webhooks.stop()
         if self.bridge:
             self.bridge.stop()
         self.engine.dispose()

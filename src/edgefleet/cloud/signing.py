@@ -18,7 +18,7 @@ from typing import Any
 from sqlmodel import Session
 
 from ..protocols import SLOTS, DeviceSettings
-from . import fleet
+from . import fleet, history
 from .models import Device
 from .trust import Trust
 
@@ -75,5 +75,9 @@ def sign_device(session: Session, trust: Trust, device: Device, settings: Device
     device.director_version = version
     device.release_floor = floor
     session.add(device)
+    history.record(session, device.id, "signed", f"director metadata v{version} signed: generation "
+                   f"{device.desired_generation}, " + ", ".join(f"{k}={v or '-'}" for k, v in slots.items()),
+                   data={"director_version": version, "generation": device.desired_generation, "slots": slots,
+                         "settings": settings.model_dump(mode="json") if settings is not None else None})
     session.commit()
     return version

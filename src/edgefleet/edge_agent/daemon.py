@@ -26,12 +26,15 @@ from .. import __version__
 from ..hardware import HardwareError, detect_profile
 from ..hardware.telemetry import TegrastatsReader, collect_hardware_stats
 from ..protocols import SLOTS, Channel, Desired, Phase, Reported, SlotReport, Telemetry
+from ..protocols.messages import Inventory
 from ..registry.tuf import DeviceVerifier, ResumableFetcher, provision
 from .app_output import AppOutput, PredictionServer, parse_address
 from .capture import Capture
 from .config import AgentConfig
 from .errors import ConfigError
 from .identity import NEXT, IdentityStore, RotationError, confirm_credentials, fetch_new_credentials
+from .inventory import StaticInventory
+from .inventory import collect as collect_inventory
 from .metrics import start_agent_metrics
 from .mqtt_session import AgentMqtt
 from .outbox import Outbox
@@ -244,7 +247,16 @@ class Agent:
             device_id=self.device_id, generation=self.state.generation, hardware_id=self.hardware_id,
             agent_version=__version__, slots=slots,  # type: ignore[arg-type]
             director=held.get("director"), image=held.get("image"), update_blocked=self.updater.update_blocked,
+            inventory=self.inventory(),
         )
+
+    _static_inventory: StaticInventory | None = None
+
+    def inventory(self) -> Inventory:
+        """Agent, OS/JetPack, runtimes (probed once), disk and memory (read now)."""
+        if self._static_inventory is None:
+            self._static_inventory = StaticInventory.probe(__version__)
+        return collect_inventory(self._static_inventory, self.data_dir)
 
     def publish_reported(self) -> None:
         self.mqtt.publish(Channel.REPORTED, self.reported())

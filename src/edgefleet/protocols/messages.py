@@ -156,6 +156,30 @@ class SlotReport(_Message):
     progress: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
+InventoryText = Annotated[str, StringConstraints(max_length=256)]
+
+
+class Inventory(_Message):
+    """What the device is (optional in ``reported``; older agents leave it out, older
+    controllers ignore it): agent, OS and JetPack/L4T, Python, inference runtimes and
+    providers, disk (of the agent's data directory) and memory. Device-supplied text: shown
+    escaped, never trusted."""
+
+    agent_version: InventoryText = ""
+    os: InventoryText = ""
+    kernel: InventoryText = ""
+    l4t: InventoryText | None = None
+    jetpack: InventoryText | None = None
+    python: InventoryText = ""
+    tensorrt: InventoryText | None = None
+    onnxruntime: InventoryText | None = None
+    providers: list[InventoryText] = Field(default_factory=list, max_length=32)
+    disk_total_bytes: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    disk_free_bytes: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    memory_total_bytes: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    memory_available_bytes: int | None = Field(default=None, ge=0, le=2**63 - 1)
+
+
 class HeldMetadata(_Message):
     """The verified TUF metadata a device holds for one repository (director or image)."""
 
@@ -191,6 +215,7 @@ class Reported(SignedReport, _Message):
     director: HeldMetadata | None = None
     image: HeldMetadata | None = None
     update_blocked: UpdateBlocked | None = None
+    inventory: Inventory | None = None  # what the device is (agent, OS/JetPack, runtimes, disk, memory)
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 

@@ -48,6 +48,11 @@ NAMED = {
     ("POST", "/trust/rotate/{role}/commit"): "keys.rotate",
     ("POST", "/trust/resign-root/{repo}/prepare"): "keys.prepare",
     ("POST", "/trust/resign-root/{repo}/commit"): "keys.resign",
+    ("POST", "/webhooks"): "webhook.add",
+    ("DELETE", "/webhooks/{webhook_id}"): "webhook.rm",
+    ("POST", "/webhooks/{webhook_id}/test"): "webhook.test",
+    ("POST", "/webhooks/deliveries/{delivery_id}/redeliver"): "webhook.redeliver",
+    ("PATCH", "/devices/{device_id}/tags"): "device.tag",
 }
 _VERBS = {"POST": "create", "PUT": "set", "PATCH": "set", "DELETE": "delete"}
 

@@ -9,6 +9,7 @@ from . import (
     capture_cmd,
     cloud_cmd,
     device_cmd,
+    device_history_cmd,  # noqa: F401  (adds `fleet device history|tag|inventory`)
     keys_cmd,
     model_cmd,
     operate_cmd,
@@ -16,6 +17,7 @@ from . import (
     rollout_cmd,
     shadow_cmd,
     token_cmd,
+    webhook_cmd,
 )
 
 app = typer.Typer(
@@ -37,6 +39,7 @@ app.add_typer(review_cmd.app, name="review")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(capture_cmd.app, name="capture")
 app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(webhook_cmd.app, name="webhook")
 app.command("deploy")(device_cmd.deploy)
 
 

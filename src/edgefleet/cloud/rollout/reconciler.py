@@ -38,7 +38,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from ...protocols import ModelRef
-from .. import audit, fleet, lifecycle
+from .. import audit, fleet, history, lifecycle
 from ..fleet import DesiredPublisher
 from ..models import Device, ModelVersion
 from .commands import apply_command
@@ -219,6 +219,9 @@ class Reconciler:
                                       assigned_at=a.at)
                     members[a.device_id] = m
                     new_members.append(a.device_id)
+                    history.record(s, a.device_id, "rollout", f"joined rollout {row.id} ({row.model_name}:"
+                                   f"{row.model_version} into {row.slot}), wave {a.wave}", slot=row.slot,
+                                   data={"rollout": row.id, "wave": a.wave})
                 else:
                     m.wave, m.assigned_at = a.wave, a.at
                 s.add(m)

@@ -33,6 +33,7 @@ from sqlmodel import Session, col, select
 
 from ...protocols import ModelRef, Phase, Telemetry
 from ...registry.tuf.errors import RETRYABLE_CODES
+from .. import webhooks
 from ..models import Device, ModelVersion, SlotAssignment
 from ..telemetry_store import TelemetryPeriod
 from . import build_spec
@@ -107,6 +108,7 @@ def write_state(session: Session, row: Rollout, state: RolloutState, now: float)
     Raises:
         StaleState: someone else wrote the rollout in between; nothing was written.
     """
+    old = state_of(row)  # before the UPDATE (which refreshes the row in the session)
     result = session.execute(
         update(Rollout)
         .where(col(Rollout.id) == row.id, col(Rollout.revision) == row.revision)
@@ -115,6 +117,7 @@ def write_state(session: Session, row: Rollout, state: RolloutState, now: float)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise StaleState(f"rollout {row.id} changed while it was being reconciled")
+    webhooks.on_rollout_state(session, row, old, state)  # events in this transaction (cloud/webhooks)
     session.expire(row)
 
 

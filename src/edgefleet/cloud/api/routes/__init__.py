@@ -8,6 +8,7 @@ from . import (
     bundles,
     clips,
     deployments,
+    device_history,
     devices,
     drift,
     health,
@@ -20,10 +21,11 @@ from . import (
     shadow,
     tokens,
     trust,
+    webhooks,
 )
 
 # every call through here is considered for the audit log (api/audit_trail.py)
 api_router = APIRouter(prefix="/api/v1", dependencies=[Depends(record_api_call, scope="function")])
 for _module in (health, audit, models, report_keys, devices, deployments, bundles, tokens, drift, shadow, clips, review, rollouts, settings, trust,
-                provisioning):
+                provisioning, device_history, webhooks):
     api_router.include_router(_module.router)
