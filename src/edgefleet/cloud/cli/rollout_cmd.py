@@ -12,6 +12,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ..rollout.gates import evidence_text
 from .common import DataDirOpt, TokenOpt, UrlOpt, api_client, call, console, fail
 
 app = typer.Typer(help="Staged rollouts: waves, soak, health gates, rollback.", no_args_is_help=True)
@@ -105,11 +106,13 @@ def render_status(st: dict[str, Any]) -> Group:
     ]
     if st.get("reason"):
         parts.append(Text(f"reason: {st['reason']}", style="yellow" if st["state"] != "breached" else "red"))
-    waves = Table("wave", "%", "devices", "outcome", "by status", "gates (figure vs limit)")
+    waves = Table("wave", "%", "devices", "outcome", "by status",
+                  "gates (figure vs limit · interval · sample · significance)")
     for w in st["waves"]:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(w["counts"].items())) or "-"
-        gates = "; ".join(
+        gates = "\n".join(
             f"{g['metric']} {_fmt(g.get('value'))} {g.get('op', '')} {_fmt(g.get('limit'))} [{g['status']}]"
+            + (f" ({ev})" if (ev := evidence_text(g)) else "")
             for g in w["gates"]) or "-"
         waves.add_row(str(w["index"] + 1), f"{w['percent']:g}", str(w["members"]), w["outcome"], counts, gates)
     parts.append(waves)

@@ -21,7 +21,7 @@ wave's ``WaveMetrics`` does) is judged on the evidence, not the bare figure:
 * ``latency_p99_ratio``: per hardware profile, not judged (passes, saying why) when the two
   models' p99 differ by less than the floor (default 2 ms); else a bootstrap interval of
   the ratio over the devices' telemetry periods, breached only when its lower bound is
-  above the limit.
+  above the limit *and* the lower bound of the difference is at least the floor.
 
 Sources without ``evidence`` (plain figures) are compared directly, as before.
 """
@@ -38,7 +38,7 @@ from typing import Literal, Protocol, Union
 from pydantic import BaseModel, ConfigDict
 
 from .errors import GateSyntaxError, UnknownMetric
-from .stats import DeviceLatency, point_ratio, ratio_interval, wilson_interval
+from .stats import DeviceLatency, LatencyInterval, point_ratio, ratio_interval, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -363,14 +363,19 @@ class _Profile:
     new_ms: float
     old_ms: float
     frames: int
-    interval: tuple[float, float] | None  # None: not judged (floor) or sample too small
+    interval: LatencyInterval | None  # None: not judged (floor) or sample too small
+
+    def breaches(self, g: Gate) -> bool:
+        iv = self.interval
+        return iv is not None and not g.check(iv.low) and iv.diff_low >= g.floor
 
 
 def judge_latency(g: Gate, ev: LatencyEvidence, detail: str = "") -> GateResult:
     """``latency_p99_ratio`` per hardware profile: floor, minimum frames, bootstrap interval.
 
-    Failed when any profile with enough frames breaches significantly (its interval's lower
-    bound above the limit); else pending while a profile with data lacks the sample; else
+    Failed when any profile with enough frames breaches significantly (its ratio interval's
+    lower bound above the limit and its difference interval's lower bound at least the
+    floor); else pending while a profile with data lacks the sample; else
     passed. The figure is the worst profile's point ratio."""
     profiles: list[_Profile] = []
     for hw in sorted(ev.profiles):
@@ -386,23 +391,25 @@ def judge_latency(g: Gate, ev: LatencyEvidence, detail: str = "") -> GateResult:
     if not profiles:
         return _result(g, None, "pending", f"{g.metric}: no data yet{detail}")
     worst = max(profiles, key=lambda p: (p.ratio, p.hardware))
-    breaching = [p for p in profiles if p.interval is not None and not g.check(p.interval[0])]
+    breaching = [p for p in profiles if p.breaches(g)]
     short = [p for p in profiles if p.frames < g.needed]
-    shown = max(breaching, key=lambda p: (p.interval[0] if p.interval else 0.0, p.hardware)) \
+    shown = max(breaching, key=lambda p: (p.interval.low if p.interval else 0.0, p.hardware)) \
         if breaching else (min(short, key=lambda p: (p.frames, p.hardware)) if short else worst)
     facts: dict[str, object] = dict(confidence=g.level, sample=shown.frames, min_sample=g.needed,
                                     sample_unit="frames")
     if shown.interval is not None:
-        facts.update(interval_low=shown.interval[0], interval_high=shown.interval[1])
+        facts.update(interval_low=shown.interval.low, interval_high=shown.interval.high)
     where = (f"worst profile {worst.hardware}" if shown is worst else f"profile {shown.hardware}; "
              f"worst profile {worst.hardware}")
     figures = f"p99 {shown.new_ms:.3g} ms vs {shown.old_ms:.3g} ms"
     if breaching:
-        lo, hi = shown.interval or (shown.ratio, shown.ratio)
+        assert shown.interval is not None
+        iv = shown.interval
         return _result(g, shown.ratio, "failed",
                        f"{g.metric} {shown.ratio:.4g} {_NEGATED[g.op]} limit {g.limit:g}: significant, "
-                       f"{g.level:.0%} interval {lo:.3g}..{hi:.3g} over {shown.frames} frames "
-                       f"({figures}; {where})", significant=True, judged=True, **facts)
+                       f"{g.level:.0%} interval {iv.low:.3g}..{iv.high:.3g}, at least {iv.diff_low:.3g} ms "
+                       f"slower, over {shown.frames} frames ({figures}; {where})",
+                       significant=True, judged=True, **facts)
     if short:
         return _result(g, worst.ratio, "pending",
                        f"{g.metric}: pending (insufficient sample: {shown.frames} of {g.needed} frames "
@@ -413,13 +420,39 @@ def judge_latency(g: Gate, ev: LatencyEvidence, detail: str = "") -> GateResult:
                        f"{g.metric} {worst.ratio:.4g}: not judged, the p99s differ by less than the "
                        f"{g.floor:g} ms floor ({figures}; {where})", significant=False, judged=False,
                        **facts)
-    top = max(judged, key=lambda p: (p.interval[1] if p.interval else 0.0, p.hardware))
-    lo, hi = top.interval or (top.ratio, top.ratio)
+    top = max(judged, key=lambda p: (p.interval.high if p.interval else 0.0, p.hardware))
+    assert top.interval is not None
+    lo, hi = top.interval.low, top.interval.high
     facts.update(interval_low=lo, interval_high=hi, sample=top.frames)
     note = "above the limit but not significant" if not g.check(top.ratio) else "within the limit"
+    if not g.check(lo):
+        note = (f"above the limit, but the slowdown may be under the {g.floor:g} ms floor "
+                f"(at least {top.interval.diff_low:.3g} ms): not significant")
     unjudged = len(profiles) - len(judged)
     extra = f"; {unjudged} profile(s) under the {g.floor:g} ms floor" if unjudged else ""
     return _result(g, worst.ratio, "passed",
                    f"{g.metric} {worst.ratio:.4g}: {note} ({g.level:.0%} interval {lo:.3g}..{hi:.3g} "
                    f"on {top.hardware} over {top.frames} frames{extra}; worst profile {worst.hardware})",
                    significant=False, judged=True, **facts)
+
+
+def evidence_text(g: Mapping[str, object]) -> str:
+    """The evidence of one gate result (a ``GateResult`` as JSON) in a few words, for the
+    CLI and the rollout page: ``95% 0.98..1.12 · n 340 of min 100 frames · not significant``
+    (empty for a result without statistics)."""
+    parts = []
+    lo, hi, conf = g.get("interval_low"), g.get("interval_high"), g.get("confidence")
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+        parts.append(f"{conf:.0%} {lo:.3g}..{hi:.3g}" if isinstance(conf, float) else f"{lo:.3g}..{hi:.3g}")
+    n, need, unit = g.get("sample"), g.get("min_sample"), g.get("sample_unit") or ""
+    if n is not None and need is not None:
+        parts.append(f"n {n} of min {need} {unit}".rstrip())
+    if g.get("judged") is False:
+        parts.append("not judged (under the floor)")
+    elif g.get("significant") is True:
+        parts.append("significant")
+    elif g.get("significant") is False:
+        parts.append("not significant")
+    elif g.get("status") == "pending" and n is not None and need is not None:
+        parts.append("insufficient sample" if isinstance(n, int) and isinstance(need, int) and n < need else "")
+    return " · ".join(p for p in parts if p)

@@ -9,6 +9,9 @@ latency ratio. Pure (numpy only), deterministic for a given seed.
   profile: each device's periods of the new model and of the previous one are resampled
   with replacement (stratified by device, so the pairing new/old on the same device holds),
   ``BOOTSTRAP_ROUNDS`` times with a fixed seed; the interval is the two tail percentiles.
+  The same resamples give an interval of the mean per-device *difference* in ms
+  (``LatencyInterval.diff_low``): a latency breach needs both bounds past their limits, so
+  a machine's additive stalls on a sub-millisecond model are not read as a slowdown.
 """
 
 from __future__ import annotations
@@ -76,9 +79,19 @@ def _seed(seed: int, key: str) -> int:
     return (seed * 1_000_003 + sum((i + 1) * b for i, b in enumerate(key.encode()))) % 2**32
 
 
+@dataclass(frozen=True)
+class LatencyInterval:
+    """Bootstrap bounds of the p99 ratio and of the mean per-device p99 difference (ms)."""
+
+    low: float
+    high: float
+    diff_low: float
+    diff_high: float
+
+
 def ratio_interval(devices: Sequence[DeviceLatency], confidence: float = 0.95, *,
-                   seed: int = DEFAULT_SEED, rounds: int = BOOTSTRAP_ROUNDS) -> tuple[float, float]:
-    """Bootstrap bounds ``(low, high)`` of the p99 ratio, one-sided at ``confidence`` each.
+                   seed: int = DEFAULT_SEED, rounds: int = BOOTSTRAP_ROUNDS) -> LatencyInterval:
+    """Bootstrap bounds of the p99 ratio (and difference), one-sided at ``confidence`` each.
 
     The seed is mixed with the device ids, so the same data always gives the same interval.
 
@@ -90,7 +103,7 @@ def ratio_interval(devices: Sequence[DeviceLatency], confidence: float = 0.95, *
     rng = np.random.default_rng(_seed(seed, ",".join(sorted(d.device_id for d in devices))))
     num = np.zeros(rounds)
     den = np.zeros(rounds)
-    for d in devices:
+    for d in sorted(devices, key=lambda d: d.device_id):  # order-independent draws
         for values, acc in ((d.new, num), (d.old, den)):
             arr = np.asarray(values, dtype=float)
             if len(arr) == 1:
@@ -101,9 +114,11 @@ def ratio_interval(devices: Sequence[DeviceLatency], confidence: float = 0.95, *
     if np.any(den <= 0):
         raise ValueError("p99 latencies must be positive")
     ratios = num / den
+    diffs = (num - den) / len(devices)
     tail = 100.0 * (1.0 - confidence)
-    return float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100.0 - tail))
+    return LatencyInterval(float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100.0 - tail)),
+                           float(np.percentile(diffs, tail)), float(np.percentile(diffs, 100.0 - tail)))
 
 
-__all__ = ["BOOTSTRAP_ROUNDS", "DEFAULT_SEED", "DeviceLatency", "point_ratio", "ratio_interval",
+__all__ = ["BOOTSTRAP_ROUNDS", "DEFAULT_SEED", "DeviceLatency", "LatencyInterval", "point_ratio", "ratio_interval",
            "wilson_interval"]

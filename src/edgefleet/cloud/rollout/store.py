@@ -226,7 +226,67 @@ def observations(session: Session, row: Rollout, *, devices: Iterable[Device] | 
     out = [observation(d, members.get(d.id), desired.get(d.id), row.slot) for d in devices]
     if any(str(g).startswith("drift") for g in row.gates or ()):
         out = with_drift(session, row, out)
+    if any(str(g).startswith("latency_p99_ratio") for g in row.gates or ()):
+        out = with_latency(session, row, out)
     return out
+
+
+LATENCY_PERIODS = 30  # per device and model: the most telemetry periods the latency gate reads
+
+
+def with_latency(session: Session, row: Rollout, obs: list[DeviceObservation]) -> list[DeviceObservation]:
+    """For a ``latency_p99_ratio`` gate: the per-period p99s of the rollout's model and of
+    the model it replaced, per dispatched member of the current wave, from the verified
+    telemetry history (the gate's bootstrap resamples them).
+
+    Shadow slot: the candidate's p99 and the control's p99 of the *same* periods (same
+    device, same frames). Control slot: the model's periods after dispatch (the first one
+    left out while it is among the last ``LATENCY_PERIODS``: it also holds frames of the
+    previous model) against the device's last periods on its previous model before
+    dispatch. Devices without such history keep the running figures (one value each)."""
+    from dataclasses import replace
+
+    try:
+        wave = state_of(row).current_wave
+    except ValueError:
+        return obs
+    out = []
+    for o in obs:
+        if o.wave == wave and o.dispatched_at is not None:
+            new, old = _latency_periods(session, row, o)
+            if new and old:
+                o = replace(o, candidate_p99_periods=new, baseline_p99_periods=old)
+        out.append(o)
+    return out
+
+
+def _latency_periods(session: Session, row: Rollout, o: DeviceObservation) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    assert o.dispatched_at is not None
+    since = datetime.fromtimestamp(o.dispatched_at, timezone.utc)
+    base = (select(TelemetryPeriod).where(TelemetryPeriod.device_id == o.device_id)
+            .order_by(col(TelemetryPeriod.period_end).desc()).limit(LATENCY_PERIODS + 1))
+    if row.slot == "shadow":
+        rows = session.exec(base.where(TelemetryPeriod.candidate_name == row.model_name)
+                            .where(TelemetryPeriod.candidate_version == row.model_version)
+                            .where(col(TelemetryPeriod.period_end) > since)
+                            .where(TelemetryPeriod.shadow_frames > 0)).all()[:LATENCY_PERIODS]
+        pairs = [(r.candidate_p99, r.latency_p99) for r in rows
+                 if r.candidate_p99 and r.candidate_p99 > 0 and r.latency_p99 > 0]
+        return tuple(float(a) for a, _ in pairs), tuple(float(b) for _, b in pairs)
+    if o.previous is None:
+        return (), ()
+    rows = session.exec(base.where(TelemetryPeriod.control_name == row.model_name)
+                        .where(TelemetryPeriod.control_version == row.model_version)
+                        .where(col(TelemetryPeriod.period_end) > since)
+                        .where(TelemetryPeriod.frames > 0)).all()
+    if len(rows) <= LATENCY_PERIODS:
+        rows = rows[:-1]  # the oldest is the first period on the model: partly the previous one
+    new = tuple(float(r.latency_p99) for r in rows[:LATENCY_PERIODS] if r.latency_p99 > 0)
+    before = session.exec(base.where(TelemetryPeriod.control_name == o.previous.name)
+                          .where(TelemetryPeriod.control_version == o.previous.version)
+                          .where(col(TelemetryPeriod.period_end) <= since)
+                          .where(TelemetryPeriod.frames > 0)).all()[:LATENCY_PERIODS]
+    return new, tuple(float(r.latency_p99) for r in before if r.latency_p99 > 0)
 
 
 def with_drift(session: Session, row: Rollout, obs: list[DeviceObservation]) -> list[DeviceObservation]:

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 
 from ...api.deps import SessionDep
 from ...rollout import service
+from ...rollout.gates import evidence_text
 from ..auth import PagePrincipal
 from ..nav import NAV_ORDER, NavItem
 from ..render import render
@@ -70,4 +71,5 @@ def rollout_page(rollout_id: str, request: Request, session: SessionDep, princip
     statuses = [s for s in STATUS_ORDER if any(w["counts"].get(s) for w in st["waves"])]
     statuses += sorted({k for w in st["waves"] for k in w["counts"]} - set(statuses))
     return render(request, "rollout.html", principal, active="rollouts", r=st, statuses=statuses, when=when,
-                  commands=COMMANDS, allowed=allowed_commands(st["state"]), gate_text=gate_text)
+                  commands=COMMANDS, allowed=allowed_commands(st["state"]), gate_text=gate_text,
+                  evidence_text=evidence_text)
