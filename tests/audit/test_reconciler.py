@@ -46,6 +46,6 @@ def test_an_automatic_rollback_or_pause_on_a_gate_breach_is_recorded(tmp_path: P
         [entry] = audit.list_entries(s, actor="reconciler")
         report = audit.verify(s, audit.for_controller(c).signer.keys())  # type: ignore[union-attr]
     assert (entry.role, entry.action, entry.target) == ("system", action, rid)
-    assert entry.summary["wave"] == 0 and entry.summary["gates_failed"][0].startswith("failure")
+    assert entry.summary["wave"] == 1 and entry.summary["gates_failed"][0].startswith("failure")
     assert report.ok and report.anchors == 1
     c.engine.dispose()

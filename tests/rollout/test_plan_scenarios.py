@@ -97,7 +97,7 @@ def test_breach_reason_names_the_gate_with_figures():
     assert final.breach is not None
     assert "latency_p99_ratio 3 > limit 1.2" in final.breach.summary
     assert "jetson-orin-nano" in final.breach.summary
-    assert final.reason is not None and "wave 0" in final.reason
+    assert final.reason is not None and "wave 1" in final.reason
 
 
 @pytest.mark.parametrize("behaviour,on,kw,gate", BAD_CANDIDATES)

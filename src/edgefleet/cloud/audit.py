@@ -348,7 +348,7 @@ def record_gate_breach(session: Session, rollout_id: str, action: Any, on_breach
     failed = [f"{r.metric}: {r.reason}" for r in action.results if r.status == "failed"]
     fields: dict[str, Any] = dict(actor="reconciler", role="system", target=rollout_id,
                   action="rollout.auto_rollback" if on_breach == "rollback" else "rollout.auto_pause",
-                  summary={"wave": action.wave, "gates_failed": failed},
+                  summary={"wave": action.wave + 1, "gates_failed": failed},  # 1-based, as shown
                   now=datetime.fromtimestamp(action.at, timezone.utc))
     if log is not None:
         log.append(session, **fields)

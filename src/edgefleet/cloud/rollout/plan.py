@@ -169,7 +169,7 @@ class _Pass:
         for o in sorted(self._selected_unassigned(), key=lambda o: o.device_id):
             self.actions.append(AssignWave(o.device_id, wave, self.now))
             self._apply(o.device_id, wave=wave, assigned_at=self.now)
-            self._log(f"device {o.device_id} joined the selection; added to wave {wave}")
+            self._log(f"device {o.device_id} joined the selection; added to wave {wave + 1}")
 
     def _members(self, wave: int | None = None) -> list[DeviceObservation]:
         return [o for o in self.obs.values()
@@ -278,7 +278,7 @@ class _Pass:
         if self.st.state == "running":
             if m.pending == 0:
                 self._set(state="soaking", soak_started_at=self.now)
-                self._log(f"wave {wave}: {m.attempted} devices settled "
+                self._log(f"wave {wave + 1}: {m.attempted} devices settled "
                           f"({m.skipped} skipped); soaking {self.spec.soak_s:g}s")
             return
         assert self.st.soak_started_at is not None
@@ -307,11 +307,11 @@ class _Pass:
         if st.current_wave + 1 < len(self.spec.waves):
             self._set(history=history, state="running", current_wave=st.current_wave + 1,
                       wave_started_at=self.now, soak_started_at=None, gates=())
-            self._log(f"wave {st.current_wave} {outcome}; starting wave {st.current_wave + 1}")
+            self._log(f"wave {st.current_wave + 1} {outcome}; starting wave {st.current_wave + 2}")
         else:
             self._set(history=history, state="completed", finished_at=self.now,
                       soak_started_at=None, reason=None)
-            self._log(f"wave {st.current_wave} {outcome}; rollout completed")
+            self._log(f"wave {st.current_wave + 1} {outcome}; rollout completed")
 
     def _breach(self, results: list[GateResult]) -> None:
         st, wave = self.st, self.st.current_wave
@@ -323,7 +323,7 @@ class _Pass:
                             soak_started_at=st.soak_started_at, ended_at=self.now,
                             outcome="breached", gates=tuple(results))
         breach = Breach(wave=wave, at=self.now, gates=tuple(results), summary=summary)
-        reason = f"gate breached on wave {wave}: {summary}"
+        reason = f"gate breached on wave {wave + 1}: {summary}"  # named 1-based, as status shows
         if self.spec.on_breach == "rollback":
             self._set(state="rolling_back", breach=breach, reason=reason,
                       history=(*st.history, record), rollback_started_at=self.now,

@@ -255,10 +255,10 @@ class Reconciler:
                 add_event(s, row.id, a.at, f"device {a.device_id} timed out: {a.reason}",
                           level="warning", data={"device": a.device_id})
             elif isinstance(a, RecordGateResults):
-                add_event(s, row.id, a.at, f"wave {a.wave} gates {a.outcome}: " + "; ".join(
+                add_event(s, row.id, a.at, f"wave {a.wave + 1} gates {a.outcome}: " + "; ".join(
                     f"{r.metric} {r.value if r.value is not None else '-'} ({r.status})" for r in a.results),
                     level="warning" if a.outcome == "breached" else "info", kind="gates",
-                    data={"wave": a.wave, "outcome": a.outcome,
+                    data={"wave": a.wave + 1, "outcome": a.outcome,  # waves are named 1-based everywhere
                           "results": [r.model_dump(mode="json") for r in a.results]})
                 audit.record_gate_breach(s, row.id, a, spec.on_breach, self.publisher)  # same transaction
             elif isinstance(a, Log):
