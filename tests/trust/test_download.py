@@ -105,7 +105,14 @@ def test_disk_full_during_download_is_refused_and_previous_file_stays(env: Trust
         assert ei.value.code == "E_DISK_FULL"
         assert previous.read_bytes() == b"model that runs now"
         assert not (small / "slots" / "staged.bundle").exists()
-        assert not list((small / "state" / "downloads").glob("*.part"))  # space given back
+        (part,) = (small / "state" / "downloads").glob("*.part")  # kept, to resume from
+        have = part.stat().st_size
+        assert 0 < have < len(DATA)
+        previous.unlink()  # still too small for the rest: resumes, refused again, part grows or stays
+        env.hooks.requests.clear()
+        with pytest.raises(TufError):
+            dev.download(target, small / "slots" / "staged.bundle")
+        assert [r for p, r in env.hooks.requests if "/targets/" in p][0] == f"bytes={have}-"
     finally:
         subprocess.run(["umount", str(small)], check=False)
 

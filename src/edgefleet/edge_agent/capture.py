@@ -51,7 +51,9 @@ from ..shadow import (
     encode_clip,
     encode_keyframe,
 )
-from .outbox import Outbox, OutboxError
+from .disk import DiskWatch, disk_full, is_disk_full
+from .errors import DiskFull
+from .outbox import Outbox, OutboxError, OutboxFull
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +122,13 @@ class Capture:
         self.seed = seed
         self.recording = outbox is not None
         self.work_dir = work_dir
+        self.disk_watch: DiskWatch | None = None  # told when clips or events find the disk full
         if self.recording and work_dir is not None:
             shutil.rmtree(work_dir, ignore_errors=True)  # half-encoded clips of a previous run
-            work_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                work_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a full disk at start: made again at the first clip
+                log.warning("capture: cannot make %s now: %s", work_dir, exc)
         self.recorder = self._new_recorder()
         self.counts: Counter[str] = Counter()
         self._rec_lock = threading.Lock()
@@ -292,6 +298,10 @@ class Capture:
                 self.counts["encode_errors"] += 1
                 log.exception("capture: clip %s could not be written", clip.clip_id)
 
+    def _disk_full(self, error: DiskFull) -> None:
+        if self.disk_watch is not None:
+            self.disk_watch.note(error)
+
     def write(self, clip: ReadyClip) -> Event | None:
         """Encode one finished clip, put it in the outbox, publish its event record."""
         pending: Pending = clip.payload
@@ -302,16 +312,23 @@ class Capture:
         clip_bytes = 0
         jpeg: bytes | None = None
         work = self.work_dir or self.outbox.root / "work"
-        work.mkdir(parents=True, exist_ok=True)
         if clip.frames:
             try:
+                work.mkdir(parents=True, exist_ok=True)
                 info = encode_clip([f for _, f in clip.frames], clip.fps(self.fps_hint), work / pending.event_id,
                                    max_side=self.max_side)
                 clip_path, clip_bytes = info.path, info.size_bytes
                 key = clip.keyframe
                 jpeg = encode_keyframe(key, max_side=self.max_side) if key is not None else None
-            except ClipEncodeError as exc:
+            except (ClipEncodeError, OSError) as exc:
+                if isinstance(exc, OSError) and not is_disk_full(exc):
+                    raise
                 self.counts["encode_errors"] += 1
+                if isinstance(exc, OSError):
+                    self.counts["disk_full"] += 1
+                    self._disk_full(disk_full("clip", work, 0, exc))
+                for leftover in work.glob(f"{pending.event_id}*"):
+                    leftover.unlink(missing_ok=True)
                 log.warning("capture: clip %s not encoded (%s); sending the event alone", clip.clip_id, exc)
         event = build_event(
             device_id=self.device_id, event_id=pending.event_id, trigger=obs.capture,
@@ -322,8 +339,14 @@ class Capture:
         )
         try:
             self.outbox.put(event, clip_path, jpeg, priority=event.priority)
+            if self.disk_watch is not None:
+                self.disk_watch.clear("outbox")
         except OutboxError as exc:
             self.counts["outbox_errors"] += 1
+            if isinstance(exc, OutboxFull):
+                self.counts["disk_full"] += 1
+                self._disk_full(DiskFull(str(exc), needed=exc.needed, free=exc.free, path=str(self.outbox.root),
+                                         what="outbox"))
             log.warning("capture: outbox refused event %s: %s", event.event_id, exc)
         finally:
             if clip_path is not None:

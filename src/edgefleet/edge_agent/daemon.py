@@ -13,6 +13,7 @@ import platform
 import queue
 import random
 import shutil
+import sqlite3
 import sys
 import threading
 import time
@@ -31,7 +32,8 @@ from ..registry.tuf import DeviceVerifier, ResumableFetcher, provision
 from .app_output import AppOutput, PredictionServer, parse_address
 from .capture import Capture
 from .config import AgentConfig
-from .errors import ConfigError
+from .disk import DiskWatch, disk_full, is_disk_full
+from .errors import AgentError, ConfigError, DiskFull
 from .identity import NEXT, IdentityStore, RotationError, confirm_credentials, fetch_new_credentials
 from .inventory import StaticInventory
 from .inventory import collect as collect_inventory
@@ -76,19 +78,30 @@ class Agent:
         self._rotation_wanted: int | None = None
         self._rotation_retry_at = 0.0
         self.profile, self.hardware_id = detect_device(config.agent.hardware_id)
-        self.store = StateStore(self.data_dir)
+        # device-wide writes a full disk refused (state, outbox, report seq): sent in reported.disk
+        self.disk_watch = DiskWatch(on_change=self._disk_changed)
+        self.store = StateStore(self.data_dir, self.disk_watch)
         self.state: AgentState = self.store.load()
         src = config.source
         cap = config.capture
         self.outbox: Outbox | None = None
         if cap.enabled:
-            self.outbox = Outbox(cap.outbox_dir or self.data_dir / "outbox", max_bytes=cap.max_bytes,
-                                 min_free_bytes=cap.min_free_bytes)
+            outbox_dir = cap.outbox_dir or self.data_dir / "outbox"
+            try:
+                self.outbox = Outbox(outbox_dir, max_bytes=cap.max_bytes, min_free_bytes=cap.min_free_bytes)
+            except Exception as exc:  # a full disk at start: inference and reports go on without clips
+                if not isinstance(exc, (OSError, sqlite3.Error)):
+                    raise
+                if is_disk_full(exc) or "disk I/O" in str(exc):  # SQLite: no room for its shared memory file
+                    self.disk_watch.note(disk_full("outbox", outbox_dir, 256 * 1024, exc))
+                log.error("device %s: outbox %s cannot be opened (%s); capture is off until the agent "
+                          "restarts with room on the disk", self.device_id, outbox_dir, exc)
         self.capture = Capture(
             self.device_id, self.outbox, self._publish_event, policy=self.state.settings.capture,
             work_dir=self.data_dir / "capture-work", max_side=cap.max_side, fps_hint=src.fps,
             cooldown_s=cap.cooldown_s, dedupe_threshold=cap.dedupe_threshold, near_band=cap.near_band,
         )
+        self.capture.disk_watch = self.disk_watch
         self.pipeline = Pipeline(
             open_source(src.kind, src.uri, seed=src.seed if src.seed is not None else hash(self.device_id) & 0xFFFF, loop=src.loop),
             src.fps, shadow_queue=cap.shadow_queue, capture=self.capture,
@@ -197,7 +210,7 @@ class Agent:
                 return
             self.identity.discard_next()  # superseded: ask again
             raise RotationError("the new credentials were superseded")
-        except (RotationError, ConfigError) as exc:
+        except (RotationError, ConfigError, OSError) as exc:  # OSError: a full disk; retried
             if current is not None and current.mqtt_username:
                 self.mqtt.set_credentials(current.mqtt_username, current.mqtt_password)
             elif self.config.mqtt.username:
@@ -241,13 +254,15 @@ class Agent:
                 installed=s.installed, target=s.target, last_known_good=s.last_known_good, phase=s.phase,
                 error_code=s.error_code, error=s.error,
                 release_counter=s.installed.release_counter if s.installed else 0, progress=s.progress,
+                bytes_needed=s.bytes_needed if s.error_code == DiskFull.code else None,
+                bytes_free=s.bytes_free if s.error_code == DiskFull.code else None,
             )
         held = self.updater.held  # the signed metadata held, and why an update did not happen
         return Reported(
             device_id=self.device_id, generation=self.state.generation, hardware_id=self.hardware_id,
             agent_version=__version__, slots=slots,  # type: ignore[arg-type]
             director=held.get("director"), image=held.get("image"), update_blocked=self.updater.update_blocked,
-            inventory=self.inventory(),
+            inventory=self.inventory(), disk=self.disk_watch.current(),
         )
 
     _static_inventory: StaticInventory | None = None
@@ -259,7 +274,25 @@ class Agent:
         return collect_inventory(self._static_inventory, self.data_dir)
 
     def publish_reported(self) -> None:
-        self.mqtt.publish(Channel.REPORTED, self.reported())
+        """Publish ``reported``; one that cannot be signed now (the disk is full and the
+        sequence reservation cannot be written) is logged and goes with the next report."""
+        try:
+            self.mqtt.publish(Channel.REPORTED, self.reported())
+        except (DiskFull, OSError) as exc:
+            if not is_disk_full(exc):
+                raise
+            self._report_not_signed(exc)
+
+    def _report_not_signed(self, exc: BaseException) -> None:
+        if isinstance(exc, DiskFull):
+            self.disk_watch.note(exc)
+        log.error("device %s: report not sent (disk full: %s)", self.device_id, exc)
+
+    def _disk_changed(self) -> None:
+        """A disk condition appeared or cleared: the controller hears of it at once."""
+        mqtt = getattr(self, "mqtt", None)
+        if mqtt is not None and getattr(self, "updater", None) is not None and mqtt.connected.is_set():
+            self.publish_reported()
 
     def telemetry(self, period: PeriodStats, now: float) -> Telemetry:
         elapsed = max(now - period.started, 1e-6)
@@ -369,6 +402,7 @@ class Agent:
         next_telemetry = last_telemetry + self.state.settings.telemetry_period_s
         retry_at: float | None = None
         backoff = 2.0
+        last_apply = 0.0
         try:
             while not self._stop.is_set():
                 try:
@@ -377,11 +411,14 @@ class Agent:
                         desired = self._desired_q.get_nowait()
                 except queue.Empty:
                     desired = None
-                if desired is None and retry_at is not None and time.time() >= retry_at and self._last_desired:
+                if desired is None and retry_at is not None and self._last_desired and (
+                        time.time() >= retry_at
+                        or (time.time() >= last_apply + 1.0 and self.updater.space_ready())):  # room again
                     desired = self._last_desired
                 if desired is not None:
                     self._last_desired = desired
                     period_s = self.state.settings.telemetry_period_s
+                    last_apply = time.time()
                     try:
                         self.updater.apply(desired)  # applies only the settings signed metadata confirms
                     except Exception:  # never let one update end the daemon: it keeps its model and retries
@@ -404,7 +441,12 @@ class Agent:
                 now = time.time()
                 if now >= next_telemetry:
                     period = self.pipeline.take_period()
-                    self.mqtt.publish(Channel.TELEMETRY, self.telemetry(period, now))
+                    try:
+                        self.mqtt.publish(Channel.TELEMETRY, self.telemetry(period, now))
+                    except (AgentError, OSError) as exc:  # a full disk: this period is not sent
+                        if not is_disk_full(exc):
+                            raise
+                        self._report_not_signed(exc)
                     self._check_health(period)
                     last_telemetry = now
                     next_telemetry = now + self.state.settings.telemetry_period_s

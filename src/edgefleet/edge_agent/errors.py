@@ -33,7 +33,16 @@ class DownloadFailed(RetryableError):
 
 
 class DiskFull(RetryableError):
+    """The disk (or a quota, or the file-size limit) ran out. Retried with backoff; the
+    running model stays. ``needed``/``free``: bytes the step needs and bytes free (None
+    where unknown); ``what``: the step (``download``, ``unpack``, ``state``, ``outbox`` …)."""
+
     code = "E_DISK_FULL"
+
+    def __init__(self, message: str, *, needed: int | None = None, free: int | None = None,
+                 path: str | None = None, what: str | None = None, code: str | None = None):
+        super().__init__(message, code=code)
+        self.needed, self.free, self.path, self.what = needed, free, path, what
 
 
 class DamagedDownload(DeploymentError):

@@ -15,6 +15,10 @@ new item does not fit, clips are evicted lowest-priority-then-oldest, but never 
 priority is higher than the newcomer's; if that does not free enough, the newcomer's own
 clip is dropped. An evicted clip leaves its event behind (``clip_evicted=True``): the event
 is still uploaded, with ``clip_id`` None, and ``stats().evicted_clips`` counts evictions.
+
+A full disk (``ENOSPC``/``EDQUOT``, SQLite's "disk is full") while writing an item is
+``OutboxFull`` with the bytes needed and free: nothing half-written stays, nothing already
+stored is lost, and the next put tries again.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 
 from edgefleet.protocols import Event, encode
 
+from .disk import free_bytes, is_disk_full
 from .errors import AgentError
 
 BLOCK = 4096
@@ -76,7 +81,14 @@ class ItemTooLarge(OutboxError):
 
 
 class OutboxFull(OutboxError):
-    """Not even the event record fits: the filesystem is below ``min_free_bytes``."""
+    """Not even the event record fits: the filesystem is below ``min_free_bytes``, or the
+    disk ran out while writing (``needed``/``free``: bytes the item needs, bytes free)."""
+
+    code = "E_DISK_FULL"
+
+    def __init__(self, message: str, *, needed: int | None = None, free: int | None = None):
+        super().__init__(message)
+        self.needed, self.free = needed, free
 
 
 def blocks(n: int) -> int:
@@ -219,16 +231,29 @@ class Outbox:
                     # The event record itself must fit: it goes before any clip does.
                     plan = plan_eviction(self._candidates(), -room, _EVENT_PRIORITY)
                     if plan is None:
+                        free = self._free_bytes()
                         raise OutboxFull(
-                            f"no room even for the event: {self._free_bytes()} bytes free on "
-                            f"disk (min_free_bytes={self.min_free_bytes}), cap {self.max_bytes}"
+                            f"no room even for the event: {free} bytes free on "
+                            f"disk (min_free_bytes={self.min_free_bytes}), cap {self.max_bytes}",
+                            needed=self.min_free_bytes + len(event_json) + _INDEX_SLACK, free=free,
                         )
                 if plan:
                     self._evict(plan)
             if not keep_clip:
                 clip, keyframe = None, None
-            return self._insert(event, event_json, clip, keyframe, priority, content_type,
-                                evicted=not keep_clip)
+            try:
+                return self._insert(event, event_json, clip, keyframe, priority, content_type,
+                                    evicted=not keep_clip)
+            except (OSError, sqlite3.Error) as exc:
+                if not is_disk_full(exc):
+                    raise
+                needed = len(event_json) + (files_need if keep_clip else 0) + _INDEX_SLACK
+                try:
+                    free = free_bytes(self.root)
+                except OSError:
+                    free = 0
+                raise OutboxFull(f"disk full writing event {event.event_id}: {needed} bytes needed, "
+                                 f"{free} free in {self.root}", needed=needed, free=free) from exc
 
     def set_upload(self, item_id: int, upload_id: str | None) -> None:
         with self._lock:

@@ -5,6 +5,8 @@ Files, in ``<data_dir>/identity/`` (0700): ``report-key.pem`` — the Ed25519 pr
 ``report-seq`` — the sequence-number reservation. ``seq`` is strictly increasing across
 restarts: the agent reserves blocks of ``SEQ_BLOCK`` numbers and writes the block's end
 atomically *before* using any number in it, so a crash at any point only skips numbers.
+On a full disk the reservation is rewritten in place instead (the file keeps a fixed
+width, so that needs no new block): reports keep flowing, ``E_DISK_FULL`` among them.
 
 ``sign(message)`` adds ``seq``, ``device_time`` and ``key_id`` to the message's JSON object,
 signs its canonical bytes (``protocols.canonical``) and returns the payload to publish.
@@ -28,6 +30,7 @@ from pydantic import BaseModel
 
 from ..atomicio import atomic_write
 from ..registry import report_sig
+from .disk import disk_full, is_disk_full
 from .errors import AgentError
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ KEY_FILE = "report-key.pem"
 NEXT_KEY_FILE = "report-key.next.pem"  # a rotation in flight (kept until the controller took it)
 SEQ_FILE = "report-seq"
 SEQ_BLOCK = 256
+SEQ_WIDTH = 20  # digits: the reservation file never changes size, so it can be rewritten in place
 REGISTER_PATH = "/api/v1/devices/self/report-key"
 
 
@@ -95,13 +99,41 @@ class ReportSigner:
             return int(datetime.now(timezone.utc).timestamp() * 1000)
 
     def _take_seq(self) -> int:
-        """The next number (caller holds ``_lock``); reserves a new block first when needed."""
+        """The next number (caller holds ``_lock``); reserves a new block first when needed.
+
+        Raises:
+            DiskFull: the reservation can be written neither atomically nor in place.
+        """
         if self._next >= self._reserved:
-            atomic_write(self.dir / SEQ_FILE, str(self._next + SEQ_BLOCK).encode(), mode=0o600)
+            self._reserve(self._next + SEQ_BLOCK)
             self._reserved = self._next + SEQ_BLOCK
         seq = self._next
         self._next += 1
         return seq
+
+    def _reserve(self, end: int) -> None:
+        data = f"{end:0{SEQ_WIDTH}d}\n".encode()
+        path = self.dir / SEQ_FILE
+        try:
+            atomic_write(path, data, mode=0o600)
+            return
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            first = exc
+        try:  # the disk is full: overwrite the existing file's bytes (no new block needed)
+            fd = os.open(path, os.O_WRONLY)
+        except OSError:
+            raise disk_full("report-seq", self.dir, len(data), first) from first
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+            os.fsync(fd)
+        except OSError as exc:
+            raise disk_full("report-seq", self.dir, len(data), exc) from exc
+        finally:
+            os.close(fd)
+        log.warning("device %s: disk full; report sequence reservation rewritten in place", self.device_id)
 
     def next_seq(self) -> int:
         with self._lock:

@@ -16,6 +16,14 @@ been damaged in transit: they are retried from a clean fetch (the part file disc
 with the daemon's backoff, ``DOWNLOAD_ATTEMPTS`` times in all, before the refusal is final
 for that release. Other permanent failures (self-test, signature, hardware) are final at
 once; retryable ones (link, disk) are retried with backoff by the daemon.
+
+Disk: before a download the free space is compared with what the deployment still needs
+(signed length less the partial file kept, plus the unpacked size, plus a margin); short of
+it, or on ``ENOSPC``/``EDQUOT`` in any step, the slot reports ``E_DISK_FULL`` with the bytes
+needed and free, the running model stays, and the daemon retries — at once when the space
+is there again. A partial download is kept and resumed. Each kept model is stored once:
+the unpacked files plus a record of their digests (``bundle.RECORD_FILE``, re-verified
+whenever a model is loaded from disk); the tar is deleted once unpacked.
 """
 
 from __future__ import annotations
@@ -31,9 +39,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..atomicio import atomic_write
 from ..protocols import SLOTS, Desired, DeviceSettings, Phase, SlotName, SlotTarget
 from ..protocols.messages import HeldMetadata, UpdateBlocked
-from ..registry.bundle import read_manifest_dir, unpack_bundle
+from ..registry.bundle import (
+    MANIFEST_FILE,
+    RECORD_FILE,
+    hash_files,
+    read_manifest_dir,
+    record_bytes,
+    unpack_bundle,
+    unpacked_size,
+    verify_unpacked,
+)
 from ..registry.errors import InvalidBundle
 from ..registry.tuf import (
     BadMetadata,
@@ -43,7 +61,8 @@ from ..registry.tuf import (
     TufError,
     VerifiedTarget,
 )
-from .errors import BadBundle, DamagedDownload, DeploymentError, RetryableError
+from .disk import SpacePlan, disk_full, free_bytes, is_disk_full, space_needed
+from .errors import BadBundle, DamagedDownload, DeploymentError, DiskFull, RetryableError
 from .pipeline import Pipeline
 from .runner import ModelRunner
 from .state import AgentState, InstalledModel, SlotState, StateStore
@@ -102,6 +121,13 @@ def _as_slot_target(target: VerifiedTarget | None) -> SlotTarget | None:
     )
 
 
+def _tar_members_size(bundle_file: Path, fallback: int) -> int:
+    try:
+        return unpacked_size(bundle_file)
+    except (InvalidBundle, OSError):
+        return fallback
+
+
 def _signed_settings(result: CheckResult) -> DeviceSettings | None:
     """The settings of the director's signed binding (None: it carries none).
 
@@ -149,11 +175,17 @@ class Updater:
         self.update_blocked: UpdateBlocked | None = None  # why the last hint did not fully happen
         self._damaged: dict[tuple[str, int], int] = {}  # (digest, release counter) → mismatching fetches
         self._retrying: UpdateBlocked | None = None
+        self.disk_wait: tuple[Path, int] | None = None  # (where, bytes) a disk-full step waits for
+        self._floor_pending: dict[str, VerifiedTarget] = {}  # release floors a full disk kept from disk
 
     # ----- start-up -----
 
     def restore(self) -> None:
-        """Load the installed models from disk (no download) into the pipeline."""
+        """Load the installed models from disk (no download) into the pipeline.
+
+        Never raises for a full disk: the models run from what is on disk, and the state is
+        written once there is room again. A model that cannot load for lack of space is
+        deployed again by the next apply (not refused for good)."""
         for slot in SLOTS:
             s = self.state.slot(slot)
             if s.installed is None:
@@ -162,12 +194,20 @@ class Updater:
                 runner = self._load(s.installed)
             except DeploymentError as exc:
                 log.error("device %s: installed %s model %s cannot be loaded: %s", self.device_id, slot, s.installed.label, exc)
-                self._fail(s, exc, s.installed.digest, s.installed.release_counter)
+                if isinstance(exc, RetryableError):
+                    self._fail(s, exc, None)
+                    self.retry_pending = True
+                else:
+                    self._fail(s, exc, s.installed.digest, s.installed.release_counter)
                 s.installed = None
                 continue
             self._set_runner(slot, runner)
             log.info("device %s: %s slot runs %s (restored)", self.device_id, slot, s.installed.label)
         self.store.save(self.state)
+        try:
+            self.gc()  # also gives back the second copy older agents kept of each model
+        except OSError as exc:
+            log.warning("device %s: clean-up at start failed: %s", self.device_id, exc)
 
     # ----- apply -----
 
@@ -200,8 +240,11 @@ class Updater:
         if result.credentials_epoch is not None:
             self.credentials_epoch = result.credentials_epoch
         self._verified = {t.digest: t for t in result.targets}
+        self.disk_wait = None
         for slot in SLOTS:
             self._apply_slot(slot, _as_slot_target(result.for_slot(slot)))
+        for slot, verified in list(self._floor_pending.items()):
+            self._mark_installed(verified, slot)
         if result.generation is not None:
             self.state.generation = result.generation
         if unconfirmed is not None:
@@ -285,9 +328,15 @@ class Updater:
             runner = self._load(wanted, directory, progress=self._prepare_progress(s))
             runner.self_test()
             runner.prepare()
-        except DeploymentError as exc:
+        except (DeploymentError, OSError) as exc:
+            if not isinstance(exc, DeploymentError):
+                if not is_disk_full(exc):
+                    raise
+                exc = disk_full("deployment", self.bundles.parent, 0, exc)
             if isinstance(exc, DamagedDownload) and self._retry_damaged(s, target, exc):
                 return
+            if isinstance(exc, DiskFull):
+                self.disk_wait = (Path(exc.path or self.bundles.parent), exc.needed or 0)
             if isinstance(exc, RetryableError):
                 self._fail(s, exc, None)
                 self.retry_pending = True
@@ -306,7 +355,7 @@ class Updater:
         self.activated_at[slot] = time.monotonic()
         verified = self._verified.get(wanted.digest)
         if verified is not None:
-            self.verifier.mark_installed(verified, slot)  # its release counter is now this slot's floor
+            self._mark_installed(verified, slot)  # its release counter is now this slot's floor
         log.info("device %s: %s slot now runs %s (was %s)", self.device_id, slot, wanted.label, previous.label if previous else "nothing")
 
     def rollback(self, slot: SlotName, reason: str, code: str = "E_HEALTH") -> bool:
@@ -354,6 +403,8 @@ class Updater:
         s.phase, s.error_code, s.error = Phase.FAILED, exc.code, str(exc)[:2000]
         s.failed_digest, s.failed_release = failed_digest, failed_release
         s.progress = None
+        s.bytes_needed = exc.needed if isinstance(exc, DiskFull) else None
+        s.bytes_free = exc.free if isinstance(exc, DiskFull) else None
         self.store.save(self.state)
         log.error("device %s: deployment of %s failed [%s]: %s", self.device_id,
                   s.target.label if s.target else "?", exc.code, exc)
@@ -384,30 +435,98 @@ class Updater:
     def _fetch(self, s: SlotState, target: SlotTarget) -> Path:
         self._phase(s, Phase.DOWNLOADING)
         dest = self.downloads / f"{target.digest}.bundle"
+        if (self.bundles / target.digest).is_dir():  # unpacked already (kept as last known good)
+            return dest
+        verified = self._verified[target.digest]
+        plan = self.space_plan(verified, downloaded=dest.exists())
+        if not plan.fits:
+            raise DiskFull(
+                f"not enough disk for {target.name}:{target.version}: {plan.needed} bytes needed "
+                f"({plan.download} to download, {plan.unpack} unpacked, {plan.margin} margin), "
+                f"{plan.free} free in {self.downloads.parent}", needed=plan.needed, free=plan.free,
+                path=str(self.downloads.parent), what="download")
         if dest.exists():
             return dest
         try:
-            return self.verifier.download(self._verified[target.digest], dest)
+            return self.verifier.download(verified, dest)
         except TufError as exc:
             if exc.code in TRANSIT_CODES:
                 raise DamagedDownload(str(exc), code=exc.code) from None
+            if exc.code == DiskFull.code:
+                plan = self.space_plan(verified)
+                raise DiskFull(f"disk full while downloading {target.name}:{target.version}: {plan.needed} "
+                               f"bytes needed, {plan.free} free ({exc})", needed=plan.needed, free=plan.free,
+                               path=str(self.downloads.parent), what="download") from None
             raise (RetryableError if exc.retryable else DeploymentError)(str(exc), code=exc.code) from None
 
+    def space_plan(self, target: VerifiedTarget, *, downloaded: bool = False) -> SpacePlan:
+        """What installing ``target`` still needs on the data disk, against what is free there.
+
+        The unpacked size is the image repository's signed ``unpacked_size`` where present,
+        else the signed length (a tar is never smaller than its members).
+        """
+        part = self.verifier.part_path(target)
+        try:
+            have = part.stat().st_size if part is not None else 0
+        except OSError:
+            have = 0
+        unpacked = target.image_custom.get("unpacked_size") if target.image_custom else None
+        if not isinstance(unpacked, int) or isinstance(unpacked, bool) or not 0 <= unpacked <= target.length:
+            unpacked = target.length
+        self.downloads.parent.mkdir(parents=True, exist_ok=True)
+        return space_needed(length=target.length, have=have, unpacked=unpacked,
+                            free=free_bytes(self.downloads.parent), downloaded=downloaded)
+
+    def space_ready(self) -> bool:
+        """A step that found the disk full could go on now (enough bytes are free again)."""
+        if self.disk_wait is None:
+            return False
+        where, needed = self.disk_wait
+        try:
+            return needed > 0 and free_bytes(where) >= needed
+        except OSError:
+            return False
+
+    def _mark_installed(self, verified: VerifiedTarget, slot: str) -> None:
+        """Record the slot's release floor; a full disk keeps it pending (retried at each apply)."""
+        try:
+            self.verifier.mark_installed(verified, slot)
+        except (TufError, OSError) as exc:
+            if not is_disk_full(exc):
+                raise
+            self._floor_pending[slot] = verified
+            log.warning("device %s: %s slot release floor not saved yet (disk full); retrying", self.device_id, slot)
+            return
+        self._floor_pending.pop(slot, None)
+
     def _stage(self, bundle_file: Path, target: SlotTarget) -> Path:
+        """Unpack the verified tar into ``bundles/<digest>`` with a record of each file's
+        digest, then delete the tar: each kept model is stored once."""
         final = self.bundles / target.digest
         if final.is_dir():
+            bundle_file.unlink(missing_ok=True)
             return final
         tmp = self.bundles / f".{target.digest}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             unpacked = unpack_bundle(bundle_file, tmp)
+            if (unpacked.manifest.name, unpacked.manifest.version) != (target.name, target.version):
+                raise BadBundle(f"bundle contains {unpacked.manifest.label}, expected {target.name}:{target.version}")
+            atomic_write(tmp / RECORD_FILE, record_bytes(target.digest, unpacked.files), mode=0o644)
+            tmp.replace(final)
         except InvalidBundle as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise BadBundle(str(exc)) from None
-        if (unpacked.manifest.name, unpacked.manifest.version) != (target.name, target.version):
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)  # the tar stays: the retry unpacks it again
+            if not is_disk_full(exc):
+                raise
+            needed = _tar_members_size(bundle_file, target.size) + 64 * 1024
+            raise disk_full(f"unpacking {target.name}:{target.version}", self.bundles, needed, exc) from None
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise BadBundle(f"bundle contains {unpacked.manifest.label}, expected {target.name}:{target.version}")
-        tmp.replace(final)
+            raise
+        bundle_file.unlink(missing_ok=True)
         return final
 
     def _prepare_progress(self, s: SlotState) -> Callable[[float, str], None]:
@@ -421,14 +540,24 @@ class Updater:
         return progress
 
     def _load(self, ref: InstalledModel, directory: Path | None = None, progress: Callable[[float, str], None] | None = None) -> ModelRunner:
+        """Load an unpacked bundle; one kept from before (restore, rollback) is re-verified
+        against its record first. Engine-cache writes a full disk refuses are DiskFull."""
+        staged_now = directory is not None
         directory = directory or self.bundles / ref.digest
         try:
+            if not staged_now:
+                verify_unpacked(directory, ref.digest)
             manifest = read_manifest_dir(directory)
         except InvalidBundle as exc:
             raise BadBundle(str(exc)) from None
-        return ModelRunner.load(
-            ref, manifest, directory, threads=self.threads, profile=self.profile, cache_dir=self.engines, progress=progress
-        )
+        try:
+            return ModelRunner.load(
+                ref, manifest, directory, threads=self.threads, profile=self.profile, cache_dir=self.engines, progress=progress
+            )
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise disk_full(f"preparing {ref.label} (engine cache)", self.engines, 0, exc) from None
 
     def _set_runner(self, slot: SlotName, runner: ModelRunner | None) -> None:
         old = self.pipeline.control if slot == "control" else self.pipeline.shadow
@@ -444,12 +573,18 @@ class Updater:
             closer.start()
 
     def gc(self) -> None:
-        """Remove bundles, downloads and engines no slot refers to any more."""
+        """Remove bundles, downloads and engines no slot refers to any more (a target still
+        being deployed, or waiting for disk space, keeps its download); drop the tar of a
+        kept model that an older agent stored twice."""
         keep = set()
         for s in self.state.slots.values():
             for ref in (s.installed, s.last_known_good):
                 if ref is not None:
                     keep.add(ref.digest)
+            if s.target is not None and s.failed_digest != s.target.digest:
+                keep.add(s.target.digest)
+        for digest in keep:
+            self._store_once(digest)
         if self.engines.is_dir():
             from ..hardware import EngineCache
 
@@ -465,3 +600,19 @@ class Updater:
                     shutil.rmtree(p, ignore_errors=True)
                 else:
                     p.unlink(missing_ok=True)
+
+    def _store_once(self, digest: str) -> None:
+        """An unpacked model whose tar is still kept (older agents kept both): record the
+        unpacked files' digests where missing, then delete the tar."""
+        directory, tar = self.bundles / digest, self.downloads / f"{digest}.bundle"
+        if not (directory.is_dir() and tar.exists()):
+            return
+        if not (directory / RECORD_FILE).exists():
+            try:
+                manifest = read_manifest_dir(directory)
+                files = hash_files(directory, sorted({MANIFEST_FILE, manifest.model_file}))
+                atomic_write(directory / RECORD_FILE, record_bytes(digest, files), mode=0o644)
+            except (InvalidBundle, OSError) as exc:  # the tar goes anyway: it is the copy not run
+                log.warning("device %s: no record written for bundle %s: %s", self.device_id, digest[:12], exc)
+        tar.unlink(missing_ok=True)
+        log.info("device %s: bundle %s kept once (its tar removed)", self.device_id, digest[:12])

@@ -12,11 +12,14 @@ precision and one set of build options, so all of them are in the key. ``load`` 
 the sidecar's hash and removes a corrupt or truncated file rather than handing it to
 TensorRT; ``get_or_build`` also rebuilds when TensorRT refuses to deserialize a file.
 ``gc`` removes the engines of models that left every slot. Writes are atomic
-(temp file in the same directory, then ``os.replace``).
+(temp file in the same directory, then ``os.replace``). A full disk (``ENOSPC``, ``EDQUOT``,
+``EFBIG``) never costs the engine: ``get_or_build`` then uses the freshly built engine from
+memory, uncached (``store_failures`` counts it; the next start builds it again).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _DIGEST = re.compile(r"^[0-9a-f]{8,128}$")
 SIDECAR_SCHEMA = "edgefleet.engine/1"
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class EngineCache:
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
+        self.store_failures = 0  # engines built but not cached because the disk was full
 
     def key(
         self,
@@ -167,7 +172,15 @@ class EngineCache:
                 return engine, False
             self.invalidate(key)
         data = build()
-        self.store(key, data)
+        try:
+            self.store(key, data)
+        except OSError as exc:
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            self.invalidate(key)  # never a half-written entry
+            self.store_failures += 1
+            log.warning("engine cache: disk full (%s), engine of %d bytes not cached under %s; it runs "
+                        "from memory and is built again at the next start", os.strerror(exc.errno), len(data), self.root)
         engine = deserialize(data)
         if engine is None:
             self.invalidate(key)

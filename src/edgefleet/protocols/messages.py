@@ -154,6 +154,22 @@ class SlotReport(_Message):
     error: str | None = Field(default=None, max_length=2000)
     release_counter: int = Field(default=0, ge=0)
     progress: float | None = Field(default=None, ge=0.0, le=1.0)
+    # with error_code E_DISK_FULL: bytes the deployment step needs, and bytes free there
+    bytes_needed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    bytes_free: int | None = Field(default=None, ge=0, le=2**63 - 1)
+
+
+class DiskShortage(_Message):
+    """A device-wide write that failed for lack of space (``E_DISK_FULL``): what could not be
+    written (``state``, ``outbox``, ``report-seq`` …), where, and the bytes it needs and has."""
+
+    code: Literal["E_DISK_FULL"] = "E_DISK_FULL"
+    what: str = Field(max_length=64)
+    path: str = Field(default="", max_length=512)
+    bytes_needed: int = Field(default=0, ge=0, le=2**63 - 1)
+    bytes_free: int = Field(default=0, ge=0, le=2**63 - 1)
+    reason: str = Field(default="", max_length=2000)
+    since: datetime | None = None
 
 
 InventoryText = Annotated[str, StringConstraints(max_length=256)]
@@ -215,6 +231,7 @@ class Reported(SignedReport, _Message):
     director: HeldMetadata | None = None
     image: HeldMetadata | None = None
     update_blocked: UpdateBlocked | None = None
+    disk: DiskShortage | None = None  # a write the device cannot do for lack of space, if any
     inventory: Inventory | None = None  # what the device is (agent, OS/JetPack, runtimes, disk, memory)
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")

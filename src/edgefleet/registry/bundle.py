@@ -2,22 +2,28 @@
 
 Bundles are built deterministically (sorted members, zero mtimes, fixed owners), so the
 same model and manifest always give the same bytes and therefore the same digest.
-Unpacking refuses anything but the two expected regular files (no links, no paths).
+Unpacking refuses anything but the two expected regular files (no links, no paths), and
+hashes each file as it writes it: a device keeps only the unpacked copy plus a small record
+of those digests (``RECORD_FILE``), so what it runs can be re-verified without the tar.
 Device-safe: no onnx, no boto3.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..protocols import MANIFEST_FILE, InvalidPayload, Manifest, parse_manifest
 from .errors import InvalidBundle
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+RECORD_FILE = ".verified.json"  # in an unpacked bundle: the bundle digest and each file's size and sha256
+RECORD_SCHEMA = "edgefleet.unpacked/1"
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
@@ -44,6 +50,7 @@ def build_bundle(manifest: Manifest, model_bytes: bytes) -> bytes:
 class UnpackedBundle:
     directory: Path
     manifest: Manifest
+    files: dict[str, tuple[int, str]] = field(default_factory=dict)  # name → (size, sha256)
 
     @property
     def model_path(self) -> Path:
@@ -73,14 +80,76 @@ def unpack_bundle(bundle: str | os.PathLike[str] | bytes, dest: str | os.PathLik
         if names != expected:
             raise InvalidBundle(f"bundle must contain exactly {expected}, found {names}")
         dest_path.mkdir(parents=True, exist_ok=True)
+        files: dict[str, tuple[int, str]] = {}
         for name in expected:
             member = _member(tar, name)
             src = tar.extractfile(member)
             assert src is not None
+            h, size = hashlib.sha256(), 0
             with open(dest_path / name, "wb") as out:
                 while chunk := src.read(1024 * 1024):
                     out.write(chunk)
-    return UnpackedBundle(dest_path, manifest)
+                    h.update(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            files[name] = (size, h.hexdigest())
+    return UnpackedBundle(dest_path, manifest, files)
+
+
+def unpacked_size(bundle: str | os.PathLike[str] | bytes) -> int:
+    """Bytes the members of a bundle take once unpacked (read from the tar headers)."""
+    with _open_tar(bundle) as tar:
+        return sum(m.size for m in tar.getmembers() if m.isreg())
+
+
+def record_bytes(digest: str, files: dict[str, tuple[int, str]]) -> bytes:
+    """The record an unpacked bundle keeps: its bundle digest and each file's size and sha256."""
+    return json.dumps({"schema": RECORD_SCHEMA, "bundle_digest": digest,
+                       "files": {n: {"size": sz, "sha256": h} for n, (sz, h) in sorted(files.items())}},
+                      indent=2, sort_keys=True).encode()
+
+
+def hash_files(directory: str | os.PathLike[str], names: list[str]) -> dict[str, tuple[int, str]]:
+    """(size, sha256) of each named file in ``directory``, streamed."""
+    out: dict[str, tuple[int, str]] = {}
+    for name in names:
+        h, size = hashlib.sha256(), 0
+        with open(Path(directory) / name, "rb") as f:
+            while chunk := f.read(1024 * 1024):
+                h.update(chunk)
+                size += len(chunk)
+        out[name] = (size, h.hexdigest())
+    return out
+
+
+def verify_unpacked(directory: str | os.PathLike[str], digest: str) -> bool:
+    """Re-verify an unpacked bundle against its record; False when it has no record (an
+    older layout).
+
+    Raises:
+        InvalidBundle: the record names another bundle, or a file's size or sha256 changed.
+    """
+    d = Path(directory)
+    try:
+        rec = json.loads((d / RECORD_FILE).read_bytes())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as exc:
+        raise InvalidBundle(f"unreadable record {d / RECORD_FILE}: {exc}") from None
+    if not isinstance(rec, dict) or rec.get("schema") != RECORD_SCHEMA or rec.get("bundle_digest") != digest:
+        raise InvalidBundle(f"{d}: record is not for bundle {digest}")
+    files = rec.get("files")
+    if not isinstance(files, dict) or not files:
+        raise InvalidBundle(f"{d}: record lists no files")
+    try:
+        got = hash_files(d, sorted(files))
+    except OSError as exc:
+        raise InvalidBundle(f"{d}: cannot read a bundle file: {exc}") from None
+    for name, want in files.items():
+        if not isinstance(want, dict) or got[name] != (want.get("size"), want.get("sha256")):
+            raise InvalidBundle(f"{d / name} changed on disk since it was verified")
+    return True
 
 
 def _open_tar(bundle: str | os.PathLike[str] | bytes) -> tarfile.TarFile:

@@ -211,10 +211,14 @@ class TensorRTBackend(InferenceBackend):
                     trt, self._logger, self.model_path, precision=precision, workspace_mb=workspace_mb,
                     max_batch=max_batch, dla_core=dla_core, timing_cache=timing, progress=report)
                 if new_timing:
-                    timing_path.parent.mkdir(parents=True, exist_ok=True)
                     tmp = timing_path.with_suffix(".tmp")
-                    tmp.write_bytes(new_timing)
-                    os.replace(tmp, timing_path)
+                    try:
+                        timing_path.parent.mkdir(parents=True, exist_ok=True)
+                        tmp.write_bytes(new_timing)
+                        os.replace(tmp, timing_path)
+                    except OSError as exc:  # a timing cache is an optimisation: a full disk skips it
+                        tmp.unlink(missing_ok=True)
+                        log.warning("TensorRT timing cache not saved to %s: %s", timing_path, exc)
                 return engine
 
             try:

@@ -136,7 +136,9 @@ class ResumableFetcher(FetcherInterface):
             LengthMismatch: the server has more (or fewer) bytes than ``length``.
             DownloadTimeout: gap timeout on every retry, or total deadline passed.
             DownloadFailed: HTTP error status, or ``max_stalls`` attempts without progress.
-            DiskFull: ENOSPC/EDQUOT/EFBIG while writing (the part file is removed).
+            DiskFull: ENOSPC/EDQUOT/EFBIG while writing. The part file is kept (what it
+                holds is a verified-later prefix): the next call, once space is free,
+                resumes from it with ``Range`` instead of starting from byte 0.
         """
         end = self.clock() + self.deadline
         part.parent.mkdir(parents=True, exist_ok=True)
@@ -171,8 +173,12 @@ class ResumableFetcher(FetcherInterface):
                 os.fsync(out.fileno())
         except OSError as exc:
             if exc.errno in _DISK_ERRNOS:
-                _unlink(part)
-                raise DiskFull(f"cannot write {part.name}: {os.strerror(exc.errno)}") from exc
+                try:
+                    kept = part.stat().st_size
+                except OSError:
+                    kept = 0
+                raise DiskFull(f"cannot write {part.name}: {os.strerror(exc.errno)} "
+                               f"({kept} of {length} bytes kept for resume)") from exc
             raise
         return {a: h.hexdigest() for a, h in hashers.items()}
 

@@ -308,12 +308,19 @@ class DeviceTrustState:
             "director_version": self.director_version,
             "installed": {k: vars(v) for k, v in self.installed.items()},
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:  # a full disk is DiskFull (retryable); the previous file stays
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(doc, f, indent=2, sort_keys=True)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                _unlink(Path(tmp))
+                raise
+        except OSError as exc:
+            raise translate(exc) from exc
 
 
 # -- metadata held, for reports --------------------------------------------------------
@@ -644,6 +651,13 @@ class DeviceVerifier:
             self.fetcher, target.url, target.length, target.hashes, Path(dest),
             self.state_dir / "downloads",
         )
+
+    def part_path(self, target: VerifiedTarget) -> Path | None:
+        """Where ``target``'s partial download is kept between attempts (None: bad hashes)."""
+        values = list(target.hashes.values())
+        if not values or not all(isinstance(v, str) and _HEX.match(v) for v in values):
+            return None
+        return self.state_dir / "downloads" / f"{values[0]}.part"
 
     def discard_part(self, target: VerifiedTarget) -> bool:
         """Remove ``target``'s part file, so the next download starts from byte 0."""
