@@ -24,8 +24,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgefleet.cloud.api import create_app
-from edgefleet.cloud.cli.cloud_cmd import create_admin_token
 from edgefleet.cloud.broker import free_port
+from edgefleet.cloud.cli.cloud_cmd import create_admin_token
 from edgefleet.cloud.client import ApiClient
 from edgefleet.cloud.demo.orchestrator import UvicornThread
 from edgefleet.cloud.runtime import Controller

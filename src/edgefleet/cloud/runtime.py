@@ -94,10 +94,11 @@ class Controller:
         self.ingest_watch = IngestWatch(started_at=time.time())
         self._db_down_since: float | None = None  # the sync loop's own view (monotonic)
         self.reconciler = Reconciler(self.engine, self, prefix=settings.controller_client_id, hold=self.hold_reason,
+                                     heard_from=self.ingest_watch.heard_from,
                                      lease_ttl_s=max(10.0, 5 * settings.reconcile_interval_s))
-        self.event_handlers: list = [self._index_event]
         # signed webhooks: its own thread and pool, never on the control path (cloud/webhooks)
         self.webhooks = WebhookWorker(self.engine, settings, holder=self.reconciler.holder)
+        self.event_handlers: list = [self._index_event]
         # class names from devices are checked against their model's manifest (cloud/labels.py)
         self.labels = LabelBook(catalog_lookup(self.session))
         # sent to devices in Desired.settings until an operator sets one (fleet_settings)

@@ -22,6 +22,9 @@ ago — ``Controller.hold_reason``), the pass plans with the device timeout susp
 device is marked timed out and silence breaches no gate; evidence a device signed (failed,
 rolled back, NaN, latency) still counts. The rollout's state carries ``held`` (shown in
 status, one event when the hold begins and one when it ends) and resumes by itself.
+Silence is only measured from ``heard_from()`` on (the controller's start or the end of
+its last ingest outage): a device's timeout clock never includes time the controller
+could not hear it.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from .commands import apply_command
 from .model import (
     QUIET_STATES,
     AssignWave,
+    DeviceObservation,
     Log,
     MarkDeviceTimedOut,
     RecordGateResults,
@@ -112,13 +116,15 @@ class Reconciler:
     def __init__(self, engine: Engine, publisher: DesiredPublisher | None, *, holder: str | None = None,
                  prefix: str = "controller", lease_ttl_s: float = 10.0,
                  clock: Callable[[], float] = time.time,
-                 hold: Callable[[float, float], str | None] | None = None):
+                 hold: Callable[[float, float], str | None] | None = None,
+                 heard_from: Callable[[], float] | None = None):
         self.engine = engine
         self.publisher = publisher
         self.holder = holder or f"{prefix}-{uuid.uuid4().hex[:12]}"
         self.lease_ttl_s = lease_ttl_s
         self.clock = clock
         self.hold = hold
+        self.heard_from = heard_from
         self._specs: dict[str, RolloutSpec] = {}
         self.totals = PassResult()
 
@@ -175,6 +181,9 @@ class Reconciler:
             desired = desired_refs(s, row.slot)
             obs = [observation(d, members.get(d.id), desired.get(d.id), row.slot) for d in devices]
             held = self.hold(now, spec.device_timeout_s) if self.hold is not None else None
+            if self.heard_from is not None:
+                floor = self.heard_from()
+                obs = [_silence_from(o, floor) for o in obs]
             planned = spec if held is None else dataclasses.replace(spec, device_timeout_s=HELD_TIMEOUT_S)
             p = plan(planned, state, obs, now)
             actions = _with_hold(rollout_id, state, p.actions, held, now)
@@ -340,6 +349,18 @@ def _audit_log(publisher: object) -> audit.AuditLog | None:
 
 
 HELD_TIMEOUT_S = 1e12  # "no device timeout" for the planner while held (a spec needs a finite number)
+
+
+def _silence_from(o: DeviceObservation, floor: float) -> DeviceObservation:
+    """``o`` with its silence clocks (last seen, phase since, stale since, assigned) starting
+    no earlier than ``floor``, for the planner only (nothing of it is stored)."""
+    if o.wave is None:
+        return o
+    def later(t: float | None) -> float | None:
+        return None if t is None else max(t, floor)
+
+    return dataclasses.replace(o, last_seen=max(o.last_seen or 0.0, floor), phase_since=max(o.phase_since or 0.0, floor),
+                               stale_since=later(o.stale_since), assigned_at=later(o.assigned_at))
 
 
 def _with_hold(rollout_id: str, state: RolloutState, actions: tuple, held: str | None, now: float) -> tuple:
