@@ -104,3 +104,39 @@ def test_init_add_provision_run_without_edits(tmp_path: Path, digit_models) -> N
         controller.stop()
         broker.stop()
         shutil.rmtree(agent_home, ignore_errors=True)
+
+
+def test_tls_bundle_carries_the_fleet_ca_and_installs_absolute_paths(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from edgefleet.cloud.cli.device_cmd import write_provisioning
+    from edgefleet.edge_agent.provision import install_bundle
+
+    roots = stack.client.request("GET", "/trust/roots")
+    roots["fleet_ca_pem"] = "-----BEGIN CERTIFICATE-----\nnot checked here\n-----END CERTIFICATE-----\n"
+    creds = stack.client.enrol_device("cam-t", "cpu-x86_64", {})
+    bundle = tmp_path / "bundle"
+    endpoints = {"controller_url": "https://fleet.example.org",
+                 "mqtt": {"host": "fleet.example.org", "port": 8883, "protocol": "5", "tls": True}}
+    write_provisioning(bundle, creds, roots, endpoints=endpoints, agent_data_dir="/var/lib/edgefleet",
+                       source_kind="camera", source_uri="rtsp://cam.lan/stream")
+    text = (bundle / "agent.toml").read_text()
+    assert str(tmp_path) not in text  # nothing of the operator's machine
+    raw = tomllib.loads(text)
+    assert raw["agent"]["ca_file"] == raw["mqtt"]["ca_file"] == "fleet-ca.pem"
+    assert raw["mqtt"]["tls"] is True and raw["source"] == {"kind": "camera", "uri": "rtsp://cam.lan/stream", "fps": 15}
+
+    home = tmp_path / "device"
+    done = install_bundle(bundle, data_dir=home, env={})
+    cfg = load_config(done.config_path, env={})
+    assert done.config_path == home / "agent.toml" and stat.S_IMODE(done.config_path.stat().st_mode) == 0o600
+    assert cfg.agent.ca_file == cfg.mqtt.ca_file == home / "fleet-ca.pem" and cfg.mqtt.tls
+    assert cfg.agent.trust_roots == home / "roots" and (home / "trust" / "trusted" / "director-root.json").exists()
+    assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.protocol) == ("fleet.example.org", 8883, "5")
+    assert creds["token"] not in done.config_path.read_text()
+    assert stat.S_IMODE((home / "identity" / "credentials.json").stat().st_mode) == 0o600
+
+
+def test_device_add_refuses_a_source_it_cannot_use(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = runner.invoke(fleet_app, ["device", "add", "cam-s", "--out", str(tmp_path / "b"), "--source", "webcam",
+                                    "--url", stack.url, "--token", stack.token])
+    assert out.exit_code == 1 and "--source 'webcam'" in out.output
+    assert stack.client.list_devices() == []  # refused before anything was enrolled
