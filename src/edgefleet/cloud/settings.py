@@ -167,11 +167,11 @@ def data_dir_candidates(data_dir: str | os.PathLike[str] | None = None,
                         env: dict[str, str] | None = None, cwd: Path | None = None) -> list[tuple[str, Path]]:
     """Where the controller's data directory may be, in order: ``--data-dir``, ``EDGEFLEET_HOME``,
     the current directory (when it holds a controller.toml), ``~/.edgefleet``."""
-    env = os.environ if env is None else env
+    home_var = (os.environ if env is None else env).get("EDGEFLEET_HOME")
     if data_dir:
         return [("--data-dir", Path(data_dir).expanduser().resolve())]
-    if env.get("EDGEFLEET_HOME"):
-        return [("EDGEFLEET_HOME", Path(env["EDGEFLEET_HOME"]).expanduser().resolve())]
+    if home_var:
+        return [("EDGEFLEET_HOME", Path(home_var).expanduser().resolve())]
     here = (cwd or Path.cwd()).resolve()
     return [("current directory", here), ("default", Path(DEFAULT_HOME).expanduser().resolve())]
 
