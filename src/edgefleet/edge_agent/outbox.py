@@ -221,6 +221,21 @@ class Outbox:
                 f"{self.max_bytes}"
             )
         content_type = clip_content_type or self._content_type(clip)
+        try:
+            return self._put_locked(event, event_json, clip, keyframe, priority, content_type, files_need)
+        except (OSError, sqlite3.Error) as exc:
+            if not is_disk_full(exc):
+                raise
+            needed = len(event_json) + files_need + _INDEX_SLACK
+            try:
+                free = free_bytes(self.root)
+            except OSError:
+                free = 0
+            raise OutboxFull(f"disk full writing event {event.event_id}: {needed} bytes needed, "
+                             f"{free} free in {self.root}", needed=needed, free=free) from exc
+
+    def _put_locked(self, event: Event, event_json: bytes, clip: str | os.PathLike[str] | bytes | None,
+                    keyframe: bytes | None, priority: int, content_type: str | None, files_need: int) -> int:
         with self._lock:
             room = self._room() - len(event_json)
             keep_clip = True
@@ -241,19 +256,8 @@ class Outbox:
                     self._evict(plan)
             if not keep_clip:
                 clip, keyframe = None, None
-            try:
-                return self._insert(event, event_json, clip, keyframe, priority, content_type,
-                                    evicted=not keep_clip)
-            except (OSError, sqlite3.Error) as exc:
-                if not is_disk_full(exc):
-                    raise
-                needed = len(event_json) + (files_need if keep_clip else 0) + _INDEX_SLACK
-                try:
-                    free = free_bytes(self.root)
-                except OSError:
-                    free = 0
-                raise OutboxFull(f"disk full writing event {event.event_id}: {needed} bytes needed, "
-                                 f"{free} free in {self.root}", needed=needed, free=free) from exc
+            return self._insert(event, event_json, clip, keyframe, priority, content_type,
+                                evicted=not keep_clip)
 
     def set_upload(self, item_id: int, upload_id: str | None) -> None:
         with self._lock:
@@ -500,7 +504,12 @@ class Outbox:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:  # e.g. the disk filled: nothing of this transaction stays
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
 
     def _bump(self, key: str, n: int) -> None:
         self._db.execute(
