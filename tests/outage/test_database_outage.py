@@ -62,7 +62,7 @@ def test_reports_sent_during_a_database_outage_are_all_applied_after_it(
         time.sleep(3)  # several backoff rounds: still nothing acknowledged-and-dropped
         assert _ok(stack) == 15
         assert stack.controller.bridge.counters[("reported", "error")] == 0
-        retries = stack.controller.bridge.counters[("reported", "db_retry")]
+        retries = stack.controller.bridge.counters[("reported", "db_unavailable")]
         assert 1 <= retries <= 10, retries  # backoff, no spin
 
         pg.start()

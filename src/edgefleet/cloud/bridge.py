@@ -165,6 +165,7 @@ class MqttBridge:
         self.busy_since: float | None = None  # monotonic: applying the current message since
         self.db_unavailable_since: float | None = None  # monotonic: retrying on a database outage since
         self.db_outages = 0
+        self._last_db_error: BaseException | None = None
         self.warnings = SummaryLog(log, interval_s=log_interval_s)
         if self._v5:
             self.client = mqtt.Client(
@@ -307,9 +308,11 @@ class MqttBridge:
                 continue
             try:
                 self._process(item)
-            except Exception:  # never ends the thread
+            except BaseException:  # never ends the thread; a bug, not an outage: acknowledged, counted
+                self.busy_since = None
                 self._count("unknown", "error")
                 log.exception("message on %s could not be handled (device %s)", item.topic, _device_of(item.topic))
+                self._ack(item)
             if self._ingest_stop.is_set() and self.db_unavailable_since is not None:
                 return  # stopping during an outage: the rest stays unacknowledged for the next session
 
@@ -319,14 +322,13 @@ class MqttBridge:
         delay = self.retry_initial_s
         try:
             while True:
-                try:
-                    outcome = self._handle(item.topic, item.payload)
+                outcome = self.handle(item.topic, item.payload)
+                if outcome != "db_unavailable":
                     break
-                except DatabaseUnavailable as exc:
-                    self._db_down(item, exc, delay)
-                    if self._ingest_stop.wait(delay):
-                        return  # not applied, not acknowledged
-                    delay = min(delay * 2, self.retry_max_s)
+                self._db_down(item, self._last_db_error, delay)
+                if self._ingest_stop.wait(delay):
+                    return  # not applied, not acknowledged
+                delay = min(delay * 2, self.retry_max_s)
             self._db_up()
             if item.retain and outcome in POISON:
                 self._poisoned_retained(self.client, item.topic, outcome)
@@ -334,9 +336,7 @@ class MqttBridge:
         finally:
             self.busy_since = None
 
-    def _db_down(self, item: _Inbound, exc: BaseException, delay: float) -> None:
-        channel = item.topic.rsplit("/", 1)[-1]
-        self._count(channel, "db_retry")
+    def _db_down(self, item: _Inbound, exc: BaseException | None, delay: float) -> None:
         if self.db_unavailable_since is None:
             self.db_unavailable_since = time.monotonic()
             self.db_outages += 1
@@ -385,9 +385,9 @@ class MqttBridge:
         (a database outage is ``db_unavailable``, counted; the MQTT path retries instead)."""
         try:
             return self._handle(topic, payload)
-        except DatabaseUnavailable:
-            channel = topic.rsplit("/", 1)[-1]
-            self._count(channel, "db_unavailable")
+        except DatabaseUnavailable as exc:
+            self._last_db_error = exc
+            self._count(topic.rsplit("/", 1)[-1], "db_unavailable")
             return "db_unavailable"
         except Exception:
             self._count("unknown", "error")
