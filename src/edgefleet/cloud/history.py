@@ -16,12 +16,13 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, Column, Index, Text, and_, cast
 from sqlmodel import Field, Session, SQLModel, col, or_, select
 
 HistoryKind = Literal["desired", "signed", "phase", "rollback", "rollout", "tags", "audit"]
 KINDS: tuple[str, ...] = ("desired", "signed", "phase", "rollback", "rollout", "tags", "audit")
 MAX_LIMIT = 500
+BODY_ACTIONS = ("deploy",)  # audit actions that name devices in their body, not their target
 
 
 def _now() -> datetime:
@@ -115,8 +116,11 @@ def history(session: Session, device_id: str, *, since: datetime | None = None, 
     entries = [HistoryEntry(at=_aware(r.at), kind=r.kind, slot=r.slot, message=r.message, data=r.data)  # type: ignore[arg-type]
                for r in rows]
     if not kinds or "audit" in kinds:
-        aq = select(AuditEntry).where(or_(col(AuditEntry.target) == device_id,
-                                          col(AuditEntry.target).startswith(device_id + "/")))
+        quoted = '%"' + device_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + '"%'
+        aq = select(AuditEntry).where(or_(
+            col(AuditEntry.target) == device_id, col(AuditEntry.target).startswith(device_id + "/", autoescape=True),
+            # a deployment names its devices in the request body (target: the model)
+            and_(col(AuditEntry.action).in_(BODY_ACTIONS), cast(AuditEntry.summary, Text).like(quoted, escape="\\"))))
         aq = aq.where(col(AuditEntry.action) != "denied")
         if since is not None:
             aq = aq.where(col(AuditEntry.ts) > since)
@@ -125,6 +129,13 @@ def history(session: Session, device_id: str, *, since: datetime | None = None, 
             entries.append(HistoryEntry(at=_aware(a.ts), kind="audit", message=a.action, actor=a.actor,
                                         data={"seq": a.seq, **({"body": body} if isinstance(body, dict) else {})}))
     entries.sort(key=lambda e: e.at)
-    more = len(entries) > limit
-    entries = entries[:limit]
-    return HistoryPage(device=device_id, entries=entries, next_since=entries[-1].at if more and entries else None)
+    if len(entries) <= limit:
+        return HistoryPage(device=device_id, entries=entries)
+    # ``since`` is exclusive: never end a page between two entries of the same time
+    cut = limit
+    while cut > 0 and entries[cut].at == entries[cut - 1].at:
+        cut -= 1
+    if cut == 0:  # more than a page at one instant: all of them (each source read limit + 1)
+        cut = sum(1 for e in entries if e.at == entries[0].at)
+    page = entries[:cut]
+    return HistoryPage(device=device_id, entries=page, next_since=page[-1].at)

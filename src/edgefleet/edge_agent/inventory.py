@@ -8,10 +8,10 @@ Never raises: what cannot be read is left empty.
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 
 from ..hardware.detect import parse_nv_tegra_release
@@ -32,7 +32,7 @@ class StaticInventory:
     providers: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
-    def probe(cls, agent_version: str, root: str | os.PathLike[str] = "/") -> StaticInventory:
+    def probe(cls, agent_version: str, root: str | PathLike[str] = "/") -> StaticInventory:
         from ..hardware.selection import probe_availability
 
         try:
@@ -50,7 +50,7 @@ class StaticInventory:
                    onnxruntime=ort, providers=providers)
 
 
-def _os_name(root: str | os.PathLike[str]) -> str:
+def _os_name(root: str | PathLike[str]) -> str:
     try:
         for line in (Path(root) / "etc/os-release").read_text(errors="replace").splitlines():
             if line.startswith("PRETTY_NAME="):
@@ -74,11 +74,13 @@ def _meminfo(path: str = "/proc/meminfo") -> tuple[int | None, int | None]:
 
 
 def collect(static: StaticInventory, data_dir: Path) -> Inventory:
+    disk_total: int | None = None
+    disk_free: int | None = None
     try:
         disk = shutil.disk_usage(data_dir)
         disk_total, disk_free = disk.total, disk.free
     except OSError:
-        disk_total = disk_free = None
+        pass
     mem_total, mem_avail = _meminfo()
     return Inventory(
         agent_version=static.agent_version, os=static.os, kernel=static.kernel[:256], l4t=static.l4t,

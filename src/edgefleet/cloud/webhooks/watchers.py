@@ -20,6 +20,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from ..models import Device, ModelVersion, SlotAssignment
@@ -94,11 +95,11 @@ def watch_captures(session: Session, settings: CloudSettings, now: datetime, *, 
     if top <= cursor:
         return 0
     E = ShadowEvent
-    rows = session.exec(
-        select(E.control_name, E.control_version, E.candidate_name, E.candidate_version,
-               func.count(), func.count(func.distinct(E.device_id)), func.min(E.ts), func.max(E.ts))
-        .where(col(E.id) > cursor).where(col(E.id) <= top)
-        .group_by(E.control_name, E.control_version, E.candidate_name, E.candidate_version)).all()
+    pair = (col(E.control_name), col(E.control_version), col(E.candidate_name), col(E.candidate_version))
+    rows = session.execute(
+        sa_select(*pair, func.count(), func.count(func.distinct(col(E.device_id))), func.min(col(E.ts)),
+                  func.max(col(E.ts)))
+        .where(col(E.id) > cursor).where(col(E.id) <= top).group_by(*pair)).all()
     for cn, cv, kn, kv, count, devices, first, last in rows:
         enqueue(session, "capture.new", {
             "control": f"{cn}:{cv}" if cn else None, "candidate": f"{kn}:{kv}" if kn else None,
