@@ -96,7 +96,11 @@ def provision(
         typer.echo("error: give a bundle directory (fleet-agent provision DIR), or --director-root and --image-root, "
                    "and/or --credentials", err=True)
         raise typer.Exit(2)
-    cfg = load_config(config)
+    try:
+        cfg = load_config(config)
+    except AgentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     if director_root is not None and image_root is not None:
         try:
             tuf_provision(cfg.agent.data_dir / "trust", director_root=director_root.read_bytes(), image_root=image_root.read_bytes(), overwrite=force)
