@@ -50,7 +50,7 @@ def install_service(
     except UnitError as exc:
         fail(str(exc), code=2)
     for warning in unit.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if dry_run:
         typer.echo(unit.text, nl=False)
         return
@@ -58,8 +58,8 @@ def install_service(
         path = install(unit, dest)
     except (UnitError, OSError) as exc:
         fail(str(exc))
-    console.print(f"wrote [bold]{path}[/]", highlight=False)
-    console.print("then, as root:")
+    console.print(f"wrote [bold]{path}[/]", highlight=False, soft_wrap=True)
+    console.print("then, as root:", soft_wrap=True)
     steps = next_steps(unit)
     if not (data_dir / "controller.toml").exists():
         who = f"runuser -u {unit.user} -- " if unit.user else ""
@@ -92,12 +92,12 @@ def backup(
     audit.record_local(settings, "backup.create", res.path.name,
                        {"sha256": res.sha256, "files": res.files, "database": res.database, "blobs_copied": res.blobs_copied})
     console.print(f"backup [bold]{res.path}[/]: {res.files} files, {res.bytes:,} bytes, database {res.database}, "
-                  f"{res.blobs_indexed} blob(s) indexed, {res.blobs_copied} copied", highlight=False)
-    console.print(f"sha256 {res.sha256}  (check it on restore with --sha256)", highlight=False)
+                  f"{res.blobs_indexed} blob(s) indexed, {res.blobs_copied} copied", highlight=False, soft_wrap=True)
+    console.print(f"sha256 {res.sha256}  (check it on restore with --sha256)", highlight=False, soft_wrap=True)
     console.print("[bold yellow]this archive holds secrets[/] (signing keys, the fleet CA key, tokens): "
-                  "it is 0600; store it encrypted and off this host")
+                  "it is 0600; store it encrypted and off this host", soft_wrap=True)
     for note in res.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 def restore(
@@ -118,7 +118,7 @@ def restore(
     audit.record_local(settings, "backup.restore", archive.name, {"created": res.created, "database": res.database,
                                                                   "files": res.files})
     console.print(f"restored backup of {res.created} into [bold]{res.data_dir}[/] ({res.files} files, database {res.database})",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     for note in res.notes:
-        console.print(f"note: {note}", highlight=False)
-    console.print(f"start it: fleet cloud serve --data-dir {res.data_dir}", highlight=False)
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    console.print(f"start it: fleet cloud serve --data-dir {res.data_dir}", highlight=False, soft_wrap=True)
