@@ -243,8 +243,8 @@ class Updater:
         self.disk_wait = None
         for slot in SLOTS:
             self._apply_slot(slot, _as_slot_target(result.for_slot(slot)))
-        for slot, verified in list(self._floor_pending.items()):
-            self._mark_installed(verified, slot)
+        for pending_slot, verified in list(self._floor_pending.items()):
+            self._mark_installed(verified, pending_slot)
         if result.generation is not None:
             self.state.generation = result.generation
         if unconfirmed is not None:
