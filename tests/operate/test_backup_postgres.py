@@ -42,7 +42,10 @@ def test_postgres_backup_restores_into_an_empty_database(postgres: str, tmp_path
         find_pg_tool("pg_dump"), find_pg_tool("pg_restore")
     except BackupError as exc:
         pytest.skip(str(exc))
-    settings = load_settings(tmp_path / "old", env={}, database_url=postgres)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "controller.toml").write_text(f'[controller]\ndatabase_url = "{postgres}"\n')
+    settings = load_settings(tmp_path / "old", env={})
+    assert settings.database_url == postgres
     controller = Controller(settings)
     controller.migrate()
     create_admin_token(controller, name="ops")
@@ -62,7 +65,8 @@ def test_postgres_backup_restores_into_an_empty_database(postgres: str, tmp_path
     actions = [a for (a,) in _rows(target_url, "SELECT action FROM audit_entry ORDER BY seq")]
     assert actions[-2:] == ["token.create", "backup.restore"]
     assert (tmp_path / "new" / "keys" / "keyring.json").is_file()
-    restored = Controller(load_settings(tmp_path / "new", env={}, database_url=target_url))
+    assert load_settings(tmp_path / "new", env={}).database_url == target_url  # not the old database
+    restored = Controller(load_settings(tmp_path / "new", env={}))
     restored.migrate()  # at the newest revision already: a no-op
     assert restored.trust.roots() == roots  # the same trust: provisioned devices keep verifying
     restored.engine.dispose()

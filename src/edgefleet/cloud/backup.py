@@ -35,6 +35,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -168,6 +169,24 @@ def offline_root_keys(data_dir: Path) -> list[str]:
             if k.get("uri") is None:
                 out.append(f"{repo}/root {k.get('keyid', '')[:12]}")
     return out
+
+
+def _outside_files(data_dir: Path) -> list[str]:
+    """Absolute paths in ``controller.toml`` that exist outside ``data_dir`` (a PKI of your own, password files)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        doc = tomllib.loads((data_dir / "controller.toml").read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for value in doc.get("controller", {}).values():
+        if (isinstance(value, str) and value.startswith("/") and Path(value).exists()
+                and not Path(value).resolve().is_relative_to(data_dir.resolve())):
+            out.append(value)
+    return sorted(out)
 
 
 def _ordered_data_files(data_dir: Path, skip: set[Path]) -> tuple[list[Path], list[str]]:
@@ -308,6 +327,10 @@ def create_backup(settings: CloudSettings, out: Path, *, with_blobs: bool = Fals
                         blobs_copied += 1
             elif index["digests"]:
                 notes.append(f"{len(index['digests'])} blob(s) indexed, not copied (add --with-blobs for a local store)")
+            outside = _outside_files(data_dir)
+            if outside:
+                notes.append("controller.toml names files outside the data directory, not in this backup "
+                             "(back them up with the host): " + ", ".join(outside))
             offline = offline_root_keys(data_dir)
             if offline:
                 notes.append("root key(s) offline, therefore not in this backup: " + ", ".join(offline))
@@ -443,6 +466,7 @@ def restore_backup(archive: Path, data_dir: Path, *, database_url: str | None = 
                 raise BackupError("this backup holds a PostgreSQL dump: set DATABASE_URL (or --database-url) "
                                   "to an empty PostgreSQL database to restore into")
             _pg_restore(paths[db["member"]], database_url, pg_bin)
+            _set_database_url(new_data / "controller.toml", database_url, notes)
         else:
             raise BackupError(f"archive refused: unknown database kind {db['kind']!r}")
         if "blobs/sha256" in {"/".join(p.split("/")[:2]) for p in paths}:
@@ -502,6 +526,24 @@ def _repoint(new_data: Path, old: str | None, new: Path, notes: list[str]) -> No
                 p.write_text(changed)
                 os.chmod(p, mode)
                 notes.append(f"{name}: paths under {old} now point to {new}")
+
+
+def _set_database_url(cfg: Path, url: str, notes: list[str]) -> None:
+    """A restored ``controller.toml`` that names a database names the one restored into."""
+    if not cfg.is_file():
+        return
+    lines = cfg.read_text().splitlines(keepends=True)
+    changed = False
+    for i, line in enumerate(lines):
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "database_url" and value.strip() != json.dumps(url):
+            lines[i] = f"database_url = {json.dumps(url)}\n"
+            changed = True
+    if changed:
+        mode = cfg.stat().st_mode & 0o777
+        cfg.write_text("".join(lines))
+        os.chmod(cfg, mode)
+        notes.append("controller.toml: database_url now names the database restored into")
 
 
 def _missing_blobs(index: dict[str, Any], new_data: Path, manifest: dict[str, Any]) -> int:
