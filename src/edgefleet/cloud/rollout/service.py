@@ -55,13 +55,14 @@ class RolloutCreate(BaseModel):
     device_timeout: str = "30m"
     max_concurrent: int | None = None
 
-    @field_validator("soak", "device_timeout")
+    @field_validator("soak", "device_timeout", mode="before")  # before any pattern: the clear message wins
     @classmethod
-    def _duration_with_unit(cls, value: str) -> str:
-        try:
-            parse_duration(value, require_unit=True)  # "30" is refused: seconds or minutes?
-        except SpecError as exc:
-            raise ValueError(str(exc)) from None
+    def _duration_with_unit(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                parse_duration(value, require_unit=True)  # "30" is refused: seconds or minutes?
+            except SpecError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
 
