@@ -133,7 +133,7 @@ def test_bad_lifecycle_requests_change_nothing(ready) -> None:  # type: ignore[n
     err = refused(c.yank_model, "digits:2.0", reason=REASON, to="digits:2.0")
     assert err.status_code == 400 and "being yanked" in err.detail
     err = refused(c.yank_model, "digits:2.0", reason=REASON, waves="50,10")
-    assert err.status_code == 400
+    assert err.status_code in (400, 422)  # not increasing: refused at the schema or by the spec check
     err = refused(c.yank_model, "digits:2.0", reason=REASON, to="digits:9.9")
     assert err.status_code == 404
     assert c.get_model("digits:2.0")["status"] == "active"  # none of these blocked it

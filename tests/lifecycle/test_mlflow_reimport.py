@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from edgefleet.cloud.cli import app
 
+pytestmark = pytest.mark.slow  # a real MLflow store: logging and downloading a model takes a while
 
 def _cli(stack, *args: str):  # type: ignore[no-untyped-def]
     return CliRunner().invoke(app, [*args, "--url", stack.url, "--token", stack.token], env={"COLUMNS": "250"})
