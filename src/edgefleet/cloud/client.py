@@ -1,6 +1,8 @@
 """A small typed client for the admin API, used by the ``fleet`` CLI and the demo.
 
-Errors come back as ``ApiError`` carrying the HTTP status and the server's ``detail``.
+Errors come back as ``ApiError`` carrying the HTTP status, the server's message and its
+stable ``code`` (``E_…``). Every operation of ``/api/v1/openapi.json`` has a method, marked
+with ``@operation(operationId)``; ``operations()`` lists them (tests/contract checks both ways).
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ import json
 import os
 import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -28,12 +31,48 @@ class ApiError(Exception):
         super().__init__(f"HTTP {status_code}: {detail}")
 
 
+def _error_of(resp: httpx.Response) -> ApiError:
+    """The server's error body (``{"code", "message", "detail"}``, api/problems.py) as an ``ApiError``."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return ApiError(resp.status_code, resp.text)
+    if not isinstance(body, dict):
+        return ApiError(resp.status_code, resp.text)
+    message = body.get("message", body.get("detail", resp.text))
+    fields = body.get("detail")
+    if isinstance(fields, list) and fields and all(isinstance(f, dict) for f in fields):  # a 422: every field
+        message = "the request does not match the schema: " + "; ".join(
+            f"{'.'.join(str(p) for p in f.get('loc', ()))}: {f.get('msg', 'invalid')}" for f in fields)
+    code = body.get("code") if isinstance(body.get("code"), str) else None
+    return ApiError(resp.status_code, message if isinstance(message, str) else json.dumps(message), code)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def operation(*operation_ids: str) -> Callable[[F], F]:
+    """Mark a client method as the caller of these OpenAPI operations (``operationId``)."""
+
+    def mark(fn: F) -> F:
+        fn.operation_ids = operation_ids  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def operations() -> dict[str, str]:
+    """operationId → the ``ApiClient`` method that calls it."""
+    return {op: name for name, fn in vars(ApiClient).items() for op in getattr(fn, "operation_ids", ())}
+
+
 class ApiClient:
     def __init__(self, url: str, token: str | None, *, timeout: float = 60.0, transport: httpx.BaseTransport | None = None,
                  ca_file: str | os.PathLike[str] | None = None):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         # an https:// controller is verified against ca_file (the fleet CA) when given, else the system CAs
         verify: Any = ssl.create_default_context(cafile=os.fspath(ca_file)) if ca_file else True
+        self._root = url.rstrip("/")
         self.http = httpx.Client(base_url=url.rstrip("/") + "/api/v1", headers=headers, timeout=timeout, transport=transport,
                                  verify=verify)
 
@@ -46,19 +85,14 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise ApiError(0, f"cannot reach the controller at {self.http.base_url}: {exc}") from None
         if resp.status_code >= 400:
-            code = None
-            try:
-                body = resp.json()
-                detail = body.get("detail", resp.text)
-                code = body.get("code") if isinstance(body.get("code"), str) else None
-            except (ValueError, AttributeError):
-                detail = resp.text
-            raise ApiError(resp.status_code, detail if isinstance(detail, str) else json.dumps(detail), code)
+            raise _error_of(resp)
         return resp.json() if resp.content else None
 
+    @operation("health_health")
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/health")
 
+    @operation("models_push_model")
     def push_model(
         self, path: Path, *, name: str, version: str, manifest: dict | None = None,
         labels: list[str] | None = None, provenance: dict | None = None,
@@ -73,18 +107,22 @@ class ApiClient:
         with open(path, "rb") as f:
             return self._call("POST", "/models", data=data, files={"model": (path.name, f, "application/octet-stream")})
 
+    @operation("models_list_models")
     def list_models(self) -> list[dict[str, Any]]:
         return self._call("GET", "/models")
 
+    @operation("models_get_model")
     def get_model(self, model: str) -> dict[str, Any]:
         name, _, version = model.partition(":")
         return self._call("GET", f"/models/{name}/versions/{version}")
 
+    @operation("models_deprecate", "models_block", "models_unblock")
     def set_model_status(self, model: str, action: str, reason: str | None = None) -> dict[str, Any]:
         """``action``: deprecate | block | unblock."""
         name, _, version = model.partition(":")
         return self._call("POST", f"/models/{name}/{version}/{action}", json={"reason": reason})
 
+    @operation("models_yank_version")
     def yank_model(self, model: str, *, reason: str, to: str | None = None, waves: str = "1,10,50,100",
                    soak: str = "30m", gates: list[str] | None = None, on_breach: str = "pause",
                    device_timeout: str = "30m", max_concurrent: int | None = None) -> dict[str, Any]:
@@ -93,6 +131,7 @@ class ApiClient:
                 "device_timeout": device_timeout, "max_concurrent": max_concurrent}
         return self._call("POST", f"/models/{name}/{version}/yank", json=body)
 
+    @operation("devices_enrol")
     def enrol_device(self, device_id: str, hardware_id: str = "unknown", tags: dict[str, str] | None = None,
                      *, certificate: bool = False, report_public_key: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"id": device_id, "hardware_id": hardware_id, "tags": tags or {}}
@@ -102,95 +141,113 @@ class ApiClient:
             body["report_public_key"] = report_public_key
         return self._call("POST", "/devices", json=body)
 
+    @operation("devices_reset_report_key")
     def reset_report_key(self, device_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/devices/{device_id}/report-key")
 
+    @operation("devices_approve_hardware")
     def approve_hardware(self, device_id: str) -> dict[str, Any]:
         return self._call("POST", f"/devices/{device_id}/approve-hardware")
 
+    @operation("devices_revoke")
     def revoke_device(self, device_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/devices/{device_id}")
 
+    @operation("devices_rotate")
     def rotate_device_credentials(self, device_id: str, *, now: bool = False) -> dict[str, Any]:
         return self._call("POST", f"/devices/{device_id}/rotate-credentials", params={"now": "true"} if now else None)
 
+    @operation("devices_list_devices")
     def list_devices(self) -> list[dict[str, Any]]:
         return self._call("GET", "/devices")
 
+    @operation("devices_get_device")
     def get_device(self, device_id: str) -> dict[str, Any]:
         return self._call("GET", f"/devices/{device_id}")
 
+    @operation("deployments_deploy")
     def deploy(self, model: str, slot: str, devices: list[str] | None) -> dict[str, Any]:
         body = {"model": model, "slot": slot, "devices": devices or [], "all": devices is None}
         return self._call("POST", "/deployments", json=body)
 
+    @operation("settings_get_capture")
     def capture_settings(self) -> dict[str, Any]:
         return self._call("GET", "/settings/capture")
 
+    @operation("settings_patch_capture")
     def change_capture_settings(self, changes: dict[str, Any]) -> dict[str, Any]:
         return self._call("PATCH", "/settings/capture", json=changes)
 
+    @operation("settings_reset_capture")
     def reset_capture_settings(self) -> dict[str, Any]:
         return self._call("DELETE", "/settings/capture")
 
+    @operation("tokens_create")
     def create_token(self, name: str, role: str, expires_in_s: int | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"name": name, "role": role}
         if expires_in_s:
             body["expires_in_s"] = expires_in_s
         return self._call("POST", "/tokens", json=body)
 
+    @operation("tokens_list_all")
     def list_tokens(self) -> list[dict[str, Any]]:
         return self._call("GET", "/tokens")
 
+    @operation("tokens_revoke")
     def revoke_token(self, token_id: int) -> dict[str, Any]:
         return self._call("DELETE", f"/tokens/{token_id}")
 
+    @operation("models_get_drift")
     def model_drift(self, model: str, **params: Any) -> dict[str, Any]:
         name, _, version = model.partition(":")
         return self._call("GET", f"/models/{name}/versions/{version}/drift", params=params)
 
+    @operation("bundles_get_bundle")
     def download_bundle(self, digest: str) -> bytes:
         try:
             resp = self.http.get(f"/bundles/{digest}")
         except httpx.HTTPError as exc:
             raise ApiError(0, f"cannot reach the controller at {self.http.base_url}: {exc}") from None
         if resp.status_code >= 400:
-            raise ApiError(resp.status_code, resp.text)
+            raise _error_of(resp)
         return resp.content
 
+    @operation("review_get_queue")
     def review_queue(self, **params: Any) -> dict[str, Any]:
         return self._call("GET", "/review/queue", params=params)
 
+    @operation("review_post_label")
     def review_label(self, event_id: str, verdict: str, *, note: str = "", device_id: str | None = None) -> dict[str, Any]:
         body = {"verdict": verdict, "note": note, "device_id": device_id}
         return self._call("POST", f"/review/{event_id}/label", json=body)
 
+    @operation("review_export")
     def review_export(self, target: Any, **params: Any) -> int:
         """Stream the export zip into the binary file ``target``; returns the number of labels."""
         try:
             with self.http.stream("GET", "/review/export", params={**params, "format": "zip"}) as resp:
                 if resp.status_code >= 400:
                     resp.read()
-                    try:
-                        detail = resp.json().get("detail", resp.text)
-                    except ValueError:
-                        detail = resp.text
-                    raise ApiError(resp.status_code, detail if isinstance(detail, str) else json.dumps(detail))
+                    raise _error_of(resp)
                 for chunk in resp.iter_bytes():
                     target.write(chunk)
                 return int(resp.headers.get("x-edgefleet-labels", "0"))
         except httpx.HTTPError as exc:
             raise ApiError(0, f"cannot reach the controller at {self.http.base_url}: {exc}") from None
 
+    @operation("shadow_list_pairs")
     def shadow_pairs(self) -> list[dict[str, Any]]:
         return self._call("GET", "/shadow/pairs")
 
+    @operation("shadow_get_pair")
     def shadow_pair(self, control: str, candidate: str) -> dict[str, Any]:
         return self._call("GET", f"/shadow/pairs/{control}/{candidate}")
 
+    @operation("shadow_list_events")
     def shadow_events(self, **params: Any) -> list[dict[str, Any]]:
         return self._call("GET", "/events", params=params)
 
+    @operation("rollouts_start")
     def start_rollout(self, model: str, *, slot: str = "control", select: str = "all",
                       waves: str = "1,10,50,100", soak: str = "30m", gates: list[str] | None = None,
                       on_breach: str = "rollback", device_timeout: str = "30m",
@@ -200,52 +257,208 @@ class ApiClient:
                 "max_concurrent": max_concurrent}
         return self._call("POST", "/rollouts", json=body)
 
+    @operation("rollouts_list_rollouts")
     def list_rollouts(self, state: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/rollouts", params={"state": state} if state else None)
 
+    @operation("rollouts_get_status")
     def rollout_status(self, rollout_id: str, *, devices: bool = True, events: int = 30) -> dict[str, Any]:
         return self._call("GET", f"/rollouts/{rollout_id}", params={"devices": devices, "events": events})
 
+    @operation("rollouts_pause_rollout", "rollouts_resume_rollout", "rollouts_abort_rollout", "rollouts_rollback_rollout")
     def rollout_command(self, rollout_id: str, command: str, reason: str | None = None) -> dict[str, Any]:
         return self._call("POST", f"/rollouts/{rollout_id}/{command}", json={"reason": reason})
 
     # ----- webhooks, device history, tags, inventory -----
 
+    @operation("webhooks_add")
     def add_webhook(self, url: str, events: list[str], *, secret: str | None = None,
                     description: str = "") -> dict[str, Any]:
         body = {"url": url, "events": events, "secret": secret, "description": description}
         return self._call("POST", "/webhooks", json=body)
 
+    @operation("webhooks_list_all")
     def list_webhooks(self) -> list[dict[str, Any]]:
         return self._call("GET", "/webhooks")
 
+    @operation("webhooks_remove")
     def remove_webhook(self, webhook_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/webhooks/{webhook_id}")
 
+    @operation("webhooks_test")
     def test_webhook(self, webhook_id: str) -> dict[str, Any]:
         return self._call("POST", f"/webhooks/{webhook_id}/test")
 
+    @operation("webhooks_deliveries")
     def webhook_deliveries(self, webhook_id: str, *, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit, **({"state": state} if state else {})}
         return self._call("GET", f"/webhooks/{webhook_id}/deliveries", params=params)
 
+    @operation("webhooks_get_delivery")
     def webhook_delivery(self, delivery_id: str) -> dict[str, Any]:
         return self._call("GET", f"/webhooks/deliveries/{delivery_id}")
 
+    @operation("webhooks_redeliver")
     def redeliver_webhook(self, delivery_id: str) -> dict[str, Any]:
         return self._call("POST", f"/webhooks/deliveries/{delivery_id}/redeliver")
 
+    @operation("devices_device_history")
     def device_history(self, device_id: str, *, since: str | None = None, limit: int = 100,
                        kinds: list[str] | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit, **({"since": since} if since else {}), **({"kind": kinds} if kinds else {})}
         return self._call("GET", f"/devices/{device_id}/history", params=params)
 
+    @operation("devices_patch_tags")
     def tag_device(self, device_id: str, set_tags: dict[str, str] | None = None,
                    remove: list[str] | None = None) -> dict[str, Any]:
         return self._call("PATCH", f"/devices/{device_id}/tags", json={"set": set_tags or {}, "remove": remove or []})
 
+    @operation("devices_get_inventory")
     def device_inventory(self, device_id: str) -> dict[str, Any]:
         return self._call("GET", f"/devices/{device_id}/inventory")
+
+    # ----- the rest of the API (every operationId has a method: tests/contract) -----
+
+    @operation("health_live")
+    def health_live(self) -> dict[str, Any]:
+        return self._call("GET", "/health/live")
+
+    @operation("health_ready")
+    def health_ready(self) -> dict[str, Any]:
+        """Readiness; a 503 (not ready) raises ``ApiError`` like any other error."""
+        return self._call("GET", "/health/ready")
+
+    @operation("metrics_metrics")
+    def metrics(self) -> str:
+        """The Prometheus exposition (``/metrics``, outside ``/api/v1``)."""
+        return self._bytes("GET", self._root + "/metrics").decode()
+
+    @operation("models_get_manifest")
+    def model_manifest(self, model: str) -> dict[str, Any]:
+        name, _, version = model.partition(":")
+        return self._call("GET", f"/models/{name}/versions/{version}/manifest")
+
+    @operation("devices_endpoints")
+    def provisioning_endpoints(self) -> dict[str, Any]:
+        return self._call("GET", "/provisioning/endpoints")
+
+    @operation("devices_start_rotation")
+    def start_credentials_rotation(self) -> dict[str, Any]:
+        """Device token: new credentials for a requested rotation (pending until confirmed)."""
+        return self._call("POST", "/devices/self/credentials")
+
+    @operation("devices_confirm_rotation")
+    def confirm_credentials_rotation(self) -> dict[str, Any]:
+        """With the *new* device token: the new credentials replace the old."""
+        return self._call("POST", "/devices/self/credentials/confirm")
+
+    @operation("devices_register_report_key")
+    def register_report_key(self, public_key: str, rotation_signature: str | None = None) -> dict[str, Any]:
+        """Device token: register (or, signed by the current key, rotate) the report key."""
+        return self._call("PUT", "/devices/self/report-key",
+                          json={"public_key": public_key, "rotation_signature": rotation_signature})
+
+    @operation("rollouts_get_events")
+    def rollout_events(self, rollout_id: str, *, limit: int = 200) -> list[dict[str, Any]]:
+        return self._call("GET", f"/rollouts/{rollout_id}/events", params={"limit": limit})
+
+    @operation("webhooks_get_one")
+    def get_webhook(self, webhook_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/webhooks/{webhook_id}")
+
+    @operation("audit_list_audit")
+    def audit_entries(self, *, actor: str | None = None, action: str | None = None, since: str | None = None,
+                      until: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        params = {"actor": actor, "action": action, "since": since, "until": until, "limit": limit, "offset": offset}
+        return self._call("GET", "/audit", params={k: v for k, v in params.items() if v is not None})
+
+    @operation("audit_export_audit")
+    def audit_export(self, *, actor: str | None = None, action: str | None = None, since: str | None = None,
+                     until: str | None = None) -> list[dict[str, Any]]:
+        """Every matching entry, oldest first, hashes included (the JSON lines, parsed)."""
+        params = {"actor": actor, "action": action, "since": since, "until": until}
+        text = self._bytes("GET", "/audit/export", params={k: v for k, v in params.items() if v is not None})
+        return [json.loads(line) for line in text.decode().splitlines() if line.strip()]
+
+    @operation("audit_verify_audit")
+    def audit_verify(self) -> dict[str, Any]:
+        return self._call("GET", "/audit/verify")
+
+    @operation("clips_get_clip")
+    def clip(self, clip_id: str) -> bytes:
+        return self._bytes("GET", f"/clips/{clip_id}")
+
+    @operation("clips_get_keyframe")
+    def clip_keyframe(self, clip_id: str) -> bytes:
+        return self._bytes("GET", f"/clips/{clip_id}/keyframe")
+
+    @operation("clips_get_meta")
+    def clip_meta(self, clip_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/clips/{clip_id}/meta")
+
+    @operation("trust_roots")
+    def trust_roots(self) -> dict[str, Any]:
+        return self._call("GET", "/trust/roots")
+
+    @operation("trust_keys")
+    def trust_keys(self) -> dict[str, Any]:
+        return self._call("GET", "/trust/keys")
+
+    @operation("trust_rotate")
+    def rotate_key(self, role: str, repo: str = "both") -> dict[str, Any]:
+        """Rotate a key the controller holds (``root``/``targets``/``snapshot``/``timestamp``)."""
+        return self._call("POST", f"/trust/rotate/{role}", params={"repo": repo})
+
+    @operation("trust_rotate_prepare")
+    def prepare_rotation(self, role: str, *, repo: str = "both",
+                         new_root_keys: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._call("POST", f"/trust/rotate/{role}/prepare", json={"repo": repo, "new_root_keys": new_root_keys})
+
+    @operation("trust_rotate_commit")
+    def commit_rotation(self, role: str, signatures: dict[str, list[dict[str, str]]],
+                        root_location: str = "") -> dict[str, Any]:
+        return self._call("POST", f"/trust/rotate/{role}/commit",
+                          json={"signatures": signatures, "root_location": root_location})
+
+    @operation("trust_resign_prepare")
+    def prepare_resign_root(self, repo: str = "both") -> dict[str, Any]:
+        return self._call("POST", f"/trust/resign-root/{repo}/prepare")
+
+    @operation("trust_resign_commit")
+    def commit_resign_root(self, repo: str, signatures: dict[str, list[dict[str, str]]],
+                           root_location: str = "") -> dict[str, Any]:
+        return self._call("POST", f"/trust/resign-root/{repo}/commit",
+                          json={"signatures": signatures, "root_location": root_location})
+
+    # the device side of clip uploads (docs/uploads.md), with a device token
+
+    @operation("uploads_create_upload")
+    def create_upload(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/uploads", json=body)
+
+    @operation("uploads_get_upload")
+    def upload_status(self, upload_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/uploads/{upload_id}")
+
+    @operation("uploads_put_chunk")
+    def put_upload_chunk(self, upload_id: str, part: str, start: int, total: int, data: bytes) -> dict[str, Any]:
+        headers = {"Content-Range": f"bytes {start}-{start + len(data) - 1}/{total}",
+                   "Content-Type": "application/octet-stream"}
+        return self._call("PUT", f"/uploads/{upload_id}/{part}", content=data, headers=headers)
+
+    @operation("uploads_complete_upload")
+    def complete_upload(self, upload_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/uploads/{upload_id}/complete")
+
+    def _bytes(self, method: str, path: str, **kwargs: Any) -> bytes:
+        """A call whose answer is not JSON (bytes, text); errors as ``_call``'s."""
+        try:
+            resp = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"cannot reach the controller at {self.http.base_url}: {exc}") from None
+        if resp.status_code >= 400:
+            raise _error_of(resp)
+        return resp.content
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._call(method, path, **kwargs)

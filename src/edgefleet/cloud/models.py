@@ -7,14 +7,16 @@ the table (token hashes never leave the database).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from pydantic import Field as PydanticField
+from pydantic import StringConstraints, model_validator
 from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 # model names and versions: no path separators, no leading dot or dash (they name blobs, TUF targets, files)
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-MODEL_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[A-Za-z0-9][A-Za-z0-9_.-]*$"  # NAME:VERSION
+MODEL_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # NAME:VERSION (128/64)
 MODEL_REF_MAX = 128 + 1 + 64
 
 
@@ -188,10 +190,18 @@ class DevicePublic(SQLModel):
     update_blocked: dict[str, Any] | None = None  # the device's own word on why an update did not happen
 
 
+_DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"  # protocols.topics: what MQTT topics allow
+_TAG_KEY = r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$"
+_TAG_VALUE = r"^[A-Za-z0-9_.:@/+\-]{1,128}$"
+DeviceIdStr = Annotated[str, StringConstraints(pattern=_DEVICE_ID, max_length=128)]
+
+
 class DeviceCreate(SQLModel):
-    id: str
-    hardware_id: str = "unknown"
-    tags: dict[str, str] = {}
+    id: DeviceIdStr = Field(description="letters, digits, '.', '_' or '-' (at most 128), starting with a letter or digit")
+    hardware_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] = "unknown"
+    tags: Annotated[dict[Annotated[str, StringConstraints(pattern=_TAG_KEY, max_length=63)],
+                         Annotated[str, StringConstraints(pattern=_TAG_VALUE, max_length=128)]],
+                    PydanticField(max_length=64)] = {}
     certificate: bool = False  # also issue an X.509 client certificate from the fleet CA
     report_public_key: str | None = Field(default=None, max_length=512)  # Ed25519, base64 or PEM (signed reports)
 
@@ -209,10 +219,23 @@ class DeviceCreated(SQLModel):
 
 
 class DeploymentCreate(SQLModel):
-    model: str = Field(regex=MODEL_REF_PATTERN, max_length=MODEL_REF_MAX, description="NAME:VERSION")
-    slot: str = "control"
-    devices: list[str] = []
+    """``devices`` (at least one) or ``all: true``."""
+
+    model_config = {"json_schema_extra": {"anyOf": [  # type: ignore[typeddict-unknown-key]
+        {"properties": {"all": {"const": True}}, "required": ["all"]},
+        {"properties": {"devices": {"minItems": 1}}, "required": ["devices"]}]}}
+
+    model: Annotated[str, StringConstraints(
+        pattern=MODEL_REF_PATTERN, max_length=MODEL_REF_MAX)] = Field(description="NAME:VERSION")
+    slot: Literal["control", "shadow"] = "control"
+    devices: Annotated[list[DeviceIdStr], PydanticField(max_length=10_000)] = []
     all: bool = False
+
+    @model_validator(mode="after")
+    def _devices_or_all(self) -> DeploymentCreate:
+        if not self.all and not self.devices:
+            raise ValueError("name devices or set all=true")
+        return self
 
 
 class DeploymentResult(SQLModel):

@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
@@ -39,7 +39,7 @@ from . import audit, catalog, fleet, lifecycle
 from .errors import BadRequest
 from .fleet import DesiredPublisher
 from .models import MODEL_REF_MAX, MODEL_REF_PATTERN, Device, ModelVersion, SlotAssignment
-from .rollout.service import RolloutCreate, start_rollout
+from .rollout.service import DURATION_PATTERN, WAVES_PATTERN, RolloutCreate, start_rollout
 from .rollout.store import model_ref, ref_of
 from .rollout.tables import Rollout, RolloutMember
 
@@ -119,12 +119,13 @@ class YankRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=lifecycle.MAX_REASON)
     to: str | None = Field(default=None, pattern=MODEL_REF_PATTERN, max_length=MODEL_REF_MAX,
                            description="NAME:VERSION for every device; default: each device's last known good")
-    waves: str = "1,10,50,100"
-    soak: str = "30m"
-    gates: list[str] | None = Field(default=None, description="default: failure<=0.02")
+    waves: str = Field(default="1,10,50,100", pattern=WAVES_PATTERN, max_length=200)
+    soak: str = Field(default="30m", pattern=DURATION_PATTERN, description="a duration with a unit: 90s, 30m, 2h")
+    gates: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=32, description="default: failure<=0.02")
     on_breach: Literal["pause", "rollback"] = "pause"
-    device_timeout: str = "30m"
-    max_concurrent: int | None = Field(default=None, ge=1)
+    device_timeout: str = Field(default="30m", pattern=DURATION_PATTERN)
+    max_concurrent: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 class YankRollout(BaseModel):

@@ -8,26 +8,22 @@ bundles (``access.py``).
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import SQLAlchemyError
+from fastapi import FastAPI
 
 from ... import __version__
-from ..db import is_unavailable
-from ..errors import CloudError, DatabaseUnavailable
 from ..metrics import HttpMetricsMiddleware, ensure_metrics
 from ..runtime import Controller
 from ..web import install_web
 from .access import tuf_authorizer
 from .deps import any_principal, device_id_of
-from .docs import install_docs
-from .hygiene import JsonBodyLimitMiddleware, json_safe
+from .docs import install_docs, operation_id
+from .hygiene import JsonBodyLimitMiddleware
+from .problems import RETRY_AFTER_S, install_error_handlers
 from .routes import api_router
 from .routes import metrics as metrics_routes
 from .throttle import AuthThrottle
 
-RETRY_AFTER_S = 5  # Retry-After of a 503 during a database outage
+__all__ = ["RETRY_AFTER_S", "create_app"]
 
 
 def create_app(controller: Controller) -> FastAPI:
@@ -36,34 +32,14 @@ def create_app(controller: Controller) -> FastAPI:
         version=__version__,
         description="Admin API: models, devices, deployments, rollouts. Authenticate with `Authorization: Bearer <token>`.",
         openapi_url=None, docs_url=None, redoc_url=None,  # install_docs: the same paths, behind a viewer token
+        generate_unique_id_function=operation_id,  # {tag}_{function}: what cloud/client.py maps
     )
     app.state.controller = controller
     s = controller.settings
     app.state.auth_throttle = AuthThrottle(max_failures=s.auth_max_failures, window_s=s.auth_failure_window_s)
     install_docs(app)
 
-    @app.exception_handler(CloudError)
-    async def _cloud_error(_request: Request, exc: CloudError) -> JSONResponse:
-        body = {"detail": str(exc), **({"code": exc.code} if exc.code else {})}
-        return JSONResponse(status_code=exc.status_code, content=body)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": json_safe(exc.errors())})
-
-    @app.exception_handler(SQLAlchemyError)
-    async def _database(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
-        # an outage is the service's state, not a fault in the request: 503 with the reason, retry later
-        if not is_unavailable(exc):
-            raise exc
-        return JSONResponse(status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}, content={
-            "code": DatabaseUnavailable.code, "retry_after_s": RETRY_AFTER_S,
-            "detail": "the controller's database is unavailable; nothing was changed, retry later"})
-
-    @app.exception_handler(OverflowError)
-    async def _overflow(_request: Request, _exc: OverflowError) -> JSONResponse:
-        # a number past what the database stores (e.g. ?limit=10**30): the client's input, not a fault
-        return JSONResponse(status_code=400, content={"detail": "a number in the request is out of range"})
+    install_error_handlers(app)  # every error body is problems.ErrorBody
 
     app.include_router(api_router)
     app.include_router(_uploads_router(controller), prefix="/api/v1")

@@ -104,7 +104,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 async def _answer(send: Send, status: int, detail: str) -> None:
-    payload = json.dumps({"detail": detail}).encode()
+    code = "E_TOO_LARGE" if status == 413 else "E_BAD_REQUEST"  # the API's error body (problems.ErrorBody)
+    payload = json.dumps({"code": code, "message": detail, "detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})

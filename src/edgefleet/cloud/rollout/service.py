@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from sqlmodel import Session, col, select
@@ -41,19 +41,25 @@ from .store import (
 )
 from .tables import Rollout
 
+DURATION_PATTERN = r"^(?:0|(?:[0-9]{1,9}(?:\.[0-9]{1,6})?(?:ms|s|m|h|d)){1,5})$"  # what parse_duration reads
+WAVES_PATTERN = r"^ *[0-9]{1,3}(?:\.[0-9]{1,3})?%? *(?:, *[0-9]{1,3}(?:\.[0-9]{1,3})?%? *){0,19}$"
+
 
 class RolloutCreate(BaseModel):
     """``fleet rollout start`` / ``POST /api/v1/rollouts``."""
 
     model: str = Field(pattern=MODEL_REF_PATTERN, max_length=MODEL_REF_MAX, description="NAME:VERSION")
-    slot: str = "control"
-    select: str = "all"
-    waves: str = "1,10,50,100"
-    soak: str = "30m"
-    gates: list[str] | None = Field(default=None, description="default: failure<=0.02")
-    on_breach: str = "rollback"
-    device_timeout: str = "30m"
-    max_concurrent: int | None = None
+    slot: Literal["control", "shadow"] = "control"
+    select: str = Field(default="all", min_length=1, max_length=2000,
+                        description="all, or tag/hardware selectors (see docs/rollouts.md)")
+    waves: str = Field(default="1,10,50,100", pattern=WAVES_PATTERN, max_length=200,
+                       description="increasing percentages up to 100, comma-separated")
+    soak: str = Field(default="30m", pattern=DURATION_PATTERN, description="a duration with a unit: 90s, 30m, 1h30m, 2d")
+    gates: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=32, description="default: failure<=0.02")
+    on_breach: Literal["pause", "rollback"] = "rollback"
+    device_timeout: str = Field(default="30m", pattern=DURATION_PATTERN, description="a duration with a unit")
+    max_concurrent: int | None = Field(default=None, ge=1, le=1_000_000)
 
     @field_validator("soak", "device_timeout", mode="before")  # before any pattern: the clear message wins
     @classmethod
@@ -67,7 +73,7 @@ class RolloutCreate(BaseModel):
 
 
 class RolloutCommand(BaseModel):
-    reason: str | None = None
+    reason: str | None = Field(default=None, max_length=1000)
 
 
 class RolloutSummary(BaseModel):

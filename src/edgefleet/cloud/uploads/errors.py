@@ -20,7 +20,7 @@ class UploadError(Exception):
         super().__init__(message)
 
     def body(self) -> dict[str, Any]:
-        return {"detail": str(self), "code": self.code, **self.extra}
+        return {"code": self.code, "message": str(self), "detail": str(self), **self.extra}
 
 
 class UploadRejected(UploadError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,9 +55,12 @@ class ChunkAck(BaseModel):
     offset: int
 
 
-class ErrorBody(BaseModel):
-    detail: str
+class UploadErrorBody(BaseModel):
+    """The API's error body (api/problems.py) plus ``offset`` where a chunk must resume."""
+
     code: str
+    message: str
+    detail: Any = None  # the message again; the field errors of a 422
     offset: int | None = None
 
 

@@ -20,13 +20,13 @@ from starlette.requests import ClientDisconnect
 from edgefleet.registry import BlobStore
 
 from .errors import Malformed, TooLarge, UploadError
-from .models import ChunkAck, ErrorBody, StoredClip, UploadStatus
+from .models import ChunkAck, StoredClip, UploadErrorBody, UploadStatus
 from .store import MiB, UploadLimits, UploadStore
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})$")
 _CREATE_OVERHEAD = 4096
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
+    code: {"model": UploadErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
 }
 
 

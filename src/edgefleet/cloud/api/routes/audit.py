@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from ... import audit
 from ...db import session_scope
 from ..deps import Admin, ControllerDep, SessionDep
+from ..params import Offset, Timestamp
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -33,8 +34,8 @@ class AuditFilter(BaseModel):
 def audit_filter(
     actor: Annotated[str | None, Query(max_length=128, description="exactly this actor (token name, reconciler, …)")] = None,
     action: Annotated[str | None, Query(max_length=64, description="action prefix: rollout., token.create, denied")] = None,
-    since: Annotated[datetime | None, Query(description="entries at or after this time (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="entries before this time (ISO 8601)")] = None,
+    since: Annotated[Timestamp | None, Query(description="entries at or after this time (ISO 8601)")] = None,
+    until: Annotated[Timestamp | None, Query(description="entries before this time (ISO 8601)")] = None,
 ) -> AuditFilter:
     return AuditFilter(actor=actor or None, action=action or None, since=since, until=until)
 
@@ -45,7 +46,7 @@ Filter = Annotated[AuditFilter, Depends(audit_filter)]
 @router.get("", summary="Audit entries, newest first")
 def list_audit(session: SessionDep, _: Admin, f: Filter,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-               offset: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+               offset: Annotated[Offset, Query()] = 0) -> list[dict[str, Any]]:
     rows = audit.list_entries(session, **f.model_dump(), limit=limit, offset=offset)
     return [audit.entry_dict(e) for e in rows]
 

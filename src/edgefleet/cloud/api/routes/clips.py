@@ -7,9 +7,9 @@ clip index recorded at upload; reads need the viewer role.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from ....registry import BlobNotFound
@@ -17,8 +17,10 @@ from ....registry.stores import read_range
 from ... import shadow_index
 from ...errors import NotFound
 from ..deps import ControllerDep, SessionDep, Viewer
+from ..problems import error_response, responses
 
 router = APIRouter(prefix="/clips", tags=["clips"])
+ClipId = Annotated[str, Path(min_length=1, max_length=128, description="the clip's id")]
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -43,7 +45,7 @@ def _blob_response(controller: Any, digest: str, media_type: str, range_header: 
         else:  # suffix range: the last N bytes
             start, end = max(0, size - int(match.group(2))), size - 1
         if start >= size or end < start:
-            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+            return error_response(416, f"the range is outside the {size} bytes", headers={"Content-Range": f"bytes */{size}"})
         body = read_range(store, digest, start, end - start + 1)
         return Response(body, status_code=206, media_type=media_type,
                         headers={**headers, "Content-Range": f"bytes {start}-{end}/{size}"})
@@ -51,14 +53,16 @@ def _blob_response(controller: Any, digest: str, media_type: str, range_header: 
         raise NotFound(f"blob {digest} is missing from the store") from None
 
 
-@router.get("/{clip_id}", summary="The clip's video (video/webm; supports Range for seeking)", response_class=Response)
-def get_clip(clip_id: str, request: Request, session: SessionDep, controller: ControllerDep, _: Viewer) -> Response:
+@router.get("/{clip_id}", summary="The clip's video (video/webm; supports Range for seeking)", response_class=Response,
+            responses={200: {"content": {"video/webm": {}, "image/jpeg": {}}}, **responses(416)})
+def get_clip(clip_id: ClipId, request: Request, session: SessionDep, controller: ControllerDep, _: Viewer) -> Response:
     clip = _clip(session, clip_id)
     return _blob_response(controller, clip.clip_digest, clip.content_type, request.headers.get("range"))
 
 
-@router.get("/{clip_id}/keyframe", summary="The JPEG keyframe nearest the trigger", response_class=Response)
-def get_keyframe(clip_id: str, request: Request, session: SessionDep, controller: ControllerDep, _: Viewer) -> Response:
+@router.get("/{clip_id}/keyframe", summary="The JPEG keyframe nearest the trigger", response_class=Response,
+            responses={200: {"content": {"video/webm": {}, "image/jpeg": {}}}, **responses(416)})
+def get_keyframe(clip_id: ClipId, request: Request, session: SessionDep, controller: ControllerDep, _: Viewer) -> Response:
     clip = _clip(session, clip_id)
     if clip.keyframe_digest is None:
         raise NotFound(f"clip {clip_id!r} has no keyframe")
@@ -66,5 +70,5 @@ def get_keyframe(clip_id: str, request: Request, session: SessionDep, controller
 
 
 @router.get("/{clip_id}/meta", summary="What is known about a clip: device, event, sizes, digests")
-def get_meta(clip_id: str, session: SessionDep, _: Viewer) -> dict[str, Any]:
+def get_meta(clip_id: ClipId, session: SessionDep, _: Viewer) -> dict[str, Any]:
     return _clip(session, clip_id).model_dump()

@@ -16,10 +16,11 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from ... import fleet, history
-from ...errors import BadRequest
+from ...errors import BadRequest, Conflict
 from ...models import utcnow
 from ...protocols_view import inventory_of
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
+from ..params import Timestamp
 from .models import ErrorBody
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -35,7 +36,8 @@ TagValue = Annotated[str, Field(pattern=TAG_VALUE, max_length=128)]
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "bad input", 401: "no or invalid token", 403: "the token's role does not allow it",
-            404: "no such device", 422: "the request does not match the schema"}
+            404: "no such device", 409: "the device would have more than 64 tags",
+            422: "the request does not match the schema"}
     return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
 
 
@@ -62,7 +64,7 @@ class InventoryPublic(BaseModel):
 @router.get("/{device_id}/history", response_model=history.HistoryPage, responses=_errors(401, 403, 404, 422),
             summary="A device's history: desired changes, signed metadata, phases, rollbacks, rollouts, tags, audit")
 def device_history(device_id: DeviceIdParam, session: SessionDep, _: Viewer,
-                   since: Annotated[datetime | None, Query(description="only entries after this time (exclusive)")] = None,
+                   since: Annotated[Timestamp | None, Query(description="only entries after this time (exclusive)")] = None,
                    limit: Annotated[int, Query(ge=1, le=history.MAX_LIMIT)] = 100,
                    kind: Annotated[list[history.HistoryKind] | None, Query(description="only these kinds")] = None,
                    ) -> history.HistoryPage:
@@ -70,7 +72,7 @@ def device_history(device_id: DeviceIdParam, session: SessionDep, _: Viewer,
     return history.history(session, device_id, since=since, limit=limit, kinds=list(kind) if kind else None)
 
 
-@router.patch("/{device_id}/tags", response_model=TagsResult, responses=_errors(400, 401, 403, 404, 422),
+@router.patch("/{device_id}/tags", response_model=TagsResult, responses=_errors(400, 401, 403, 404, 409, 422),
               summary="Set and remove a device's tags; rollout selectors see the change at once")
 def patch_tags(device_id: DeviceIdParam, body: TagsPatch, session: SessionDep, controller: ControllerDep,
                _: Operator) -> TagsResult:
@@ -89,7 +91,7 @@ def patch_tags(device_id: DeviceIdParam, body: TagsPatch, session: SessionDep, c
             tags[key] = value
             changed[key] = value
     if len(tags) > MAX_TAGS:
-        raise BadRequest(f"a device has at most {MAX_TAGS} tags")
+        raise Conflict(f"a device has at most {MAX_TAGS} tags")
     if changed:
         device.tags = tags
         session.add(device)

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from ... import fleet, identity
-from ...errors import BadRequest
+from ...errors import BadRequest, Conflict
 from ...models import Device, DeviceCreate, DeviceCreated, DevicePublic
 from ..deps import (
     PENDING_DEVICE,
@@ -24,6 +24,8 @@ from ..deps import (
     authenticate_request,
     device_id_of,
 )
+from ..params import DeviceIdPath
+from ..problems import responses
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 DeviceId = Annotated[str, Depends(device_id_of)]
@@ -39,12 +41,13 @@ def _created(creds: identity.Credentials) -> DeviceCreated:
 
 def _certificate(controller: ControllerDep, device_id: str) -> tuple[str, str, str]:
     if controller.pki is None:
-        raise BadRequest("this controller has no fleet CA (fleet cloud init creates one); enrol without a certificate")
+        raise Conflict("this controller has no fleet CA (fleet cloud init creates one); enrol without a certificate")
     issued = controller.issue_device_certificate(device_id)
     return issued.cert_pem, issued.key_pem, str(issued.serial)
 
 
-@router.post("", response_model=DeviceCreated, summary="Enrol a device; returns its credentials once")
+@router.post("", response_model=DeviceCreated, summary="Enrol a device; returns its credentials once",
+             responses=responses(409, _409="certificate asked for but the controller has no fleet CA"))
 def enrol(body: DeviceCreate, session: SessionDep, controller: ControllerDep, _: Admin) -> DeviceCreated:
     if not fleet.is_valid_device_id(body.id):
         raise BadRequest(f"invalid device id {body.id!r}: use letters, digits, '.', '_' or '-'")
@@ -85,13 +88,13 @@ def confirm_rotation(request: Request, session: SessionDep, controller: Controll
 
 
 @router.get("/{device_id}", response_model=DevicePublic, summary="One device")
-def get_device(device_id: str, session: SessionDep, _: Viewer) -> DevicePublic:
+def get_device(device_id: DeviceIdPath, session: SessionDep, _: Viewer) -> DevicePublic:
     return fleet.device_public(session, fleet.get_device(session, device_id))
 
 
 @router.delete("/{device_id}", response_model=DevicePublic,
                summary="Revoke a device: token, broker account, certificate and director metadata withdrawn")
-def revoke(device_id: str, session: SessionDep, controller: ControllerDep, _: Admin) -> DevicePublic:
+def revoke(device_id: DeviceIdPath, session: SessionDep, controller: ControllerDep, _: Admin) -> DevicePublic:
     device = identity.revoke(session, device_id)
     session.commit()
     controller.on_device_revoked(session, device)
@@ -100,7 +103,7 @@ def revoke(device_id: str, session: SessionDep, controller: ControllerDep, _: Ad
 
 @router.post("/{device_id}/rotate-credentials", response_model=DeviceCreated | DevicePublic,
              summary="Rotate a device's credentials: the agent fetches new ones (or, with now=true, they are issued here)")
-def rotate(device_id: str, session: SessionDep, controller: ControllerDep, _: Admin,
+def rotate(device_id: DeviceIdPath, session: SessionDep, controller: ControllerDep, _: Admin,
            now: Annotated[bool, Query(description="issue new credentials at once and invalidate the old "
                                                   "(re-provision the device with them)")] = False,
            ) -> DeviceCreated | DevicePublic:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from ... import audit, catalog, lifecycle, yank
 from ...errors import BadRequest
 from ...models import MODEL_NAME_PATTERN, ModelStatus, ModelVersionPublic
+from .. import problems
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -25,11 +26,7 @@ NameParam = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, max_length=128, desc
 VersionParam = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, max_length=64, description="model version")]
 
 
-class ErrorBody(BaseModel):
-    """Every error: what went wrong, and a stable code where one applies (``E_MODEL_BLOCKED``)."""
-
-    detail: Any
-    code: str | None = None
+ErrorBody = problems.ErrorBody  # every error body (api/problems.py); kept here for the routes that import it
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field
 from ... import fleet, ingest, report_verify
 from ...models import DevicePublic
 from ..deps import Admin, ControllerDep, SessionDep, device_id_of
+from ..params import DeviceIdPath
+from ..problems import responses
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 DeviceId = Annotated[str, Depends(device_id_of)]
@@ -40,14 +42,15 @@ def register_report_key(body: ReportKeyBody, session: SessionDep, device_id: Dev
 
 @router.delete("/{device_id}/report-key", response_model=ReportKeyState,
                summary="Forget a device's report key; its next registration is taken as a first one")
-def reset_report_key(device_id: str, session: SessionDep, _: Admin) -> ReportKeyState:
+def reset_report_key(device_id: DeviceIdPath, session: SessionDep, _: Admin) -> ReportKeyState:
     report_verify.reset_key(session, device_id)
     return ReportKeyState(device_id=device_id, key_id=None, changed=True)
 
 
 @router.post("/{device_id}/approve-hardware", response_model=DevicePublic,
+             responses=responses(409, _409="the device has reported no other hardware id"),
              summary="Make the hardware id the device reported its enrolled one (the director re-signs)")
-def approve_hardware(device_id: str, session: SessionDep, controller: ControllerDep, _: Admin) -> DevicePublic:
+def approve_hardware(device_id: DeviceIdPath, session: SessionDep, controller: ControllerDep, _: Admin) -> DevicePublic:
     device = ingest.approve_hardware(session, device_id)
     controller.publish_device(session, device)
     return fleet.device_public(session, device)

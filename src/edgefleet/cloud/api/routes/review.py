@@ -7,49 +7,50 @@ Reading the queue needs the viewer role; labelling and exporting need ``reviewer
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ... import review
-from ...errors import BadRequest
 from ..deps import ControllerDep, Principal, SessionDep, Viewer, require
+from ..params import DeviceIdValue, Offset, PairRef, Timestamp
+from ..problems import responses
 
 router = APIRouter(prefix="/review", tags=["review"])
 Reviewer = Annotated[Principal, Depends(require("reviewer"))]
 
 
+Verdict = Literal["control_right", "candidate_right", "both_wrong", "unclear"]  # review.VERDICTS
+EventId = Annotated[str, Path(min_length=1, max_length=128, description="the capture's event id")]
+
+
 class LabelBody(BaseModel):
-    verdict: Literal["control_right", "candidate_right", "both_wrong", "unclear"]
+    verdict: Verdict
     note: str = Field(default="", max_length=4000)
-    device_id: str | None = Field(default=None, description="only needed when several devices used the event id")
+    device_id: DeviceIdValue | None = Field(default=None, description="only needed when several devices used the event id")
 
 
 def queue_filter(
-    pair: Annotated[str | None, Query(description="CONTROL,CANDIDATE or N1:V1:N2:V2")] = None,
-    class_: Annotated[str | None, Query(alias="class", description="control or candidate label")] = None,
-    control_label: Annotated[str | None, Query(description="the control's label (a confusion-matrix row)")] = None,
-    candidate_label: Annotated[str | None, Query(description="the candidate's label (a confusion-matrix column)")] = None,
-    device: str | None = None,
-    trigger: Annotated[str | None, Query(description="disagreement, low_confidence, near_threshold, sample")] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    pair: Annotated[PairRef | None, Query(description="CONTROL,CANDIDATE or N1:V1:N2:V2")] = None,
+    class_: Annotated[str | None, Query(alias="class", max_length=128, description="control or candidate label")] = None,
+    control_label: Annotated[str | None, Query(max_length=128, description="the control's label (a confusion-matrix row)")] = None,
+    candidate_label: Annotated[str | None, Query(max_length=128, description="the candidate's label (a confusion-matrix column)")] = None,
+    device: Annotated[str | None, Query(max_length=128)] = None,
+    trigger: Annotated[str | None, Query(max_length=32, description="disagreement, low_confidence, near_threshold, sample")] = None,
+    since: Annotated[Timestamp | None, Query(description="captures at or after (ISO 8601)")] = None,
+    until: Annotated[Timestamp | None, Query(description="captures before (ISO 8601)")] = None,
     unlabelled: Annotated[bool, Query(description="only captures nobody has labelled")] = False,
     labelled: bool = False,
     has_clip: bool | None = None,
-    verdict: str | None = None,
+    verdict: Verdict | None = None,
     exclude: Annotated[list[str] | None, Query(description="event ids to leave out (repeatable)")] = None,
 ) -> review.QueueFilter:
-    if verdict is not None and verdict not in review.VERDICTS:
-        raise BadRequest(f"verdict must be one of {', '.join(review.VERDICTS)}")
     f = review.QueueFilter(pair=pair or None, label=class_ or None, control_label=control_label,
                            candidate_label=candidate_label, device_id=device or None, trigger=trigger or None,
                            since=since, until=until, unlabelled=unlabelled, labelled=labelled, has_clip=has_clip,
                            verdict=verdict, exclude=tuple(exclude or ()))
-    f.pair_refs()  # 400 on a malformed pair
     return f
 
 
@@ -59,14 +60,15 @@ Filter = Annotated[review.QueueFilter, Depends(queue_filter)]
 @router.get("/queue", summary="Captures to review, newest first, with their label")
 def get_queue(session: SessionDep, _: Viewer, f: Filter,
               limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+              offset: Annotated[Offset, Query()] = 0) -> dict[str, Any]:
     items = review.queue(session, f, limit=limit, offset=offset)
     return {"items": [review.item_public(i) for i in items], "total": review.count(session, f),
             "unlabelled": review.count(session, review.QueueFilter(**{**f.__dict__, "unlabelled": True}))}
 
 
-@router.post("/{event_id}/label", summary="Label one capture: control_right, candidate_right, both_wrong, unclear")
-def post_label(event_id: str, body: LabelBody, session: SessionDep, who: Reviewer) -> dict[str, Any]:
+@router.post("/{event_id}/label", summary="Label one capture: control_right, candidate_right, both_wrong, unclear",
+             responses=responses(409, _409="several devices used this event id: name device_id"))
+def post_label(event_id: EventId, body: LabelBody, session: SessionDep, who: Reviewer) -> dict[str, Any]:
     event = review.find_event(session, event_id, body.device_id)
     row = review.label(session, event_id, body.verdict, note=body.note, reviewer=who.name,
                        device_id=event.device_id)

@@ -8,18 +8,21 @@ allow is 409 with the reason, bad input is 400 with a pointer to the problem.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Query
 
 from ... import lifecycle
 from ...models import ModelVersion
 from ...rollout import service
 from ...rollout.service import RolloutCommand, RolloutCreate, RolloutSummary
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
-from .models import WRITE_ERRORS
+from .models import READ_ERRORS, WRITE_ERRORS
 
 router = APIRouter(prefix="/rollouts", tags=["rollouts"])
+RolloutId = Annotated[str, Path(min_length=1, max_length=64, description="the rollout's id (ro_…)")]
+State = Literal["pending", "running", "soaking", "paused", "breached", "rolling_back", "rolled_back",
+                "completed", "aborted", "superseded"]  # rollout.model.RolloutPhase
 
 
 @router.post("", status_code=201, responses=WRITE_ERRORS,
@@ -35,22 +38,26 @@ def start(body: RolloutCreate, session: SessionDep, controller: ControllerDep, w
 
 
 @router.get("", response_model=list[RolloutSummary], summary="Rollouts, newest first")
-def list_rollouts(session: SessionDep, _: Viewer, state: str | None = None, limit: int = 100) -> list[RolloutSummary]:
-    return service.list_rollouts(session, state=state, limit=min(max(limit, 1), 1000))
+def list_rollouts(session: SessionDep, _: Viewer, state: State | None = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[RolloutSummary]:
+    return service.list_rollouts(session, state=state, limit=limit)
 
 
-@router.get("/{rollout_id}", summary="Status: waves, counts by device status, gate figures, progress")
-def get_status(rollout_id: str, session: SessionDep, _: Viewer, devices: bool = True, events: int = 30) -> dict[str, Any]:
-    return service.status(session, rollout_id, time.time(), devices=devices, events=max(0, min(events, 1000)))
+@router.get("/{rollout_id}", summary="Status: waves, counts by device status, gate figures, progress",
+            responses=READ_ERRORS)
+def get_status(rollout_id: RolloutId, session: SessionDep, _: Viewer, devices: bool = True,
+               events: Annotated[int, Query(ge=0, le=1000, description="the last N events")] = 30) -> dict[str, Any]:
+    return service.status(session, rollout_id, time.time(), devices=devices, events=events)
 
 
-@router.get("/{rollout_id}/events", summary="The rollout's event log")
-def get_events(rollout_id: str, session: SessionDep, _: Viewer, limit: int = 200) -> list[dict[str, Any]]:
-    return service.events(session, rollout_id, max(1, min(limit, 5000)))
+@router.get("/{rollout_id}/events", summary="The rollout's event log", responses=READ_ERRORS)
+def get_events(rollout_id: RolloutId, session: SessionDep, _: Viewer,
+               limit: Annotated[int, Query(ge=1, le=5000)] = 200) -> list[dict[str, Any]]:
+    return service.events(session, rollout_id, limit)
 
 
 def _command(name: str):  # type: ignore[no-untyped-def]
-    def handler(rollout_id: str, session: SessionDep, controller: ControllerDep, who: Operator,
+    def handler(rollout_id: RolloutId, session: SessionDep, controller: ControllerDep, who: Operator,
                 body: RolloutCommand | None = None) -> dict[str, Any]:
         service.run_command(session, rollout_id, name, time.time(), reason=body.reason if body else None,
                             actor=who.name)

@@ -9,10 +9,10 @@ controller's default (``[capture]`` in controller.toml).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body
-from pydantic import BaseModel
+from fastapi import APIRouter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ....protocols import CapturePolicy
 from ... import fleet_settings
@@ -38,6 +38,44 @@ def _current(session: Any, controller: Any, notified: int | None = None) -> Capt
                            updated_by=row.updated_by, devices_notified=notified)
 
 
+def _json_int(value: Any) -> Any:
+    """JSON Schema's integer: 3 or 3.0, never true or "3" (pydantic's lax int takes both)."""
+    if isinstance(value, bool | str):
+        raise ValueError("expected an integer")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_int)]
+Bool = Annotated[bool, Field(strict=True)]
+
+
+def _no_defaults(schema: dict[str, Any]) -> None:
+    """A field left out is left alone: no default to show."""
+    for prop in schema.get("properties", {}).values():
+        prop.pop("default", None)
+    schema["examples"] = [{"max_per_minute": 10, "sample_rate": 0.001, "cooldown_s": None}]
+
+
+class CapturePatch(BaseModel):
+    """The fields to change (CapturePolicy's, same bounds); ``null`` for ``cooldown_s``,
+    ``dedupe_threshold`` or ``near_band`` gives the device its own value back."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: _no_defaults(schema))
+
+    low_confidence: Bool = None  # type: ignore[assignment]
+    disagreement: Bool = None  # type: ignore[assignment]
+    sample_rate: Annotated[float, Field(strict=True, ge=0.0, le=1.0)] = None  # type: ignore[assignment]
+    max_per_minute: Annotated[JsonInt, Field(ge=0, le=2**31 - 1)] = None  # type: ignore[assignment]
+    max_per_hour: Annotated[JsonInt, Field(ge=0, le=2**31 - 1)] = None  # type: ignore[assignment]
+    max_per_day: Annotated[JsonInt, Field(ge=0, le=2**31 - 1)] = None  # type: ignore[assignment]
+    max_bytes_per_day: Annotated[JsonInt, Field(ge=0, le=2**53)] = None  # type: ignore[assignment]
+    pre_seconds: Annotated[float, Field(strict=True, ge=0, le=3600)] = None  # type: ignore[assignment]
+    post_seconds: Annotated[float, Field(strict=True, ge=0, le=3600)] = None  # type: ignore[assignment]
+    cooldown_s: Annotated[float, Field(strict=True, ge=0, le=30 * 86400)] | None = None
+    dedupe_threshold: Annotated[float, Field(strict=True, ge=0, le=1e9)] | None = None
+    near_band: Annotated[float, Field(strict=True, ge=0, le=1)] | None = None
+
+
 @router.get("/capture", response_model=CaptureSettings, summary="The capture policy devices get")
 def get_capture(session: SessionDep, controller: ControllerDep, _: Viewer) -> CaptureSettings:
     return _current(session, controller)
@@ -49,10 +87,10 @@ def patch_capture(
     session: SessionDep,
     controller: ControllerDep,
     principal: Operator,
-    changes: dict[str, Any] = Body(..., examples=[{"max_per_minute": 10, "sample_rate": 0.001, "cooldown_s": None}]),
+    changes: CapturePatch,
 ) -> CaptureSettings:
     current = fleet_settings.capture_policy(session, default=controller.capture_policy)
-    policy = fleet_settings.merge_capture_policy(current, changes)
+    policy = fleet_settings.merge_capture_policy(current, changes.model_dump(exclude_unset=True))
     n = fleet_settings.set_capture_policy(session, controller, policy, by=principal.name)
     return _current(session, controller, notified=n)
 

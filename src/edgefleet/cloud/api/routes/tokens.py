@@ -9,8 +9,9 @@ trail). The last active admin token cannot be revoked, so the fleet is never loc
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import Field
 from sqlmodel import Session, SQLModel, select
 
@@ -18,13 +19,14 @@ from ...auth import ROLES, hash_token, new_token
 from ...errors import BadRequest, Conflict, NotFound
 from ...models import ApiToken
 from ..deps import Admin, SessionDep
+from ..problems import responses
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 
 class TokenCreate(SQLModel):
     name: str = Field(min_length=1, max_length=128)
-    role: str = "viewer"
+    role: Literal["viewer", "reviewer", "operator", "admin"] = "viewer"  # auth.ROLES
     expires_in_s: int | None = Field(default=None, gt=0, le=10 * 365 * 86400,
                                      description="seconds until the token stops working; none = until revoked")
 
@@ -32,7 +34,7 @@ class TokenCreate(SQLModel):
 class TokenPublic(SQLModel):
     id: int
     name: str
-    role: str
+    role: Literal["viewer", "reviewer", "operator", "admin"]
     created_at: datetime
     revoked_at: datetime | None = None
     expires_at: datetime | None = None
@@ -100,6 +102,10 @@ def list_all(session: SessionDep, _: Admin) -> list[TokenPublic]:
     return [TokenPublic.of(t) for t in list_tokens(session)]
 
 
-@router.delete("/{token_id}", response_model=TokenPublic, summary="Revoke an API token")
-def revoke(token_id: int, session: SessionDep, _: Admin) -> TokenPublic:
+TokenId = Annotated[int, Path(ge=1, le=2**53, description="the token's id (fleet token ls)")]
+
+
+@router.delete("/{token_id}", response_model=TokenPublic, summary="Revoke an API token",
+               responses=responses(409, _409="the last active admin token cannot be revoked"))
+def revoke(token_id: TokenId, session: SessionDep, _: Admin) -> TokenPublic:
     return TokenPublic.of(revoke_token(session, token_id))

@@ -19,8 +19,10 @@ from ....registry.tuf.keys import KeyEntry
 from ...key_status import key_status
 from ...trust import key_entry_from_wire
 from ..deps import Admin, ControllerDep
+from ..problems import responses
 
 router = APIRouter(prefix="/trust", tags=["trust"])
+_CONFLICT = responses(409, _409="a key the change needs is offline (E_KEYS_OFFLINE), or no change was prepared")
 
 Repo = Literal["image", "director"]
 RepoSel = Literal["image", "director", "both"]
@@ -77,32 +79,32 @@ def keys(controller: ControllerDep, _: Admin) -> dict:
     return doc
 
 
-@router.post("/rotate/{role}", summary="Rotate one role's key in the image repository and/or director")
+@router.post("/rotate/{role}", responses=_CONFLICT, summary="Rotate one role's key in the image repository and/or director")
 def rotate(role: Literal["root", "targets", "snapshot", "timestamp"], controller: ControllerDep, _: Admin,
            repo: RepoSel = "both") -> dict:
     return {"role": role, "new_keyids": controller.trust.rotate(role, repo)}
 
 
-@router.post("/rotate/{role}/prepare", summary="Prepare a key rotation signed by offline root keys: the unsigned new root")
+@router.post("/rotate/{role}/prepare", responses=_CONFLICT, summary="Prepare a key rotation signed by offline root keys: the unsigned new root")
 def rotate_prepare(role: Literal["root", "targets", "snapshot", "timestamp"], body: PrepareRequest,
                    controller: ControllerDep, _: Admin) -> dict:
     new: dict[str, KeyEntry] = {r: key_entry_from_wire(k.model_dump()) for r, k in (body.new_root_keys or {}).items()}
     return {"role": role, "unsigned": controller.trust.prepare_root_change(role, body.repo, new)}
 
 
-@router.post("/rotate/{role}/commit", summary="Publish a prepared rotation with the offline root signatures")
+@router.post("/rotate/{role}/commit", responses=_CONFLICT, summary="Publish a prepared rotation with the offline root signatures")
 def rotate_commit(role: Literal["root", "targets", "snapshot", "timestamp"], body: CommitRequest,
                   controller: ControllerDep, _: Admin) -> dict:
     sigs: dict[str, list[dict]] = {r: [s.model_dump() for s in v] for r, v in body.signatures.items()}
     return {"role": role, "new_keyids": controller.trust.commit_root_change(sigs)}
 
 
-@router.post("/resign-root/{repo}/prepare", summary="Prepare root re-signed with a new expiry (unsigned)")
+@router.post("/resign-root/{repo}/prepare", responses=_CONFLICT, summary="Prepare root re-signed with a new expiry (unsigned)")
 def resign_prepare(repo: RepoSel, controller: ControllerDep, _: Admin) -> dict:
     return {"unsigned": controller.trust.prepare_root_change(None, repo)}
 
 
-@router.post("/resign-root/{repo}/commit", summary="Publish the re-signed root with the offline root signatures")
+@router.post("/resign-root/{repo}/commit", responses=_CONFLICT, summary="Publish the re-signed root with the offline root signatures")
 def resign_commit(repo: RepoSel, body: CommitRequest, controller: ControllerDep, _: Admin) -> dict:
     sigs: dict[str, list[dict]] = {r: [s.model_dump() for s in v] for r, v in body.signatures.items()}
     controller.trust.commit_root_change(sigs)
