@@ -65,6 +65,8 @@ class DriftConfig:
     threshold: float = 0.1
     max_rows: int = 5000
     engine: Engine = "auto"
+    # gates and the API wait for Evidently's import under "auto"; pages answer natively meanwhile
+    wait_for_evidently: bool = True
     reference_start: datetime | None = None  # an explicit reference window replaces the first N periods
     reference_end: datetime | None = None
 
@@ -248,6 +250,29 @@ def load_evidently() -> Any | None:
         return _EV["mod"]
 
 
+def evidently_installed() -> bool:
+    """Whether Evidently can be imported, without importing it (that takes seconds)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("evidently") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def evidently_loaded() -> bool:
+    """Whether Evidently has been imported already (never blocks)."""
+    return _EV.get("mod") is not None
+
+
+def warm_evidently() -> None:
+    """Import Evidently on a background thread, so the first page that shows drift does not
+    wait seconds for it (or time out on a busy host)."""
+    if "mod" in _EV or not evidently_installed():
+        return
+    threading.Thread(target=load_evidently, name="evidently-import", daemon=True).start()
+
+
 def evidently_snapshot(reference: WindowInfo, current: WindowInfo, config: DriftConfig) -> Any:
     """Run Evidently's ValueDrift (Jensen-Shannon) over the reconstructed samples."""
     ev = load_evidently()
@@ -319,6 +344,9 @@ def drift_score(
     engine = config.engine
     columns: list[ColumnDrift] = []
     used: Literal["evidently", "native"] = "native"
+    if engine == "auto" and not config.wait_for_evidently and not evidently_loaded():
+        warm_evidently()  # this answer is native; later ones use Evidently once it is imported
+        engine = "native"
     if engine in ("auto", "evidently") and load_evidently() is not None:
         columns = evidently_columns(evidently_snapshot(ref, cur, config), config.threshold)
         used = "evidently"

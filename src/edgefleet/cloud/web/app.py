@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from ..drift import warm_evidently
 from . import pages
 from .auth import LoginRequired, PageForbidden
 from .nav import NavItem
@@ -57,6 +58,7 @@ def install_web(app: FastAPI) -> None:
                        docs_paths=(app.docs_url or "", app.redoc_url or "", app.swagger_ui_oauth2_redirect_url or ""))
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="ui-static")
     app.include_router(make_web_router())
+    warm_evidently()  # the model page's drift report needs it; its import takes seconds
 
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, exc: LoginRequired) -> HTMLResponse:

@@ -18,7 +18,14 @@ from markupsafe import Markup
 
 from ... import catalog, fleet, telemetry_store
 from ...api.deps import SessionDep
-from ...drift import DriftResult, DriftUnavailable, drift_report_html, drift_score, load_evidently
+from ...drift import (
+    DriftConfig,
+    DriftResult,
+    DriftUnavailable,
+    drift_report_html,
+    drift_score,
+    evidently_installed,
+)
 from ...errors import BadRequest
 from ..auth import PagePrincipal
 from ..charts import bars_svg
@@ -73,12 +80,12 @@ def model_page(name: str, version: str, request: Request, session: SessionDep, p
                "in shadow": [(p.t, p.latency_p99) for p in as_shadow]}
     agreement = {"in shadow": [(p.t, p.agreement) for p in as_shadow],
                  "as control (vs its candidate)": [(p.t, p.agreement) for p in as_control]}
-    drift = drift_score(session, label)
+    drift = drift_score(session, label, config=DriftConfig(wait_for_evidently=False))
     conf_bars, class_bars = drift_charts(drift)
     devices = [d.id for d in fleet.list_devices(session)]
     return render(request, "model.html", principal, active="models", mv=mv, label=label,
                   placement=_placement(session).get(label, {}), latency=latency, agreement=agreement,
-                  drift=drift, conf_bars=conf_bars, class_bars=class_bars, evidently=load_evidently() is not None, devices=devices)
+                  drift=drift, conf_bars=conf_bars, class_bars=class_bars, evidently=evidently_installed(), devices=devices)
 
 
 @router.get("/{name}/{version}/drift/report", response_class=HTMLResponse)
