@@ -40,7 +40,8 @@ V2 = ModelRef(name="det", version="2", digest="2" * 64)
 def test_plain_gates_keep_working_and_options_round_trip():
     g = parse_gate("latency_p99_ratio<=1.2")
     assert (g.min_sample, g.floor_ms, g.confidence, str(g)) == (None, None, None, "latency_p99_ratio<=1.2")
-    assert (g.needed, g.floor, g.level) == (100, 2.0, 0.95)
+    assert (g.needed, g.floor, g.level) == (100, 2.0, 0.99)
+    assert parse_gate("nan_rate<=0.01").level == 0.95
     g = parse_gate("latency_p99_ratio<=1.2;min=500;floor=0.5ms;confidence=0.99")
     assert (g.min_sample, g.floor_ms, g.confidence) == (500, 0.5, 0.99)
     assert parse_gate(str(g)) == g
@@ -117,6 +118,13 @@ def test_latency_below_the_minimum_frames_is_pending():
     assert r.status == "pending" and "insufficient sample: 60 of 100 frames on nano" in r.reason
     assert evidence_text(r.model_dump()).startswith("95%") is False  # no interval yet
     assert "n 60 of min 100 frames" in evidence_text(r.model_dump())
+
+
+def test_running_figures_alone_give_no_interval_and_keep_the_gate_pending():
+    # one value per side (a device's running mean): a degenerate "interval" would look certain
+    r = judge_latency(parse_gate("latency_p99_ratio<=1.2"), _lat([4.5], [2.5], frames=400, n=2))
+    assert r.status == "pending" and "2 of 3 telemetry periods" in r.reason
+    assert r.significant is None
 
 
 def test_a_noisy_ratio_above_the_limit_is_not_significant():

