@@ -6,6 +6,13 @@ preprocesses each frame per model (each manifest has its own preprocessing), run
 both callables, decodes, compares with the control manifest's comparator and sums
 up an ``AgreementStats``; ``format_report`` prints agreement and the confusion matrix.
 
+Replay also measures what a CI gate needs (``ReplayReport.figures``): each model's
+inference time per frame (the two run interleaved on the same frame, first one then the
+other in alternating order, after an untimed warm-up, so both see the same load), the
+candidate's NaN/Inf outputs and its failures (an exception from the candidate is counted
+and the frame is not compared; the control failing is an error of the replay itself). The
+clock is passed in (``clock=time.perf_counter``).
+
 The model callables take the input tensor and return the outputs in model order, e.g.
 ``lambda x: backend.infer({backend.inputs[0].name: x})`` for any hardware backend, or an
 ONNX Runtime session: ``lambda x: session.run(None, {name: x})``. This module imports
@@ -14,6 +21,8 @@ no backend itself (``shadow`` depends only on ``protocols``).
 
 from __future__ import annotations
 
+import math
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,10 +56,37 @@ class ReplayReport:
     stats: AgreementStats
     per_class_counts: dict[str, int]
     disagreements: list[ReplayDisagreement] = field(default_factory=list)
+    #: inference time per frame (ms), in frame order; the candidate's only where it answered
+    control_ms: list[float] = field(default_factory=list)
+    candidate_ms: list[float] = field(default_factory=list)
 
     @property
     def agreement(self) -> float | None:
         return self.stats.agreement
+
+    @property
+    def nan_outputs(self) -> int:
+        return self.stats.nan_outputs
+
+    @property
+    def errors(self) -> int:
+        return self.stats.errors
+
+    def figures(self) -> dict[str, float | None]:
+        """What a replay gate reads: agreement, nan_rate (NaN/Inf outputs / compared
+        frames), error_rate (failures / frames given, as the agent counts it), each model's
+        p99 in ms (nearest rank) and latency_p99_ratio (candidate p99 / control p99).
+        None where there is nothing to measure."""
+        compared, errors = self.stats.compared, self.stats.errors
+        p99_cand, p99_ctl = percentile(self.candidate_ms, 0.99), percentile(self.control_ms, 0.99)
+        return {
+            "agreement": self.agreement,
+            "nan_rate": self.stats.nan_outputs / compared if compared else None,
+            "error_rate": errors / (compared + errors) if compared + errors else None,
+            "p99_ms": p99_cand,
+            "control_p99_ms": p99_ctl,
+            "latency_p99_ratio": p99_cand / p99_ctl if p99_cand is not None and p99_ctl else None,
+        }
 
     @property
     def confusion(self) -> dict[str, dict[str, int]]:
@@ -65,12 +101,23 @@ class ReplayReport:
             "per_class_counts": dict(self.per_class_counts),
             "per_class_disagreements": dict(sorted(self.stats.per_class_disagreements.items())),
             "confusion": self.confusion,
+            "nan_outputs": self.stats.nan_outputs,
+            "errors": self.stats.errors,
+            "figures": self.figures(),
             "examples": [
                 {"index": d.index, "name": d.name, "reason": d.comparison.reason,
                  "control": d.comparison.control_label, "candidate": d.comparison.candidate_label}
                 for d in self.disagreements
             ],
         }
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank ``q`` quantile (0..1) of ``values``; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
 
 
 def iter_frames(source: str | Path) -> Iterator[tuple[str, np.ndarray]]:
@@ -120,6 +167,9 @@ def replay(
     *,
     comparator: Comparator | None = None,
     max_examples: int = 100,
+    clock: Callable[[], float] = time.perf_counter,
+    warmup: int = 1,
+    repeats: int = 1,
 ) -> ReplayReport:
     """Compare the two models frame by frame.
 
@@ -128,6 +178,11 @@ def replay(
         control, candidate: input tensor → outputs.
         comparator: defaults to ``comparator_for(manifest_control)``.
         max_examples: how many disagreements to keep in the report (all are counted).
+        clock: seconds, monotonic; times each model call.
+        warmup: untimed runs of each model on the first frame (first-run allocations).
+        repeats: run each model this many times per frame and keep the fastest time (what
+            the model costs rather than what a busy machine's neighbours did); the
+            outputs are those of the first run.
 
     Raises:
         PreprocessError, OutputDecodeError: a model and its manifest do not fit.
@@ -143,20 +198,53 @@ def replay(
     stats = AgreementStats()
     counts: Counter[str] = Counter()
     examples: list[ReplayDisagreement] = []
+    control_ms: list[float] = []
+    candidate_ms: list[float] = []
+
+    def timed(model: Model, x: np.ndarray) -> tuple[list[np.ndarray], float]:
+        t0 = clock()
+        out = list(model(x))
+        best = clock() - t0
+        for _ in range(repeats - 1):
+            t0 = clock()
+            model(x)
+            best = min(best, clock() - t0)
+        return out, best * 1000.0
+
+    def run_candidate(x: np.ndarray) -> tuple[list[np.ndarray] | None, float]:
+        try:
+            return timed(candidate, x)
+        except Exception:  # a failing candidate is a figure (error_rate), not a crash
+            return None, 0.0
+
     n = 0
     for index, item in enumerate(frames):
         name, frame = item if isinstance(item, tuple) else (str(index), item)
-        ctl = decode(list(control(pre_control(frame))), manifest_control)
-        cand = decode(list(candidate(pre_candidate(frame))), manifest_candidate)
-        cmp = judge.compare(ctl, cand)
-        stats.add(cmp)
+        x_ctl, x_cand = pre_control(frame), pre_candidate(frame)
+        if index == 0:
+            for _ in range(warmup):
+                control(x_ctl)
+                run_candidate(x_cand)
+        if index % 2 == 0:
+            (out_ctl, ms_ctl), (out_cand, ms_cand) = timed(control, x_ctl), run_candidate(x_cand)
+        else:
+            (out_cand, ms_cand), (out_ctl, ms_ctl) = run_candidate(x_cand), timed(control, x_ctl)
+        n += 1
+        control_ms.append(ms_ctl)
+        ctl = decode(out_ctl, manifest_control)
         if ctl.label is not None:
             counts[ctl.label] += 1
+        if out_cand is None:
+            stats.add_error()
+            continue
+        candidate_ms.append(ms_cand)
+        cand = decode(out_cand, manifest_candidate)
+        cmp = judge.compare(ctl, cand)
+        stats.add(cmp, latency_ms=ms_cand, candidate_finite=cand.finite)
         if not cmp.agree and len(examples) < max_examples:
             examples.append(ReplayDisagreement(index, name, cmp))
-        n += 1
     return ReplayReport(frames=n, stats=stats, per_class_counts=dict(sorted(counts.items())),
-                        disagreements=examples)
+                        disagreements=examples, control_ms=control_ms, candidate_ms=candidate_ms)
 
 
 def format_report(report: ReplayReport, *, control: str = "control", candidate: str = "candidate") -> str:
@@ -167,6 +255,13 @@ def format_report(report: ReplayReport, *, control: str = "control", candidate: 
         "agreement: n/a" if agreement is None
         else f"agreement: {agreement:.2%} ({report.stats.disagreements} disagreements)"
     )
+    fig = report.figures()
+    if fig["p99_ms"] is not None and fig["control_p99_ms"] is not None:
+        ratio = fig["latency_p99_ratio"]
+        lines.append(f"latency p99: {control} {fig['control_p99_ms']:.3g} ms, {candidate} {fig['p99_ms']:.3g} ms"
+                     + (f" (ratio {ratio:.3g})" if ratio is not None else ""))
+    if report.stats.nan_outputs or report.stats.errors:
+        lines.append(f"{candidate}: {report.stats.nan_outputs} NaN/Inf outputs, {report.stats.errors} failures")
     matrix = report.confusion
     if matrix:
         rows = sorted(matrix)
