@@ -202,6 +202,22 @@ class ApiClient:
         name, _, version = model.partition(":")
         return self._call("GET", f"/models/{name}/versions/{version}/drift", params=params)
 
+    @operation("devices_get_offline_bundle")
+    def offline_bundle(self, device_id: str, out: Any) -> int:
+        """Stream ``device_id``'s offline bundle (a tar) into the binary file ``out``; returns bytes written."""
+        try:
+            with self.http.stream("GET", f"/devices/{device_id}/offline-bundle") as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise _error_of(resp)
+                n = 0
+                for chunk in resp.iter_bytes(1024 * 1024):
+                    out.write(chunk)
+                    n += len(chunk)
+                return n
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"cannot reach the controller at {self.http.base_url}: {exc}") from None
+
     @operation("bundles_get_bundle")
     def download_bundle(self, digest: str) -> bytes:
         try:

@@ -153,6 +153,18 @@ def _mount_install_service() -> None:
 _mount_install_service()
 
 
+def _mount_offline() -> None:
+    from .offline import install_offline_cmd
+
+    app.command("install-offline")(install_offline_cmd)
+    from .depot import cache_app
+
+    app.add_typer(cache_app, name="cache")
+
+
+_mount_offline()
+
+
 def main() -> None:
     app()
 

@@ -65,6 +65,10 @@ class AgentSection(_Section):
     download_deadline_s: float = Field(default=3600.0, gt=0)
     metrics_port: int | None = Field(default=None, ge=0, le=65535, description="serve Prometheus counters on 127.0.0.1:PORT (0 = any free port)")
     ca_file: Path | None = Field(default=None, description="CA certificate (PEM) the https:// controller must chain to (the fleet CA); system CAs when unset")
+    cache_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$",
+                                  description="depot cache (`fleet-agent cache serve`) tried first for image metadata and "
+                                              "bundles; untrusted: everything is verified, and the controller is asked "
+                                              "when it is absent or serves bad bytes")
     log_level: str = "INFO"
 
 

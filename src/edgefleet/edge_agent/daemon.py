@@ -174,6 +174,14 @@ class Agent:
             client=self._fetch_http,
             gap_timeout=config.agent.download_gap_timeout_s, deadline=config.agent.download_deadline_s,
         )
+        if config.agent.cache_url:  # a depot cache first (edge_agent/depot.py); never sent the token
+            from .depot import CacheFirstVerifier
+
+            cache = ResumableFetcher(gap_timeout=config.agent.download_gap_timeout_s, max_stalls=2, backoff=0.1,
+                                     verify=self.http_verify, limiter=self.network.download)
+            return CacheFirstVerifier.for_controller(config.agent.controller_url, self.device_id, self.hardware_id,
+                                                     trust_dir, fetcher=fetcher, cache_url=config.agent.cache_url,
+                                                     cache_fetcher=cache)
         return DeviceVerifier.for_controller(config.agent.controller_url, self.device_id, self.hardware_id, trust_dir, fetcher=fetcher)
 
     # ----- callbacks from MQTT -----

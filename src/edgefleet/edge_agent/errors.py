@@ -80,3 +80,10 @@ class SourceError(AgentError):
     """The frame source (camera, video) cannot be opened or read."""
 
     code = "E_SOURCE"
+
+
+class OfflineRefused(DeploymentError):
+    """An offline bundle that did not verify or install; ``code`` is the online refusal's
+    (``E_HASH_MISMATCH``, ``E_EXPIRED``, ``E_WRONG_DEVICE`` …)."""
+
+    code = "E_OFFLINE"
