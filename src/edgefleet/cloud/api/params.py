@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import BeforeValidator, Field, StringConstraints
+from pydantic import BeforeValidator, Field, StringConstraints, WithJsonSchema
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 VERSION = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
@@ -44,9 +44,26 @@ def _iso_only(value: Any) -> Any:
     return value
 
 
+def _shape(pattern: str, max_length: int, message: str) -> BeforeValidator:
+    """The same check as the pattern, first, with a message that names the accepted shapes."""
+    compiled = re.compile(pattern)
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and (len(value) > max_length or not compiled.match(value)):
+            raise ValueError(f"{message}, got {value[:80]!r}")
+        return value
+
+    return BeforeValidator(check)
+
+
 Timestamp = Annotated[datetime, BeforeValidator(_iso_only)]
-ModelRef = Annotated[str, StringConstraints(pattern=MODEL_REF, max_length=MODEL_REF_MAX)]
-PairRef = Annotated[str, StringConstraints(pattern=PAIR, max_length=PAIR_MAX)]
+# the check runs first (its message names the shapes); the schema states the same pattern
+ModelRef = Annotated[str, _shape(MODEL_REF, MODEL_REF_MAX, "a model is NAME:VERSION (128/64 letters, digits, . _ -)"),
+                     StringConstraints(max_length=MODEL_REF_MAX), WithJsonSchema(
+                         {"type": "string", "pattern": MODEL_REF, "maxLength": MODEL_REF_MAX})]
+PairRef = Annotated[str, _shape(PAIR, PAIR_MAX, "a pair is CONTROL,CANDIDATE, CONTROL..CANDIDATE or N1:V1:N2:V2 "
+                                "(each NAME:VERSION)"), StringConstraints(max_length=PAIR_MAX),
+                    WithJsonSchema({"type": "string", "pattern": PAIR, "maxLength": PAIR_MAX})]
 DeviceIdValue = Annotated[str, StringConstraints(pattern=DEVICE_ID, max_length=128)]
 ModelRefPath = Annotated[str, Path(pattern=MODEL_REF, max_length=MODEL_REF_MAX, description="NAME:VERSION")]
 DeviceIdPath = Annotated[str, Path(pattern=DEVICE_ID, max_length=128, description="device id")]

@@ -13,7 +13,8 @@ Every error (4xx, 5xx) is ``{"code": "E_…", "message": "…", "detail": …}``
 Extra fields where they help: ``retry_after_s`` (429, 503), ``offset`` (uploads).
 
 ``install_error_handlers(app)`` maps ``CloudError``, ``HTTPException`` (auth deps, 404,
-405), ``RequestValidationError``, a database outage and numeric overflow to that body.
+405), ``RequestValidationError``, a database outage, numeric overflow and any unexpected
+exception (500, logged as before) to that body.
 ``finish_openapi(schema)`` is the pure pass ``docs.py`` runs over FastAPI's document so
 that every operation declares the errors it can answer without each route listing them:
 401/403/429 where the operation is authenticated, 400/422 where it takes input, 404 where
@@ -139,6 +140,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(503, "the controller's database is unavailable; nothing was changed, retry later",
                               code=DatabaseUnavailable.code, headers={"Retry-After": str(RETRY_AFTER_S)},
                               retry_after_s=RETRY_AFTER_S)
+
+    @app.exception_handler(Exception)
+    async def _internal(_request: Request, _exc: Exception) -> JSONResponse:
+        # a fault of ours: the same body (Starlette still re-raises it, so it is logged with its traceback)
+        return error_response(500, "internal error; the controller's log has the details")
 
     @app.exception_handler(OverflowError)
     async def _overflow(_request: Request, _exc: OverflowError) -> JSONResponse:

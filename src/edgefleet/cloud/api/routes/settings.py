@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ....protocols import CapturePolicy
 from ... import fleet_settings
@@ -45,7 +45,6 @@ def _json_int(value: Any) -> Any:
     return value
 
 
-JsonInt = Annotated[int, BeforeValidator(_json_int)]
 Bool = Annotated[bool, Field(strict=True)]
 
 
@@ -62,13 +61,22 @@ class CapturePatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: _no_defaults(schema))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        unknown = sorted(set(data) - set(cls.model_fields)) if isinstance(data, dict) else []
+        if unknown:
+            raise ValueError(f"unknown capture setting(s) {', '.join(map(str, unknown))[:300]}; "
+                             f"known: {', '.join(cls.model_fields)}")
+        return data
+
     low_confidence: Bool = None  # type: ignore[assignment]
     disagreement: Bool = None  # type: ignore[assignment]
     sample_rate: Annotated[float, Field(strict=True, ge=0.0, le=1.0)] = None  # type: ignore[assignment]
-    max_per_minute: Annotated[JsonInt, Field(ge=0, le=2**31 - 1)] = None  # type: ignore[assignment]
-    max_per_hour: Annotated[JsonInt, Field(ge=0, le=2**31 - 1)] = None  # type: ignore[assignment]
-    max_per_day: Annotated[JsonInt, Field(ge=0, le=2**31 - 1)] = None  # type: ignore[assignment]
-    max_bytes_per_day: Annotated[JsonInt, Field(ge=0, le=2**53)] = None  # type: ignore[assignment]
+    max_per_minute: Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(_json_int)] = None  # type: ignore[assignment]
+    max_per_hour: Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(_json_int)] = None  # type: ignore[assignment]
+    max_per_day: Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(_json_int)] = None  # type: ignore[assignment]
+    max_bytes_per_day: Annotated[int, Field(ge=0, le=2**53), BeforeValidator(_json_int)] = None  # type: ignore[assignment]
     pre_seconds: Annotated[float, Field(strict=True, ge=0, le=3600)] = None  # type: ignore[assignment]
     post_seconds: Annotated[float, Field(strict=True, ge=0, le=3600)] = None  # type: ignore[assignment]
     cooldown_s: Annotated[float, Field(strict=True, ge=0, le=30 * 86400)] | None = None

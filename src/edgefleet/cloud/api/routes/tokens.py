@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from sqlmodel import Session, SQLModel, select
 
 from ...auth import ROLES, hash_token, new_token
@@ -24,9 +24,15 @@ from ..problems import responses
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 
+def _known_role(value: object) -> object:
+    if isinstance(value, str) and value not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, got {value[:40]!r}")
+    return value
+
+
 class TokenCreate(SQLModel):
     name: str = Field(min_length=1, max_length=128)
-    role: Literal["viewer", "reviewer", "operator", "admin"] = "viewer"  # auth.ROLES
+    role: Annotated[Literal["viewer", "reviewer", "operator", "admin"], BeforeValidator(_known_role)] = "viewer"
     expires_in_s: int | None = Field(default=None, gt=0, le=10 * 365 * 86400,
                                      description="seconds until the token stops working; none = until revoked")
 
