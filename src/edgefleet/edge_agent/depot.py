@@ -57,6 +57,8 @@ CHUNK = 1024 * 1024
 class CacheStats:
     upstream_bytes: int = 0  # fetched from the controller
     upstream_fetches: int = 0
+    upstream_target_bytes: int = 0  # of which bundles (image targets)
+    served_target_bytes: int = 0
     served_bytes: int = 0  # sent to devices
     requests: int = 0
 
@@ -142,12 +144,15 @@ class DepotCache:
             if resp.status_code >= 400:
                 raise httpx.HTTPStatusError(f"controller answered {resp.status_code} for /tuf/{rel}",
                                             request=resp.request, response=resp)
+            target = rel.startswith("image/targets/")
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
             try:
                 with os.fdopen(fd, "wb") as out:
                     for chunk in resp.iter_raw(CHUNK):
                         out.write(chunk)
                         self.stats.upstream_bytes += len(chunk)
+                        if target:
+                            self.stats.upstream_target_bytes += len(chunk)
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -205,11 +210,11 @@ def _handler(cache: DepotCache) -> type[BaseHTTPRequestHandler]:
                 self.send_error(HTTPStatus.NOT_FOUND)
                 return
             try:
-                self._send(path)
+                self._send(path, rel.startswith("image/targets/"))
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
 
-        def _send(self, path: Path) -> None:
+        def _send(self, path: Path, target: bool) -> None:
             size = path.stat().st_size
             try:
                 rng = parse_range(self.headers.get("Range"), size)
@@ -232,6 +237,8 @@ def _handler(cache: DepotCache) -> type[BaseHTTPRequestHandler]:
                 while left > 0 and (chunk := f.read(min(CHUNK, left))):
                     self.wfile.write(chunk)
                     cache.stats.served_bytes += len(chunk)
+                    if target:
+                        cache.stats.served_target_bytes += len(chunk)
                     left -= len(chunk)
 
     return Handler

@@ -268,11 +268,11 @@ def extract_tar(archive: Path, dest: Path) -> Path:
     try:
         with tarfile.open(archive, mode="r:*") as tar:
             for member in tar:
-                rel = PurePosixPath(member.name)
-                if (not member.isfile() or rel.is_absolute() or any(p in ("..", "", ".") for p in rel.parts)
-                        or not (member.name == MANIFEST or rel.parts[0] in ("director", "image"))):
+                parts = member.name.split("/")
+                if (not member.isfile() or any(p in ("..", "", ".") for p in parts)
+                        or not (member.name == MANIFEST or parts[0] in ("director", "image"))):
                     raise BadMetadata(f"{archive}: member {member.name!r} is not allowed in an offline bundle")
-                target = dest.joinpath(*rel.parts)
+                target = dest.joinpath(*parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 src = tar.extractfile(member)
                 assert src is not None
