@@ -39,6 +39,9 @@ def test_reports_sent_during_a_database_outage_are_all_applied_after_it(
         ready = httpx.get(f"{stack.url}/api/v1/health/ready")
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["database"]["latency_ms"] is not None
+        metrics = httpx.get(f"{stack.url}/metrics", headers={"Authorization": f"Bearer {stack.token}"}).text
+        assert 'edgefleet_database{figure="up"} 1.0' in metrics
+        assert 'edgefleet_ingest{figure="consuming"} 1.0' in metrics and 'figure="hears_fleet"} 1.0' in metrics
 
         caplog.set_level(logging.WARNING)
         pg.stop()

@@ -62,7 +62,7 @@ from ..protocols import (
     parse_topic,
     subscription,
 )
-from .db import is_unavailable
+from .db import is_conflict, is_unavailable
 from .errors import DatabaseUnavailable
 from .log_summary import SummaryLog
 
@@ -212,20 +212,43 @@ class MqttBridge:
         if wait and not self.connected.wait(wait):
             log.warning("MQTT broker %s:%d not reachable yet; will keep retrying", self.host, self.port)
 
-    def stop(self) -> None:
+    def stop(self, *, end_session: bool = False) -> None:
         """Stop taking messages, apply what was queued (a few seconds at most), disconnect.
 
-        Messages still unapplied stay unacknowledged: a persistent session gets them again."""
+        Messages still unapplied stay unacknowledged: a persistent session gets them again.
+        ``end_session`` (MQTT 5): end the broker session too, so the shared subscription's
+        messages go to the other replicas instead of waiting for this one."""
         self._stopping = True
         self._watch_stop.set()
+        if end_session and self._v5 and self.connected.is_set():
+            self._hand_over()
         self._ingest_stop.set()
         if self._ingest_thread is not None:
             self._ingest_thread.join(timeout=5)
-        self.client.disconnect()
+        if end_session and self._v5:
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+            self.client.disconnect(properties=props)
+        else:
+            self.client.disconnect()
         self.client.loop_stop()
         if self._watchdog is not None:
             self._watchdog.join(timeout=5)
         self.warnings.flush()
+
+    def _hand_over(self, timeout: float = 5.0) -> None:
+        """Leave the shared subscriptions (the broker sends the group's messages to the other
+        replicas from now on), then apply and acknowledge what is already here, so nothing is
+        in flight when the session ends."""
+        try:
+            self.client.unsubscribe([subscription(channel, shared=True) for channel in INGESTED])
+        except Exception:
+            log.debug("unsubscribe before hand-over failed", exc_info=True)
+            return
+        deadline = time.monotonic() + timeout
+        time.sleep(0.3)  # the UNSUBACK, and whatever the broker sent before it
+        while time.monotonic() < deadline and (self.backlog or self.busy_since is not None):
+            time.sleep(0.05)
 
     def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
         if getattr(reason, "is_failure", False):
@@ -321,10 +344,16 @@ class MqttBridge:
         self.busy_since = time.monotonic()
         delay = self.retry_initial_s
         try:
+            conflicts = 0
             while True:
                 outcome = self.handle(item.topic, item.payload)
                 if outcome != "db_unavailable":
                     break
+                if self._last_db_error is not None and is_conflict(self._last_db_error) and conflicts < 5:
+                    conflicts += 1  # lost a race with another writer (deadlock): again at once, no outage
+                    self._count(item.topic.rsplit("/", 1)[-1], "db_conflict")
+                    time.sleep(0.05 * conflicts)
+                    continue
                 self._db_down(item, self._last_db_error, delay)
                 if self._ingest_stop.wait(delay):
                     return  # not applied, not acknowledged

@@ -149,6 +149,20 @@ def is_unavailable(error: BaseException) -> bool:
     return False
 
 
+def is_conflict(error: BaseException) -> bool:
+    """A transaction that lost a race (PostgreSQL SQLSTATE class 40: deadlock, serialization
+    failure): retry it at once; the database itself is fine."""
+    seen: set[int] = set()
+    cur: BaseException | None = error
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        state = getattr(getattr(cur, "orig", None), "sqlstate", None) or getattr(cur, "sqlstate", None)
+        if isinstance(state, str) and state.startswith("40"):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def ping(engine: Engine) -> float:
     """Run ``SELECT 1``; returns the round trip in seconds.
 

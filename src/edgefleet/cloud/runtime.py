@@ -9,6 +9,7 @@ controller restart all converge to the same place.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from ..protocols import (
     SLOTS,
@@ -45,7 +46,7 @@ from . import (
 )
 from .bridge import BridgeTls, MqttBridge
 from .broker_auth import BrokerAuthFiles
-from .db import is_unavailable, make_engine, migrate, ping, secure_data_dir
+from .db import is_conflict, is_unavailable, make_engine, migrate, ping, secure_data_dir
 from .errors import CloudError, NoFleetCA
 from .labels import LabelBook, catalog_lookup
 from .metrics import ensure_metrics
@@ -54,6 +55,7 @@ from .pki import FleetCA, IssuedCert
 from .presence import IngestWatch, mark_unheard
 from .rollout import store as rollout_store
 from .rollout.reconciler import Reconciler
+from .rollout.tables import ControllerLease
 from .settings import CloudSettings
 from .trust import Trust
 from .webhooks.worker import WebhookWorker
@@ -168,7 +170,7 @@ class Controller:
 
     def _register_health_gauges(self) -> None:
         """Readiness figures on /metrics, computed at scrape (api/routes/health.py reads the same)."""
-        m = self.metrics
+        m = ensure_metrics(self)
 
         def database() -> dict[tuple[str, ...], float]:
             state = self.database_state()
@@ -177,7 +179,7 @@ class Controller:
 
         def ingest() -> dict[tuple[str, ...], float]:
             b = self.bridge.health() if self.bridge is not None else None
-            out = {("hears_fleet",): 1.0 if self.ingest_watch.healthy else 0.0}
+            out: dict[tuple[str, ...], float] = {("hears_fleet",): 1.0 if self.ingest_watch.healthy else 0.0}
             if b is not None:
                 out[("mqtt_connected",)] = 1.0 if b["mqtt_connected"] else 0.0
                 out[("consuming",)] = 1.0 if b["consuming"] else 0.0
@@ -197,9 +199,13 @@ class Controller:
         self._kick.set()
         if self._thread:
             self._thread.join(timeout=5)
+        # another replica alive: end our broker session, so the shared subscription's messages
+        # go to it rather than wait for us; alone: keep it, the broker queues until we are back
+        end_session = self._other_replicas_alive()
         self.webhooks.stop()
         if self.bridge:
-            self.bridge.stop()
+            self.bridge.stop(end_session=end_session)
+        self._release_replica_lease()
         self.engine.dispose()
 
     def session(self) -> Session:
@@ -325,7 +331,8 @@ class Controller:
 
     def device_settings(self, session: Session) -> DeviceSettings:
         capture = fleet_settings.capture_policy(session, default=self.capture_policy)
-        return DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s, capture=capture)
+        return DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s, capture=capture,
+                              network_policy=fleet_settings.network_policy(session))
 
     def publish_device(self, session: Session, device: Device) -> None:
         """Sign the device's assignment with the director (if it changed), then send the hint."""
@@ -435,6 +442,34 @@ class Controller:
             return {"ok": False, "latency_ms": None, "error": str(exc).splitlines()[0][:300]}
         return {"ok": True, "latency_ms": round(latency * 1000, 3), "error": None}
 
+    # ----- replicas: each one heartbeats a lease row of its own (rollout.store leases) -----
+
+    @property
+    def _replica_lease(self) -> str:
+        return "replica/" + hashlib.sha256(self.settings.controller_client_id.encode()).hexdigest()[:24]
+
+    def _replica_heartbeat(self) -> None:
+        ttl = max(10.0, 5 * self.settings.reconcile_interval_s)
+        with self.session() as s:
+            rollout_store.acquire_lease(s, self._replica_lease, self.settings.controller_client_id[:128], ttl, time.time())
+
+    def _other_replicas_alive(self) -> bool:
+        try:
+            with self.session() as s:
+                rows = s.exec(select(ControllerLease.name).where(col(ControllerLease.name).startswith("replica/"))
+                              .where(ControllerLease.name != self._replica_lease)
+                              .where(ControllerLease.expires_at > time.time())).all()
+            return bool(rows)
+        except Exception:  # no database: keep the session (the safe default for one replica)
+            return False
+
+    def _release_replica_lease(self) -> None:
+        try:
+            with self.session() as s:
+                rollout_store.release_lease(s, self._replica_lease, self.settings.controller_client_id[:128])
+        except Exception:
+            log.debug("replica lease not released", exc_info=True)
+
     def _loop(self) -> None:
         next_expiry = time.time() + 60
         delay = self.settings.reconcile_interval_s
@@ -446,6 +481,7 @@ class Controller:
             delay = self.settings.reconcile_interval_s
             try:
                 self.observe_ingest()
+                self._replica_heartbeat()
                 self.reconcile_once()
                 self.sync_once()
                 self.mark_unheard()
@@ -464,7 +500,7 @@ class Controller:
                     log.warning("database reachable again after %.1fs", time.monotonic() - self._db_down_since)
                     self._db_down_since = None
             except Exception as exc:
-                if not is_unavailable(exc):
+                if not is_unavailable(exc) or is_conflict(exc):  # a lost race (deadlock) is no outage
                     log.exception("sync pass failed; retrying")
                     time.sleep(1)
                     continue
