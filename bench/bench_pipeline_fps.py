@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -40,8 +41,9 @@ def light_model_path(name: str = "shufflenet") -> Path:
     return Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / f"light_{name}.onnx"
 
 
-def shufflenet_runner(workdir: Path, version: str = "1", threads: int = 1) -> ModelRunner:
-    """A ``ModelRunner`` for ShuffleNet with an ImageNet manifest, unpacked under ``workdir``."""
+def shufflenet_runner(workdir: Path, version: str = "1", threads: int = 1, **backend_options: Any) -> ModelRunner:
+    """A ``ModelRunner`` for ShuffleNet with an ImageNet manifest, unpacked under ``workdir``
+    (``backend_options`` as ``ModelRunner.load``'s, e.g. ``background=True`` for a candidate)."""
     src = light_model_path()
     manifest = Manifest(
         name="shufflenet", version=version, task="classification",
@@ -56,7 +58,8 @@ def shufflenet_runner(workdir: Path, version: str = "1", threads: int = 1) -> Mo
     d.mkdir(parents=True, exist_ok=True)
     shutil.copy(src, d / manifest.model_file)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
-    return ModelRunner.load(ModelRef(name="shufflenet", version=version, digest=digest), manifest, d, threads=threads)
+    return ModelRunner.load(ModelRef(name="shufflenet", version=version, digest=digest), manifest, d, threads=threads,
+                            **backend_options)
 
 
 class LoopSource:

@@ -53,6 +53,7 @@ from ..shadow import (
 )
 from .disk import DiskWatch, disk_full, is_disk_full
 from .errors import DiskFull
+from .isolation import ThreadPolicy
 from .outbox import Outbox, OutboxError, OutboxFull
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class Capture:
         self._dropped_taken = 0
         self._encode_q: queue.Queue[ReadyClip | None] = queue.Queue(encode_queue)
         self._worker: threading.Thread | None = None
+        self.thread_policy: ThreadPolicy | None = None  # set by the Pipeline: how the encoder lowers itself
 
     # ----- lifecycle -----
 
@@ -287,7 +289,10 @@ class Capture:
                 n += 1
 
     def _encode_loop(self) -> None:
-        lower_thread_priority(SHADOW_NICE)
+        if self.thread_policy is not None:
+            self.thread_policy.apply("capture-encoder")
+        else:
+            lower_thread_priority(SHADOW_NICE)
         while True:
             clip = self._encode_q.get()
             if clip is None:

@@ -35,9 +35,10 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .isolation import parse_cpus
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -112,6 +113,24 @@ class InferenceSection(_Section):
     switch_interval_ms: float = Field(default=0.5, ge=0, le=100)
 
 
+class PipelineSection(_Section):
+    """How the control path is kept apart from the shadow and capture threads (``isolation.py``)."""
+
+    # CPUs of the shadow and clip-encoder threads: "auto" = every allowed CPU but the first
+    # (kept for the control thread) where at least 2 remain; "off"; or a list like "2,3" / "2-5"
+    shadow_cpus: str = "auto"
+    control_cpus: str = ""  # pin the control thread here ("" = the scheduler moves it freely)
+    shadow_sched_idle: bool = True  # SCHED_IDLE for the background threads (nice 19 where refused)
+    shadow_nice: int = Field(default=19, ge=0, le=19)
+    ort_allow_spinning: bool = False  # the shadow ONNX Runtime session's threads spin while idle
+
+    @field_validator("shadow_cpus", "control_cpus")
+    @classmethod
+    def _cpus(cls, value: str) -> str:
+        parse_cpus(value)  # ValueError names the part that is wrong
+        return value
+
+
 class CaptureSection(_Section):
     """Device-side capture limits; what to capture comes from ``Desired.settings.capture``."""
 
@@ -123,7 +142,7 @@ class CaptureSection(_Section):
     cooldown_s: float = Field(default=10.0, ge=0)
     dedupe_threshold: float = Field(default=0.02, ge=0)
     near_band: float = Field(default=0.05, ge=0, le=1)
-    shadow_queue: int = Field(default=8, ge=1, le=1024)
+    shadow_queue: int = Field(default=1, ge=1, le=1024)  # frames waiting for the shadow path; the oldest is shed
     upload: bool = True
     upload_poll_s: float = Field(default=2.0, gt=0)
     upload_chunk_bytes: int = Field(default=256 * 1024, ge=4096)
@@ -143,6 +162,7 @@ class AgentConfig(_Section):
     source: SourceSection = Field(default_factory=SourceSection)
     inference: InferenceSection = Field(default_factory=InferenceSection)
     capture: CaptureSection = Field(default_factory=CaptureSection)
+    pipeline: PipelineSection = Field(default_factory=PipelineSection)
     output: OutputSection = Field(default_factory=OutputSection)
 
     @property

@@ -37,6 +37,7 @@ from .errors import AgentError, ConfigError, DiskFull
 from .identity import NEXT, IdentityStore, RotationError, confirm_credentials, fetch_new_credentials
 from .inventory import StaticInventory
 from .inventory import collect as collect_inventory
+from .isolation import ThreadPolicy
 from .metrics import start_agent_metrics
 from .mqtt_session import AgentMqtt
 from .outbox import Outbox
@@ -105,6 +106,10 @@ class Agent:
         self.pipeline = Pipeline(
             open_source(src.kind, src.uri, seed=src.seed if src.seed is not None else hash(self.device_id) & 0xFFFF, loop=src.loop),
             src.fps, shadow_queue=cap.shadow_queue, capture=self.capture,
+            isolation=ThreadPolicy.from_settings(
+                shadow_cpus=config.pipeline.shadow_cpus, control_cpus=config.pipeline.control_cpus,
+                sched_idle=config.pipeline.shadow_sched_idle, nice=config.pipeline.shadow_nice,
+            ),
         )
         address = parse_address(config.output.socket, self.data_dir)
         self.app_output = AppOutput(
@@ -130,6 +135,7 @@ class Agent:
             pipeline=self.pipeline, report=self.publish_reported, threads=config.inference.threads,
             profile=self.profile, verifier=self.verifier,
         )
+        self.updater.shadow_spinning = config.pipeline.ort_allow_spinning
         self._desired_q: queue.Queue[Desired] = queue.Queue()
         self._last_desired: Desired | None = None
         self._stop = threading.Event()

@@ -3,7 +3,13 @@
 The control model runs on the critical path and its prediction goes to the application
 callbacks at once. The shadow model runs on its own thread behind a bounded queue: when
 the queue is full the frame is dropped for the shadow path and counted, so the control
-path never waits for the candidate. Models are swapped by assigning a new runner; the
+path never waits for the candidate. Frames are shed *before* they queue: the queue holds
+one frame by default (``[capture] shadow_queue``) and a new frame pushes the oldest out
+(counted as ``shadow.dropped`` in telemetry), so the candidate always sees the freshest
+frame and the control thread never blocks. The shadow thread and the clip encoder lower
+themselves at start (``isolation.ThreadPolicy``: ``SCHED_IDLE`` or nice 19, CPU affinity
+away from the control thread's core where there are cores to spare), so a busy device
+takes their CPU time, not the control path's. Models are swapped by assigning a new runner; the
 loop picks it up on the next frame (load first, then switch — no frame is lost).
 
 Per telemetry period the loop keeps mergeable statistics (``PeriodStats``) that the
@@ -19,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
 from collections import Counter
@@ -31,7 +36,8 @@ import numpy as np
 from ..protocols import LatencyStats, ModelRef
 from ..shadow.prediction import Prediction
 from ..shadow.stats import AgreementStats, ConfidenceHistogram, LatencyRecorder
-from .capture import SHADOW_NICE, Capture, lower_thread_priority
+from .capture import Capture
+from .isolation import SheddingQueue, ThreadPolicy
 from .runner import ModelRunner
 from .sources import FrameSource, paced
 
@@ -59,20 +65,23 @@ class PeriodStats:
 
 
 class Pipeline:
-    def __init__(self, source: FrameSource, fps: float, *, shadow_queue: int = 8, capture: Capture | None = None):
+    def __init__(self, source: FrameSource, fps: float, *, shadow_queue: int = 1, capture: Capture | None = None,
+                 isolation: ThreadPolicy | None = None):
         self.source = source
         self.fps = fps
         self.control: ModelRunner | None = None
         self.shadow: ModelRunner | None = None
         self.capture = capture or Capture("", None)
+        self.isolation = isolation or ThreadPolicy()
+        self.capture.thread_policy = self.isolation  # the clip encoder lowers itself the same way
         self.app_output: Callable[[float, np.ndarray, Prediction, ModelRef, float], None] | None = None
         self.on_output: list[OutputCallback] = []
         self.on_shadow: list[ShadowCallback] = []
         self._lock = threading.Lock()
         self._period = PeriodStats()
         self._totals = Counter[str]()
-        self._shadow_q: queue.Queue[tuple[float, np.ndarray, Prediction, ModelRunner, ModelRunner | None] | None] = (
-            queue.Queue(shadow_queue)
+        self._shadow_q: SheddingQueue[tuple[float, np.ndarray, Prediction, ModelRunner, ModelRunner | None]] = (
+            SheddingQueue(shadow_queue)
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -81,6 +90,7 @@ class Pipeline:
 
     def start(self) -> None:
         self._stop.clear()
+        self._shadow_q.reopen()
         self.capture.start()
         self._threads = [
             threading.Thread(target=self._control_loop, name="control-path", daemon=True),
@@ -91,10 +101,7 @@ class Pipeline:
 
     def stop(self) -> None:
         self._stop.set()
-        try:
-            self._shadow_q.put_nowait(None)
-        except queue.Full:
-            pass
+        self._shadow_q.close()
         for t in self._threads:
             t.join(timeout=5)
         self.capture.stop()
@@ -117,6 +124,7 @@ class Pipeline:
     # ----- control path -----
 
     def _control_loop(self) -> None:
+        self.isolation.apply_control("control-path")
         for ts, frame in paced(iter(self.source.frames()), self.fps):
             if self._stop.is_set():
                 return
@@ -158,21 +166,20 @@ class Pipeline:
             self.capture.push(ts, frame)
             shadow = self.shadow
             if shadow is not None or self.capture.recording:
-                try:
-                    self._shadow_q.put_nowait((ts, frame, pred, runner, shadow))
-                except queue.Full:
-                    if shadow is not None:
+                shed = self._shadow_q.put((ts, frame, pred, runner, shadow))
+                if shed is not None:  # the oldest waiting frame makes room (never this one)
+                    if shed[4] is not None:
                         self.capture.drop()
                     with self._lock:
-                        self._totals["shadow_dropped" if shadow is not None else "capture_dropped"] += 1
+                        self._totals["shadow_dropped" if shed[4] is not None else "capture_dropped"] += 1
 
     # ----- shadow path -----
 
     def _shadow_loop(self) -> None:
-        lower_thread_priority(SHADOW_NICE)
+        self.isolation.apply("shadow-path")
         while not self._stop.is_set():
             item = self._shadow_q.get()
-            if item is None:
+            if item is None:  # closed
                 return
             ts, frame, control_pred, control, runner = item
             candidate_pred: Prediction | None = None

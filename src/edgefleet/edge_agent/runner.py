@@ -47,8 +47,8 @@ class ModelRunner:
     def load(cls, ref: ModelRef, manifest: Manifest, directory: Path, *, threads: int = 1, **backend_options: Any) -> ModelRunner:
         """Open and check a model with the best backend for this device.
 
-        ``backend_options`` go to ``hardware.open_backend`` (profile, cache_dir, progress, …);
-        the bundle digest is the engine-cache key.
+        ``backend_options`` go to ``hardware.open_backend`` (profile, cache_dir, progress,
+        ``background=True`` for the shadow slot, …); the bundle digest is the engine-cache key.
 
         Raises:
             ModelLoadFailed: no backend can load it. InputMismatch: it does not fit its manifest.

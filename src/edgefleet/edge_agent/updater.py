@@ -168,6 +168,7 @@ class Updater:
         self.verifier = verifier
         self._verified: dict[str, VerifiedTarget] = {}
         self.engines = data_dir / "engines"
+        self.shadow_spinning = False  # [pipeline] ort_allow_spinning: the shadow session's ORT threads spin
         self.retry_pending = False
         self.activated_at: dict[str, float] = {}
         self.credentials_epoch: int | None = None  # the signed epoch of the last verified check
@@ -191,7 +192,7 @@ class Updater:
             if s.installed is None:
                 continue
             try:
-                runner = self._load(s.installed)
+                runner = self._load(s.installed, slot=slot)
             except DeploymentError as exc:
                 log.error("device %s: installed %s model %s cannot be loaded: %s", self.device_id, slot, s.installed.label, exc)
                 if isinstance(exc, RetryableError):
@@ -325,7 +326,7 @@ class Updater:
             self._phase(s, Phase.VERIFYING)
             directory = self._stage(path, target)
             self._phase(s, Phase.PREPARING)
-            runner = self._load(wanted, directory, progress=self._prepare_progress(s))
+            runner = self._load(wanted, directory, progress=self._prepare_progress(s), slot=slot)
             runner.self_test()
             runner.prepare()
         except (DeploymentError, OSError) as exc:
@@ -368,7 +369,7 @@ class Updater:
             s.installed = None
         else:
             try:
-                runner = self._load(lkg)
+                runner = self._load(lkg, slot=slot)
             except DeploymentError as exc:
                 log.error("device %s: last known good %s cannot be loaded: %s", self.device_id, lkg.label, exc)
                 return False
@@ -539,9 +540,11 @@ class Updater:
 
         return progress
 
-    def _load(self, ref: InstalledModel, directory: Path | None = None, progress: Callable[[float, str], None] | None = None) -> ModelRunner:
+    def _load(self, ref: InstalledModel, directory: Path | None = None, progress: Callable[[float, str], None] | None = None,
+              *, slot: SlotName = "control") -> ModelRunner:
         """Load an unpacked bundle; one kept from before (restore, rollback) is re-verified
-        against its record first. Engine-cache writes a full disk refuses are DiskFull."""
+        against its record first. Engine-cache writes a full disk refuses are DiskFull. The
+        shadow slot's backend is opened as a background session (isolation from control)."""
         staged_now = directory is not None
         directory = directory or self.bundles / ref.digest
         try:
@@ -552,7 +555,8 @@ class Updater:
             raise BadBundle(str(exc)) from None
         try:
             return ModelRunner.load(
-                ref, manifest, directory, threads=self.threads, profile=self.profile, cache_dir=self.engines, progress=progress
+                ref, manifest, directory, threads=self.threads, profile=self.profile, cache_dir=self.engines, progress=progress,
+                background=slot == "shadow", allow_spinning=self.shadow_spinning,
             )
         except OSError as exc:
             if not is_disk_full(exc):

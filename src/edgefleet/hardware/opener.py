@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from .backends.base import InferenceBackend
 from .backends.onnxruntime_backend import (
@@ -49,6 +50,8 @@ def open_backend(
     intra_op_threads: int = 1,
     workspace_mb: int = 1024,
     dla_core: int | None = None,
+    background: bool = False,
+    allow_spinning: bool = False,
 ) -> InferenceBackend:
     """Open ``model_path`` with the fastest backend that works on this device.
 
@@ -64,6 +67,9 @@ def open_backend(
         intra_op_threads: ONNX Runtime threads per operator.
         workspace_mb: TensorRT builder workspace.
         dla_core: build for this DLA core (GPU fallback on), where the profile has DLA.
+        background: a shadow model: ONNX Runtime single-threaded, sequential, no spinning
+            (``allow_spinning``); TensorRT on the lowest-priority CUDA stream (the control
+            model's stream gets the highest).
 
     Returns:
         An open backend; ``backend.plan`` holds the plan, ``backend.step`` the step taken
@@ -92,7 +98,7 @@ def open_backend(
             digest = file_digest(model_path)
         try:
             backend = _open_step(step, plan, profile, model_path, cache, digest, progress,
-                                 intra_op_threads, workspace_mb, dla_core)
+                                 intra_op_threads, workspace_mb, dla_core, background, allow_spinning)
         except (BackendUnavailable, ModelLoadError) as exc:
             log.warning("backend %s failed for %s, falling back: %s", step.label, os.fspath(model_path), exc)
             fallbacks.append((step.label, f"failed: {exc}"))
@@ -120,13 +126,17 @@ def _open_step(
     intra_op_threads: int,
     workspace_mb: int,
     dla_core: int | None,
+    background: bool = False,
+    allow_spinning: bool = False,
 ) -> InferenceBackend:
     caps = profile.capabilities
+    ort_bg: dict[str, Any] = {"background": background, "allow_spinning": allow_spinning}
     if step.label == "tensorrt":
         from .backends.tensorrt_backend import TensorRTBackend
 
         return TensorRTBackend(model_path, cache=cache, model_digest=digest, precision=plan.precision,
-                               workspace_mb=workspace_mb, dla_core=dla_core, progress=progress)
+                               workspace_mb=workspace_mb, dla_core=dla_core, progress=progress,
+                               stream_priority="low" if background else "high")
     cuda_opts = cuda_provider_options(unified_memory=caps.unified_memory)
     if step.label == "ort-tensorrt":
         import onnxruntime as ort
@@ -142,9 +152,10 @@ def _open_step(
                                              dla_core=dla_core)
         providers: list = [(TRT_EP, trt_opts), (CUDA_EP, cuda_opts), CPU_EP]
         return OnnxRuntimeBackend(model_path, providers=providers, intra_op_threads=intra_op_threads,
-                                  require_provider=TRT_EP, progress=progress)
+                                  require_provider=TRT_EP, progress=progress, **ort_bg)
     if step.label == "ort-cuda":
         return OnnxRuntimeBackend(model_path, providers=[(CUDA_EP, cuda_opts), CPU_EP],
-                                  intra_op_threads=intra_op_threads, require_provider=CUDA_EP, progress=progress)
+                                  intra_op_threads=intra_op_threads, require_provider=CUDA_EP, progress=progress,
+                                  **ort_bg)
     return OnnxRuntimeBackend(model_path, providers=[CPU_EP], intra_op_threads=intra_op_threads,
-                              progress=progress)
+                              progress=progress, **ort_bg)

@@ -5,6 +5,12 @@ into ONNX Runtime's ``providers`` list (TensorRT provider with engine and timing
 CUDA provider, CPU). ``OnnxRuntimeBackend`` opens one session, checks that the provider
 asked for first is the one ONNX Runtime actually took (it falls back silently otherwise),
 and runs ``session.run`` with nothing else on the hot path.
+
+A *background* session (the shadow model) is opened so it cannot crowd the control
+model's core: one intra-op and one inter-op thread (the work runs on the calling thread,
+which has lowered itself to ``SCHED_IDLE``), sequential execution, and thread-pool
+spinning off (``session.intra_op.allow_spinning = "0"``), so an idle ORT worker never
+burns a core waiting for the next frame.
 """
 
 from __future__ import annotations
@@ -78,6 +84,16 @@ def cuda_provider_options(*, device_id: int = 0, unified_memory: bool = False,
     return opts
 
 
+SPINNING_KEYS = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
+
+
+def background_session_config(*, allow_spinning: bool = False) -> dict[str, str]:
+    """Session config entries of a background (shadow) session (names as in ONNX Runtime's
+    ``onnxruntime_session_options_config_keys.h``)."""
+    value = "1" if allow_spinning else "0"
+    return {key: value for key in SPINNING_KEYS}
+
+
 def _concrete_shape(shape: Sequence[object]) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) and d > 0 else 1 for d in shape)
 
@@ -94,6 +110,8 @@ class OnnxRuntimeBackend(InferenceBackend):
         inter_op_threads: int = 1,
         require_provider: str | None = None,
         progress: Progress | None = None,
+        background: bool = False,
+        allow_spinning: bool = False,
     ):
         """Open a session.
 
@@ -104,6 +122,9 @@ class OnnxRuntimeBackend(InferenceBackend):
                 this provider (it falls back to the next one without saying so).
             progress: called with (fraction, message) while the session is created; the
                 TensorRT provider builds its engines here.
+            background: a shadow session: 1 intra-op and 1 inter-op thread, sequential
+                execution, spinning as ``allow_spinning`` (off by default).
+            allow_spinning: for a background session only (``[pipeline] ort_allow_spinning``).
 
         Raises:
             ModelLoadError: the model cannot be loaded.
@@ -112,9 +133,14 @@ class OnnxRuntimeBackend(InferenceBackend):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = intra_op_threads
-        opts.inter_op_num_threads = inter_op_threads
+        opts.intra_op_num_threads = 1 if background else intra_op_threads
+        opts.inter_op_num_threads = 1 if background else inter_op_threads
         opts.log_severity_level = 3
+        self.background = background
+        if background:
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            for key, value in background_session_config(allow_spinning=allow_spinning).items():
+                opts.add_session_config_entry(key, value)
         self.model_path = Path(model_path)
         if progress:
             progress(0.0, f"opening ONNX Runtime session ({require_provider or 'CPUExecutionProvider'})")
@@ -130,6 +156,7 @@ class OnnxRuntimeBackend(InferenceBackend):
             raise BackendUnavailable(
                 f"ONNX Runtime did not take {require_provider} (session providers: {self.providers})"
             )
+        self.session_options = self._session.get_session_options()  # as the session holds them
         self._output_names = [o.name for o in self._session.get_outputs()]
         self._inputs = [IOSpec(i.name, tuple(i.shape), _ORT_TYPES.get(i.type, i.type))
                         for i in self._session.get_inputs()]

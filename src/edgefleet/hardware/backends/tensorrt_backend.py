@@ -155,6 +155,31 @@ def build_serialized_engine(
     return bytes(serialized), timing
 
 
+# CUDA stream priorities: a lower number is more urgent; 0 is the least urgent (and the
+# default), the most urgent is -1 … -5 by device, and a value outside the device's range is
+# clamped to it (cuStreamCreateWithPriority). The control engine asks for the most urgent,
+# the shadow engine for the least, so the GPU schedules the control model's kernels first.
+STREAM_PRIORITIES = {"high": -100, "low": 0}
+_priority_warned = False
+
+
+def make_stream(cuda: Any, priority: str | None) -> tuple[Any, int | None]:
+    """A pycuda stream with ``priority`` (``high``/``low``/None); returns (stream, value
+    applied or None where this pycuda cannot create prioritised streams)."""
+    global _priority_warned
+    if priority is None:
+        return cuda.Stream(), None
+    value = STREAM_PRIORITIES[priority]
+    try:
+        return cuda.Stream(flags=0, priority=value), value
+    except TypeError as exc:  # a pycuda whose Stream takes only flags
+        if not _priority_warned:
+            _priority_warned = True
+            log.warning("pycuda cannot create streams with a priority (%s): the shadow engine shares "
+                        "the GPU's default priority with the control engine", exc)
+        return cuda.Stream(), None
+
+
 class TensorRTBackend(InferenceBackend):
     """A TensorRT engine on one CUDA device, fed through page-locked buffers on one stream."""
 
@@ -172,8 +197,12 @@ class TensorRTBackend(InferenceBackend):
         dla_core: int | None = None,
         device_id: int = 0,
         progress: Progress | None = None,
+        stream_priority: str | None = None,
     ):
         """Load the cached engine for this model, or build it (minutes on an Orin).
+
+        ``stream_priority``: ``high`` for the control engine, ``low`` for the shadow engine
+        (see ``STREAM_PRIORITIES``), None for CUDA's default.
 
         Raises:
             BackendUnavailable: tensorrt or pycuda missing, or no CUDA device.
@@ -226,7 +255,7 @@ class TensorRTBackend(InferenceBackend):
             except ValueError as exc:
                 raise EngineBuildError(str(exc)) from exc
             self._context = self._engine.create_execution_context()
-            self._stream = cuda.Stream()
+            self._stream, self.stream_priority = make_stream(cuda, stream_priority)
             self._io = self._collect_io()
             self._host: dict[str, Any] = {}
             self._dev: dict[str, Any] = {}
