@@ -182,6 +182,18 @@ class ApiClient:
     def reset_capture_settings(self) -> dict[str, Any]:
         return self._call("DELETE", "/settings/capture")
 
+    @operation("settings_get_network")
+    def network_settings(self) -> dict[str, Any]:
+        return self._call("GET", "/settings/network")
+
+    @operation("settings_put_network")
+    def set_network_settings(self, policy: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PUT", "/settings/network", json=policy)
+
+    @operation("settings_reset_network")
+    def reset_network_settings(self) -> dict[str, Any]:
+        return self._call("DELETE", "/settings/network")
+
     @operation("tokens_create")
     def create_token(self, name: str, role: str, expires_in_s: int | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"name": name, "role": role}

@@ -1,4 +1,4 @@
-"""Fleet-wide settings that operators change while the fleet runs: the capture policy.
+"""Fleet-wide settings that operators change while the fleet runs: the capture and network policies.
 
 Every device gets the capture policy in ``Desired.settings.capture``. Its default is the
 ``[capture]`` section of ``controller.toml``; an operator's change (API or
@@ -19,6 +19,7 @@ from sqlalchemy import Text
 from sqlmodel import Field, Session, SQLModel, select
 
 from ..protocols import CapturePolicy
+from ..protocols.messages import NetworkPolicy
 from .errors import BadRequest
 from .fleet import DesiredPublisher
 from .models import Device, utcnow
@@ -98,4 +99,49 @@ def reset_capture_policy(session: Session, publisher: DesiredPublisher | None, b
     session.commit()
     n = _republish(session, publisher)
     log.info("capture policy reset to the controller's default by %s; sent to %d devices", by, n)
+    return n
+
+
+# -- network policy (issue 15: metered links, bandwidth caps) ------------------------------
+
+NETWORK_KEY = "network_policy"
+
+
+def stored_network_policy(session: Session) -> FleetSetting | None:
+    return session.get(FleetSetting, NETWORK_KEY)
+
+
+def network_policy(session: Session) -> NetworkPolicy:
+    """The network policy devices get (signed with their settings): the operator's, else any link, no cap."""
+    row = stored_network_policy(session)
+    if row is None:
+        return NetworkPolicy()
+    try:
+        return NetworkPolicy.model_validate_json(row.value)
+    except ValidationError as exc:
+        log.error("stored network policy is unreadable, sending the default (any link, no cap): %s", exc)
+        return NetworkPolicy()
+
+
+def set_network_policy(session: Session, publisher: DesiredPublisher | None, policy: NetworkPolicy, by: str) -> int:
+    """Store ``policy`` for the whole fleet and send it (signed); returns how many devices were told."""
+    row = stored_network_policy(session) or FleetSetting(key=NETWORK_KEY, value="")
+    row.value = json.dumps(policy.model_dump(mode="json"), sort_keys=True)
+    row.updated_at, row.updated_by = utcnow(), by
+    session.add(row)
+    session.commit()
+    n = _republish(session, publisher)
+    log.info("network policy set by %s and sent to %d devices: %s", by, n, row.value)
+    return n
+
+
+def reset_network_policy(session: Session, publisher: DesiredPublisher | None, by: str) -> int:
+    """Forget the operator's network policy: devices download on any link, uncapped by policy."""
+    row = stored_network_policy(session)
+    if row is None:
+        return 0
+    session.delete(row)
+    session.commit()
+    n = _republish(session, publisher)
+    log.info("network policy reset by %s; sent to %d devices", by, n)
     return n

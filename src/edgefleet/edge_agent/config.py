@@ -23,6 +23,10 @@ Example::
 
     [output]             # control predictions for local applications
     socket = "unix:/run/edgefleet/predictions.sock"   # or tcp:127.0.0.1:7070, or "" (off)
+
+    [network]            # link kind and bandwidth caps (docs: network policy)
+    link = "metered"     # auto | metered | unmetered; or link_command = "/usr/local/bin/link-kind"
+    max_download_bps = 500000
 """
 
 from __future__ import annotations
@@ -156,6 +160,24 @@ class OutputSection(_Section):
     client_queue: int = Field(default=64, ge=1)
 
 
+class NetworkSection(_Section):
+    """The device's link and its own bandwidth caps (``network.py``; the signed policy may lower them)."""
+
+    link: Literal["auto", "metered", "unmetered"] = "auto"  # auto: NetworkManager's flag where nmcli exists
+    link_command: str = Field(default="", max_length=1024,
+                              description="command (no shell) printing 'metered' or 'unmetered' [interface]")
+    interface: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:@-]{1,32}$")
+    probe_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    max_download_bps: int | None = Field(default=None, ge=1024)
+    max_upload_bps: int | None = Field(default=None, ge=1024)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NetworkSection:
+        if self.link_command and self.link != "auto":
+            raise ValueError("set link or link_command, not both")
+        return self
+
+
 class AgentConfig(_Section):
     agent: AgentSection
     mqtt: MqttSection = Field(default_factory=MqttSection)
@@ -164,6 +186,7 @@ class AgentConfig(_Section):
     capture: CaptureSection = Field(default_factory=CaptureSection)
     pipeline: PipelineSection = Field(default_factory=PipelineSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    network: NetworkSection = Field(default_factory=NetworkSection)
 
     @property
     def device_id(self) -> str:

@@ -40,6 +40,7 @@ from .inventory import collect as collect_inventory
 from .isolation import ThreadPolicy
 from .metrics import start_agent_metrics
 from .mqtt_session import AgentMqtt
+from .network import LinkProbe, NetworkGate
 from .outbox import Outbox
 from .pipeline import PeriodStats, Pipeline
 from .report_signer import ReportKeyRefused, ReportSigner
@@ -83,6 +84,10 @@ class Agent:
         self.disk_watch = DiskWatch(on_change=self._disk_changed)
         self.store = StateStore(self.data_dir, self.disk_watch)
         self.state: AgentState = self.store.load()
+        # link kind + signed network policy + bandwidth caps (network.py): fetchers and uploader share its buckets
+        self.network = NetworkGate(LinkProbe.from_config(config.network), max_download_bps=config.network.max_download_bps,
+                                   max_upload_bps=config.network.max_upload_bps)
+        self.network.set_policy(self.state.settings.network_policy)
         src = config.source
         cap = config.capture
         self.outbox: Outbox | None = None
@@ -136,6 +141,7 @@ class Agent:
             profile=self.profile, verifier=self.verifier,
         )
         self.updater.shadow_spinning = config.pipeline.ort_allow_spinning
+        self.updater.network = self.network
         self._desired_q: queue.Queue[Desired] = queue.Queue()
         self._last_desired: Desired | None = None
         self._stop = threading.Event()
@@ -149,6 +155,7 @@ class Agent:
                 max_bytes_per_day=self.state.settings.capture.max_bytes_per_day,
                 chunk_size=cap.upload_chunk_bytes, poll_interval_s=cap.upload_poll_s,
                 backoff_max_s=cap.backoff_max_s, verify=self.http_verify,
+                limiter=self.network.upload, link_refusal=self.network.upload_refusal,
             )
         self.tegrastats: TegrastatsReader | None = None
         self.hardware_stats: Callable[[], dict[str, Any]] | None = None
@@ -179,6 +186,7 @@ class Agent:
         fetcher = ResumableFetcher(
             client=self._fetch_http,
             gap_timeout=config.agent.download_gap_timeout_s, deadline=config.agent.download_deadline_s,
+            limiter=self.network.download,
         )
         if config.agent.cache_url:  # a depot cache first (edge_agent/depot.py); never sent the token
             from .depot import CacheFirstVerifier
@@ -324,7 +332,7 @@ class Agent:
             control=period.control, frames=period.frames, fps=round(period.frames / elapsed, 2),
             errors=period.errors, nan_outputs=period.nan_outputs, latency_ms=period.latency_stats(),
             class_counts=dict(period.class_counts), confidence_histogram=period.confidence.to_list(),
-            shadow=shadow, hardware=hardware,
+            shadow=shadow, hardware=hardware, link=self.network.link(),
         )
 
     # ----- health window -----
@@ -427,7 +435,8 @@ class Agent:
                     desired = None
                 if desired is None and retry_at is not None and self._last_desired and (
                         time.time() >= retry_at
-                        or (time.time() >= last_apply + 1.0 and self.updater.space_ready())):  # room again
+                        or (time.time() >= last_apply + 1.0 and self.updater.space_ready())  # room again
+                        or (time.time() >= last_apply + 1.0 and self.updater.link_ready())):  # the link allows it now
                     desired = self._last_desired
                 if desired is not None:
                     self._last_desired = desired

@@ -87,3 +87,11 @@ class OfflineRefused(DeploymentError):
     (``E_HASH_MISMATCH``, ``E_EXPIRED``, ``E_WRONG_DEVICE`` …)."""
 
     code = "E_OFFLINE"
+
+
+class LinkDeferred(DeploymentError):
+    """The network policy does not allow this transfer on the current link (a metered link
+    under ``unmetered``: ``E_LINK_METERED``; an interface not listed: ``E_LINK_INTERFACE``).
+    Not a failure: the deployment waits and goes on when the link allows (``network.py``)."""
+
+    code = "E_LINK_METERED"

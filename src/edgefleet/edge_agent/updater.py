@@ -24,6 +24,11 @@ needed and free, the running model stays, and the daemon retries — at once whe
 is there again. A partial download is kept and resumed. Each kept model is stored once:
 the unpacked files plus a record of their digests (``bundle.RECORD_FILE``, re-verified
 whenever a model is loaded from disk); the tar is deleted once unpacked.
+
+Network policy (``network.py``): before a download, a link the signed policy does not
+allow (metered under ``unmetered``, an interface not listed) defers it — the slot stays
+``notified``, ``update_blocked`` says ``E_LINK_METERED``/``E_LINK_INTERFACE`` with the
+reason (not a failure), and the daemon applies again once ``link_ready()``.
 """
 
 from __future__ import annotations
@@ -62,7 +67,14 @@ from ..registry.tuf import (
     VerifiedTarget,
 )
 from .disk import SpacePlan, disk_full, free_bytes, is_disk_full, space_needed
-from .errors import BadBundle, DamagedDownload, DeploymentError, DiskFull, RetryableError
+from .errors import (
+    BadBundle,
+    DamagedDownload,
+    DeploymentError,
+    DiskFull,
+    LinkDeferred,
+    RetryableError,
+)
 from .pipeline import Pipeline
 from .runner import ModelRunner
 from .state import AgentState, InstalledModel, SlotState, StateStore
@@ -178,6 +190,8 @@ class Updater:
         self._retrying: UpdateBlocked | None = None
         self.disk_wait: tuple[Path, int] | None = None  # (where, bytes) a disk-full step waits for
         self._floor_pending: dict[str, VerifiedTarget] = {}  # release floors a full disk kept from disk
+        self.network: Any = None  # network.NetworkGate: link policy and bandwidth caps (None: any link)
+        self.link_wait: UpdateBlocked | None = None  # a download the link policy defers
 
     # ----- start-up -----
 
@@ -242,6 +256,9 @@ class Updater:
             self.credentials_epoch = result.credentials_epoch
         self._verified = {t.digest: t for t in result.targets}
         self.disk_wait = None
+        self.link_wait = None
+        if self.network is not None:
+            self.network.set_policy(self.state.settings.network_policy)
         for slot in SLOTS:
             self._apply_slot(slot, _as_slot_target(result.for_slot(slot)))
         for pending_slot, verified in list(self._floor_pending.items()):
@@ -252,6 +269,8 @@ class Updater:
             self._block(HintUnconfirmed.code, unconfirmed)
         elif self._retrying is not None:
             self._block(self._retrying.code, self._retrying.reason)
+        elif self.link_wait is not None:
+            self._block(self.link_wait.code, self.link_wait.reason)
         else:
             refused = self._slot_refusal()
             if refused is None:
@@ -335,6 +354,14 @@ class Updater:
                     raise
                 exc = disk_full("deployment", self.bundles.parent, 0, exc)
             if isinstance(exc, DamagedDownload) and self._retry_damaged(s, target, exc):
+                return
+            if isinstance(exc, LinkDeferred):  # waiting for the link, not failed
+                s.phase, s.error_code, s.error, s.progress = Phase.NOTIFIED, None, None, None
+                self.link_wait = UpdateBlocked(code=exc.code, reason=f"{slot} slot: {target.name}:{target.version}: {exc}")
+                log.info("device %s: %s", self.device_id, self.link_wait.reason)
+                self.retry_pending = True  # looked at again with backoff, and at once when link_ready()
+                self.store.save(self.state)
+                self.report()
                 return
             if isinstance(exc, DiskFull):
                 self.disk_wait = (Path(exc.path or self.bundles.parent), exc.needed or 0)
@@ -433,9 +460,17 @@ class Updater:
         self.report()
         return True
 
+    def link_ready(self) -> bool:
+        """A download the link policy deferred could go now."""
+        return self.link_wait is not None and self.network is not None and self.network.download_refusal() is None
+
     def _fetch(self, s: SlotState, target: SlotTarget) -> Path:
-        self._phase(s, Phase.DOWNLOADING)
         dest = self.downloads / f"{target.digest}.bundle"
+        if self.network is not None and not (self.bundles / target.digest).is_dir() and not dest.exists():
+            deferred = self.network.download_refusal()
+            if deferred is not None:
+                raise deferred
+        self._phase(s, Phase.DOWNLOADING)
         if (self.bundles / target.digest).is_dir():  # unpacked already (kept as last known good)
             return dest
         verified = self._verified[target.digest]

@@ -7,6 +7,11 @@ remove it from the outbox. A transport error or a 5xx/401/429 ends the pass as *
 ``run_forever`` then sleeps with jittered exponential backoff. A permanent refusal (4xx)
 drops that item only. Wire protocol: docs/uploads.md.
 
+Network policy: ``link_refusal`` (``network.NetworkGate.upload_refusal``) returning a reason
+defers the whole pass (nothing is sent, nothing dropped; ``report.deferred_by_link``); the
+``limiter`` bucket caps the bytes/s of clip parts (each PUT is at most a quarter second of
+the cap, and waits for it before it is sent).
+
 Device-side: imports httpx and protocols only.
 """
 
@@ -23,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from ..registry.tuf.ratelimit import TokenBucket
 from .errors import AgentError
 from .outbox import Outbox, OutboxItem
 
@@ -59,6 +65,7 @@ class UploadReport:
     uploaded: list[tuple[int, str | None]] = field(default_factory=list)  # (item, clip id)
     dropped: list[int] = field(default_factory=list)
     deferred_by_budget: int = 0
+    deferred_by_link: str | None = None  # why the link policy held every upload back
     bytes_sent: int = 0
     budget_left: int = 0
     offline: bool = False
@@ -99,8 +106,12 @@ class Uploader:
         poll_interval_s: float = 5.0,
         rng: random.Random | None = None,
         verify: ssl.SSLContext | bool = True,
+        limiter: TokenBucket | None = None,
+        link_refusal: Any = None,
     ):
         self.base = base_url.rstrip("/") + "/api/v1/uploads"
+        self.limiter = limiter
+        self.link_refusal = link_refusal  # () -> exception with the reason, or None: may upload
         self.device_id = device_id
         self.outbox = outbox
         self.max_bytes_per_day = max_bytes_per_day
@@ -127,6 +138,9 @@ class Uploader:
         day = budget_day(now)
         self._budget_key = f"upload-bytes:{day}"
         report = UploadReport()
+        if self.link_refusal is not None and (deferred := self.link_refusal()) is not None:
+            report.deferred_by_link = str(deferred)
+            return report
         for item in self.outbox.pending(self.batch):
             if item.event.device_id != self.device_id:
                 log.warning("outbox item %s names device %s: dropped", item.item_id,
@@ -248,15 +262,20 @@ class Uploader:
     ) -> int:
         while offset < size:
             try:
+                step = self.chunk_size
+                if self.limiter is not None and self.limiter.rate is not None:
+                    step = min(step, self.limiter.chunk_size(per_second=4))
                 with open(path, "rb") as f:
                     f.seek(offset)
-                    chunk = f.read(min(self.chunk_size, size - offset))
+                    chunk = f.read(min(step, size - offset))
             except FileNotFoundError:  # evicted while we were uploading it
                 raise _SessionLost(f"{part} of item {item.item_id} was evicted") from None
             headers = {
                 "Content-Range": f"bytes {offset}-{offset + len(chunk) - 1}/{size}",
                 "Content-Type": "application/octet-stream",
             }
+            if self.limiter is not None:
+                self.limiter.consume(len(chunk))
             r = self._request("PUT", f"/{upload_id}/{part}", report, content=chunk,
                               headers=headers)
             body = _json(r)

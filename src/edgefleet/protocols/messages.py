@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 
 from .canonical import SignedReport
@@ -125,9 +126,43 @@ class CapturePolicy(_Message):
     near_band: float | None = Field(default=None, ge=0, le=1)
 
 
+InterfaceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,32}$")]
+LinkKind = Literal["metered", "unmetered", "unknown"]
+
+
+class NetworkPolicy(_Message):
+    """When and how fast a device moves bundles and clips (signed with the device's settings).
+
+    ``download``: ``any`` link; ``unmetered`` links only (a metered or unknown link defers
+    bundle downloads and clip uploads; events, metadata and reports still go); or
+    ``interfaces``: only over one of ``interfaces``. Caps are bytes/s (None: no cap); the
+    device uses the lower of these and its own ``[network]`` config.
+    """
+
+    download: Literal["any", "unmetered", "interfaces"] = "any"
+    interfaces: list[InterfaceName] = Field(default_factory=list, max_length=32)
+    max_download_bps: int | None = Field(default=None, ge=1024)
+    max_upload_bps: int | None = Field(default=None, ge=1024)
+
+    @model_validator(mode="after")
+    def _interfaces_named(self) -> NetworkPolicy:
+        if self.download == "interfaces" and not self.interfaces:
+            raise ValueError("download = 'interfaces' needs at least one interface name")
+        return self
+
+
 class DeviceSettings(_Message):
     telemetry_period_s: float = Field(default=10.0, gt=0, le=3600)
     capture: CapturePolicy = Field(default_factory=CapturePolicy)
+    network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy)
+
+
+class LinkReport(_Message):
+    """The device's network link as it sees it, in telemetry: kind, interface, and how it knows."""
+
+    kind: LinkKind = "unknown"
+    interface: InterfaceName | None = None
+    source: Literal["config", "command", "networkmanager", "none"] = "none"
 
 
 class Desired(_Message):
@@ -275,6 +310,7 @@ class Telemetry(SignedReport, _Message):
     confidence_histogram: list[int] = Field(default_factory=list, max_length=100)
     shadow: ShadowStats | None = None
     hardware: dict[OpenKey, FiniteAny] = Field(default_factory=dict, max_length=MAX_HARDWARE_KEYS)
+    link: LinkReport | None = None  # metered / unmetered (network policy)
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 

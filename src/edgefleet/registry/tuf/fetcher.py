@@ -8,6 +8,10 @@ seconds and the whole download at most ``deadline`` seconds; never more bytes th
 signed length are written, and a server offering more is refused. Hashes are computed
 while writing, so verification costs no second pass over the file.
 
+``limiter`` (a ``ratelimit.TokenBucket``, shared by every attempt and every call) caps
+target downloads in bytes/s; being the same bucket across attempts, a resumed transfer
+never bursts above the cap. Metadata is not capped (it is small).
+
 ``stats`` counts payload bytes received and connections made (benchmarks read it).
 Device-safe: httpx, tuf and the standard library only.
 """
@@ -29,6 +33,7 @@ from tuf.api import exceptions as tuf_exc
 from tuf.ngclient.fetcher import FetcherInterface
 
 from .errors import DiskFull, DownloadFailed, DownloadTimeout, LengthMismatch
+from .ratelimit import TokenBucket
 
 CHUNK = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -53,6 +58,7 @@ class ResumableFetcher(FetcherInterface):
         clock: monotonic clock, for tests.
         verify: for the client made here: an ``ssl.SSLContext`` (the fleet CA), or True
             for the system CAs. A controller whose certificate does not verify is refused.
+        limiter: bandwidth cap for target downloads (its rate may change at any time).
     """
 
     def __init__(
@@ -65,7 +71,9 @@ class ResumableFetcher(FetcherInterface):
         clock: Callable[[], float] = time.monotonic,
         backoff: float = 0.2,
         verify: ssl.SSLContext | bool = True,
+        limiter: TokenBucket | None = None,
     ):
+        self.limiter = limiter
         self.gap_timeout = gap_timeout
         self.deadline = deadline
         self.max_stalls = max_stalls
@@ -215,7 +223,8 @@ class ResumableFetcher(FetcherInterface):
                 raise LengthMismatch(
                     f"server offers {have + int(declared)} bytes, only {length} signed"
                 )
-            for chunk in resp.iter_raw():
+            limiter = self.limiter if self.limiter is not None and self.limiter.rate is not None else None
+            for chunk in resp.iter_raw(limiter.chunk_size() if limiter is not None else None):
                 self.stats.bytes_received += len(chunk)
                 if have + len(chunk) > length:
                     raise LengthMismatch(f"server sent more than the {length} signed bytes")
@@ -223,6 +232,8 @@ class ResumableFetcher(FetcherInterface):
                 for h in hashers.values():
                     h.update(chunk)
                 have += len(chunk)
+                if limiter is not None:
+                    limiter.consume(len(chunk))
                 if self.clock() > end:
                     raise DownloadTimeout(f"deadline passed after {have} of {length} bytes")
             if have < length and declared is not None:
