@@ -106,7 +106,7 @@ def test_clips_are_for_viewers_only_never_for_device_tokens(fleet: Fleet) -> Non
 
 # Routes a device token is meant to use; every other route must answer it 403.
 DEVICE_ROUTES = ("/api/v1/uploads", "/tuf/", "/api/v1/bundles/", "/api/v1/devices/self/")
-PUBLIC = {"/api/v1/health", "/ui/login", "/ui/logout", "/", "/ui"}
+PUBLIC = {"/api/v1/health", "/api/v1/health/live", "/api/v1/health/ready", "/ui/login", "/ui/logout", "/", "/ui"}
 
 
 def _operator_routes(app) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]

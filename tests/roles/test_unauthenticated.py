@@ -2,7 +2,7 @@
 
 The routes are read from the app itself, so a route added later is covered without
 editing this file; ``/api/v1/openapi.json`` and ``/api/v1/docs`` are covered too (the
-API's shape is for users). Not checked, on purpose: ``/api/v1/health`` (liveness, public
+API's shape is for users). Not checked, on purpose: ``/api/v1/health`` and ``/health/live``/``/health/ready`` (for load balancers, public
 by design), ``/ui/login`` and ``/ui/logout`` (the login form; clearing a cookie),
 ``/ui/static/*`` (CSS and JS, no data) and the ``/`` and ``/ui`` redirects to the fleet
 page (which then asks for a login).
@@ -15,7 +15,7 @@ import re
 import httpx
 import pytest
 
-PUBLIC = {"/api/v1/health", "/ui/login", "/ui/logout", "/", "/ui"}
+PUBLIC = {"/api/v1/health", "/api/v1/health/live", "/api/v1/health/ready", "/ui/login", "/ui/logout", "/", "/ui"}
 
 
 def all_routes(app):  # type: ignore[no-untyped-def]
