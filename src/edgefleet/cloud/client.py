@@ -279,10 +279,11 @@ class ApiClient:
     def start_rollout(self, model: str, *, slot: str = "control", select: str = "all",
                       waves: str = "1,10,50,100", soak: str = "30m", gates: list[str] | None = None,
                       on_breach: str = "rollback", device_timeout: str = "30m",
-                      max_concurrent: int | None = None) -> dict[str, Any]:
+                      max_concurrent: int | None = None, start_at: str | None = None,
+                      rate: str | None = None, ramp: str | None = None) -> dict[str, Any]:
         body = {"model": model, "slot": slot, "select": select, "waves": waves, "soak": soak,
                 "gates": gates, "on_breach": on_breach, "device_timeout": device_timeout,
-                "max_concurrent": max_concurrent}
+                "max_concurrent": max_concurrent, "start_at": start_at, "rate": rate, "ramp": ramp}
         return self._call("POST", "/rollouts", json=body)
 
     @operation("rollouts_list_rollouts")
@@ -293,9 +294,14 @@ class ApiClient:
     def rollout_status(self, rollout_id: str, *, devices: bool = True, events: int = 30) -> dict[str, Any]:
         return self._call("GET", f"/rollouts/{rollout_id}", params={"devices": devices, "events": events})
 
-    @operation("rollouts_pause_rollout", "rollouts_resume_rollout", "rollouts_abort_rollout", "rollouts_rollback_rollout")
+    @operation("rollouts_pause_rollout", "rollouts_resume_rollout", "rollouts_abort_rollout", "rollouts_rollback_rollout",
+               "rollouts_cancel_rollout")
     def rollout_command(self, rollout_id: str, command: str, reason: str | None = None) -> dict[str, Any]:
         return self._call("POST", f"/rollouts/{rollout_id}/{command}", json={"reason": reason})
+
+    @operation("rollouts_reschedule_rollout")
+    def reschedule_rollout(self, rollout_id: str, start_at: str) -> dict[str, Any]:
+        return self._call("POST", f"/rollouts/{rollout_id}/reschedule", json={"start_at": start_at})
 
     # ----- webhooks, device history, tags, inventory -----
 

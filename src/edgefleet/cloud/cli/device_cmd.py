@@ -257,13 +257,32 @@ def deploy(
     device: Annotated[Optional[list[str]], typer.Option("--device", help="device id, repeatable")] = None,
     all_devices: Annotated[bool, typer.Option("--all", help="every enrolled device")] = False,
     slot: Annotated[str, typer.Option("--slot", help="control or shadow")] = "control",
+    at: Annotated[Optional[str], typer.Option("--at", help="deploy later: ISO 8601 with an offset or +10m (becomes a one-wave rollout, scheduled; see `fleet rollout ls --scheduled`)")] = None,
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
-    """Assign a model version to a slot on devices now (no waves; see `fleet rollout` for staged rollouts)."""
+    """Assign a model version to a slot on devices now, or --at a time (no waves; see `fleet rollout` for staged rollouts)."""
     if not device and not all_devices:
         fail("name devices with --device ID (repeatable) or use --all")
     if device and all_devices:
         fail("use either --device or --all, not both")
+    if at is not None:  # a scheduled direct deploy is a one-wave rollout, no soak, no gate
+        import time
+
+        from ..rollout import SpecError, parse_start_at
+
+        try:
+            parse_start_at(at, time.time())
+        except SpecError as exc:
+            fail(f"--at: {exc}")
+        select = "all" if all_devices else "device:" + "|".join(device or [])
+        res = call(api_client(data_dir, url, token).start_rollout, model, slot=slot, select=select,
+                   waves="100", soak="0", gates=[], start_at=at)
+        when = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(res["start_at"]))
+        console.print(f"{res['model']} scheduled for the {res['slot']} slot at {when}: rollout {res['id']} "
+                      f"(fleet rollout reschedule|cancel {res['id']})")
+        for warning in res.get("warnings") or []:
+            err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+        return
     res = call(api_client(data_dir, url, token).deploy, model, slot, None if all_devices else device)
     console.print(f"{res['model']} assigned to the {res['slot']} slot of {len(res['devices'])} device(s)")
     for warning in res.get("warnings") or []:

@@ -1,4 +1,5 @@
-"""``fleet rollout start|ls|status|pause|resume|abort|rollback`` (talks to /api/v1/rollouts)."""
+"""``fleet rollout start|ls|status|pause|resume|abort|rollback|reschedule|cancel`` (talks to
+/api/v1/rollouts). ``start --start-at`` schedules a rollout; ``--rate``/``--ramp`` pace it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ app = typer.Typer(help="Staged rollouts: waves, soak, health gates, rollback.", 
 FINISHED = ("completed", "rolled_back", "aborted", "superseded")
 _STATE_STYLE = {"running": "cyan", "soaking": "cyan", "completed": "green", "rolled_back": "yellow",
                 "rolling_back": "yellow", "breached": "red", "paused": "magenta", "aborted": "dim",
-                "superseded": "dim", "pending": "white"}
+                "superseded": "dim", "pending": "white", "scheduled": "blue"}
+
+
+def _when(at: float | None) -> str:
+    return "-" if at is None else time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(at))
 
 
 @app.command()
@@ -34,25 +39,40 @@ def start(
     on_breach: Annotated[str, typer.Option("--on-breach", help="pause or rollback")] = "rollback",
     device_timeout: Annotated[str, typer.Option("--device-timeout", help="a device that has not settled after this is timed out, with a unit: 30m, 1h")] = "30m",
     max_concurrent: Annotated[Optional[int], typer.Option("--max-concurrent", help="devices installing at once")] = None,
+    start_at: Annotated[Optional[str], typer.Option("--start-at", help="schedule it: ISO 8601 with an offset (2026-05-01T22:00:00+02:00, ...Z) or relative (+10m, +2h)")] = None,
+    rate: Annotated[Optional[str], typer.Option("--rate", help="dispatch at most N devices per minute, e.g. 60/min (1..1000), within waves and gates")] = None,
+    ramp: Annotated[Optional[str], typer.Option("--ramp", help="START/min,xFACTOR,every=K: start at START/min, multiply by FACTOR (1.1..5) after every K successes, up to 1000/min")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
-    """Start a staged rollout (supersedes live rollouts of the same slot on the same devices)."""
-    from ..rollout import SpecError, parse_duration
+    """Start a staged rollout now or at --start-at (supersedes live rollouts of the same slot on the
+    same devices when it starts)."""
+    from ..rollout import SpecError, parse_duration, parse_pace, parse_start_at
 
     for option, text in (("--soak", soak), ("--device-timeout", device_timeout)):
         try:
             parse_duration(text, require_unit=True)
         except SpecError as exc:
             fail(f"{option} {exc}")
+    try:
+        parse_pace(rate=rate, ramp=ramp)
+    except SpecError as exc:
+        fail(str(exc))
+    if start_at is not None:
+        try:
+            parse_start_at(start_at, time.time())
+        except SpecError as exc:
+            fail(f"--start-at: {exc}")
     res = call(api_client(data_dir, url, token).start_rollout, model, slot=slot, select=select, waves=waves,
                soak=soak, gates=gate, on_breach=on_breach, device_timeout=device_timeout,
-               max_concurrent=max_concurrent)
+               max_concurrent=max_concurrent, start_at=start_at, rate=rate, ramp=ramp)
     if as_json:
         console.print_json(json.dumps(res))
         return
-    console.print(f"rollout [bold]{res['id']}[/] started: {res['model']} → {res['slot']} "
-                  f"({select!r}, waves {waves}, gates {', '.join(res['gates_spec']) or 'none'})")
+    verb = f"scheduled for {_when(res.get('start_at'))}" if res["state"] == "scheduled" else "started"
+    console.print(f"rollout [bold]{res['id']}[/] {verb}: {res['model']} → {res['slot']} "
+                  f"({select!r}, waves {waves}, gates {', '.join(res['gates_spec']) or 'none'}"
+                  + (f", rate {res['rate_spec']}" if res.get("rate_spec") else "") + ")")
     console.print(f"follow it with: fleet rollout status {res['id']} --watch")
     for warning in res.get("warnings") or []:  # e.g. a deprecated version
         console.print(Text.assemble(("warning: ", "yellow"), str(warning)))
@@ -61,13 +81,23 @@ def start(
 @app.command("ls")
 def list_rollouts(
     state: Annotated[Optional[str], typer.Option("--state", help="only rollouts in this state")] = None,
+    scheduled: Annotated[bool, typer.Option("--scheduled", help="only scheduled rollouts (not started yet), with their start times")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
     """List rollouts, newest first."""
-    rows = call(api_client(data_dir, url, token).list_rollouts, state)
+    if scheduled and state not in (None, "scheduled"):
+        fail("use either --scheduled or --state, not both")
+    rows = call(api_client(data_dir, url, token).list_rollouts, "scheduled" if scheduled else state)
     if as_json:
         console.print_json(json.dumps(rows))
+        return
+    if scheduled:
+        table = Table("id", "model", "slot", "starts at", "select", "rate", "created")
+        for r in rows:
+            table.add_row(r["id"], r["model"], r["slot"], _when(r.get("start_at")), r["select"],
+                          r.get("rate") or "-", _when(r["created_at"]))
+        console.print(table)
         return
     table = Table("id", "model", "slot", "state", "wave", "devices", "select", "reason", "created")
     for r in rows:
@@ -104,6 +134,10 @@ def render_status(st: dict[str, Any]) -> Group:
         Text(f"{progress_bar(st['progress'])} {st['on_model']}/{st['devices']} devices on the model "
              f"({st['progress']:.0%})"),
     ]
+    if st.get("rate_spec"):
+        parts.append(Text(f"rate {st['rate_per_min']:g}/min now (asked: {st['rate_spec']})"))
+    if st["state"] == "scheduled":
+        parts.append(Text(f"starts at {_when(st.get('start_at'))}", style="blue"))
     if st.get("reason"):
         parts.append(Text(f"reason: {st['reason']}", style="yellow" if st["state"] != "breached" else "red"))
     waves = Table("wave", "%", "devices", "outcome", "by status",
@@ -179,3 +213,21 @@ for _name, _doc in (("pause", "Pause: no new devices are sent the model."),
                     ("abort", "Abort: devices stay where they are."),
                     ("rollback", "Roll back every device that was sent the model to its previous one.")):
     app.command(_name)(_command(_name, _doc))
+app.command("cancel")(_command("cancel", "Cancel a scheduled rollout before it starts (abort one that has started)."))
+
+
+@app.command()
+def reschedule(
+    rollout_id: Annotated[str, typer.Argument(help="rollout id (fleet rollout ls --scheduled)")],
+    start_at: Annotated[str, typer.Argument(help="new start: ISO 8601 with an offset, or relative (+10m)")],
+    data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
+) -> None:
+    """Move a scheduled rollout's start time (before it starts)."""
+    from ..rollout import SpecError, parse_start_at
+
+    try:
+        parse_start_at(start_at, time.time())
+    except SpecError as exc:
+        fail(f"TIME: {exc}")
+    st = call(api_client(data_dir, url, token).reschedule_rollout, rollout_id, start_at)
+    console.print(f"rollout {st['id']}: scheduled for {_when(st.get('start_at'))}")

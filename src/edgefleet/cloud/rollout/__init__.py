@@ -7,12 +7,14 @@ a new rollout for the same slot and devices through ``supersedes``/``supersede``
 See docs/rollouts.md.
 """
 
-from .commands import COMMANDS, Command, apply_command, supersede, supersedes
+from .commands import COMMANDS, Command, apply_command, reschedule, supersede, supersedes
 from .errors import (
     DurationSyntaxError,
     GateSyntaxError,
     IllegalTransition,
+    RateSyntaxError,
     RolloutError,
+    ScheduleError,
     SelectorSyntaxError,
     SpecError,
     UnknownMetric,
@@ -49,6 +51,7 @@ from .model import (
     build_spec,
     parse_duration,
 )
+from .pace import Pace, parse_pace, parse_start_at
 from .plan import Plan, plan, previous_model
 from .selector import DeviceInfo, Selector, parse_selector
 from .status import RolloutStatus, WaveStatus, rollout_status
@@ -58,12 +61,12 @@ __all__ = [
     "COMMANDS", "DEFAULT_GATES", "FINAL_STATES", "KNOWN_METRICS", "METRICS", "QUIET_STATES",
     "Action", "AssignWave", "Breach", "Command", "DeviceInfo", "DeviceObservation",
     "DeviceStatus", "DurationSyntaxError", "Gate", "GateResult", "GateSyntaxError",
-    "IllegalTransition", "Log", "MarkDeviceTimedOut", "Plan", "RecordGateResults",
+    "IllegalTransition", "Log", "Pace", "RateSyntaxError", "ScheduleError", "MarkDeviceTimedOut", "Plan", "RecordGateResults",
     "RevertDevice", "RolloutError", "RolloutPhase", "RolloutSpec", "RolloutState",
     "RolloutStatus", "SelectorSyntaxError", "Selector", "SetDesired", "SpecError",
     "UnknownMetric", "UpdateRollout", "WaveMetrics", "WaveRecord", "WaveStatus",
     "WavesSyntaxError", "apply_command", "assign_late_joiners", "assign_waves",
     "build_spec", "classify", "evaluate_gates", "parse_duration", "parse_gate",
-    "parse_gates", "parse_selector", "parse_waves", "plan", "previous_model",
+    "parse_gates", "parse_pace", "parse_selector", "parse_start_at", "reschedule", "parse_waves", "plan", "previous_model",
     "rollout_status", "same_ref", "stable_rank", "supersede", "supersedes", "wave_metrics",
 ]

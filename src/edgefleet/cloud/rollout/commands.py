@@ -16,8 +16,12 @@ resume         breached (policy ``pause``)                       running; the wa
                                                                  judged afresh
 abort          pending, running, soaking, paused, breached       aborted; devices stay
                                                                  where they are
-rollback       any but rolled_back/superseded                    rolling_back
+rollback       any but scheduled/rolled_back/superseded          rolling_back
+cancel         scheduled (before it starts)                      aborted
 =============  ===============================================  ==========================
+
+A ``scheduled`` rollout (``--start-at``) takes only ``cancel``/``abort`` and
+``reschedule(state, start_at, now)``; the planner starts it at ``state.start_at``.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from .errors import IllegalTransition
 from .model import RolloutSpec, RolloutState
 from .selector import Selectable
 
-Command = Literal["pause", "resume", "abort", "rollback"]
-COMMANDS: tuple[str, ...] = ("pause", "resume", "abort", "rollback")
+Command = Literal["pause", "resume", "abort", "rollback", "cancel"]
+COMMANDS: tuple[str, ...] = ("pause", "resume", "abort", "rollback", "cancel")
 _LIVE = ("pending", "running", "soaking")
 
 
@@ -42,6 +46,20 @@ def apply_command(state: RolloutState, command: str, now: float, *,
         IllegalTransition: the command makes no sense in this state; the message says why.
     """
     s = state.state
+    if command == "cancel":
+        if s == "scheduled":
+            return state.model_copy(update=dict(state="aborted", finished_at=now,
+                                                reason=reason or "cancelled before it started"))
+        if s == "aborted":
+            return state
+        raise IllegalTransition(command, s, "only a scheduled rollout can be cancelled; "
+                                "abort or roll back one that has started")
+    if s == "scheduled":
+        if command == "abort":
+            return state.model_copy(update=dict(state="aborted", finished_at=now,
+                                                reason=reason or "aborted before it started"))
+        if command in ("pause", "resume", "rollback"):
+            raise IllegalTransition(command, s, "it has not started; reschedule or cancel it")
     if command == "pause":
         if s == "paused" or s == "breached":
             return state
@@ -79,6 +97,20 @@ def apply_command(state: RolloutState, command: str, now: float, *,
             state="rolling_back", rollback_started_at=now, finished_at=None, paused_from=None,
             reason=reason or "rollback requested by operator"))
     raise IllegalTransition(command, s, f"unknown command; known: {', '.join(COMMANDS)}")
+
+
+def reschedule(state: RolloutState, start_at: float, now: float) -> RolloutState:
+    """A scheduled rollout with a new start time (``start_at`` already validated as future).
+
+    Raises:
+        IllegalTransition: the rollout is not scheduled (it started or ended).
+    """
+    if state.state != "scheduled":
+        raise IllegalTransition("reschedule", state.state, "only a scheduled rollout can be "
+                                "rescheduled, before it starts")
+    if start_at <= now:
+        raise IllegalTransition("reschedule", state.state, "the new start time is in the past")
+    return state.model_copy(update=dict(start_at=start_at))
 
 
 def supersede(state: RolloutState, new_rollout_id: str, now: float) -> RolloutState:

@@ -59,6 +59,15 @@ class DurationSyntaxError(SpecError):
     """A duration (``--soak 30m``) that does not parse."""
 
 
+class RateSyntaxError(SpecError):
+    """A dispatch rate (``--rate 60/min``) or ramp (``--ramp 10/min,x2,every=5``) that does not
+    parse or is out of bounds."""
+
+
+class ScheduleError(SpecError):
+    """A start time (``--start-at``) that does not parse, is in the past or too far ahead."""
+
+
 class IllegalTransition(RolloutError):
     """An operator command the rollout's current state does not allow (maps to HTTP 409)."""
 

@@ -23,12 +23,13 @@ from edgefleet.protocols.messages import SLOTS, ModelRef, Phase, SlotName
 
 from .errors import DurationSyntaxError, SpecError
 from .gates import Gate, GateResult, parse_gates
+from .pace import Pace, parse_pace
 from .selector import Selector, parse_selector
 from .waves import parse_waves
 
 OnBreach = Literal["pause", "rollback"]
 RolloutPhase = Literal[
-    "pending", "running", "soaking", "paused", "breached", "rolling_back", "rolled_back",
+    "scheduled", "pending", "running", "soaking", "paused", "breached", "rolling_back", "rolled_back",
     "completed", "aborted", "superseded",
 ]
 #: States in which the planner emits no action at all.
@@ -95,6 +96,7 @@ class RolloutSpec:
     device_timeout_s: float = 1800.0
     max_concurrent: int | None = None
     previous: ModelRef | None = None
+    pace: Pace | None = None  # --rate / --ramp: devices dispatched per minute (pace.py)
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -128,6 +130,8 @@ def build_spec(
     device_timeout: str | float = "30m",
     max_concurrent: int | None = None,
     previous: ModelRef | None = None,
+    rate: str | None = None,
+    ramp: str | None = None,
 ) -> RolloutSpec:
     """Build a spec from CLI/API text (``--select``, ``--waves``, ``--soak``, ``--gate``...).
 
@@ -148,6 +152,7 @@ def build_spec(
         device_timeout_s=parse_duration(device_timeout),
         max_concurrent=max_concurrent,
         previous=previous,
+        pace=parse_pace(rate=rate, ramp=ramp),
     )
 
 
@@ -196,6 +201,9 @@ class RolloutState(_Frozen):
     rollback_started_at: float | None = None
     finished_at: float | None = None
     superseded_by: str | None = None
+    start_at: float | None = None  # scheduled: when the reconciler starts it (reschedulable)
+    next_dispatch_at: float | None = None  # paced: the next dispatch's theoretical time (pace.take)
+    rate_per_min: float | None = None  # paced: the dispatch rate now (a ramp grows it)
     held: str | None = None  # why device silence does not count now (the controller cannot hear the fleet)
 
     def wave_starts(self) -> dict[int, float]:

@@ -8,8 +8,10 @@ again on unchanged input and it returns no action; kill the reconciler between a
 actions and the next pass picks up to the same outcome.
 
 One pass, top-down:
+  scheduled (nothing until ``state.start_at``, then pending) →
   start (pending: assign every selected device a wave) → late joiners (current wave) →
-  timeouts → dispatch (current wave, within max_concurrent) → progress (settled → soak →
+  timeouts → dispatch (current wave, within max_concurrent and the rate: ``spec.pace``,
+  the rate after the rollout's successes so far, paced by ``pace.take``) → progress (settled → soak →
   gates → next wave | completed | breach) → on breach pause or roll back → revert (every
   device that was sent the model returns to its previous one) → live gate figures.
 
@@ -28,6 +30,7 @@ from .gates import GateResult, evaluate_gates, rate_breached
 from .metrics import (
     BAD,
     IN_FLIGHT,
+    RUNNING,
     DeviceStatus,
     WaveMetrics,
     classify,
@@ -50,6 +53,7 @@ from .model import (
     UpdateRollout,
     WaveRecord,
 )
+from .pace import take
 from .waves import assign_waves, stable_rank
 
 _DISPATCHING = frozenset({"running", "soaking", "completed"})
@@ -113,6 +117,11 @@ class _Pass:
     def run(self) -> Plan:
         if self.st.state in QUIET_STATES:
             return Plan((), self.st, self._metrics(self.st.current_wave))
+        if self.st.state == "scheduled":
+            if self.st.start_at is not None and self.now < self.st.start_at:
+                return Plan((), self.st, self._metrics(self.st.current_wave))
+            self._set(state="pending")
+            self._log("scheduled start time reached")
         if self.st.state == "pending":
             self._start()
         if self.st.state in _ADOPTING and self.st.started_at is not None:
@@ -213,6 +222,19 @@ class _Pass:
         queue = sorted((o for o in members if o.dispatched_at is None and o.online),
                        key=lambda o: (o.wave, stable_rank(self.spec.id, o.device_id),
                                       o.device_id))
+        if self.spec.pace is not None:
+            successes = sum(1 for o in self._members() if self._status(o) in RUNNING)
+            rate = self.spec.pace.rate_at(successes)
+            if rate != self.st.rate_per_min:
+                if self.st.rate_per_min is not None:
+                    self._log(f"dispatch rate {self.st.rate_per_min:g}/min → {rate:g}/min "
+                              f"after {successes} successes")
+                self._set(rate_per_min=rate)
+            wanted = len(queue) if budget is None else min(len(queue), max(budget, 0))
+            n, next_at = take(rate, self.st.next_dispatch_at, self.now, wanted)
+            if n:
+                self._set(next_dispatch_at=next_at)
+            budget = n
         for o in queue:
             if budget is not None and budget <= 0:
                 break

@@ -170,6 +170,10 @@ class Reconciler:
             if self._blocked(s, row, state, now):  # nothing of a blocked version is sent (lifecycle.py)
                 s.commit()
                 return 0
+            if state.state == "scheduled":  # not due yet: nothing; due: supersede, then plan starts it
+                if state.start_at is not None and now < state.start_at:
+                    return 0
+                self._start_scheduled(s, row, state, now)
             spec = self._spec(row)
             members = members_of(s, rollout_id)
             devices = load_devices(s)
@@ -326,6 +330,24 @@ class Reconciler:
                                     audit_log=_audit_log(self.publisher))
             log.warning("rollout %s aborted: %s", row.id, why)
         return True
+
+    def _start_scheduled(self, s: Session, row: Rollout, state: RolloutState, now: float) -> None:
+        """A scheduled rollout's time has come: supersede what it overlaps now (not when it
+        was scheduled) and record the start in the audit log, in the pass's transaction."""
+        from datetime import datetime, timezone
+
+        from .service import supersede_overlapping
+
+        superseded = supersede_overlapping(s, self._spec(row), f"{row.model_name}:{row.model_version}", now)
+        fields = dict(actor="reconciler", role="system", action="rollout.scheduled_start", target=row.id,
+                      summary={"scheduled_for": state.start_at, "late_s": round(now - (state.start_at or now), 3),
+                               "superseded": superseded},
+                      now=datetime.fromtimestamp(now, timezone.utc))
+        audit_log = _audit_log(self.publisher)
+        if audit_log is not None:
+            audit_log.append(s, **fields)
+        else:
+            audit.append(s, **fields)  # type: ignore[arg-type]
 
     def _spec(self, row: Rollout) -> RolloutSpec:
         spec = self._specs.get(row.id)

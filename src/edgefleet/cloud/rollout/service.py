@@ -5,6 +5,11 @@ Flow: ``start_rollout`` validates the request with ``build_spec`` (every syntax 
 ``SpecError`` → HTTP 400), looks up the model, marks every live rollout of the same slot
 that shares a device with the new one ``superseded`` (row-locked, logged on both), and
 inserts the new rollout as ``pending``; the reconciler does the rest on its next pass.
+A request with ``start_at`` (``--start-at``) is stored ``scheduled`` with its start time in
+the state and supersedes nothing yet: the reconciler starts it on time (it is in the
+database, so a restarted controller does too) and supersedes then
+(``supersede_overlapping``); before that it can be rescheduled or cancelled. ``rate`` /
+``ramp`` pace dispatch (``pace.py``).
 ``status`` folds the same rows as the reconciler into ``rollout_status`` and renders it as
 plain JSON (``RolloutStatusPublic``).
 """
@@ -22,10 +27,11 @@ from .. import catalog, lifecycle
 from ..errors import BadRequest, Conflict, NotFound
 from ..models import MODEL_REF_MAX, MODEL_REF_PATTERN, Device, ModelVersion
 from . import build_spec, parse_duration, rollout_status, supersede, supersedes
-from .commands import COMMANDS
+from .commands import COMMANDS, reschedule
 from .errors import IllegalTransition, SpecError
 from .metrics import classify, same_ref
-from .model import RolloutState
+from .model import RolloutSpec, RolloutState
+from .pace import parse_pace, parse_start_at
 from .reconciler import command as apply_command_row
 from .store import (
     StaleState,
@@ -42,6 +48,10 @@ from .store import (
 from .tables import Rollout
 
 DURATION_PATTERN = r"^(?:0|(?:[0-9]{1,9}(?:\.[0-9]{1,6})?(?:ms|s|m|h|d)){1,5})$"  # what parse_duration reads
+_RATE_N = r"(?:[1-9][0-9]{0,2}(?:\.[0-9]{1,6})?|1000(?:\.0{1,6})?)/(?:min|m)"  # pace.py: 1..1000 per minute
+RATE_PATTERN = rf"^{_RATE_N}$"
+RAMP_PATTERN = (rf"^{_RATE_N},x(?:1\.[1-9][0-9]{{0,5}}|[234](?:\.[0-9]{{1,6}})?|5(?:\.0{{1,6}})?)"
+                r",every=(?:[1-9][0-9]{0,5}|1000000)$")  # factor 1.1..5, every 1..1e6
 WAVES_PATTERN = r"^ *[0-9]{1,3}(?:\.[0-9]{1,3})?%? *(?:, *[0-9]{1,3}(?:\.[0-9]{1,3})?%? *){0,19}$"
 
 
@@ -60,6 +70,23 @@ class RolloutCreate(BaseModel):
     on_breach: Literal["pause", "rollback"] = "rollback"
     device_timeout: str = Field(default="30m", pattern=DURATION_PATTERN, description="a duration with a unit")
     max_concurrent: int | None = Field(default=None, ge=1, le=1_000_000)
+    start_at: str | None = Field(default=None, min_length=1, max_length=64, description=(
+        "schedule the start: ISO 8601 with an offset (2026-05-01T22:00:00+02:00, ...Z) or relative "
+        "(+10m); the rollout is 'scheduled' until then"))
+    rate: str | None = Field(default=None, max_length=64, pattern=RATE_PATTERN, description="dispatch at most N devices per "
+                             "minute, e.g. 60/min (1..1000)")
+    ramp: str | None = Field(default=None, max_length=64, pattern=RAMP_PATTERN, description="START/min,xFACTOR,every=K: the "
+                             "rate grows by FACTOR (1.1..5) after every K successes, up to 1000/min")
+
+    @field_validator("rate", "ramp", mode="before")
+    @classmethod
+    def _pace(cls, value: object, info: Any) -> object:
+        if isinstance(value, str):
+            try:
+                parse_pace(**{info.field_name: value})
+            except SpecError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("soak", "device_timeout", mode="before")  # before any pattern: the clear message wins
     @classmethod
@@ -70,6 +97,12 @@ class RolloutCreate(BaseModel):
             except SpecError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+
+class RolloutReschedule(BaseModel):
+    """``fleet rollout reschedule ID TIME`` / ``POST /api/v1/rollouts/{id}/reschedule``."""
+
+    start_at: str = Field(min_length=1, max_length=64, description="ISO 8601 with an offset, or +10m")
 
 
 class RolloutCommand(BaseModel):
@@ -89,6 +122,8 @@ class RolloutSummary(BaseModel):
     created_at: float
     updated_at: float
     superseded_by: str | None = None
+    start_at: float | None = None  # scheduled: when it starts
+    rate: str | None = None  # --rate / --ramp as given
 
 
 COMMAND_ATTEMPTS = 5
@@ -129,14 +164,57 @@ def _start_once(session: Session, body: RolloutCreate, now: float, *, actor: str
         spec = build_spec(id=rid, model=model_ref(mv), slot=body.slot, select=body.select,
                           waves=body.waves, soak=body.soak, gates=body.gates,
                           on_breach=body.on_breach, device_timeout=body.device_timeout,
-                          max_concurrent=body.max_concurrent)
+                          max_concurrent=body.max_concurrent, rate=body.rate, ramp=body.ramp)
+        start_at = parse_start_at(body.start_at, now) if body.start_at is not None else None
     except SpecError as exc:
         raise _spec_error(exc) from None
     devices = observations_for_selection(session)
     if not any(spec.selector.matches(d) for d in devices):
         raise Conflict(f"--select {body.select!r} matches none of the {len(devices)} devices")
-    live = session.exec(select(Rollout).where(Rollout.slot == body.slot)
-                        .where(col(Rollout.state).notin_(("aborted", "superseded")))).all()
+    if start_at is None:
+        supersede_overlapping(session, spec, f"{mv.name}:{mv.version}", now, devices)
+        state = RolloutState(rollout_id=rid)
+    else:
+        state = RolloutState(rollout_id=rid, state="scheduled", start_at=start_at)
+    row = Rollout(
+        id=rid, model_version_id=mv.id or 0, model_name=mv.name, model_version=mv.version,
+        digest=mv.digest, slot=body.slot, select=body.select, waves=body.waves, soak=body.soak,
+        gates=[str(g) for g in spec.gates], on_breach=body.on_breach,
+        device_timeout=body.device_timeout, max_concurrent=body.max_concurrent,
+        state=state.state, state_json=state.model_dump_json(), created_by=actor,
+        created_at=now, updated_at=now, rate=body.rate, ramp=body.ramp,
+    )
+    session.add(row)
+    add_event(session, rid, now, f"created by {actor or 'operator'}: {mv.name}:{mv.version} into "
+              f"{body.slot} on {body.select!r}, waves {body.waves}, gates "
+              f"{', '.join(row.gates) or 'none'}, on breach {body.on_breach}"
+              + (f", rate {spec.pace}" if spec.pace else "")
+              + (f", scheduled for {_iso(start_at)}" if start_at is not None else ""), kind="command")
+    for warning in warnings:  # deprecated: allowed, and said where everyone looks
+        add_event(session, rid, now, warning, level="warning", kind="command")
+    session.commit()
+    return row
+
+
+def _iso(at: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="seconds")
+
+
+def supersede_overlapping(session: Session, spec: RolloutSpec, label: str, now: float,
+                          devices: list[Any] | None = None) -> list[str]:
+    """Mark every live rollout of ``spec``'s slot that shares a device with it superseded by
+    it (row-locked, an event on both), in the caller's transaction; returns their ids. A
+    rollout still ``scheduled`` is left alone: it supersedes when it starts.
+
+    Raises:
+        StaleState: one of them was written meanwhile (the caller retries).
+    """
+    devices = observations_for_selection(session) if devices is None else devices
+    rid, done = spec.id, []
+    live = session.exec(select(Rollout).where(Rollout.slot == spec.slot)
+                        .where(col(Rollout.state).notin_(("aborted", "superseded", "scheduled")))).all()
     for old in live:
         old_spec = spec_of(old)
         if not supersedes(spec, old_spec, devices, members_of(session, old.id)):
@@ -148,27 +226,48 @@ def _start_once(session: Session, body: RolloutCreate, now: float, *, actor: str
         except IllegalTransition as exc:  # pragma: no cover - filtered above
             raise Conflict(str(exc)) from None
         write_state(session, locked, new_state, now)
-        add_event(session, old.id, now, f"superseded by rollout {rid} ({mv.name}:{mv.version})",
+        add_event(session, old.id, now, f"superseded by rollout {rid} ({label})",
                   kind="command", data={"command": "supersede", "by": rid})
         add_event(session, rid, now, f"supersedes rollout {old.id} ({old.model_name}:{old.model_version})",
                   kind="command", data={"command": "supersede", "supersedes": old.id})
-    state = RolloutState(rollout_id=rid)
-    row = Rollout(
-        id=rid, model_version_id=mv.id or 0, model_name=mv.name, model_version=mv.version,
-        digest=mv.digest, slot=body.slot, select=body.select, waves=body.waves, soak=body.soak,
-        gates=[str(g) for g in spec.gates], on_breach=body.on_breach,
-        device_timeout=body.device_timeout, max_concurrent=body.max_concurrent,
-        state="pending", state_json=state.model_dump_json(), created_by=actor,
-        created_at=now, updated_at=now,
-    )
-    session.add(row)
-    add_event(session, rid, now, f"created by {actor or 'operator'}: {mv.name}:{mv.version} into "
-              f"{body.slot} on {body.select!r}, waves {body.waves}, gates "
-              f"{', '.join(row.gates) or 'none'}, on breach {body.on_breach}", kind="command")
-    for warning in warnings:  # deprecated: allowed, and said where everyone looks
-        add_event(session, rid, now, warning, level="warning", kind="command")
-    session.commit()
-    return row
+        done.append(old.id)
+    return done
+
+
+def reschedule_rollout(session: Session, rollout_id: str, text: str, now: float, *,
+                       actor: str = "") -> RolloutState:
+    """Move a scheduled rollout's start time.
+
+    Raises:
+        BadRequest: the time does not parse or is in the past. NotFound. Conflict: it is not
+        scheduled any more (it started, was cancelled, ...).
+    """
+    try:
+        start_at = parse_start_at(text, now)
+    except SpecError as exc:
+        raise _spec_error(exc) from None
+    get_row(session, rollout_id)
+    for _attempt in range(COMMAND_ATTEMPTS):
+        row = lock_rollout(session, rollout_id)
+        assert row is not None
+        state = state_of(row)
+        try:
+            new = reschedule(state, start_at, now)
+        except IllegalTransition as exc:
+            session.rollback()
+            raise Conflict(str(exc)) from None
+        try:
+            write_state(session, row, new, now)
+        except StaleState:
+            session.rollback()
+            continue
+        was = _iso(state.start_at) if state.start_at is not None else "-"
+        add_event(session, rollout_id, now, f"rescheduled by {actor or 'operator'}: {was} → {_iso(start_at)}",
+                  kind="command", data={"command": "reschedule", "by": actor, "from": state.start_at,
+                                        "to": start_at})
+        session.commit()
+        return new
+    raise Conflict(f"rollout {rollout_id} keeps changing; try again")
 
 
 def observations_for_selection(session: Session) -> list[Any]:
@@ -192,7 +291,8 @@ def summary(session: Session, row: Rollout) -> RolloutSummary:
         id=row.id, model=f"{row.model_name}:{row.model_version}", slot=row.slot, select=row.select,
         state=st.state, current_wave=st.current_wave, waves=row.waves,
         devices=len(members_of(session, row.id)), reason=st.reason, created_at=row.created_at,
-        updated_at=row.updated_at, superseded_by=st.superseded_by)
+        updated_at=row.updated_at, superseded_by=st.superseded_by, start_at=st.start_at,
+        rate=row.rate or row.ramp)
 
 
 def list_rollouts(session: Session, *, state: str | None = None, limit: int = 100) -> list[RolloutSummary]:
@@ -255,6 +355,8 @@ def status(session: Session, rollout_id: str, now: float, *, devices: bool = Tru
         "superseded_by": state.superseded_by, "created_at": row.created_at,
         "updated_at": row.updated_at, "started_at": state.started_at,
         "soak_started_at": state.soak_started_at, "finished_at": state.finished_at,
+        "start_at": state.start_at, "rate_spec": str(spec.pace) if spec.pace else None,
+        "rate_per_min": spec.pace.rate_at(st.on_model) if spec.pace else None,
         "waves": [
             {"index": w.index, "percent": w.percent, "members": w.members, "counts": w.counts,
              "outcome": w.outcome, "gates": [g.model_dump(mode="json") for g in w.gates],
@@ -297,5 +399,6 @@ def events(session: Session, rollout_id: str, limit: int = 200) -> list[dict[str
             for e in event_rows(session, rollout_id, limit)]
 
 
-__all__ = ["RolloutCommand", "RolloutCreate", "RolloutSummary", "events", "list_rollouts", "list_rollouts_of",
+__all__ = ["RolloutCommand", "RolloutCreate", "RolloutReschedule", "RolloutSummary", "reschedule_rollout",
+           "supersede_overlapping", "events", "list_rollouts", "list_rollouts_of",
            "run_command", "start_rollout", "status"]

@@ -45,7 +45,7 @@ P99_WINDOW = 10
 #: Rollout states whose members still collect telemetry figures.
 COLLECTING = ("pending", "running", "soaking", "paused", "breached", "rolling_back", "completed")
 #: States the reconciler still visits.
-ACTIVE_STATES = ("pending", "running", "soaking", "paused", "breached", "rolling_back",
+ACTIVE_STATES = ("scheduled", "pending", "running", "soaking", "paused", "breached", "rolling_back",
                  "rolled_back", "completed")
 
 
@@ -88,6 +88,7 @@ def spec_of(row: Rollout) -> RolloutSpec:
         slot=row.slot, select=row.select, waves=row.waves, soak=row.soak, gates=list(row.gates),
         on_breach=row.on_breach, device_timeout=row.device_timeout,
         max_concurrent=row.max_concurrent, previous=ref_of(row.previous),
+        rate=row.rate, ramp=row.ramp,
     )
 
 

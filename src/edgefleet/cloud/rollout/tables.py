@@ -41,6 +41,8 @@ class Rollout(SQLModel, table=True):
     on_breach: str = Field(max_length=16)
     device_timeout: str = Field(max_length=32)
     max_concurrent: int | None = None
+    rate: str | None = Field(default=None, max_length=64)  # --rate N/min (migration 0014)
+    ramp: str | None = Field(default=None, max_length=64)  # --ramp START/min,xFACTOR,every=K
     previous: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     state: str = Field(default="pending", max_length=16, index=True)
     state_json: str = Field(sa_column=Column(Text, nullable=False))

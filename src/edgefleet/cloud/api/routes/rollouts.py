@@ -1,4 +1,5 @@
-"""/api/v1/rollouts — staged rollouts: start, list, status, pause/resume/abort/rollback.
+"""/api/v1/rollouts — staged rollouts: start (now or scheduled), list, status,
+pause/resume/abort/rollback, and for a scheduled one reschedule/cancel.
 
 Operators (``operator`` role) start rollouts and send commands; viewers read. Every
 command is idempotent (repeating it changes nothing); one the rollout's state does not
@@ -15,13 +16,13 @@ from fastapi import APIRouter, Path, Query
 from ... import lifecycle
 from ...models import ModelVersion
 from ...rollout import service
-from ...rollout.service import RolloutCommand, RolloutCreate, RolloutSummary
+from ...rollout.service import RolloutCommand, RolloutCreate, RolloutReschedule, RolloutSummary
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
 from .models import READ_ERRORS, WRITE_ERRORS
 
 router = APIRouter(prefix="/rollouts", tags=["rollouts"])
 RolloutId = Annotated[str, Path(min_length=1, max_length=64, description="the rollout's id (ro_…)")]
-State = Literal["pending", "running", "soaking", "paused", "breached", "rolling_back", "rolled_back",
+State = Literal["scheduled", "pending", "running", "soaking", "paused", "breached", "rolling_back", "rolled_back",
                 "completed", "aborted", "superseded"]  # rollout.model.RolloutPhase
 
 
@@ -56,6 +57,15 @@ def get_events(rollout_id: RolloutId, session: SessionDep, _: Viewer,
     return service.events(session, rollout_id, limit)
 
 
+@router.post("/{rollout_id}/reschedule", responses=WRITE_ERRORS,
+             summary="Move a scheduled rollout's start time (409 once it has started)")
+def reschedule_rollout(rollout_id: RolloutId, body: RolloutReschedule, session: SessionDep,
+                       controller: ControllerDep, who: Operator) -> dict[str, Any]:
+    service.reschedule_rollout(session, rollout_id, body.start_at, time.time(), actor=who.name)
+    controller.wake()
+    return service.status(session, rollout_id, time.time(), devices=False)
+
+
 def _command(name: str):  # type: ignore[no-untyped-def]
     def handler(rollout_id: RolloutId, session: SessionDep, controller: ControllerDep, who: Operator,
                 body: RolloutCommand | None = None) -> dict[str, Any]:
@@ -71,6 +81,7 @@ def _command(name: str):  # type: ignore[no-untyped-def]
 for _name, _summary in (("pause", "Pause: no new devices are sent the model"),
                         ("resume", "Resume a paused or breached rollout (409 E_MODEL_BLOCKED when its model is blocked)"),
                         ("abort", "Abort: devices stay where they are"),
-                        ("rollback", "Roll back: every device that was sent the model returns to its previous one")):
+                        ("rollback", "Roll back: every device that was sent the model returns to its previous one"),
+                        ("cancel", "Cancel a scheduled rollout before it starts (409 once it has started)")):
     router.add_api_route(f"/{{rollout_id}}/{_name}", _command(_name), methods=["POST"], summary=_summary,
                          responses=WRITE_ERRORS)
