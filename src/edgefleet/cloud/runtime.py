@@ -206,6 +206,7 @@ class Controller:
         if self.bridge:
             self.bridge.stop(end_session=end_session)
         self._release_replica_lease()
+        self._release_reconciler_lease()  # a clean restart takes over at once, not after the lease's TTL
         self.engine.dispose()
 
     def session(self) -> Session:
@@ -469,6 +470,15 @@ class Controller:
                 rollout_store.release_lease(s, self._replica_lease, self.settings.controller_client_id[:128])
         except Exception:
             log.debug("replica lease not released", exc_info=True)
+
+    def _release_reconciler_lease(self) -> None:
+        from .rollout.reconciler import LEASE_NAME
+
+        try:
+            with self.session() as s:
+                rollout_store.release_lease(s, LEASE_NAME, self.reconciler.holder)
+        except Exception:
+            log.debug("reconciler lease not released", exc_info=True)
 
     def _loop(self) -> None:
         next_expiry = time.time() + 60

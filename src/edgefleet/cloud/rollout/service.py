@@ -158,6 +158,10 @@ def start_rollout(session: Session, body: RolloutCreate, now: float, *, actor: s
 
 
 def _start_once(session: Session, body: RolloutCreate, now: float, *, actor: str, rid: str) -> Rollout:
+    try:  # the time first: "in the past" is the answer, whatever else is wrong
+        start_at = parse_start_at(body.start_at, now) if body.start_at is not None else None
+    except SpecError as exc:
+        raise _spec_error(exc) from None
     mv = catalog.get_version(session, body.model)
     warnings = lifecycle.check_deployable(mv)  # a blocked version: ModelBlocked (409 E_MODEL_BLOCKED)
     try:
@@ -165,7 +169,6 @@ def _start_once(session: Session, body: RolloutCreate, now: float, *, actor: str
                           waves=body.waves, soak=body.soak, gates=body.gates,
                           on_breach=body.on_breach, device_timeout=body.device_timeout,
                           max_concurrent=body.max_concurrent, rate=body.rate, ramp=body.ramp)
-        start_at = parse_start_at(body.start_at, now) if body.start_at is not None else None
     except SpecError as exc:
         raise _spec_error(exc) from None
     devices = observations_for_selection(session)
