@@ -41,7 +41,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from ...protocols import ModelRef
-from .. import audit, fleet, history, lifecycle
+from .. import audit, db, fleet, history, lifecycle
 from ..fleet import DesiredPublisher
 from ..models import Device, ModelVersion
 from .commands import apply_command
@@ -156,8 +156,19 @@ class Reconciler:
         """One pass over one rollout, in one transaction. Returns the number of actions.
 
         Raises:
-            StaleState: the rollout was written by someone else meanwhile (nothing applied).
+            StaleState: the rollout was written by someone else meanwhile, or the transaction
+                lost a race in the database (deadlock, serialization failure): nothing applied.
         """
+        try:
+            return self._reconcile(rollout_id, now, result)
+        except StaleState:
+            raise
+        except Exception as exc:
+            if db.is_conflict(exc):
+                raise StaleState(f"rollout {rollout_id}: lost a database race ({type(exc).__name__})") from exc
+            raise
+
+    def _reconcile(self, rollout_id: str, now: float, result: PassResult | None = None) -> int:
         result = result or PassResult()
         changed: list[Device] = []
         with self.session() as s:
