@@ -7,6 +7,11 @@ running ONNX Runtime on the synthetic digits camera, each in a thread of this pr
 
 from __future__ import annotations
 
+import os
+
+# CLI tables are read by tests: one width everywhere (a terminal, CI, an xdist worker)
+os.environ["COLUMNS"] = "200"
+
 import shutil
 import threading
 import time
