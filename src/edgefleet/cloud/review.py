@@ -5,14 +5,18 @@ What flows through:
 * ``queue(session, QueueFilter(...))`` — capture events (``shadow_index.ShadowEvent``) joined
   with their label, newest first, filtered by pair, class, device, trigger, time, and
   "unlabelled only". The review page and ``fleet review ls`` read this.
-* ``label(session, event_id, verdict, note=, reviewer=)`` — one label per capture (a new
-  verdict replaces the old one; who and when are kept). Verdicts: ``VERDICTS``.
+* ``label(session, event_id, verdict, note=, reviewer=, corrected_label=)`` — one label per
+  capture (a new verdict replaces the old one; who and when are kept). Verdicts:
+  ``VERDICTS``. The reviewer may also enter the correct class (``corrected_label``), checked
+  against the labels of both models' manifests (``model_labels``) and against the verdict.
 * ``export_items(session, QueueFilter(...))`` → ``ExportItem`` rows (labelled captures with
   both outputs, device, time, model digests, blob digests), then ``iter_zip(items, store)``
   streams ``clips/<event_id>.webm``, ``keyframes/<event_id>.jpg`` and ``labels.jsonl`` as a
   zip, or ``write_folder(items, store, out)`` writes the same layout into a directory.
 
-Labels live in ``review_label`` (migration 0006), one row per ``shadow_event`` row.
+Training formats (``imagefolder``, ``coco``, ``yolo``, ``jsonl``) are built from the same
+``ExportItem`` rows by ``cloud.training_export``. Labels live in ``review_label``
+(migration 0006; ``corrected_label`` 0015), one row per ``shadow_event`` row.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class ReviewLabel(SQLModel, table=True):
     note: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     reviewer: str = Field(default="", max_length=128)
     labelled_at: datetime = Field(default_factory=_utcnow)
+    corrected_label: str | None = Field(default=None, max_length=128)  # the true class, as the reviewer entered it
 
 
 # ----- filters -----
@@ -203,7 +208,9 @@ def item_public(item: ReviewItem) -> dict[str, Any]:
         "priority": e.priority, "control": _output(e, "control"), "candidate": _output(e, "candidate"),
         "clip_id": e.clip_id, "clip_evicted": e.clip_evicted,
         "label": None if lab is None else {"verdict": lab.verdict, "note": lab.note, "reviewer": lab.reviewer,
-                                           "labelled_at": _iso(lab.labelled_at)},
+                                           "labelled_at": _iso(lab.labelled_at),
+                                           "corrected_label": lab.corrected_label,
+                                           "training_label": training_label(e, lab)[0]},
     }
 
 
@@ -227,21 +234,77 @@ def find_event(session: Session, event_id: str, device_id: str | None = None) ->
     return rows[0]
 
 
-def label(session: Session, event_id: str, verdict: str, *, note: str = "", reviewer: str = "",
-          device_id: str | None = None, now: datetime | None = None) -> ReviewLabel:
-    """Record (or replace) the verdict on one capture; commits.
+def model_labels(session: Session, event: ShadowEvent) -> list[str]:
+    """The class labels a capture may carry: the control's manifest labels, then any the
+    candidate's manifest adds (both from the catalog; empty when neither is there)."""
+    from .models import ModelVersion
+
+    out: list[str] = []
+    for side in ("control", "candidate"):
+        name, version = getattr(event, f"{side}_name"), getattr(event, f"{side}_version")
+        if not name or not version:
+            continue
+        mv = session.exec(select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)).first()
+        for lab in (mv.manifest.get("labels") or []) if mv is not None else []:
+            if isinstance(lab, str) and lab not in out:
+                out.append(lab)
+    return out
+
+
+def check_corrected_label(session: Session, event: ShadowEvent, verdict: str, corrected: str) -> str:
+    """``corrected`` if it is one of the models' labels and does not contradict ``verdict``.
 
     Raises:
-        BadRequest: unknown verdict. NotFound / Conflict: see ``find_event``.
+        BadRequest: not a label of the models' manifests (the message lists them), or a
+            verdict that says a model was right about another class.
+    """
+    allowed = model_labels(session, event)
+    if not allowed:
+        raise BadRequest(f"cannot check the label {corrected!r}: neither model of this capture is in the catalog")
+    if corrected not in allowed:
+        shown = ", ".join(allowed[:50]) + (" …" if len(allowed) > 50 else "")
+        raise BadRequest(f"label {corrected!r} is not a class of these models; known labels: {shown}")
+    for side in ("control", "candidate"):
+        said = getattr(event, f"{side}_label")
+        if verdict == f"{side}_right" and said != corrected:
+            raise BadRequest(f"verdict {verdict} says the {side} ({said!r}) was right, but the label given is "
+                             f"{corrected!r}; use both_wrong for another class")
+    return corrected
+
+
+def training_label(event: ShadowEvent, lab: ReviewLabel) -> tuple[str | None, str]:
+    """(the label a training set gets, where it came from): the reviewer's corrected label
+    when given, else the label of the model the verdict says was right; (None, why) for
+    ``both_wrong`` without a corrected label and for ``unclear``."""
+    if lab.corrected_label:
+        return lab.corrected_label, "reviewer"
+    if lab.verdict == "control_right" and event.control_label is not None:
+        return event.control_label, "control"
+    if lab.verdict == "candidate_right" and event.candidate_label is not None:
+        return event.candidate_label, "candidate"
+    return None, "both_wrong without a corrected label" if lab.verdict == "both_wrong" else lab.verdict
+
+
+def label(session: Session, event_id: str, verdict: str, *, note: str = "", reviewer: str = "",
+          device_id: str | None = None, now: datetime | None = None,
+          corrected_label: str | None = None) -> ReviewLabel:
+    """Record (or replace) the verdict on one capture, and the correct class when the
+    reviewer gives it (``check_corrected_label``); commits.
+
+    Raises:
+        BadRequest: unknown verdict, or a corrected label that is not a class of the models or
+            contradicts the verdict. NotFound / Conflict: see ``find_event``.
     """
     if verdict not in VERDICTS:
         raise BadRequest(f"verdict must be one of {', '.join(VERDICTS)}, got {verdict!r}")
     event = find_event(session, event_id, device_id)
     assert event.id is not None
+    corrected = check_corrected_label(session, event, verdict, corrected_label) if corrected_label else None
     row = session.exec(select(ReviewLabel).where(ReviewLabel.shadow_event_id == event.id)).first()
     if row is None:
         row = ReviewLabel(shadow_event_id=event.id, device_id=event.device_id, event_id=event.event_id, verdict=verdict)
     row.verdict, row.note, row.reviewer = verdict, (note or "")[:4000], reviewer
+    row.corrected_label = corrected
     row.labelled_at = now or _utcnow()
     session.add(row)
     session.commit()
@@ -256,6 +319,7 @@ class ExportItem:
     row: dict[str, Any]  # one labels.jsonl line
     clip_digest: str | None
     keyframe_digest: str | None
+    clip_type: str | None = None  # the clip's MIME type (how to decode it)
 
 
 _EXT = {"video/webm": ".webm", "video/mp4": ".mp4", "video/x-msvideo": ".avi"}
@@ -271,13 +335,19 @@ def export_items(session: Session, f: QueueFilter = QueueFilter(), *, limit: int
         stem = e.event_id if not _clashes(session, e) else f"{e.device_id}-{e.event_id}"
         clip_file = f"clips/{stem}{_EXT.get(clip.content_type, '.bin')}" if clip else None
         key_file = f"keyframes/{stem}.jpg" if clip and clip.keyframe_digest else None
+        training, source = training_label(e, lab)
+        record = e.record or {}
         row = {
             "event_id": e.event_id, "verdict": lab.verdict, "note": lab.note, "reviewer": lab.reviewer,
+            "corrected_label": lab.corrected_label, "label": training, "label_source": source,
+            "frame_index": record.get("frame_index") if isinstance(record.get("frame_index"), int) else None,
+            "campaign": record.get("campaign") if isinstance(record.get("campaign"), (str, dict)) else None,
             "labelled_at": _iso(lab.labelled_at), "device_id": e.device_id, "ts": _iso(e.ts), "trigger": e.trigger,
             "control": _output(e, "control"), "candidate": _output(e, "candidate"),
             "clip": clip_file, "keyframe": key_file,
         }
-        out.append(ExportItem(row, clip.clip_digest if clip else None, clip.keyframe_digest if key_file and clip else None))
+        out.append(ExportItem(row, clip.clip_digest if clip else None, clip.keyframe_digest if key_file and clip else None,
+                              clip.content_type if clip else None))
     return out
 
 
@@ -368,7 +438,7 @@ def extract_zip(source: BinaryIO | Path, out: Path) -> Path:
 
 
 __all__ = [
-    "LABELS_FILE", "VERDICTS", "ExportItem", "QueueFilter", "ReviewItem", "ReviewLabel", "count", "export_items",
-    "extract_zip", "facets", "find_event", "item_public", "iter_zip", "label", "labels_jsonl", "next_item", "queue",
-    "verdict_counts", "write_folder", "write_zip",
+    "LABELS_FILE", "VERDICTS", "ExportItem", "QueueFilter", "ReviewItem", "ReviewLabel", "check_corrected_label",
+    "count", "export_items", "extract_zip", "facets", "find_event", "item_public", "iter_zip", "label", "labels_jsonl",
+    "model_labels", "next_item", "queue", "training_label", "verdict_counts", "write_folder", "write_zip",
 ]

@@ -30,6 +30,10 @@ class LabelBody(BaseModel):
     verdict: Verdict
     note: str = Field(default="", max_length=4000)
     device_id: DeviceIdValue | None = Field(default=None, description="only needed when several devices used the event id")
+    corrected_label: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="the correct class, when the reviewer knows it: one of the labels of the capture's models' "
+                    "manifests, consistent with the verdict (a training export uses it as the label)")
 
 
 def queue_filter(
@@ -71,16 +75,32 @@ def get_queue(session: SessionDep, _: Viewer, f: Filter,
 def post_label(event_id: EventId, body: LabelBody, session: SessionDep, who: Reviewer) -> dict[str, Any]:
     event = review.find_event(session, event_id, body.device_id)
     row = review.label(session, event_id, body.verdict, note=body.note, reviewer=who.name,
-                       device_id=event.device_id)
+                       device_id=event.device_id, corrected_label=body.corrected_label)
     return review.item_public(review.ReviewItem(event, row))
 
 
-@router.get("/export", summary="Labelled captures as a zip: clips/, keyframes/, labels.jsonl",
+@router.get("/export", summary="Labelled captures as a zip: clips/, keyframes/, labels.jsonl — or a training "
+            "format (imagefolder, coco, yolo, jsonl) of frames extracted at the trigger",
             response_class=StreamingResponse)
 def export(session: SessionDep, controller: ControllerDep, _: Reviewer, f: Filter,
-           format: Annotated[Literal["zip"], Query(description="zip (the CLI unpacks it for --format folder)")] = "zip",
+           format: Annotated[Literal["zip", "imagefolder", "coco", "yolo", "jsonl"], Query(
+               description="zip: clips, keyframes and labels.jsonl; imagefolder (torchvision), coco, yolo "
+                           "(Ultralytics classification), jsonl: PNG frames laid out for that tool, with "
+                           "provenance.json (see cloud.training_export)")] = "zip",
+           all_frames: Annotated[bool, Query(description="every frame of each clip, not only the trigger frame")] = False,
+           test_fraction: Annotated[float, Query(ge=0.0, lt=1.0, description="yolo: share of captures in test/")] = 0.2,
            ) -> StreamingResponse:
     items = review.export_items(session, f)  # read now: the stream outlives the session
+    if format != "zip":
+        from ... import training_export
+
+        files = training_export.build(
+            items, controller.store, format, all_frames=all_frames, test_fraction=test_fraction,
+            labels=training_export.known_labels(session, items),
+            filters={k: v for k, v in f.__dict__.items() if v not in (None, False, ())})
+        return StreamingResponse(training_export.iter_training_zip(files), media_type="application/zip",
+                                 headers={"Content-Disposition": f'attachment; filename="review-{format}.zip"',
+                                          "X-Edgefleet-Labels": str(len(items))})
     name = "review-export.zip"
     return StreamingResponse(review.iter_zip(items, controller.store), media_type="application/zip",
                              headers={"Content-Disposition": f'attachment; filename="{name}"',
