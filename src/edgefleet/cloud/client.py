@@ -245,15 +245,17 @@ class ApiClient:
         return self._call("GET", "/review/queue", params=params)
 
     @operation("review_post_label")
-    def review_label(self, event_id: str, verdict: str, *, note: str = "", device_id: str | None = None) -> dict[str, Any]:
-        body = {"verdict": verdict, "note": note, "device_id": device_id}
+    def review_label(self, event_id: str, verdict: str, *, note: str = "", device_id: str | None = None,
+                     corrected_label: str | None = None) -> dict[str, Any]:
+        body = {"verdict": verdict, "note": note, "device_id": device_id, "corrected_label": corrected_label}
         return self._call("POST", f"/review/{event_id}/label", json=body)
 
     @operation("review_export")
     def review_export(self, target: Any, **params: Any) -> int:
-        """Stream the export zip into the binary file ``target``; returns the number of labels."""
+        """Stream the export zip (``format=`` zip by default, or a training format) into the
+        binary file ``target``; returns the number of labels."""
         try:
-            with self.http.stream("GET", "/review/export", params={**params, "format": "zip"}) as resp:
+            with self.http.stream("GET", "/review/export", params={"format": "zip", **params}) as resp:
                 if resp.status_code >= 400:
                     resp.read()
                     raise _error_of(resp)
