@@ -397,8 +397,8 @@ def judge_latency(g: Gate, ev: LatencyEvidence, detail: str = "") -> GateResult:
         frames = sum(d.frames for d in devices)
         periods = min(sum(len(d.new) for d in devices), sum(len(d.old) for d in devices))
         enough = frames >= g.needed and periods >= MIN_PERIODS
-        judged = enough and abs(new_ms - old_ms) >= g.floor
-        interval = ratio_interval(devices, g.level) if judged else None
+        judge = enough and abs(new_ms - old_ms) >= g.floor
+        interval = ratio_interval(devices, g.level) if judge else None
         profiles.append(_Profile(hw, point_ratio(devices), new_ms, old_ms, frames, periods, interval))
     if not profiles:
         return _result(g, None, "pending", f"{g.metric}: no data yet{detail}")
