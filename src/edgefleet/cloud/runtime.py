@@ -206,7 +206,10 @@ class Controller:
         if self.bridge:
             self.bridge.stop(end_session=end_session)
         self._release_replica_lease()
-        self._release_reconciler_lease()  # a clean restart takes over at once, not after the lease's TTL
+        if self._thread is None or not self._thread.is_alive():
+            # a clean restart takes over at once, not after the lease's TTL; a pass still
+            # running (the join timed out) keeps the lease, so no one acts beside it
+            self._release_reconciler_lease()
         self.engine.dispose()
 
     def session(self) -> Session:
