@@ -106,7 +106,7 @@ class Fleet:
     def push(self, model: TrainedModel) -> dict[str, Any]:
         return push(self.stack, model)
 
-    def all_on(self, label: str, timeout: float = 60.0, phases: tuple[str, ...] = ("healthy", "idle", "rolled_back"),
+    def all_on(self, label: str, timeout: float = 180.0, phases: tuple[str, ...] = ("healthy", "idle", "rolled_back"),
                devices: list[str] | None = None) -> None:
         """Every device (or those named) runs ``label`` in control, out of its health window."""
         names = set(devices if devices is not None else self.tokens)
