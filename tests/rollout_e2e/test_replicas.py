@@ -41,7 +41,7 @@ from .simfleet import SimFleet, sim_public_key
 PROFILES = ("jetson-orin-nano", "jetson-orin-agx", "jetson-xavier-nx")
 N = 30
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.flaky(reruns=1)]  # two replicas racing on 2 shared cores: one rerun under load
 
 
 @pytest.fixture
