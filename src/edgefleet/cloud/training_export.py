@@ -195,7 +195,7 @@ def build(items: Sequence[ExportItem], store: BlobStore, fmt: str, *, all_frames
     coco_images: list[dict[str, Any]] = []
     coco_annotations: list[dict[str, Any]] = []
     splits = {it.row["event_id"]: split_of(f"{it.row['device_id']}/{it.row['event_id']}", test_fraction)
-              for it in items}
+              for it in items if it.row.get("label")}  # only what is exported: the forced test pick must count
     if fmt == "yolo" and test_fraction > 0 and len(splits) > 1 and "test" not in splits.values():
         splits[max(splits, key=lambda e: hashlib.sha256(e.encode()).hexdigest())] = "test"  # never an empty test/
     for it in items:
