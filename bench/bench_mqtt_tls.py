@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from edgefleet.cloud import fleet  # noqa: E402
 from edgefleet.cloud.bridge import BridgeTls, MqttBridge  # noqa: E402
 from edgefleet.cloud.broker import BrokerTls, EmbeddedBroker, MosquittoBroker  # noqa: E402
+from edgefleet.cloud.devices import fleet  # noqa: E402
 from edgefleet.cloud.pki import FleetCA  # noqa: E402
 from edgefleet.cloud.runtime import Controller  # noqa: E402
 from edgefleet.cloud.settings import load_settings  # noqa: E402

@@ -89,7 +89,7 @@ def main() -> None:
     from sqlmodel import Session
     from tests.signed_reports.keys import SimKey
 
-    from edgefleet.cloud.models import Device
+    from edgefleet.cloud.tables import Device
 
     def enrol(controller: Any) -> None:  # the whole fleet in one transaction
         with Session(controller.engine) as s:

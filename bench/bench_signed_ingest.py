@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.signed_reports.keys import SimKey, register  # noqa: E402
 
-from edgefleet.cloud import fleet, report_verify  # noqa: E402
 from edgefleet.cloud.bridge import MqttBridge  # noqa: E402
+from edgefleet.cloud.devices import fleet, report_verify  # noqa: E402
 from edgefleet.cloud.runtime import Controller  # noqa: E402
 from edgefleet.cloud.settings import load_settings  # noqa: E402
 from edgefleet.edge_agent.report_signer import ReportSigner  # noqa: E402

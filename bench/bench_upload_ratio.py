@@ -116,7 +116,7 @@ def main() -> int:
         controller.start(mqtt=False)
         http = UvicornThread(create_app(controller), settings.http_host, settings.http_port)
         http.start()
-        from edgefleet.cloud.fleet import enrol_device
+        from edgefleet.cloud.devices.fleet import enrol_device
 
         with controller.session() as s:
             token = enrol_device(s, "bench-cam")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.cloud import audit, catalog, fleet, ingest
+from edgefleet.cloud import audit, catalog
+from edgefleet.cloud.devices import fleet, ingest
 from edgefleet.cloud.rollout.service import RolloutCreate, get_row, start_rollout
 from edgefleet.cloud.runtime import Controller
 from edgefleet.cloud.settings import load_settings

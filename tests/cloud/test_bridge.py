@@ -24,7 +24,7 @@ def _publisher(stack, broker, device_id: str) -> mqtt.Client:
 
 def _device(stack, device_id: str):
     with stack.controller.session() as s:
-        from edgefleet.cloud.models import Device
+        from edgefleet.cloud.tables import Device
 
         return s.get(Device, device_id)
 

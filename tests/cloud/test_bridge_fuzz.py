@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgefleet.cloud.models import Device
+from edgefleet.cloud.tables import Device
 from edgefleet.protocols import (
     Channel,
     Event,

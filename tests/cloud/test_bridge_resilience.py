@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 
-from edgefleet.cloud.models import Device
+from edgefleet.cloud.tables import Device
 from edgefleet.protocols import (
     Channel,
     Status,

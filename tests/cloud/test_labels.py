@@ -14,12 +14,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlmodel import select
 
-from edgefleet.cloud import catalog, fleet
-from edgefleet.cloud.labels import LabelBook, plain_label
+from edgefleet.cloud import catalog
+from edgefleet.cloud.devices import fleet
+from edgefleet.cloud.devices.labels import LabelBook, plain_label
+from edgefleet.cloud.devices.telemetry_store import TelemetryPeriod
 from edgefleet.cloud.runtime import Controller
 from edgefleet.cloud.settings import load_settings
 from edgefleet.cloud.shadow_index import ShadowEvent, ShadowPairStats
-from edgefleet.cloud.telemetry_store import TelemetryPeriod
 from edgefleet.protocols import Event, ModelOutput, ModelRef, ShadowStats, Telemetry
 from edgefleet.shadow import NONE_LABEL
 
@@ -137,7 +138,7 @@ def test_ingest_stores_only_manifest_labels_and_counts_and_logs_the_rest(control
     msg = telemetry(control=control, class_counts={"3": 6, XSS: 4},
                     shadow=ShadowStats(candidate=candidate, frames=10, disagreements=1,
                                        per_class_disagreements={XSS: 1}, confusion={"3": {"3": 5, XSS: 1}}))
-    with caplog.at_level(logging.WARNING, logger="edgefleet.cloud.labels"):
+    with caplog.at_level(logging.WARNING, logger="edgefleet.cloud.devices.labels"):
         SignedFeed(controller).telemetry(msg)  # signed by the device's report key, as the agent does
         controller._on_event(Event(device_id="cam-1", event_id="e1", trigger="disagreement",
                                    control=ModelOutput(model=control, label="3", score=0.9),

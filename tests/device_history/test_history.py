@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from edgefleet.cloud import audit
 from edgefleet.cloud.cli import app as fleet_cli
 from edgefleet.cloud.client import ApiError
-from edgefleet.cloud.models import Device
 from edgefleet.cloud.rollout import parse_selector
+from edgefleet.cloud.tables import Device
 
 from ..conftest import push, slot_of, wait_until
 from ..rollout_e2e import candidates

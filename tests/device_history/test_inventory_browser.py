@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from edgefleet.cloud import fleet, ingest
 from edgefleet.cloud.api import create_app
 from edgefleet.cloud.api.routes.tokens import create_token
 from edgefleet.cloud.broker import free_port
 from edgefleet.cloud.demo.orchestrator import UvicornThread
+from edgefleet.cloud.devices import fleet, ingest
 from edgefleet.cloud.runtime import Controller
 from edgefleet.cloud.settings import load_settings
 from edgefleet.cloud.web.security import CSP

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.cloud.models import Device
+from edgefleet.cloud.tables import Device
 
 from ..conftest import push, slot_of, wait_until
 from .conftest import HoldProxy, fill, free, padded_model, unfill

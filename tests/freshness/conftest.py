@@ -27,7 +27,7 @@ def set_controller(stack: Any, **changes: Any) -> None:
 
 def republish(stack: Any, device_id: str) -> None:
     """What any change of desired state does: bump the generation, sign, publish the hint."""
-    from edgefleet.cloud.models import Device
+    from edgefleet.cloud.tables import Device
 
     with stack.controller.session() as s:
         device = s.get(Device, device_id)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.cloud import freshness
-from edgefleet.cloud.models import Device
 from edgefleet.cloud.rollout import DeviceObservation, DeviceStatus, classify
+from edgefleet.cloud.tables import Device
+from edgefleet.cloud.trust import freshness
 from edgefleet.edge_agent.updater import unconfirmed_reason
 from edgefleet.protocols import CapturePolicy, Desired, DeviceSettings, ModelRef, Phase
 from edgefleet.registry.tuf import CheckResult, RepositoryStateError, TufError

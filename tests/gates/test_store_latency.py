@@ -10,10 +10,10 @@ import pytest
 from sqlmodel import Session
 
 from edgefleet.cloud.db import make_engine, migrate
+from edgefleet.cloud.devices.telemetry_store import TelemetryPeriod
 from edgefleet.cloud.rollout import DeviceObservation, RolloutState
 from edgefleet.cloud.rollout.store import with_latency
 from edgefleet.cloud.rollout.tables import Rollout
-from edgefleet.cloud.telemetry_store import TelemetryPeriod
 from edgefleet.protocols.messages import ModelRef
 
 V1 = ModelRef(name="det", version="1", digest="1" * 64)

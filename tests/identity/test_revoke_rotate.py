@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from edgefleet.cloud.client import ApiError
-from edgefleet.cloud.models import ApiToken, Device
+from edgefleet.cloud.tables import ApiToken, Device
 from edgefleet.protocols import Status, encode, status_topic, telemetry_topic
 
 from ..conftest import device_credentials, mqtt_client, push, wait_until

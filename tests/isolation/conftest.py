@@ -20,7 +20,7 @@ from sqlmodel import select
 from edgefleet.cloud.api.routes.tokens import create_token
 from edgefleet.cloud.auth import ROLES
 from edgefleet.cloud.broker import EmbeddedBroker
-from edgefleet.cloud.models import ModelVersion
+from edgefleet.cloud.tables import ModelVersion
 from edgefleet.protocols import Event, ModelOutput, encode
 from tests.conftest import Stack, start_stack
 

@@ -8,7 +8,7 @@ import hashlib
 import httpx
 import pytest
 
-from edgefleet.cloud.models import Device
+from edgefleet.cloud.tables import Device
 from tests.roles.test_unauthenticated import all_routes, concrete
 
 from .conftest import Fleet, upload_clip

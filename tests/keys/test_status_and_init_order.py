@@ -127,7 +127,7 @@ def test_a_world_readable_key_is_reported_and_tightened_on_start(tmp_path: Path,
     assert code == 2, out
     assert f"permission problem: {leaked}: mode 0644 (group and others can read it)" in out, out
     assert "directory mode 0755" in out
-    with caplog.at_level(logging.WARNING, logger="edgefleet.cloud.trust"):
+    with caplog.at_level(logging.WARNING, logger="edgefleet.cloud.trust.repository"):
         c = Controller(load_settings(home, env={}))
         try:
             c.trust  # noqa: B018 - loaded as at start

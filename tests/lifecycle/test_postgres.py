@@ -8,9 +8,10 @@ import time
 import pytest
 from sqlmodel import Session, select
 
-from edgefleet.cloud import catalog, fleet, lifecycle
+from edgefleet.cloud import catalog, lifecycle
 from edgefleet.cloud.audit import AuditEntry
 from edgefleet.cloud.db import make_engine, migrate
+from edgefleet.cloud.devices import fleet
 from edgefleet.cloud.errors import ModelBlocked
 from edgefleet.cloud.rollout.service import RolloutCreate, get_row, start_rollout
 from edgefleet.registry import LocalBlobStore

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from edgefleet.cloud.audit import AuditEntry
 from edgefleet.cloud.cli import app
-from edgefleet.cloud.models import ModelVersion
+from edgefleet.cloud.tables import ModelVersion
 
 from ..conftest import push, slot_of, wait_until
 from ..rollout_e2e import candidates

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from edgefleet.cloud.client import ApiError
-from edgefleet.cloud.models import Device
+from edgefleet.cloud.tables import Device
 
 from ..conftest import Stack, push, slot_of, wait_until
 from .conftest import LinkHook

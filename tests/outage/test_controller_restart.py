@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from edgefleet.cloud.models import Device
+from edgefleet.cloud.tables import Device
 
 from ..conftest import wait_until
 from .conftest import Reporter, start_controller

@@ -78,7 +78,7 @@ def test_reports_sent_during_a_database_outage_are_all_applied_after_it(
             d = stack.client.get_device(r.device_id)
             assert d["reported_generation"] == len(r.sent)
         with stack.controller.session() as s:
-            from edgefleet.cloud.models import Device
+            from edgefleet.cloud.tables import Device
 
             assert {d.id: d.report_seq for d in s.query(Device).all()} == {r.device_id: r.sent[-1] for r in reporters}
         wait_until(lambda: httpx.get(f"{stack.url}/api/v1/health/ready").status_code == 200, timeout=15,

@@ -40,8 +40,8 @@ def test_nothing_is_marked_offline_while_the_controller_cannot_hear(tmp_path) ->
     from sqlmodel import Session
 
     from edgefleet.cloud.db import make_engine, migrate
-    from edgefleet.cloud.models import Device
-    from edgefleet.cloud.presence import IngestWatch, mark_unheard
+    from edgefleet.cloud.devices.presence import IngestWatch, mark_unheard
+    from edgefleet.cloud.tables import Device
 
     engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
     migrate(engine)

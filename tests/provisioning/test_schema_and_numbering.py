@@ -15,9 +15,10 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from edgefleet.cloud import catalog, fleet, ingest
+from edgefleet.cloud import catalog
 from edgefleet.cloud.cli import app as fleet_app
 from edgefleet.cloud.cli.rollout_cmd import render_status
+from edgefleet.cloud.devices import fleet, ingest
 from edgefleet.cloud.rollout import DurationSyntaxError, parse_duration
 from edgefleet.cloud.rollout import service as rollouts
 from edgefleet.cloud.runtime import Controller

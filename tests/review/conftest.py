@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.cloud import catalog, fleet
+from edgefleet.cloud import catalog
 from edgefleet.cloud.api import create_app
 from edgefleet.cloud.api.routes.tokens import create_token
 from edgefleet.cloud.auth import ROLES
 from edgefleet.cloud.broker import free_port
 from edgefleet.cloud.demo.orchestrator import UvicornThread
+from edgefleet.cloud.devices import fleet
 from edgefleet.cloud.runtime import Controller
 from edgefleet.cloud.settings import load_settings
 from edgefleet.protocols import ModelRef

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefleet.cloud import fleet
+from edgefleet.cloud.devices import fleet
 from edgefleet.cloud.runtime import Controller
 from edgefleet.edge_agent.outbox import Outbox
 from edgefleet.edge_agent.sources import SyntheticDigits

@@ -9,7 +9,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from edgefleet.cloud import catalog, fleet, ingest
+from edgefleet.cloud import catalog
+from edgefleet.cloud.devices import fleet, ingest
 from edgefleet.cloud.rollout import evaluate_gates, parse_gates, rollout_status, store
 from edgefleet.cloud.rollout.service import RolloutCreate, get_row, start_rollout
 from edgefleet.cloud.runtime import Controller

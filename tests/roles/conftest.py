@@ -13,7 +13,7 @@ from edgefleet.cloud.api.routes.tokens import create_token
 from edgefleet.cloud.auth import ROLES
 from edgefleet.cloud.broker import free_port
 from edgefleet.cloud.demo.orchestrator import UvicornThread
-from edgefleet.cloud.fleet import enrol_device
+from edgefleet.cloud.devices.fleet import enrol_device
 from edgefleet.cloud.runtime import Controller
 from edgefleet.cloud.settings import load_settings
 

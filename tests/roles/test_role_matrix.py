@@ -43,7 +43,7 @@ def test_reviewer_reads_but_cannot_deploy(server) -> None:  # type: ignore[no-un
 
 def test_device_token_is_not_a_user_role(server) -> None:  # type: ignore[no-untyped-def]
     with server.controller.session() as s:
-        from edgefleet.cloud.fleet import enrol_device
+        from edgefleet.cloud.devices.fleet import enrol_device
 
         device_token = enrol_device(s, "cam-dev-token")
     r = httpx.get(server.url + "/api/v1/devices", headers={"Authorization": f"Bearer {device_token}"})

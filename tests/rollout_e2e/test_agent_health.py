@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from edgefleet.cloud.models import Device, ModelVersion
+from edgefleet.cloud.tables import Device, ModelVersion
 
 from ..conftest import push, slot_of, wait_until
 from . import candidates

@@ -50,7 +50,7 @@ class SimKey:
 
 def register(controller: Any, key: SimKey) -> None:
     """Bind ``key`` to its (enrolled) device in the controller's database."""
-    from edgefleet.cloud import fleet, report_verify
+    from edgefleet.cloud.devices import fleet, report_verify
 
     with controller.session() as s:
         device = fleet.get_device(s, key.device_id)
@@ -69,8 +69,8 @@ class SignedFeed:
 
     def key(self, device_id: str) -> SimKey:
         if device_id not in self.keys:
-            from edgefleet.cloud import fleet
-            from edgefleet.cloud.models import Device
+            from edgefleet.cloud.devices import fleet
+            from edgefleet.cloud.tables import Device
 
             with self.controller.session() as s:
                 if s.get(Device, device_id) is None:

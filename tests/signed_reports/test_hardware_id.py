@@ -7,7 +7,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from edgefleet.cloud.cli import app as fleet_app
-from edgefleet.cloud.models import Device
+from edgefleet.cloud.tables import Device
 from edgefleet.protocols import Reported, Status, encode, reported_topic, status_topic
 
 from ..conftest import device_credentials, mqtt_client, wait_until

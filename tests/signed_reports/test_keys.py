@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from edgefleet.cloud.cli import app as fleet_app
-from edgefleet.cloud.models import Device
+from edgefleet.cloud.tables import Device
 from edgefleet.edge_agent.cli import app as agent_app
 from edgefleet.edge_agent.report_signer import KEY_FILE, SEQ_BLOCK, ReportKeyRefused, ReportSigner
 from edgefleet.protocols import Telemetry, telemetry_topic

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 import httpx
 from sqlmodel import select
 
-from edgefleet.cloud.models import Device
-from edgefleet.cloud.telemetry_store import TelemetryPeriod
+from edgefleet.cloud.devices.telemetry_store import TelemetryPeriod
+from edgefleet.cloud.tables import Device
 from edgefleet.protocols import (
     LatencyStats,
     ModelRef,

@@ -15,7 +15,8 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from edgefleet.cloud import catalog, fleet, ingest
+from edgefleet.cloud import catalog
+from edgefleet.cloud.devices import fleet, ingest
 from edgefleet.cloud.runtime import Controller
 from edgefleet.protocols import (
     LatencyStats,

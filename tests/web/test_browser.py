@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from edgefleet.cloud import fleet
+from edgefleet.cloud.devices import fleet
 
 from .browser import chromium_path, login
 

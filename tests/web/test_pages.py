@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from edgefleet.cloud import fleet
+from edgefleet.cloud.devices import fleet
 from edgefleet.cloud.web.auth import safe_next
 
 

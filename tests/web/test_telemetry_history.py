@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from edgefleet.cloud import telemetry_store
+from edgefleet.cloud.devices import telemetry_store
 from edgefleet.cloud.runtime import Controller
 from edgefleet.cloud.settings import load_settings
 from edgefleet.protocols import LatencyStats, ModelRef, ShadowStats, Telemetry
@@ -39,7 +39,7 @@ def test_each_telemetry_message_appends_one_period_and_keeps_the_latest_on_the_d
         row = series["d1"][-1]
         assert (row.control_name, row.control_version, row.candidate_version) == ("m", "1", "2")
         assert row.confidence_histogram[-1] == 70 and row.class_counts == {"a": 60, "b": 40}
-        from edgefleet.cloud.fleet import get_device
+        from edgefleet.cloud.devices.fleet import get_device
 
         assert get_device(s, "d1").telemetry["latency_ms"]["p99"] == 5.0
     c.engine.dispose()

@@ -1,7 +1,7 @@
 """In headless Chromium: nothing a device sends can run in an admin's browser.
 
 A controller gets script-bearing strings planted straight into its database (through the
-stores, past every check at the door, the label check in ``cloud/labels.py`` included), so
+stores, past every check at the door, the label check in ``cloud/devices/labels.py`` included), so
 what is tested here is the second layer, escaping and the Content-Security-Policy:
 device tags, hardware id, agent version, slot error code and text, telemetry class names
 (class counts, shadow confusion and per-class disagreements), capture event labels,
@@ -26,12 +26,13 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from edgefleet.cloud import catalog, fleet, ingest, shadow_index, telemetry_store
+from edgefleet.cloud import catalog, shadow_index
 from edgefleet.cloud.api import create_app
 from edgefleet.cloud.api.routes.tokens import create_token
 from edgefleet.cloud.auth import ROLES
 from edgefleet.cloud.broker import free_port
 from edgefleet.cloud.demo.orchestrator import UvicornThread
+from edgefleet.cloud.devices import fleet, ingest, telemetry_store
 from edgefleet.cloud.rollout import service
 from edgefleet.cloud.runtime import Controller
 from edgefleet.cloud.settings import load_settings

@@ -18,8 +18,8 @@ from ..registry import BlobStore, InvalidBundle
 from ..registry.bundle import build_bundle
 from ..registry.onnx_check import check_model, infer_manifest
 from .errors import BadRequest, Conflict, NotFound
-from .models import MODEL_NAME_PATTERN, ModelVersion
-from .trust import Trust
+from .tables import MODEL_NAME_PATTERN, ModelVersion
+from .trust.repository import Trust
 
 log = logging.getLogger(__name__)
 

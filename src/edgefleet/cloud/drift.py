@@ -37,8 +37,8 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
+from .devices.telemetry_store import TelemetryPeriod, control_periods
 from .errors import BadRequest, CloudError
-from .telemetry_store import TelemetryPeriod, control_periods
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from sqlmodel import Session, col, select
 from ..protocols import SLOTS
 from . import audit
 from .errors import BadRequest, Conflict, ModelBlocked
-from .models import MODEL_STATUSES, Device, ModelVersion
 from .rollout.commands import apply_command
 from .rollout.store import StaleState, add_event, lock_rollout, state_of, write_state
 from .rollout.tables import Rollout
+from .tables import MODEL_STATUSES, Device, ModelVersion
 
 #: Rollout states a block aborts: a rollout still sending the version to devices (or able
 #: to, once resumed). ``rolling_back`` is moving devices off it already and is left alone;

@@ -5,7 +5,7 @@
 
 * computed at scrape time from the database and the bridge (nothing to call):
   ``edgefleet_devices{state="online"|"offline"}``, ``edgefleet_devices_stale`` (signed state
-  lagging longer than ``stale_after_s``, cloud/freshness.py),
+  lagging longer than ``stale_after_s``, cloud/trust/freshness.py),
   ``edgefleet_mqtt_messages_total{channel, outcome}`` (``controller.bridge.counters``);
 * observed by the HTTP middleware (``HttpMetricsMiddleware``):
   ``edgefleet_http_request_duration_seconds{method, route, status}`` (route = the path
@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from .models import Device
+from .tables import Device
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -237,7 +237,7 @@ def find_event(session: Session, event_id: str, device_id: str | None = None) ->
 def model_labels(session: Session, event: ShadowEvent) -> list[str]:
     """The class labels a capture may carry: the control's manifest labels, then any the
     candidate's manifest adds (both from the catalog; empty when neither is there)."""
-    from .models import ModelVersion
+    from .tables import ModelVersion
 
     out: list[str] = []
     for side in ("control", "candidate"):

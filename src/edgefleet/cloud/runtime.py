@@ -33,31 +33,23 @@ from ..protocols import (
     desired_topic,
 )
 from ..registry import BlobStore, LocalBlobStore
-from . import (
-    fleet,
-    fleet_settings,
-    freshness,
-    identity,
-    ingest,
-    report_verify,
-    shadow_index,
-    signing,
-    telemetry_store,
-)
+from . import shadow_index
 from .bridge import BridgeTls, MqttBridge
 from .broker_auth import BrokerAuthFiles
 from .db import is_conflict, is_unavailable, make_engine, migrate, ping, secure_data_dir
+from .devices import fleet, fleet_settings, identity, ingest, report_verify, telemetry_store
+from .devices.labels import LabelBook, catalog_lookup
+from .devices.presence import IngestWatch, mark_unheard
 from .errors import CloudError, NoFleetCA
-from .labels import LabelBook, catalog_lookup
 from .metrics import ensure_metrics
-from .models import Device
 from .pki import FleetCA, IssuedCert
-from .presence import IngestWatch, mark_unheard
 from .rollout import store as rollout_store
 from .rollout.reconciler import Reconciler
 from .rollout.tables import ControllerLease
 from .settings import CloudSettings
-from .trust import Trust
+from .tables import Device
+from .trust import freshness, signing
+from .trust.repository import Trust
 from .webhooks.worker import WebhookWorker
 
 log = logging.getLogger(__name__)
@@ -92,7 +84,7 @@ class Controller:
         self._kick = threading.Event()  # wake() runs the next pass now
         self._next_trust_refresh = 0.0
         # Rollouts: only the holder of the lease in the database runs reconcile passes.
-        # can the controller hear the fleet? (cloud/presence.py): holds rollouts while it cannot
+        # can the controller hear the fleet? (cloud/devices/presence.py): holds rollouts while it cannot
         self.ingest_watch = IngestWatch(started_at=time.time())
         self._db_down_since: float | None = None  # the sync loop's own view (monotonic)
         self.reconciler = Reconciler(self.engine, self, prefix=settings.controller_client_id, hold=self.hold_reason,
@@ -101,7 +93,7 @@ class Controller:
         # signed webhooks: its own thread and pool, never on the control path (cloud/webhooks)
         self.webhooks = WebhookWorker(self.engine, settings, holder=self.reconciler.holder)
         self.event_handlers: list = [self._index_event]
-        # class names from devices are checked against their model's manifest (cloud/labels.py)
+        # class names from devices are checked against their model's manifest (cloud/devices/labels.py)
         self.labels = LabelBook(catalog_lookup(self.session))
         # sent to devices in Desired.settings until an operator sets one (fleet_settings)
         self.capture_policy: CapturePolicy = settings.capture
@@ -237,7 +229,7 @@ class Controller:
             raise NoFleetCA(f"no fleet CA in {self.settings.data_dir / 'pki'}: run `fleet cloud init`")
         return ca.issue_device_cert(device_id)
 
-    # ----- identity (cloud/identity.py) -----
+    # ----- identity (cloud/devices/identity.py) -----
 
     def revoke_certificate(self, serial: str) -> None:
         """Put a device certificate on the fleet CA's CRL (brokers re-read it on reload)."""
@@ -398,7 +390,7 @@ class Controller:
         """One rollout reconcile pass (a no-op unless this replica holds the lease)."""
         return self.reconciler.run_once(now)
 
-    # ----- outages (cloud/presence.py) -----
+    # ----- outages (cloud/devices/presence.py) -----
 
     def ingest_state(self) -> tuple[bool, str | None]:
         """Whether the controller hears the fleet now, and if not, why."""
@@ -498,7 +490,7 @@ class Controller:
                 self.reconcile_once()
                 self.sync_once()
                 self.mark_unheard()
-                with self.session() as s:  # signed state lagging too long: stale (cloud/freshness.py)
+                with self.session() as s:  # signed state lagging too long: stale (cloud/trust/freshness.py)
                     freshness.mark_stale(s, datetime.now(timezone.utc), self.settings.stale_after_s)
                 if time.time() >= next_expiry:
                     next_expiry = time.time() + 3600

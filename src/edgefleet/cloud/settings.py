@@ -65,7 +65,7 @@ class CloudSettings(BaseModel):
     telemetry_period_s: float = Field(default=10.0, gt=0)
     telemetry_history_days: float = Field(default=30.0, gt=0)
     reconcile_interval_s: float = Field(default=2.0, gt=0)
-    # a device whose signed state lags its desired state this long is stale (cloud/freshness.py)
+    # a device whose signed state lags its desired state this long is stale (cloud/trust/freshness.py)
     stale_after_s: float = Field(default=120.0, gt=0)
     # outages (docs/outages.md): nothing acknowledged before it is stored; gates do not punish the infrastructure
     replica_id: str = Field(default="0", pattern=r"^[A-Za-z0-9_.-]{1,32}$")  # distinct per controller replica

@@ -147,7 +147,7 @@ def known_labels(session: Any, items: Sequence[ExportItem]) -> list[str]:
     in manifest order: the COCO category ids follow it."""
     from sqlmodel import select
 
-    from .models import ModelVersion
+    from .tables import ModelVersion
 
     out: list[str] = []
     refs: list[str] = []

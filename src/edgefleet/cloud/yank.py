@@ -35,13 +35,14 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from ..protocols import SLOTS, ModelRef
-from . import audit, catalog, fleet, lifecycle
+from . import audit, catalog, lifecycle
+from .devices import fleet
+from .devices.fleet import DesiredPublisher
 from .errors import BadRequest
-from .fleet import DesiredPublisher
-from .models import MODEL_REF_MAX, MODEL_REF_PATTERN, Device, ModelVersion, SlotAssignment
 from .rollout.service import DURATION_PATTERN, WAVES_PATTERN, RolloutCreate, start_rollout
 from .rollout.store import model_ref, ref_of
 from .rollout.tables import Rollout, RolloutMember
+from .tables import MODEL_REF_MAX, MODEL_REF_PATTERN, Device, ModelVersion, SlotAssignment
 
 Source = Literal["--to", "runs now", "last known good", "rollout previous"]
 

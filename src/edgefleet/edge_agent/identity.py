@@ -5,7 +5,7 @@ and password, optionally a client certificate and key); ``fleet-agent provision
 --credentials DIR/credentials.json`` stores it here. When present, these credentials win
 over the token and broker account in ``agent.toml``, because a rotation rewrites them.
 
-Rotation (cloud/identity.py): the controller raises ``credentials_epoch`` in the desired
+Rotation (cloud/devices/identity.py): the controller raises ``credentials_epoch`` in the desired
 hint; the agent asks for new credentials with its current token, saves them as
 ``credentials.next.json``, switches its broker client to them and confirms with the new
 token; only then does the new file replace the old one. A confirmation whose reply was

@@ -25,9 +25,9 @@ from sqlmodel import Session, col, select
 from ...registry.tuf import RepositoryStateError
 from ...registry.tuf.http import TufAccess
 from ..auth import role_allows
-from ..fleet import assignments_of
-from ..models import Device, ModelVersion
+from ..devices.fleet import assignments_of
 from ..runtime import Controller
+from ..tables import Device, ModelVersion
 from .deps import Principal
 
 

@@ -15,8 +15,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session, select
 
 from ..auth import hash_token, role_allows
-from ..models import ApiToken, Device
 from ..runtime import Controller
+from ..tables import ApiToken, Device
 from . import throttle
 
 bearer = HTTPBearer(auto_error=False, description="API token (fleet cloud init / fleet token create) or device token")

@@ -13,9 +13,9 @@ from .. import audit
 from ..auth import hash_token, new_token
 from ..client import write_cli_config
 from ..errors import CloudError
-from ..models import ApiToken
 from ..runtime import Controller
 from ..settings import CONFIG_FILE, load_settings
+from ..tables import ApiToken
 from .common import DataDirOpt, console, fail, missing_controller_message
 
 app = typer.Typer(help="Set up and run the controller (HTTP API + MQTT bridge).", no_args_is_help=True)

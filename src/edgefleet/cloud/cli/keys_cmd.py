@@ -30,9 +30,9 @@ from ...registry.tuf.keyplace import (
 )
 from .. import audit
 from ..client import load_cli_config
-from ..key_status import key_status
 from ..settings import load_settings, resolve_data_dir
-from ..trust import KEYS_DIR, Trust
+from ..trust.key_status import key_status
+from ..trust.repository import KEYS_DIR, Trust
 from .common import DataDirOpt, TokenOpt, UrlOpt, api_client, call, console, fail
 
 app = typer.Typer(help="Signing keys (TUF image repository and director): where they live, rotation.",

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..models import MODEL_REF_PATTERN
+from ..tables import MODEL_REF_PATTERN
 from .common import DataDirOpt, TokenOpt, UrlOpt, api_client, call, console, err_console, fail
 
 app = typer.Typer(help="Push, list and show model versions; deprecate, block, unblock or yank one.",

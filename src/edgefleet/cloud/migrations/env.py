@@ -7,7 +7,7 @@ import os
 from alembic import context
 from sqlmodel import SQLModel
 
-from edgefleet.cloud import audit, models  # noqa: F401  (registers the tables)
+from edgefleet.cloud import audit, tables  # noqa: F401  (registers the tables)
 from edgefleet.cloud.db import make_engine
 
 config = context.config

@@ -233,7 +233,7 @@ class DeviceObservation:
     ``baseline_p99_periods``: the latency gate's bootstrap); ``agreement`` and
     ``agreement_frames`` (the model's shadow agreement with control, from ShadowStats);
     ``drift`` (a 0..1 drift score).
-    Freshness (``cloud/freshness.py``): ``lagging_since``, since when the device's *signed*
+    Freshness (``cloud/trust/freshness.py``): ``lagging_since``, since when the device's *signed*
     state (reported director version, generation) lags what was signed for it, and
     ``stale_since``, when that lag passed ``stale_after_s``; a device is counted healthy
     or active only while neither is set.

@@ -41,9 +41,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from ...protocols import ModelRef
-from .. import audit, db, fleet, history, lifecycle
-from ..fleet import DesiredPublisher
-from ..models import Device, ModelVersion
+from .. import audit, db, lifecycle
+from ..devices import fleet, history
+from ..devices.fleet import DesiredPublisher
+from ..tables import Device, ModelVersion
 from .commands import apply_command
 from .model import (
     QUIET_STATES,

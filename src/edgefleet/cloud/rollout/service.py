@@ -25,7 +25,7 @@ from sqlmodel import Session, col, select
 
 from .. import catalog, lifecycle
 from ..errors import BadRequest, Conflict, NotFound
-from ..models import MODEL_REF_MAX, MODEL_REF_PATTERN, Device, ModelVersion
+from ..tables import MODEL_REF_MAX, MODEL_REF_PATTERN, Device, ModelVersion
 from . import build_spec, parse_duration, rollout_status, supersede, supersedes
 from .commands import COMMANDS, reschedule
 from .errors import IllegalTransition, SpecError

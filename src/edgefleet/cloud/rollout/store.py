@@ -34,8 +34,8 @@ from sqlmodel import Session, col, select
 from ...protocols import ModelRef, Phase, Telemetry
 from ...registry.tuf.errors import RETRYABLE_CODES
 from .. import webhooks
-from ..models import Device, ModelVersion, SlotAssignment
-from ..telemetry_store import TelemetryPeriod
+from ..devices.telemetry_store import TelemetryPeriod
+from ..tables import Device, ModelVersion, SlotAssignment
 from . import build_spec
 from .errors import SpecError
 from .model import DeviceObservation, RolloutSpec, RolloutState

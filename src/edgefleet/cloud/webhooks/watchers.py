@@ -23,9 +23,9 @@ from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from ..models import Device, ModelVersion, SlotAssignment
 from ..settings import CloudSettings
 from ..shadow_index import ShadowEvent
+from ..tables import Device, ModelVersion, SlotAssignment
 from .service import enqueue
 from .worker import set_watch, watch_value
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ... import catalog, fleet, lifecycle
+from ... import catalog, lifecycle
+from ...devices import fleet
 from ...errors import BadRequest
-from ...models import DeploymentCreate, DeploymentResult
+from ...tables import DeploymentCreate, DeploymentResult
 from ..deps import ControllerDep, Operator, SessionDep
 from .models import WRITE_ERRORS
 

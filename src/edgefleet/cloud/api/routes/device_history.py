@@ -1,6 +1,6 @@
 """/api/v1/devices/{id}/history, /tags and /inventory — a device's story, its labels, what it is.
 
-``GET …/history`` pages the device history (cloud/history.py) oldest first: ``since``
+``GET …/history`` pages the device history (cloud/devices/history.py) oldest first: ``since``
 (exclusive; pass the previous page's ``next_since``) and ``limit``. ``PATCH …/tags`` sets
 and removes tags (validated here; selectors read them on the next reconcile pass, which
 this call starts at once). ``GET …/inventory`` is what the device's last verified
@@ -15,10 +15,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from ... import fleet, history
+from ...devices import fleet, history
+from ...devices.protocols_view import inventory_of
 from ...errors import BadRequest, Conflict
-from ...models import utcnow
-from ...protocols_view import inventory_of
+from ...tables import utcnow
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
 from ..params import Timestamp
 from .models import ErrorBody

@@ -2,7 +2,7 @@
 
 Admins enrol (``POST``), revoke (``DELETE``) and ask for a rotation; viewers read. The
 two ``/devices/self/credentials`` routes are the device's side of a rotation
-(cloud/identity.py): it asks with its current token and confirms with the new one.
+(cloud/devices/identity.py): it asks with its current token and confirms with the new one.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from ... import fleet, identity
+from ...devices import fleet, identity
 from ...errors import BadRequest, Conflict
-from ...models import Device, DeviceCreate, DeviceCreated, DevicePublic
+from ...tables import Device, DeviceCreate, DeviceCreated, DevicePublic
 from ..deps import (
     PENDING_DEVICE,
     Admin,

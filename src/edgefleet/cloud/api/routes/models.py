@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from ... import audit, catalog, lifecycle, yank
 from ...errors import BadRequest
-from ...models import MODEL_NAME_PATTERN, ModelStatus, ModelVersionPublic
+from ...tables import MODEL_NAME_PATTERN, ModelStatus, ModelVersionPublic
 from .. import problems
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
 

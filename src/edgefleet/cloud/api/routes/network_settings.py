@@ -17,7 +17,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
 from ....protocols.messages import NetworkPolicy
-from ... import fleet_settings
+from ...devices import fleet_settings
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
 
 router = APIRouter(prefix="/settings", tags=["settings"])

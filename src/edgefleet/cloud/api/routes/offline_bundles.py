@@ -20,7 +20,8 @@ from fastapi.responses import StreamingResponse
 from ....registry import BlobNotFound
 from ....registry.tuf.errors import TufError
 from ....registry.tuf.offline import export_files, write_tar
-from ... import audit, fleet
+from ... import audit
+from ...devices import fleet
 from ..deps import ControllerDep, Operator, SessionDep
 from ..params import DeviceIdPath
 from ..problems import responses

@@ -1,7 +1,7 @@
 """Report keys and hardware approval: ``/api/v1/devices/self/report-key`` (the device itself),
 ``/api/v1/devices/{id}/report-key`` and ``/api/v1/devices/{id}/approve-hardware`` (admin).
 
-See ``cloud/report_verify.py`` for what a registered key means for the device's reports.
+See ``cloud/devices/report_verify.py`` for what a registered key means for the device's reports.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from ... import fleet, ingest, report_verify
-from ...models import DevicePublic
+from ...devices import fleet, ingest, report_verify
+from ...tables import DevicePublic
 from ..deps import Admin, ControllerDep, SessionDep, device_id_of
 from ..params import DeviceIdPath
 from ..problems import responses

@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 
 from ... import lifecycle
-from ...models import ModelVersion
 from ...rollout import service
 from ...rollout.service import RolloutCommand, RolloutCreate, RolloutReschedule, RolloutSummary
+from ...tables import ModelVersion
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
 from .models import READ_ERRORS, WRITE_ERRORS
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ....protocols import CapturePolicy
-from ... import fleet_settings
+from ...devices import fleet_settings
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
 
 router = APIRouter(prefix="/settings", tags=["settings"])

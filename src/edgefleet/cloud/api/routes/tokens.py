@@ -17,7 +17,7 @@ from sqlmodel import Session, SQLModel, select
 
 from ...auth import ROLES, hash_token, new_token
 from ...errors import BadRequest, Conflict, NotFound
-from ...models import ApiToken
+from ...tables import ApiToken
 from ..deps import Admin, SessionDep
 from ..problems import responses
 

@@ -16,8 +16,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field, StringConstraints
 
 from ....registry.tuf.keys import KeyEntry
-from ...key_status import key_status
-from ...trust import key_entry_from_wire
+from ...trust.key_status import key_status
+from ...trust.repository import key_entry_from_wire
 from ..deps import Admin, ControllerDep
 from ..problems import responses
 

@@ -17,8 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from sqlmodel import Session, func, select
 
-from ... import review, shadow_index, telemetry_store
+from ... import review, shadow_index
 from ...api.deps import SessionDep
+from ...devices import telemetry_store
 from ...shadow_index import ShadowEvent, parse_pair, parse_ref
 from ..auth import PagePrincipal
 from ..nav import NAV_ORDER, NavItem

@@ -9,9 +9,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
 
-from ... import fleet, history
 from ...api.deps import SessionDep
-from ...protocols_view import inventory_of
+from ...devices import fleet, history
+from ...devices.protocols_view import inventory_of
 from ..auth import PagePrincipal
 from ..render import render
 

@@ -15,9 +15,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlmodel import Session
 
-from ... import catalog, fleet, telemetry_store
+from ... import catalog
 from ...api.deps import SessionDep
-from ...models import DevicePublic
+from ...devices import fleet, telemetry_store
+from ...tables import DevicePublic
 from ..auth import PagePrincipal
 from ..nav import NAV_ORDER, NavItem
 from ..render import render

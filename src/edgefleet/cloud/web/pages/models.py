@@ -16,8 +16,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 
-from ... import catalog, fleet, telemetry_store
+from ... import catalog
 from ...api.deps import SessionDep
+from ...devices import fleet, telemetry_store
 from ...drift import (
     DriftConfig,
     DriftResult,

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 
 from sqlmodel import Session, col, select
 
-from .models import Device
+from ..tables import Device
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from typing import Any
 
 from securesystemslib.signer import Key, Signature
 
-from ..registry import BlobStore
-from ..registry.tuf import (
+from ...registry import BlobStore
+from ...registry.tuf import (
     Director,
     ImageRepository,
     ImageTarget,
@@ -45,10 +45,10 @@ from ..registry.tuf import (
     SignatureError,
     TufResolver,
 )
-from ..registry.tuf.keyplace import Placement, permission_problems
-from ..registry.tuf.keys import KEYRING_FILE, KeyEntry
-from ..registry.tuf.signing import PendingRoot
-from .errors import BadRequest, Conflict, KeysOffline
+from ...registry.tuf.keyplace import Placement, permission_problems
+from ...registry.tuf.keys import KEYRING_FILE, KeyEntry
+from ...registry.tuf.signing import PendingRoot
+from ..errors import BadRequest, Conflict, KeysOffline
 
 log = logging.getLogger(__name__)
 

@@ -104,7 +104,7 @@ def record_reported(session: Session, device_id: str, previous: dict[str, Any], 
 def history(session: Session, device_id: str, *, since: datetime | None = None, limit: int = 100,
             kinds: list[str] | None = None) -> HistoryPage:
     """The device's history, oldest first, after ``since`` (exclusive), at most ``limit``."""
-    from .audit import AuditEntry
+    from ..audit import AuditEntry
 
     limit = max(1, min(limit, MAX_LIMIT))
     q = select(DeviceHistory).where(DeviceHistory.device_id == device_id)

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from ..atomicio import atomic_write
-from .auth import hash_token, new_token
-from .broker_auth import Account, hash_password, new_password
-from .errors import Conflict, NotFound
-from .models import Device
+from ...atomicio import atomic_write
+from ..auth import hash_token, new_token
+from ..broker_auth import Account, hash_password, new_password
+from ..errors import Conflict, NotFound
+from ..tables import Device
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, delete
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from ..protocols import Telemetry
+from ...protocols import Telemetry
 
 
 def _utcnow() -> datetime:

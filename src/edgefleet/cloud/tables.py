@@ -41,7 +41,7 @@ class Device(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     director_generation: int = 0  # desired generation the director last signed for
     release_floor: dict[str, int] | None = Field(default=None, sa_column=Column(JSON))  # slot → highest counter signed
-    # identity (cloud/identity.py): broker password in mosquitto's $7$ format, client
+    # identity (cloud/devices/identity.py): broker password in mosquitto's $7$ format, client
     # certificate serial, revocation, and a credentials rotation in flight
     mqtt_password_hash: str | None = Field(default=None, max_length=256)
     cert_serial: str | None = Field(default=None, max_length=64)
@@ -49,7 +49,7 @@ class Device(SQLModel, table=True):
     credentials_epoch: int = 0  # bumped by `fleet device rotate-credentials`; the device fetches new ones
     pending_token_hash: str | None = Field(default=None, max_length=128)
     pending_mqtt_password_hash: str | None = Field(default=None, max_length=256)
-    # signed reports (cloud/report_verify.py): the device's Ed25519 report key, the highest
+    # signed reports (cloud/devices/report_verify.py): the device's Ed25519 report key, the highest
     # accepted seq per channel, the end of the last counted telemetry period, and a hardware
     # id a signed `reported` claimed that an operator has not approved yet
     report_public_key: str | None = Field(default=None, max_length=64)
@@ -58,7 +58,7 @@ class Device(SQLModel, table=True):
     telemetry_seq: int | None = Field(default=None, sa_type=BigInteger)
     report_period_end: datetime | None = None
     hardware_id_reported: str | None = Field(default=None, max_length=128)
-    # freshness (cloud/freshness.py): the director version signed for the device, since when
+    # freshness (cloud/trust/freshness.py): the director version signed for the device, since when
     # its signed state (reported director version, generation) lags what was signed, and,
     # once that lasted longer than [controller] stale_after_s, why it is stale
     director_version: int = 0
@@ -180,7 +180,7 @@ class DevicePublic(SQLModel):
     credentials_epoch: int = 0
     report_key_id: str | None = None  # the registered report key (signed reports), None: none yet
     hardware_id_reported: str | None = None  # claimed by a signed report, awaiting `fleet device approve-hardware`
-    # freshness (cloud/freshness.py): stale = its signed state lagged the desired state
+    # freshness (cloud/trust/freshness.py): stale = its signed state lagged the desired state
     # longer than [controller] stale_after_s; never counted healthy while stale
     director_version: int = 0  # the director version signed for the device
     reported_director_version: int | None = None  # the director version the device holds (signed report)

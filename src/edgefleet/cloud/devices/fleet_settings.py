@@ -18,11 +18,11 @@ from pydantic import ValidationError
 from sqlalchemy import Text
 from sqlmodel import Field, Session, SQLModel, select
 
-from ..protocols import CapturePolicy
-from ..protocols.messages import NetworkPolicy
-from .errors import BadRequest
+from ...protocols import CapturePolicy
+from ...protocols.messages import NetworkPolicy
+from ..errors import BadRequest
+from ..tables import Device, utcnow
 from .fleet import DesiredPublisher
-from .models import Device, utcnow
 
 log = logging.getLogger(__name__)
 

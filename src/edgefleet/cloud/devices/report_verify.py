@@ -25,12 +25,12 @@ from sqlalchemy import or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col
 
-from ..protocols import Reported, Telemetry
-from ..protocols.canonical import NotCanonical
-from ..registry import report_sig
-from .errors import BadRequest, Conflict, Forbidden, NotFound
+from ...protocols import Reported, Telemetry
+from ...protocols.canonical import NotCanonical
+from ...registry import report_sig
+from ..errors import BadRequest, Conflict, Forbidden, NotFound
+from ..tables import Device
 from .ingest import Refused, admit
-from .models import Device
 
 log = logging.getLogger(__name__)
 

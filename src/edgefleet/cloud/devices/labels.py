@@ -29,9 +29,9 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from ..protocols import Event, ModelOutput, ModelRef, Telemetry
-from ..shadow import NONE_LABEL
-from .models import ModelVersion
+from ...protocols import Event, ModelOutput, ModelRef, Telemetry
+from ...shadow import NONE_LABEL
+from ..tables import ModelVersion
 
 log = logging.getLogger(__name__)
 

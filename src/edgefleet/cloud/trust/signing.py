@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlmodel import Session
 
-from ..protocols import SLOTS, DeviceSettings
-from . import fleet, history
-from .models import Device
-from .trust import Trust
+from ...protocols import SLOTS, DeviceSettings
+from ..devices import fleet, history
+from ..tables import Device
+from .repository import Trust
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..registry.tuf.keyplace import describe, permission_problems
-from ..registry.tuf.keys import KEYRING_FILE, REPOS, ROLES, KeyRing
+from ...registry.tuf.keyplace import describe, permission_problems
+from ...registry.tuf.keys import KEYRING_FILE, REPOS, ROLES, KeyRing
 
 KEYS_DIR = "keys"
 TUF_DIR = "tuf"

@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 
 from sqlmodel import Session
 
-from ..protocols import Reported, Status, Telemetry
+from ...protocols import Reported, Status, Telemetry
+from ..errors import Conflict, NotFound
+from ..tables import Device
 from . import history
-from .errors import Conflict, NotFound
-from .models import Device
 
 log = logging.getLogger(__name__)
 

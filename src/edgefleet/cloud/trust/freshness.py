@@ -25,8 +25,8 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from . import webhooks
-from .models import Device
+from .. import webhooks
+from ..tables import Device
 
 log = logging.getLogger(__name__)
 

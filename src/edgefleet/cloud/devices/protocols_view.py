@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..protocols.messages import Inventory
-from .models import Device
+from ...protocols.messages import Inventory
+from ..tables import Device
 
 
 def inventory_of(device: Device) -> dict[str, Any] | None:

@@ -15,10 +15,11 @@ from typing import Protocol
 
 from sqlmodel import Session, select
 
-from ..protocols import SLOTS, Desired, DeviceSettings, SlotTarget, is_valid_device_id
-from . import freshness, history, identity, report_verify
-from .errors import BadRequest, Conflict, NotFound
-from .models import Device, DevicePublic, ModelVersion, SlotAssignment, SlotPublic
+from ...protocols import SLOTS, Desired, DeviceSettings, SlotTarget, is_valid_device_id
+from ..errors import BadRequest, Conflict, NotFound
+from ..tables import Device, DevicePublic, ModelVersion, SlotAssignment, SlotPublic
+from ..trust import freshness
+from . import history, identity, report_verify
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def deploy(
     Raises:
         ModelBlocked: the version is blocked (lifecycle.py). Conflict: no or revoked devices.
     """
-    from .lifecycle import check_deployable
+    from ..lifecycle import check_deployable
 
     check_deployable(model)
     ids = device_ids if device_ids is not None else [d.id for d in list_devices(session, include_revoked=False)]
@@ -195,7 +196,7 @@ def device_public(session: Session, device: Device) -> DevicePublic:
     slots: dict[str, SlotPublic] = {}
     desired = {slot: f"{mv.name}:{mv.version}" for slot, (_a, mv) in assignments_of(session, device.id).items()}
     reported_slots = (device.reported or {}).get("slots", {})
-    from .lifecycle import flags
+    from ..lifecycle import flags
 
     flagged = flags(session)  # versions not active (deprecated, blocked): few
     for slot in SLOTS:
