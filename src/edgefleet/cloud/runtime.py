@@ -33,7 +33,7 @@ from ..protocols import (
     desired_topic,
 )
 from ..registry import BlobStore, LocalBlobStore
-from . import shadow_index
+from . import policy, shadow_index
 from .bridge import BridgeTls, MqttBridge
 from .broker_auth import BrokerAuthFiles
 from .db import is_conflict, is_unavailable, make_engine, migrate, ping, secure_data_dir
@@ -325,14 +325,19 @@ class Controller:
             self.bridge.publish_desired(desired)
             self._last_sent[desired.device_id] = (desired.generation, datetime.now(timezone.utc))
 
-    def device_settings(self, session: Session) -> DeviceSettings:
-        capture = fleet_settings.capture_policy(session, default=self.capture_policy)
-        return DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s, capture=capture,
-                              network_policy=fleet_settings.network_policy(session))
+    def device_settings(self, session: Session, device: Device | None = None) -> DeviceSettings:
+        """What ``device`` must apply: fleet-wide settings, with scoped policies resolved (cloud/policy)."""
+        if device is None:
+            capture = fleet_settings.capture_policy(session, default=self.capture_policy)
+            return DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s, capture=capture,
+                                  network_policy=fleet_settings.network_policy(session))
+        got = policy.resolve_for(session, device, self.capture_policy)
+        return DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s, capture=got.capture,
+                              network_policy=got.network, maintenance=got.maintenance)
 
     def publish_device(self, session: Session, device: Device) -> None:
         """Sign the device's assignment with the director (if it changed), then send the hint."""
-        settings = self.device_settings(session)
+        settings = self.device_settings(session, device)
         try:
             version = signing.sign_device(session, self.trust, device, settings)  # settings travel signed
         except CloudError as exc:

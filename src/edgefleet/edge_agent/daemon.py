@@ -278,6 +278,7 @@ class Agent:
                 release_counter=s.installed.release_counter if s.installed else 0, progress=s.progress,
                 bytes_needed=s.bytes_needed if s.error_code == DiskFull.code else None,
                 bytes_free=s.bytes_free if s.error_code == DiskFull.code else None,
+                window_opens_at=s.window_opens_at if s.phase == Phase.WAITING_FOR_WINDOW else None,
             )
         held = self.updater.held  # the signed metadata held, and why an update did not happen
         return Reported(
@@ -436,7 +437,8 @@ class Agent:
                 if desired is None and retry_at is not None and self._last_desired and (
                         time.time() >= retry_at
                         or (time.time() >= last_apply + 1.0 and self.updater.space_ready())  # room again
-                        or (time.time() >= last_apply + 1.0 and self.updater.link_ready())):  # the link allows it now
+                        or (time.time() >= last_apply + 1.0 and self.updater.link_ready())  # the link allows it now
+                        or (time.time() >= last_apply + 1.0 and self.updater.window_ready())):  # a window opened
                     desired = self._last_desired
                 if desired is not None:
                     self._last_desired = desired

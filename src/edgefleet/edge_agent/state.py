@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
@@ -39,6 +40,7 @@ class SlotState(BaseModel):
     progress: float | None = None
     bytes_needed: int | None = None  # E_DISK_FULL: what the step needs, and what is free
     bytes_free: int | None = None
+    window_opens_at: datetime | None = None  # waiting_for_window: the next window start
 
 
 def _empty_slots() -> dict[SlotName, SlotState]:

@@ -29,6 +29,12 @@ Network policy (``network.py``): before a download, a link the signed policy doe
 allow (metered under ``unmetered``, an interface not listed) defers it — the slot stays
 ``notified``, ``update_blocked`` says ``E_LINK_METERED``/``E_LINK_INTERFACE`` with the
 reason (not a failure), and the daemon applies again once ``link_ready()``.
+
+Maintenance windows (``maintenance.py``): download and verification happen whenever the
+network policy allows; the switch (load, self-test, activate) waits for a window of the
+signed ``maintenance`` policy, in the device's own clock and zone. Meanwhile the slot is
+``waiting_for_window`` with the next window start (not a failure); the daemon applies
+again once ``window_ready()``.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ from .errors import (
     LinkDeferred,
     RetryableError,
 )
+from .maintenance import WindowGate
 from .pipeline import Pipeline
 from .runner import ModelRunner
 from .state import AgentState, InstalledModel, SlotState, StateStore
@@ -84,7 +91,8 @@ log = logging.getLogger(__name__)
 Reporter = Callable[[], None]
 RETIRE_AFTER_S = 5.0  # a replaced model is closed this long after the switch
 #: Phases of a deployment that is dropped when the desired model changes back to the running one.
-_ABANDONED = frozenset({Phase.NOTIFIED, Phase.DOWNLOADING, Phase.VERIFYING, Phase.PREPARING, Phase.FAILED})
+_ABANDONED = frozenset({Phase.NOTIFIED, Phase.DOWNLOADING, Phase.VERIFYING, Phase.PREPARING, Phase.FAILED,
+                        Phase.WAITING_FOR_WINDOW})
 #: Download refusals that bytes damaged in transit cause: retried from a clean fetch.
 TRANSIT_CODES = frozenset({"E_HASH_MISMATCH", "E_LENGTH"})
 DOWNLOAD_ATTEMPTS = 3  # fetches of one release whose bytes do not match before the refusal is final
@@ -192,6 +200,7 @@ class Updater:
         self._floor_pending: dict[str, VerifiedTarget] = {}  # release floors a full disk kept from disk
         self.network: Any = None  # network.NetworkGate: link policy and bandwidth caps (None: any link)
         self.link_wait: UpdateBlocked | None = None  # a download the link policy defers
+        self.windows = WindowGate()  # maintenance windows: the clock and zone are replaceable (tests)
 
     # ----- start-up -----
 
@@ -331,6 +340,9 @@ class Updater:
                          s.target.label, s.installed.label)
                 s.phase, s.progress, s.error_code, s.error = Phase.IDLE, None, None, None
             s.target = s.installed
+            s.window_opens_at = None
+            return
+        if self._still_waiting(slot, s, target):
             return
         if s.failed_digest == target.digest and (s.failed_release is None or target.release_counter <= s.failed_release):
             # permanent failure for these exact bytes: wait for another target, or for the
@@ -339,11 +351,14 @@ class Updater:
         wanted = InstalledModel(name=target.name, version=target.version, digest=target.digest, release_counter=target.release_counter)
         proven = s.phase != Phase.ACTIVE  # a model still in its health window is not known good
         s.target, s.error_code, s.error, s.progress = wanted, None, None, None
+        s.window_opens_at = None
         try:
             self._phase(s, Phase.NOTIFIED)
             path = self._fetch(s, target)
             self._phase(s, Phase.VERIFYING)
             directory = self._stage(path, target)
+            if self._wait_for_window(slot, s, target):
+                return
             self._phase(s, Phase.PREPARING)
             runner = self._load(wanted, directory, progress=self._prepare_progress(s), slot=slot)
             runner.self_test()
@@ -379,6 +394,7 @@ class Updater:
         s.installed = wanted
         s.failed_digest, s.failed_release = None, None
         s.progress = None
+        s.window_opens_at = None
         self._phase(s, Phase.ACTIVE)
         self.activated_at[slot] = time.monotonic()
         verified = self._verified.get(wanted.digest)
@@ -459,6 +475,40 @@ class Updater:
         self.store.save(self.state)
         self.report()
         return True
+
+    def _wait_for_window(self, slot: SlotName, s: SlotState, target: SlotTarget) -> bool:
+        """Staged and verified: outside every maintenance window, the slot waits (True)."""
+        wait = self.windows.wait(self.state.settings.maintenance)
+        if wait is None:
+            return False
+        s.phase, s.window_opens_at, s.progress = Phase.WAITING_FOR_WINDOW, wait.opens_at, None
+        log.info("device %s: %s slot: %s:%s downloaded and verified; %s", self.device_id, slot,
+                 target.name, target.version, wait.reason)
+        self.retry_pending = True  # looked at again with backoff, and at once when window_ready()
+        self.store.save(self.state)
+        self.report()
+        return True
+
+    def _still_waiting(self, slot: SlotName, s: SlotState, target: SlotTarget) -> bool:
+        """The same target already waits staged for a window that is still closed (no churn)."""
+        if s.phase != Phase.WAITING_FOR_WINDOW or s.target is None or s.target.digest != target.digest \
+                or not (self.bundles / target.digest).is_dir():
+            return False
+        wait = self.windows.wait(self.state.settings.maintenance)
+        if wait is None:
+            return False
+        self.retry_pending = True
+        if s.window_opens_at != wait.opens_at:  # the policy changed: a new next start
+            s.window_opens_at = wait.opens_at
+            log.info("device %s: %s slot: %s", self.device_id, slot, wait.reason)
+            self.store.save(self.state)
+            self.report()
+        return True
+
+    def window_ready(self) -> bool:
+        """A slot waits for a maintenance window that is open now."""
+        waiting = any(self.state.slot(slot).phase == Phase.WAITING_FOR_WINDOW for slot in SLOTS)
+        return waiting and self.windows.wait(self.state.settings.maintenance) is None
 
     def link_ready(self) -> bool:
         """A download the link policy deferred could go now."""

@@ -28,6 +28,7 @@ from pydantic import (
 
 from .canonical import SignedReport
 from .errors import InvalidPayload, PayloadTooLarge
+from .windows import MaintenancePolicy
 
 DIGEST_PATTERN = r"^[0-9a-f]{64}$"
 Digest = Annotated[str, Field(pattern=DIGEST_PATTERN)]
@@ -91,6 +92,7 @@ class Phase(str, Enum):
     DOWNLOADING = "downloading"
     VERIFYING = "verifying"
     PREPARING = "preparing"
+    WAITING_FOR_WINDOW = "waiting_for_window"  # downloaded and verified; switches in a maintenance window
     ACTIVE = "active"
     HEALTHY = "healthy"
     FAILED = "failed"
@@ -155,6 +157,7 @@ class DeviceSettings(_Message):
     telemetry_period_s: float = Field(default=10.0, gt=0, le=3600)
     capture: CapturePolicy = Field(default_factory=CapturePolicy)
     network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    maintenance: MaintenancePolicy = Field(default_factory=MaintenancePolicy)  # when the device may switch
 
 
 class LinkReport(_Message):
@@ -192,6 +195,7 @@ class SlotReport(_Message):
     # with error_code E_DISK_FULL: bytes the deployment step needs, and bytes free there
     bytes_needed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     bytes_free: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    window_opens_at: datetime | None = None  # with phase waiting_for_window: the next window start
 
 
 class DiskShortage(_Message):
