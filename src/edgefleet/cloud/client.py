@@ -11,7 +11,7 @@ import json
 import os
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,6 +64,22 @@ def operation(*operation_ids: str) -> Callable[[F], F]:
 def operations() -> dict[str, str]:
     """operationId → the ``ApiClient`` method that calls it."""
     return {op: name for name, fn in vars(ApiClient).items() for op in getattr(fn, "operation_ids", ())}
+
+
+def device_filter_params(*, tag: list[str] | None = None, profile: str | None = None, state: str | None = None,
+                         stale: bool | None = None, model: list[str] | None = None,
+                         installed: list[str] | None = None) -> dict[str, Any]:
+    """Query parameters of the device views (``GET /devices``, ``/devices/counts``)."""
+    params: dict[str, Any] = {}
+    for key, value in (("tag", tag), ("model", model), ("installed", installed)):
+        if value:
+            params[key] = list(value)
+    for key, one in (("profile", profile), ("state", state)):
+        if one:
+            params[key] = one
+    if stale is not None:
+        params["stale"] = "true" if stale else "false"
+    return params
 
 
 class ApiClient:
@@ -158,8 +174,33 @@ class ApiClient:
         return self._call("POST", f"/devices/{device_id}/rotate-credentials", params={"now": "true"} if now else None)
 
     @operation("devices_list_devices")
-    def list_devices(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/devices")
+    def list_devices_page(self, *, limit: int = 100, cursor: str | None = None, **filters: Any) -> dict[str, Any]:
+        """One page (``items``, ``next_cursor``, ``prev_cursor``); ``filters``: tag=[KEY=VALUE…],
+        profile, state, stale, model=[SLOT=NAME:VERSION…], installed=[…] (see ``device_filter_params``)."""
+        params = device_filter_params(**filters)
+        params["limit"] = limit
+        if cursor:
+            params["cursor"] = cursor
+        return self._call("GET", "/devices", params=params)
+
+    def iter_devices(self, *, page_size: int = 1000, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every matching device, page after page (id order)."""
+        cursor: str | None = None
+        while True:
+            page = self.list_devices_page(limit=page_size, cursor=cursor, **filters)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def list_devices(self, **filters: Any) -> list[dict[str, Any]]:
+        """Every matching device (follows the cursors; for a big fleet prefer ``iter_devices``)."""
+        return list(self.iter_devices(**filters))
+
+    @operation("devices_device_counts")
+    def device_counts(self, **filters: Any) -> dict[str, Any]:
+        """Totals by state, hardware profile and model version per slot, for the same filters."""
+        return self._call("GET", "/devices/counts", params=device_filter_params(**filters))
 
     @operation("devices_get_device")
     def get_device(self, device_id: str) -> dict[str, Any]:

@@ -193,12 +193,18 @@ def deploy(
 
 
 def device_public(session: Session, device: Device) -> DevicePublic:
-    slots: dict[str, SlotPublic] = {}
     desired = {slot: f"{mv.name}:{mv.version}" for slot, (_a, mv) in assignments_of(session, device.id).items()}
-    reported_slots = (device.reported or {}).get("slots", {})
     from ..lifecycle import flags
 
-    flagged = flags(session)  # versions not active (deprecated, blocked): few
+    return public_of(device, desired, flags(session))  # flags: versions not active (deprecated, blocked): few
+
+
+def public_of(device: Device, desired: dict[str, str], flagged: dict[str, tuple[str, str | None]]) -> DevicePublic:
+    """The wire shape of ``device``, given its desired ``slot → NAME:VERSION`` and the
+    inactive versions (``lifecycle.flags``); pure, so a page of devices builds from a few
+    batched queries (devices/views.py)."""
+    slots: dict[str, SlotPublic] = {}
+    reported_slots = (device.reported or {}).get("slots", {})
     for slot in SLOTS:
         rep = reported_slots.get(slot) or {}
         inst = rep.get("installed")

@@ -10,8 +10,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import StringConstraints
 
-from ...devices import fleet, identity
+from ...devices import cursor as cursors
+from ...devices import fleet, identity, views
+from ...devices.views import DeviceCounts, DevicePage, DeviceState
 from ...errors import BadRequest, Conflict
 from ...tables import Device, DeviceCreate, DeviceCreated, DevicePublic
 from ..deps import (
@@ -29,6 +32,31 @@ from ..problems import responses
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 DeviceId = Annotated[str, Depends(device_id_of)]
+_TAG = r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}=[A-Za-z0-9_.:@/+\-]{1,128}$"  # KEY=VALUE as tables.DeviceCreate allows
+_SLOT_MODEL = r"^(control|shadow)=[A-Za-z0-9][A-Za-z0-9_.-]{0,127}:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def device_filter(
+    tag: Annotated[list[Annotated[str, StringConstraints(pattern=_TAG, max_length=192)]], Query(
+        max_length=16, description="KEY=VALUE; repeatable, all must match")] = [],  # noqa: B006 (FastAPI copies it)
+    profile: Annotated[str | None, Query(min_length=1, max_length=128, description="hardware profile id")] = None,
+    state: Annotated[DeviceState | None, Query(description="revoked, else online, else offline (seen before), "
+                                                           "else never_seen")] = None,
+    stale: Annotated[bool | None, Query(description="true: only stale devices (signed state lags); "
+                                                    "false: only fresh ones")] = None,
+    model: Annotated[list[Annotated[str, StringConstraints(pattern=_SLOT_MODEL, max_length=200)]], Query(
+        max_length=2, description="SLOT=NAME:VERSION assigned by the controller, e.g. control=digits:2.0")] = [],  # noqa: B006
+    installed: Annotated[list[Annotated[str, StringConstraints(pattern=_SLOT_MODEL, max_length=200)]], Query(
+        max_length=2, description="SLOT=NAME:VERSION the device's verified report says is installed")] = [],  # noqa: B006
+) -> views.DeviceFilter:
+    """The filters of the device views, validated at the schema."""
+    return views.DeviceFilter(
+        tags=tuple(t for t in map(views.parse_tag, tag) if t), profile=profile, state=state, stale=stale,
+        models=tuple(m for m in map(views.parse_slot_model, model) if m),
+        installed=tuple(m for m in map(views.parse_slot_model, installed) if m))
+
+
+Filters = Annotated[views.DeviceFilter, Depends(device_filter)]
 
 
 def _created(creds: identity.Credentials) -> DeviceCreated:
@@ -58,9 +86,22 @@ def enrol(body: DeviceCreate, session: SessionDep, controller: ControllerDep, _:
     return _created(creds)
 
 
-@router.get("", response_model=list[DevicePublic], summary="All devices with online state, slots, telemetry")
-def list_devices(session: SessionDep, _: Viewer) -> list[DevicePublic]:
-    return [fleet.device_public(session, d) for d in fleet.list_devices(session)]
+@router.get("", response_model=DevicePage, responses=responses(400, _400="the cursor is not one this API issued "
+                                                                         "for these filters: E_BAD_CURSOR"),
+            summary="One page of devices in id order (online state, slots, telemetry); follow next_cursor")
+def list_devices(session: SessionDep, _: Viewer, filters: Filters,
+                 limit: Annotated[int, Query(ge=1, le=views.MAX_LIMIT, description="devices per page")] = views.DEFAULT_LIMIT,
+                 cursor: Annotated[str | None, Query(max_length=cursors.MAX_LENGTH,
+                                                     description="next_cursor or prev_cursor of the previous page, "
+                                                                 "with the same filters")] = None,
+                 ) -> DevicePage:
+    return views.page(session, filters, limit=limit, cursor=cursor)
+
+
+@router.get("/counts", response_model=DeviceCounts,
+            summary="How many devices match the filters, by state, hardware profile and model version per slot")
+def device_counts(session: SessionDep, _: Viewer, filters: Filters) -> DeviceCounts:
+    return views.counts(session, filters)
 
 
 @router.post("/self/credentials", response_model=DeviceCreated,
