@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,6 +17,8 @@ app = typer.Typer(help="Enrol and inspect devices.", no_args_is_help=True)
 
 DEFAULT_AGENT_DATA_DIR = "/var/lib/edgefleet"  # the systemd unit's StateDirectory
 SOURCE_KINDS = ("camera", "video", "synthetic-digits")
+DEVICE_STATES = ("online", "offline", "never_seen", "revoked")  # cloud/devices/views.py
+_SLOT_MODEL = re.compile(r"^(control|shadow)=[A-Za-z0-9][A-Za-z0-9_.-]{0,127}:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def _tags(values: list[str] | None) -> dict[str, str]:
@@ -193,13 +196,13 @@ def rotate_credentials(
 def _slot_cell(slot: dict) -> str:
     if not slot.get("desired") and not slot.get("installed"):
         return "-"
-    text = slot.get("installed") or "-"
+    text = escape(slot.get("installed") or "-")  # the device's words: text, never markup
     if slot.get("desired") and slot.get("desired") != slot.get("installed"):
-        text += f" → {slot['desired']}"
+        text += f" → {escape(slot['desired'])}"
     if slot.get("phase") and slot["phase"] not in ("idle",):
-        text += f" [{slot['phase']}]"
+        text += " " + escape(f"[{slot['phase']}]")
     if slot.get("error_code"):
-        text += f" {slot['error_code']}"
+        text += f" {escape(slot['error_code'])}"
     if slot.get("model_status") == "blocked":  # still running a blocked version (fleet model yank)
         text += " [bold red]BLOCKED[/]"
     elif slot.get("model_status") == "deprecated":
@@ -220,14 +223,51 @@ def _hw_cell(hw: dict) -> str:
 
 @app.command("ls")
 def list_devices(
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="KEY=VALUE; repeatable, all must match")] = None,
+    profile: Annotated[Optional[str], typer.Option("--profile", help="hardware profile id, e.g. jetson-orin-nano")] = None,
+    state: Annotated[Optional[str], typer.Option("--state", help="online, offline (seen before), never_seen or revoked")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="SLOT=NAME:VERSION assigned, e.g. control=digits:2.0; repeatable")] = None,
+    installed: Annotated[Optional[list[str]], typer.Option("--installed", help="SLOT=NAME:VERSION the device reports installed; repeatable")] = None,
+    stale: Annotated[Optional[bool], typer.Option("--stale/--fresh", help="only stale devices (signed state lags) / only fresh ones")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="show at most this many devices (pages of up to 1000 are followed)")] = 100,
+    all_devices: Annotated[bool, typer.Option("--all", help="every matching device, however many (overrides --limit)")] = False,
+    cursor: Annotated[Optional[str], typer.Option("--cursor", help="start at this cursor (printed under a listing that was cut)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (a list of devices)")] = False,
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
-    """Show each device's online state, slots and last telemetry."""
-    rows = call(api_client(data_dir, url, token).list_devices)
+    """Show devices (online state, slots, last telemetry) in id order, a page at a time: the first --limit
+    (100) that match the filters, or --all."""
+    if state is not None and state not in DEVICE_STATES:
+        fail(f"--state must be one of {', '.join(DEVICE_STATES)}, got {state!r}")
+    _tags(tag)  # KEY=VALUE, said clearly before asking
+    for value in (model or []) + (installed or []):
+        if not _SLOT_MODEL.match(value):
+            fail(f"--model/--installed must be SLOT=NAME:VERSION with SLOT control or shadow, got {value!r}")
+    client = api_client(data_dir, url, token)
+    filters = {"tag": tag, "profile": profile, "state": state, "model": model, "installed": installed, "stale": stale}
+    rows: list[dict] = []
+    next_cursor = cursor
+    while True:
+        want = 1000 if all_devices else min(1000, limit - len(rows))
+        page = call(client.list_devices_page, limit=want, cursor=next_cursor, **filters)
+        rows.extend(page["items"])
+        next_cursor = page.get("next_cursor")
+        if not next_cursor or (not all_devices and len(rows) >= limit):
+            break
     if as_json:
         console.print_json(json.dumps(rows))
         return
+    _print_devices(rows)
+    if next_cursor:
+        total = call(client.device_counts, **filters)["total"]
+        console.print(f"{len(rows)} of {total} matching devices shown; the next ones: add --cursor {next_cursor} "
+                      "(or --all)", highlight=False, soft_wrap=True)
+    elif not rows:
+        console.print("no devices match" if any(v for v in filters.values() if v is not None)
+                      else "no devices; enrol one with `fleet device add ID`")
+
+
+def _print_devices(rows: list[dict]) -> None:
     table = Table("device", "hw", "online", "signed state", "control", "shadow", "fps", "p99 ms", "agreement", "hardware",
                   "last seen")
     stale: list[tuple[str, str]] = []
@@ -238,8 +278,9 @@ def list_devices(
         shadow = t.get("shadow") or {}
         agreement = shadow.get("agreement")
         table.add_row(
-            d["id"], d["hardware_id"] + (f" [yellow](reports {d['hardware_id_reported']}, not approved)[/]"
-                                         if d.get("hardware_id_reported") else ""),
+            escape(d["id"]), escape(d["hardware_id"]) + (
+                f" [yellow](reports {escape(d['hardware_id_reported'])}, not approved)[/]"
+                if d.get("hardware_id_reported") else ""),
             "[green]yes[/]" if d["online"] else "[red]no[/]",
             "[red]STALE[/]" if d.get("stale") else "fresh",
             _slot_cell(d["slots"]["control"]), _slot_cell(d["slots"]["shadow"]),
