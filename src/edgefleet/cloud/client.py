@@ -235,6 +235,35 @@ class ApiClient:
     def reset_network_settings(self) -> dict[str, Any]:
         return self._call("DELETE", "/settings/network")
 
+    # scoped policies (capture, network, maintenance windows per selector): cloud/policy
+    @operation("policies_list_policies")
+    def policies(self) -> dict[str, Any]:
+        return self._call("GET", "/policies")
+
+    @operation("policies_get_policy")
+    def get_policy(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/policies/{name}")
+
+    @operation("policies_put_policy")
+    def put_policy(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PUT", f"/policies/{name}", json=body)
+
+    @operation("policies_delete_policy")
+    def delete_policy(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/policies/{name}")
+
+    @operation("policies_get_fleet_windows")
+    def fleet_windows(self) -> dict[str, Any]:
+        return self._call("GET", "/settings/windows")
+
+    @operation("policies_put_fleet_windows")
+    def set_fleet_windows(self, windows: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._call("PUT", "/settings/windows", json={"windows": windows})
+
+    @operation("policies_device_policy")
+    def device_policy(self, device_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/devices/{device_id}/policy")
+
     @operation("tokens_create")
     def create_token(self, name: str, role: str, expires_in_s: int | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"name": name, "role": role}

@@ -92,7 +92,7 @@ class Phase(str, Enum):
     DOWNLOADING = "downloading"
     VERIFYING = "verifying"
     PREPARING = "preparing"
-    WAITING_FOR_WINDOW = "waiting_for_window"  # downloaded and verified; switches in a maintenance window
+    WAITING_FOR_WINDOW = "awaiting_window"  # downloaded and verified; switches in a maintenance window
     ACTIVE = "active"
     HEALTHY = "healthy"
     FAILED = "failed"

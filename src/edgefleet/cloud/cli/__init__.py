@@ -14,6 +14,7 @@ from . import (
     keys_cmd,
     model_cmd,
     operate_cmd,
+    policy_cmd,
     review_cmd,
     rollout_cmd,
     shadow_cmd,
@@ -42,6 +43,9 @@ app.add_typer(capture_cmd.app, name="capture")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(webhook_cmd.app, name="webhook")
 app.add_typer(bundle_cmd.app, name="bundle")
+app.add_typer(policy_cmd.policy_app, name="policy")
+app.add_typer(policy_cmd.window_app, name="window")
+app.add_typer(policy_cmd.network_app, name="network")
 app.command("deploy")(device_cmd.deploy)
 
 

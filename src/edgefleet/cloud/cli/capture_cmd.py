@@ -35,10 +35,16 @@ def _print(res: dict[str, Any], as_json: bool) -> None:
 
 @app.command()
 def show(
+    device: Annotated[str | None, typer.Option("--device", help="what this device gets, and from which scope")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
-    """Show the capture policy in force and where it comes from."""
+    """Show the capture policy in force (fleet-wide, or of one device with the scope of each field)."""
+    if device:
+        from .policy_cmd import print_device_policy
+
+        print_device_policy(call(api_client(data_dir, url, token).device_policy, device), as_json, "capture")
+        return
     _print(call(api_client(data_dir, url, token).capture_settings), as_json)
 
 
@@ -59,10 +65,14 @@ def set_(
     dedupe_threshold: Annotated[float | None, typer.Option(help="frames closer than this count as the same")] = None,
     near_band: Annotated[float | None, typer.Option(help="capture when control's score is this close to its threshold")] = None,
     unset: Annotated[list[str] | None, typer.Option("--unset", help=f"give back to the device's config: {', '.join(DEVICE_SIDE)}")] = None,
+    select: Annotated[str | None, typer.Option("--select", help="only for these devices (a scoped policy; most specific wins)")] = None,
+    scope: Annotated[str | None, typer.Option("--scope", help="name of the scoped policy (default: made from --select)")] = None,
+    priority: Annotated[int | None, typer.Option("--priority", help="of the scoped policy: higher wins (default 0)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
-    """Change the named settings (the rest stay) and send the policy to every device (operator)."""
+    """Change the named settings (the rest stay) and send the policy to every device, or with
+    --select to the devices it matches (operator)."""
     given = {
         "disagreement": disagreement, "low_confidence": low_confidence, "sample_rate": sample_rate,
         "max_per_minute": max_per_minute, "max_per_hour": max_per_hour, "max_per_day": max_per_day,
@@ -78,6 +88,19 @@ def set_(
         changes[key] = None
     if not changes:
         fail("name at least one setting to change (fleet capture set --help)")
+    if select is not None or scope is not None:
+        from .policy_cmd import _existing, change_scope, scope_name
+
+        client = api_client(data_dir, url, token)
+        row = _existing(client, scope_name(select or "", scope))
+        merged = {**((row or {}).get("capture") or {}), **changes}
+        res = change_scope(client, select or (row or {}).get("select", ""), scope, priority, "capture", merged)
+        if as_json:
+            console.print_json(json.dumps(res))
+        else:
+            console.print(f"capture policy of {res['name']} ({res['select']}): {json.dumps(res['capture'])}; "
+                          f"sent to {res['devices_notified']} devices")
+        return
     _print(call(api_client(data_dir, url, token).change_capture_settings, changes), as_json)
 
 

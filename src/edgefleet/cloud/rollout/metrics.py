@@ -16,6 +16,10 @@ phase) counts as ``timed_out`` — a failure, since a model that bricks a device
 exactly like that — while one that was offline throughout and never got the model is
 ``skipped``: no evidence either way, left out of the failure ratio, and sent the model when
 it comes back if the rollout still goes on.
+
+Maintenance windows: a device that downloaded the model and waits for its window
+(``awaiting_window``) is pending, never failed, online or not; its timeout clock starts
+when its window opens (``window_opens_at``, from its signed report).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class DeviceStatus(str, Enum):
     ROLLED_BACK = "rolled_back"  # the agent rolled back on its own
     TIMED_OUT = "timed_out"  # sent the model, then silent or stuck past the timeout
     SKIPPED = "skipped"  # offline past the timeout, never sent the model
+    WINDOW = "awaiting_window"  # downloaded, switches in its maintenance window: pending, never failed
 
 
 SETTLED = frozenset({DeviceStatus.ACTIVE, DeviceStatus.HEALTHY, DeviceStatus.FAILED,
@@ -90,6 +95,14 @@ def classify(obs: DeviceObservation, *, model: ModelRef, device_timeout_s: float
             # its report predates what was signed for it: in flight until it confirms
     if obs.timed_out_at is not None:
         return DeviceStatus.TIMED_OUT
+    if obs.phase == Phase.WAITING_FOR_WINDOW and same_ref(obs.reported_target, model) \
+            and obs.window_opens_at is not None:
+        if now < obs.window_opens_at:  # its window has not opened: waiting, online or not
+            return DeviceStatus.WINDOW
+        since = max(obs.dispatched_at, obs.window_opens_at)  # the timeout clock starts when it opens
+        if now - since > device_timeout_s:
+            return DeviceStatus.TIMED_OUT
+        return DeviceStatus.WINDOW if obs.online else DeviceStatus.SILENT
     since = obs.dispatched_at
     if obs.online:
         since = max(since, obs.phase_since or 0.0)

@@ -269,6 +269,7 @@ class DeviceObservation:
     drift: float | None = None
     lagging_since: float | None = None
     stale_since: float | None = None
+    window_opens_at: float | None = None  # phase awaiting_window: when the device's next window opens
 
 
 # --- actions -----------------------------------------------------------------------------

@@ -79,6 +79,16 @@ def ts(value: datetime | None) -> float | None:
     return value.timestamp()
 
 
+def iso_ts(value: Any) -> float | None:
+    """An ISO time from a device's report (``window_opens_at``) as seconds since the epoch; None if absent or bad."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return ts(datetime.fromisoformat(value))
+    except ValueError:
+        return None
+
+
 # ----- rollout rows ------------------------------------------------------------------------
 
 
@@ -202,6 +212,7 @@ def observation(device: Device, member: RolloutMember | None, desired: ModelRef 
         installed=ref_of(rep.get("installed")), reported_target=ref_of(rep.get("target")),
         last_known_good=ref_of(rep.get("last_known_good")), phase=phase,
         error_code=rep.get("error_code"), lagging_since=ts(device.lagging_since), stale_since=ts(device.stale_since),
+        window_opens_at=iso_ts(rep.get("window_opens_at")),
     )
     if member is None:
         return DeviceObservation(**common)

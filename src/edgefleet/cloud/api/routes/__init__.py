@@ -15,6 +15,7 @@ from . import (
     models,
     network_settings,
     offline_bundles,
+    policies,
     provisioning,
     report_keys,
     review,
@@ -29,5 +30,5 @@ from . import (
 # every call through here is considered for the audit log (api/audit_trail.py)
 api_router = APIRouter(prefix="/api/v1", dependencies=[Depends(record_api_call, scope="function")])
 for _module in (health, audit, models, report_keys, devices, deployments, bundles, tokens, drift, shadow, clips, review, rollouts, settings, network_settings, trust,
-                provisioning, device_history, webhooks, offline_bundles):
+                provisioning, device_history, webhooks, offline_bundles, policies):
     api_router.include_router(_module.router)
