@@ -25,6 +25,19 @@ status, one event when the hold begins and one when it ends) and resumes by itse
 Silence is only measured from ``heard_from()`` on (the controller's start or the end of
 its last ingest outage): a device's timeout clock never includes time the controller
 could not hear it.
+
+No pass touches the whole fleet when only a few devices changed (issue 14): a rollout whose
+last pass planned nothing is skipped — one indexed read of its row, no device or member
+row — while its revision, its hold and the silence floor are unchanged, none of the devices
+marked dirty since (``dirty.py``) is a member or a candidate for it, and its next deadline
+(``wake.next_deadline``: soak end, paced dispatch, device timeouts) has not come. A replica
+that just took the lease over, and every rollout every ``full_every_s``, gets a full pass.
+
+Counts (``PassResult``) only include transactions that committed: a pass that lost a race
+and rolled back is retried, and what it would have sent is counted once, when it is sent.
+On PostgreSQL the devices a pass assigns are locked (``FOR UPDATE``, in id order) before
+any of its member rows are written, the order ingest takes them in (device, then its
+member rows), so the two never deadlock.
 """
 
 from __future__ import annotations
@@ -45,6 +58,7 @@ from .. import audit, db, lifecycle
 from ..devices import fleet, history
 from ..devices.fleet import DesiredPublisher
 from ..tables import Device, ModelVersion
+from . import dirty
 from .commands import apply_command
 from .model import (
     QUIET_STATES,
@@ -83,6 +97,7 @@ from .store import (
     write_state,
 )
 from .tables import Rollout, RolloutMember
+from .wake import next_deadline
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +115,20 @@ class PassResult:
     reverted: int = 0
     published: int = 0
     conflicts: int = 0
+    skipped: int = 0  # rollouts left alone: nothing of theirs changed, no deadline came
+    dirty: int = 0  # devices marked dirty at the start of the pass
     by_rollout: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Quiet:
+    """A rollout's last pass planned nothing: what must stay the same for the next to skip it."""
+
+    revision: int
+    held: str | None
+    floor: float | None
+    wake_at: float
+    full_at: float
 
 
 class Reconciler:
@@ -113,13 +141,15 @@ class Reconciler:
         lease_ttl_s: how long the lease lasts without renewal; a replica that dies is
             replaced by another after at most this long.
         clock: seconds since the epoch.
+        full_every_s: every rollout gets a full pass at least this often, dirty or not (the
+            safety net for a change no mark recorded).
     """
 
     def __init__(self, engine: Engine, publisher: DesiredPublisher | None, *, holder: str | None = None,
                  prefix: str = "controller", lease_ttl_s: float = 10.0,
                  clock: Callable[[], float] = time.time,
                  hold: Callable[[float, float], str | None] | None = None,
-                 heard_from: Callable[[], float] | None = None):
+                 heard_from: Callable[[], float] | None = None, full_every_s: float = 300.0):
         self.engine = engine
         self.publisher = publisher
         self.holder = holder or f"{prefix}-{uuid.uuid4().hex[:12]}"
@@ -129,6 +159,11 @@ class Reconciler:
         self.heard_from = heard_from
         self._specs: dict[str, RolloutSpec] = {}
         self.totals = PassResult()
+        self.full_every_s = full_every_s
+        self._quiet: dict[str, _Quiet] = {}
+        self._leased_at: float | None = None  # the last pass that held the lease
+        self._marks: dict[str, int] = {}  # dirty marks read at the start of this pass
+        self._dirty_devices: list[Device] | None = None
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -138,19 +173,38 @@ class Reconciler:
     def run_once(self, now: float | None = None) -> PassResult:
         now = self.clock() if now is None else now
         result = PassResult()
+        dirty.enable(self.engine)  # the controller migrated before its first pass
         with self.session() as s:
             if not acquire_lease(s, LEASE_NAME, self.holder, self.lease_ttl_s, now):
+                self._quiet.clear()  # another replica acts: what we knew goes stale
+                self._leased_at = None
                 return result
+            if self._leased_at is None or now - self._leased_at > self.lease_ttl_s:
+                self._quiet.clear()  # the lease may have been someone else's meanwhile
+            self._leased_at = now
             result.leader = True
             ids = s.exec(select(Rollout.id).where(col(Rollout.state).in_(ACTIVE_STATES))
                          .order_by(Rollout.created_at)).all()
-        for rollout_id in ids:
-            try:
-                self.reconcile(rollout_id, now, result)
-            except StaleState as exc:
-                result.conflicts += 1
-                log.info("%s; retrying on the next pass", exc)
-        self._add(result)
+            self._marks = dirty.read(s)
+            self._dirty_devices = None
+            result.dirty = len(self._marks)
+        complete = True
+        try:
+            for rollout_id in ids:
+                try:
+                    self.reconcile(rollout_id, now, result)
+                except StaleState as exc:
+                    result.conflicts += 1
+                    log.info("%s; retrying on the next pass", exc)
+        except BaseException:
+            complete = False
+            raise
+        finally:
+            self._add(result)
+            if complete and self._marks:
+                with self.session() as s:  # every rollout has seen them
+                    dirty.clear(s, self._marks)
+            self._marks, self._dirty_devices = {}, None
         return result
 
     def reconcile(self, rollout_id: str, now: float, result: PassResult | None = None) -> int:
@@ -160,8 +214,9 @@ class Reconciler:
             StaleState: the rollout was written by someone else meanwhile, or the transaction
                 lost a race in the database (deadlock, serialization failure): nothing applied.
         """
+        quiet = self._quiet.pop(rollout_id, None)  # set again only by a pass that planned nothing
         try:
-            return self._reconcile(rollout_id, now, result)
+            return self._reconcile(rollout_id, now, result, quiet)
         except StaleState:
             raise
         except Exception as exc:
@@ -169,8 +224,10 @@ class Reconciler:
                 raise StaleState(f"rollout {rollout_id}: lost a database race ({type(exc).__name__})") from exc
             raise
 
-    def _reconcile(self, rollout_id: str, now: float, result: PassResult | None = None) -> int:
+    def _reconcile(self, rollout_id: str, now: float, result: PassResult | None = None,
+                   quiet: _Quiet | None = None) -> int:
         result = result or PassResult()
+        done = PassResult()  # merged into result only once the transaction committed
         changed: list[Device] = []
         with self.session() as s:
             row = lock_rollout(s, rollout_id)
@@ -187,32 +244,44 @@ class Reconciler:
                     return 0
                 self._start_scheduled(s, row, state, now)
             spec = self._spec(row)
-            members = members_of(s, rollout_id)
-            devices = load_devices(s)
-            by_id = {d.id: d for d in devices}
-            for device_id, m in members.items():
-                d = by_id.get(device_id)
-                if d is not None and track_phase(m, d, row.slot, now):
-                    s.add(m)
-                    _note_failure(s, row, m, d, now)
-            desired = desired_refs(s, row.slot)
-            obs = [observation(d, members.get(d.id), desired.get(d.id), row.slot) for d in devices]
-            if any(str(g).startswith("latency_p99_ratio") for g in row.gates or ()):
-                obs = with_latency(s, row, obs)  # per-period p99s: the latency gate's interval
             held = self.hold(now, spec.device_timeout_s) if self.hold is not None else None
-            if self.heard_from is not None:
-                floor = self.heard_from()
-                obs = [_silence_from(o, floor) for o in obs]
-            planned = spec if held is None else dataclasses.replace(spec, device_timeout_s=HELD_TIMEOUT_S)
-            p = plan(planned, state, obs, now)
-            actions = _with_hold(rollout_id, state, p.actions, held, now)
-            result.rollouts += 1
-            if not actions:
+            floor = self.heard_from() if self.heard_from is not None else None
+            if quiet is not None and self._still_quiet(s, row, spec, quiet, held, floor, now):
+                self._quiet[rollout_id] = quiet
+                result.skipped += 1
                 s.commit()
                 return 0
-            owners = assignment_owners(s, row.slot)
-            changed = self._apply(s, row, spec, actions, members, by_id, owners, now, result)
+            full_at = now
+            with s.no_autoflush:  # nothing written before the devices are locked (_assign)
+                members = members_of(s, rollout_id)
+                devices = load_devices(s)
+                by_id = {d.id: d for d in devices}
+                for device_id, m in members.items():
+                    d = by_id.get(device_id)
+                    if d is not None and track_phase(m, d, row.slot, now):
+                        s.add(m)
+                        _note_failure(s, row, m, d, now)
+                desired = desired_refs(s, row.slot)
+                obs = [observation(d, members.get(d.id), desired.get(d.id), row.slot) for d in devices]
+                if any(str(g).startswith("latency_p99_ratio") for g in row.gates or ()):
+                    obs = with_latency(s, row, obs)  # per-period p99s: the latency gate's interval
+                if floor is not None:
+                    obs = [_silence_from(o, floor) for o in obs]
+                planned = spec if held is None else dataclasses.replace(spec, device_timeout_s=HELD_TIMEOUT_S)
+                p = plan(planned, state, obs, now)
+                actions = _with_hold(rollout_id, state, p.actions, held, now)
+                result.rollouts += 1
+                if not actions:
+                    revision = row.revision
+                    s.commit()
+                    self._quiet[rollout_id] = _Quiet(revision=revision, held=held, floor=floor,
+                                                     wake_at=next_deadline(spec, state, obs, now), full_at=full_at)
+                    return 0
+                owners = assignment_owners(s, row.slot)
+                changed = self._apply(s, row, spec, actions, members, by_id, owners, now, done)
             s.commit()
+            result.set_desired += done.set_desired
+            result.reverted += done.reverted
             result.actions += len(actions)
             result.by_rollout[rollout_id] = len(actions)
             if self.publisher is not None:
@@ -223,6 +292,26 @@ class Reconciler:
                     except Exception:  # the sync loop re-sends lagging devices
                         log.exception("publishing desired state to %s failed", device.id)
         return len(actions)
+
+    def _still_quiet(self, s: Session, row: Rollout, spec: RolloutSpec, quiet: _Quiet, held: str | None,
+                     floor: float | None, now: float) -> bool:
+        """Nothing the last (empty) plan read has changed and no deadline came: skip the rollout."""
+        if (row.revision != quiet.revision or held != quiet.held or floor != quiet.floor
+                or now >= quiet.wake_at or now - quiet.full_at >= self.full_every_s):
+            return False
+        if not self._marks:
+            return True
+        marked = list(self._marks)
+        for i in range(0, len(marked), 500):  # a dirty member: its rollout looks again
+            if s.exec(select(RolloutMember.device_id).where(RolloutMember.rollout_id == row.id)
+                      .where(col(RolloutMember.device_id).in_(marked[i:i + 500])).limit(1)).first():
+                return False
+        if self._dirty_devices is None:  # candidates: dirty devices the selection may now take in
+            self._dirty_devices = list(s.exec(select(Device).where(col(Device.id).in_(marked))).all()) \
+                if len(marked) <= 10_000 else []
+            if len(marked) > 10_000:
+                return False
+        return not any(spec.selector.matches(observation(d, None, None, row.slot)) for d in self._dirty_devices)
 
     # ----- applying a plan -------------------------------------------------------------------
 
@@ -309,6 +398,7 @@ class Reconciler:
             groups[key].append(device_id)
             refs[key] = ref
         changed: list[Device] = []
+        _lock_devices(s, sorted(wanted))
         for key, device_ids in groups.items():
             mv: ModelVersion | None = None
             if key is not None:
@@ -376,6 +466,16 @@ class Reconciler:
         t.reverted += r.reverted
         t.published += r.published
         t.conflicts += r.conflicts
+
+
+def _lock_devices(s: Session, device_ids: list[str]) -> None:
+    """PostgreSQL: hold the device rows a pass assigns (id order) before it writes anything, as
+    ingest does (device row, then its member rows): a pass and a message never deadlock."""
+    if not device_ids or s.get_bind().dialect.name != "postgresql":
+        return
+    for i in range(0, len(device_ids), 500):
+        s.exec(select(Device.id).where(col(Device.id).in_(device_ids[i:i + 500]))
+               .order_by(Device.id).with_for_update()).all()
 
 
 def _audit_log(publisher: object) -> audit.AuditLog | None:

@@ -13,6 +13,7 @@ and the controller lease.
   it was dispatched (see ``store.record_telemetry``).
 * ``RolloutEvent`` — the rollout's log: planner ``Log`` lines, gate decisions, commands.
 * ``ControllerLease`` — who runs reconcile passes (``name``, ``holder``, ``expires_at``).
+* ``ReconcileDirty`` — devices changed since the last pass (``dirty.py``, migration 0017).
 
 Times are float seconds since the epoch, as in the pure core.
 """
@@ -97,3 +98,13 @@ class ControllerLease(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
     holder: str = Field(max_length=128)
     expires_at: float = 0.0
+
+
+class ReconcileDirty(SQLModel, table=True):
+    """A device whose planner-relevant state changed since the reconciler last looked
+    (migration 0017, ``rollout/dirty.py``); ``version`` grows with every new mark."""
+
+    __tablename__ = "reconcile_dirty"
+
+    device_id: str = Field(primary_key=True, max_length=128)
+    version: int = 1

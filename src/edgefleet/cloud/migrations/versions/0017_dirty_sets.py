@@ -1,0 +1,38 @@
+"""dirty sets (issue 14): no reconcile pass, resend or re-publish touches the whole fleet
+
+* ``reconcile_dirty``: one row per device whose planner-relevant state changed since the
+  reconciler last looked (``cloud/rollout/dirty.py``); a quiet pass reads only these.
+* ``ix_device_dirty_lagging``: a partial index over the online devices whose reported
+  generation lags their desired one — the controller's resend loop (``sync_once``) reads
+  only those, however large the fleet.
+
+Revision ID: 0017_dirty_sets
+Revises: 0002
+"""
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
+revision = "0017_dirty_sets"
+down_revision = "0002"  # device (0001) and rollout tables (0002, a branch off 0001)
+branch_labels = None
+depends_on = None
+
+_S = sqlmodel.sql.sqltypes.AutoString
+#: the same text as Controller.sync_once's WHERE clause (SQLite matches partial indexes by terms)
+LAGGING = "online AND (reported_generation IS NULL OR reported_generation < desired_generation)"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "reconcile_dirty",
+        sa.Column("device_id", _S(length=128), primary_key=True),
+        sa.Column("version", sa.Integer(), nullable=False, server_default="1"),
+    )
+    op.create_index("ix_device_dirty_lagging", "device", ["id"],
+                    sqlite_where=sa.text(LAGGING), postgresql_where=sa.text(LAGGING))
+
+
+def downgrade() -> None:
+    op.drop_index("ix_device_dirty_lagging", table_name="device")
+    op.drop_table("reconcile_dirty")
