@@ -13,7 +13,7 @@ and the controller lease.
   it was dispatched (see ``store.record_telemetry``).
 * ``RolloutEvent`` — the rollout's log: planner ``Log`` lines, gate decisions, commands.
 * ``ControllerLease`` — who runs reconcile passes (``name``, ``holder``, ``expires_at``).
-* ``ReconcileDirty`` — devices changed since the last pass (``dirty.py``, migration 0017).
+* ``ReconcileDirty`` — devices changed since the last pass (``dirty.py``, migration 0020).
 
 Times are float seconds since the epoch, as in the pure core.
 """
@@ -102,7 +102,7 @@ class ControllerLease(SQLModel, table=True):
 
 class ReconcileDirty(SQLModel, table=True):
     """A device whose planner-relevant state changed since the reconciler last looked
-    (migration 0017, ``rollout/dirty.py``); ``version`` grows with every new mark."""
+    (migration 0020, ``rollout/dirty.py``); ``version`` grows with every new mark."""
 
     __tablename__ = "reconcile_dirty"
 

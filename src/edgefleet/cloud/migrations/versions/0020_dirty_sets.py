@@ -6,14 +6,14 @@
   generation lags their desired one — the controller's resend loop (``sync_once``) reads
   only those, however large the fleet.
 
-Revision ID: 0017_dirty_sets
+Revision ID: 0020_dirty_sets
 Revises: 0002
 """
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0017_dirty_sets"
+revision = "0020_dirty_sets"
 down_revision = "0002"  # device (0001) and rollout tables (0002, a branch off 0001)
 branch_labels = None
 depends_on = None
