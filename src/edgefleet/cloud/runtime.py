@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
+from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -43,6 +44,7 @@ from .devices.presence import IngestWatch, mark_unheard
 from .errors import CloudError, NoFleetCA
 from .metrics import ensure_metrics
 from .pki import FleetCA, IssuedCert
+from .republish import Republisher
 from .rollout import store as rollout_store
 from .rollout.reconciler import Reconciler
 from .rollout.tables import ControllerLease
@@ -55,6 +57,12 @@ from .webhooks.worker import WebhookWorker
 log = logging.getLogger(__name__)
 
 RESEND_AFTER = timedelta(seconds=15)
+
+
+def lagging_clause() -> ColumnElement[bool]:
+    """Online and behind: the predicate of the partial index ``ix_device_dirty_lagging``."""
+    return and_(col(Device.online), or_(col(Device.reported_generation).is_(None),
+                                        col(Device.reported_generation) < col(Device.desired_generation)))
 
 
 def open_store(settings: CloudSettings) -> BlobStore:
@@ -93,6 +101,8 @@ class Controller:
         # signed webhooks: its own thread and pool, never on the control path (cloud/webhooks)
         self.webhooks = WebhookWorker(self.engine, settings, holder=self.reconciler.holder)
         self.event_handlers: list = [self._index_event]
+        # after a broker connection that lost retained state: every device, paced (cloud/republish.py)
+        self.republisher = Republisher(self.session, self.publish_device, rate_per_s=settings.republish_rate_per_s)
         # class names from devices are checked against their model's manifest (cloud/devices/labels.py)
         self.labels = LabelBook(catalog_lookup(self.session))
         # sent to devices in Desired.settings until an operator sets one (fleet_settings)
@@ -152,7 +162,7 @@ class Controller:
                     Channel.TELEMETRY: self._on_telemetry,
                     Channel.EVENTS: self._on_event,
                 },
-                on_connected=self.republish_all,
+                on_connected=self.on_broker_connected,
             )
             self.bridge.start()
         self._register_health_gauges()
@@ -188,6 +198,7 @@ class Controller:
 
     def stop(self) -> None:
         self._stop.set()
+        self.republisher.stop()
         self._kick.set()
         if self._thread:
             self._thread.join(timeout=5)
@@ -357,12 +368,26 @@ class Controller:
                 self.publish_device(s, device)
         log.info("desired state re-published for all devices")
 
+    def on_broker_connected(self) -> None:
+        """The bridge (re)connected (its resync thread): re-publish what the broker may have lost.
+
+        A resumed MQTT 5 session means the broker kept its state, retained ``desired``
+        included: nothing to send (the sync loop re-sends lagging devices). A new session
+        may follow a broker that lost everything: every device, paced (cloud/republish.py).
+        """
+        bridge = self.bridge
+        if bridge is not None and bridge.session_present:
+            log.info("broker resumed the controller's session: retained desired state kept, nothing re-published")
+            return
+        self.republisher.run("new broker session")
+
     def sync_once(self, now: datetime | None = None) -> int:
         """Re-send desired state to online devices that lag behind; returns how many."""
         now = now or datetime.now(timezone.utc)
         sent = 0
         with self.session() as s:
-            lagging = s.exec(select(Device).where(Device.online == True)).all()  # noqa: E712
+            # only the lagging ones (partial index ix_device_dirty_lagging, migration 0020)
+            lagging = s.exec(select(Device).where(lagging_clause()).order_by(Device.id)).all()
             for device in lagging:
                 if device.reported_generation is not None and device.reported_generation >= device.desired_generation:
                     continue

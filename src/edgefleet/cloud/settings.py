@@ -72,6 +72,7 @@ class CloudSettings(BaseModel):
     mqtt_session_expiry_s: float = Field(default=86400.0, ge=0, le=4294967295)  # the broker queues for us this long
     mqtt_receive_maximum: int = Field(default=64, ge=1, le=65535)  # unacknowledged QoS 1 messages in flight
     ingest_retry_max_s: float = Field(default=30.0, gt=0)  # backoff cap while the database is down
+    republish_rate_per_s: float = Field(default=500.0, ge=0)  # desired re-publish after a broker lost state (0: unpaced)
     offline_after_periods: float = Field(default=3.0, gt=0)  # not heard for k telemetry periods: offline
     offline_after_min_s: float = Field(default=30.0, ge=0)  # ... and at least this long
     ingest_hold_grace_s: float | None = Field(default=None, ge=0)  # after ingest recovers; None: 2x device timeout
