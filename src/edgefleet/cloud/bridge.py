@@ -70,6 +70,9 @@ log = logging.getLogger(__name__)
 
 INGESTED = (Channel.STATUS, Channel.REPORTED, Channel.TELEMETRY, Channel.EVENTS)
 Handler = Callable[[Any], None]
+# applies decoded messages in one transaction; one result each: None, a refusal (``outcome``) or the error
+BatchHandler = Callable[[list[Any]], list[BaseException | None]]
+BATCHED = frozenset({Channel.STATUS.value, Channel.REPORTED.value, Channel.TELEMETRY.value})
 # Outcomes that say the payload itself is bad (not a transient failure to apply it): such a
 # payload retained on a status topic is cleared.
 POISON = frozenset({"invalid", "spoofed"})
@@ -134,6 +137,9 @@ class MqttBridge:
         retry_max_s: float = 30.0,
         queue_size: int = 1000,
         log_interval_s: float = 60.0,
+        batch_handler: BatchHandler | None = None,
+        batch_max: int = 256,
+        batch_wait_s: float = 0.02,
     ):
         self.host, self.port = host, port
         self.handlers = handlers
@@ -167,6 +173,11 @@ class MqttBridge:
         self.db_outages = 0
         self._last_db_error: BaseException | None = None
         self.warnings = SummaryLog(log, interval_s=log_interval_s)
+        # group commit (cloud/devices/batch.py): status/reported/telemetry taken together
+        self.batch_handler, self.batch_max, self.batch_wait_s = batch_handler, max(1, batch_max), batch_wait_s
+        self._in_hand = 0  # messages taken off the queue and not yet acknowledged
+        self.batches = 0
+        self.batched_messages = 0
         if self._v5:
             self.client = mqtt.Client(
                 CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
@@ -323,21 +334,144 @@ class MqttBridge:
 
     def _ingest_loop(self) -> None:
         while True:
-            try:
-                item = self._inbox.get(timeout=0.2)
-            except queue.Empty:
+            items = self._take()
+            if not items:
                 if self._ingest_stop.is_set():
                     return
                 continue
+            batched = [i for i in items if i.topic.rsplit("/", 1)[-1] in BATCHED] if self._batching else []
             try:
-                self._process(item)
+                if batched:
+                    self._process_batch(batched)
+                for item in items:
+                    if not batched or item.topic.rsplit("/", 1)[-1] not in BATCHED:
+                        self._process_guarded(item)
             except BaseException:  # never ends the thread; a bug, not an outage: acknowledged, counted
                 self.busy_since = None
                 self._count("unknown", "error")
-                log.exception("message on %s could not be handled (device %s)", item.topic, _device_of(item.topic))
-                self._ack(item)
+                log.exception("a batch of %d messages could not be handled", len(batched))
+                for item in batched:
+                    self._ack(item)
+            finally:
+                self._in_hand = 0
             if self._ingest_stop.is_set() and self.db_unavailable_since is not None:
                 return  # stopping during an outage: the rest stays unacknowledged for the next session
+
+    @property
+    def _batching(self) -> bool:
+        return self.batch_handler is not None and self.batch_max > 1
+
+    def _take(self) -> list[_Inbound]:
+        """The next messages to apply: what is queued, up to ``batch_max``, waiting at most
+        ``batch_wait_s`` after the first for more (never longer once the broker's Receive
+        Maximum of unacknowledged QoS 1 messages is in hand: no more can come)."""
+        try:
+            items = [self._inbox.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        if self._batching:
+            deadline = time.monotonic() + self.batch_wait_s
+            inflight = 1 if items[0].qos else 0
+            while len(items) < self.batch_max:
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._ingest_stop.is_set() or (self._v5 and inflight >= self.receive_maximum):
+                        break
+                    try:
+                        item = self._inbox.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                items.append(item)
+                inflight += 1 if item.qos else 0
+        self._in_hand = len(items)
+        return items
+
+    def _process_guarded(self, item: _Inbound) -> None:
+        try:
+            self._process(item)
+        except BaseException:  # never ends the thread; a bug, not an outage: acknowledged, counted
+            self.busy_since = None
+            self._count("unknown", "error")
+            log.exception("message on %s could not be handled (device %s)", item.topic, _device_of(item.topic))
+            self._ack(item)
+
+    def _process_batch(self, items: list[_Inbound]) -> None:
+        """Decode every message, apply the good ones in one transaction (``batch_handler``)
+        until it commits, count each under its outcome, then acknowledge them all."""
+        self.busy_since = time.monotonic()
+        try:
+            done: list[tuple[_Inbound, str]] = []
+            ready: list[tuple[_Inbound, str, str, Any]] = []
+            for item in items:
+                decoded = self._decode(item.topic, item.payload)
+                if isinstance(decoded, str):
+                    done.append((item, decoded))
+                else:
+                    ready.append((item, *decoded))
+            if ready:
+                results = self._apply_batch(ready)
+                if results is None:
+                    return  # stopping during an outage: not applied, not acknowledged
+                if isinstance(results, str):  # the batch itself failed (a bug): each message on its own path
+                    for item, *_rest in ready:
+                        self._process_guarded(item)
+                    ready, results = [], []
+                for (item, channel, device_id, _msg), result in zip(ready, results):
+                    done.append((item, self._counted(channel, device_id, result)))
+                self.batches += 1
+                self.batched_messages += len(ready)
+            for item, outcome in done:
+                if item.retain and outcome in POISON:
+                    self._poisoned_retained(self.client, item.topic, outcome)
+                self._ack(item)
+        finally:
+            self.busy_since = None
+
+    def _apply_batch(self, ready: list[tuple[_Inbound, str, str, Any]]) -> list[BaseException | None] | str | None:
+        """``batch_handler`` until the batch commits; None when stopped during an outage,
+        ``"alone"`` when it failed for a reason that is not the database's (each message
+        then takes the per-message path, ``_process``)."""
+        assert self.batch_handler is not None
+        delay = self.retry_initial_s
+        conflicts = 0
+        msgs = [msg for _i, _c, _d, msg in ready]
+        while True:
+            try:
+                results = self.batch_handler(msgs)
+                self._db_up()
+                return results
+            except Exception as exc:
+                if not (isinstance(exc, DatabaseUnavailable) or is_unavailable(exc)):
+                    log.exception("a batch of %d messages failed; applying them one at a time", len(msgs))
+                    return "alone"
+                for _item, channel, _d, _m in ready:
+                    self._count(channel, "db_unavailable")
+                if is_conflict(exc) and conflicts < 5:
+                    conflicts += 1
+                    for _item, channel, _d, _m in ready:
+                        self._count(channel, "db_conflict")
+                    time.sleep(0.05 * conflicts)
+                    continue
+                self._db_down(ready[0][0], exc, delay)
+                if self._ingest_stop.wait(delay):
+                    return None
+                delay = min(delay * 2, self.retry_max_s)
+
+    def _counted(self, channel: str, device_id: str, result: BaseException | None) -> str:
+        """Count (and log) one applied message's result as ``_handle`` does."""
+        if result is None:
+            self._count(channel, "ok")
+            return "ok"
+        outcome = getattr(result, "outcome", None)  # a deliberate refusal (ingest.Refused)
+        if isinstance(outcome, str):
+            self._count(channel, outcome)
+            self.warnings.warn(device_id, outcome, "dropped %s from device %s: %s", channel, device_id, result)
+            return outcome
+        self._count(channel, "error")
+        log.error("failed to apply %s from device %s", channel, device_id, exc_info=result)
+        return "error"
 
     def _process(self, item: _Inbound) -> None:
         """Apply one message until it is stored (or found bad), then acknowledge it."""
@@ -396,7 +530,7 @@ class MqttBridge:
 
     @property
     def backlog(self) -> int:
-        return self._inbox.qsize() + (1 if self.busy_since is not None else 0)
+        return self._inbox.qsize() + (max(self._in_hand, 1) if self.busy_since is not None else self._in_hand)
 
     def _poisoned_retained(self, client: mqtt.Client, topic: str, outcome: str) -> None:
         """A retained payload that failed validation: counted; on ``status``, cleared."""
@@ -423,7 +557,9 @@ class MqttBridge:
             log.exception("message on %s could not be handled (device %s)", topic, _device_of(topic))
             return "error"
 
-    def _handle(self, topic: str, payload: bytes) -> str:
+    def _decode(self, topic: str, payload: bytes) -> str | tuple[str, str, Any]:
+        """Check one message — topic, handler, size, schema, device id — and decode it:
+        (channel, device id, message), or the outcome it was counted under."""
         try:
             parsed = parse_topic(topic)
         except InvalidTopic as exc:
@@ -456,21 +592,27 @@ class MqttBridge:
             self.warnings.warn(parsed.device_id, "spoofed", "ignored %s on device %s's topic claiming to be from device %s",
                                channel.value, parsed.device_id, msg.device_id)
             return "spoofed"
+        return channel.value, parsed.device_id, msg
+
+    def _handle(self, topic: str, payload: bytes) -> str:
+        decoded = self._decode(topic, payload)
+        if isinstance(decoded, str):
+            return decoded
+        channel, device_id, msg = decoded
         try:
-            handler(msg)
+            self.handlers[Channel(channel)](msg)
         except Exception as exc:
             if is_unavailable(exc):  # not the message's fault: retried, never acknowledged-and-dropped
                 raise DatabaseUnavailable(str(exc).splitlines()[0][:300]) from exc
             outcome = getattr(exc, "outcome", None)  # a handler's deliberate refusal (ingest.Refused)
             if isinstance(outcome, str):
-                self._count(channel.value, outcome)
-                self.warnings.warn(parsed.device_id, outcome, "dropped %s from device %s: %s",
-                                   channel.value, parsed.device_id, exc)
+                self._count(channel, outcome)
+                self.warnings.warn(device_id, outcome, "dropped %s from device %s: %s", channel, device_id, exc)
                 return outcome
-            self._count(channel.value, "error")
-            log.exception("failed to apply %s from device %s", channel.value, parsed.device_id)
+            self._count(channel, "error")
+            log.exception("failed to apply %s from device %s", channel, device_id)
             return "error"
-        self._count(channel.value, "ok")
+        self._count(channel, "ok")
         return "ok"
 
     # ----- watchdog -----

@@ -38,7 +38,7 @@ from . import policy, shadow_index
 from .bridge import BridgeTls, MqttBridge
 from .broker_auth import BrokerAuthFiles
 from .db import is_conflict, is_unavailable, make_engine, migrate, ping, secure_data_dir
-from .devices import fleet, fleet_settings, identity, ingest, report_verify, telemetry_store
+from .devices import batch, fleet, fleet_settings, identity, ingest, report_verify, telemetry_store
 from .devices.labels import LabelBook, catalog_lookup
 from .devices.presence import IngestWatch, mark_unheard
 from .errors import CloudError, NoFleetCA
@@ -155,6 +155,7 @@ class Controller:
                 client_id=s.controller_client_id, protocol=s.mqtt_protocol,
                 session_expiry_s=s.mqtt_session_expiry_s, receive_maximum=s.mqtt_receive_maximum,
                 retry_max_s=s.ingest_retry_max_s,
+                batch_handler=self._on_batch, batch_max=s.ingest_batch_max, batch_wait_s=s.ingest_batch_wait_s,
                 username=self.mqtt_account.username, password=self.mqtt_account.password,
                 handlers={
                     Channel.STATUS: self._on_status,
@@ -311,6 +312,10 @@ class Controller:
             telemetry_store.record_telemetry(s, msg)
             shadow_index.record_pair_stats(s, msg)
             rollout_store.record_telemetry(s, msg)
+
+    def _on_batch(self, msgs: list[Status | Reported | Telemetry]) -> list[BaseException | None]:
+        """status/reported/telemetry taken together: one transaction (cloud/devices/batch.py)."""
+        return batch.apply(self.ingest_session, msgs, check_labels=self.labels.check_telemetry)
 
     def _on_event(self, msg: Event) -> None:
         with self.session() as s:

@@ -73,6 +73,10 @@ class CloudSettings(BaseModel):
     mqtt_receive_maximum: int = Field(default=64, ge=1, le=65535)  # unacknowledged QoS 1 messages in flight
     ingest_retry_max_s: float = Field(default=30.0, gt=0)  # backoff cap while the database is down
     republish_rate_per_s: float = Field(default=500.0, ge=0)  # desired re-publish after a broker lost state (0: unpaced)
+    # group commit (cloud/devices/batch.py): up to this many messages in one transaction, waiting at
+    # most this long after the first for more; 1 applies each message in its own transaction
+    ingest_batch_max: int = Field(default=256, ge=1, le=10000)
+    ingest_batch_wait_s: float = Field(default=0.02, ge=0, le=1.0)
     offline_after_periods: float = Field(default=3.0, gt=0)  # not heard for k telemetry periods: offline
     offline_after_min_s: float = Field(default=30.0, ge=0)  # ... and at least this long
     ingest_hold_grace_s: float | None = Field(default=None, ge=0)  # after ingest recovers; None: 2x device timeout

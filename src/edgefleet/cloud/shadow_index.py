@@ -242,15 +242,44 @@ def record_clip(session: Session, stored: Any) -> Clip | None:
     return row
 
 
-def record_pair_stats(session: Session, msg: Telemetry, now: datetime | None = None) -> ShadowPairStats | None:
-    """Fold one telemetry period's shadow stats into the (device, pair) row; commits."""
+PairKey = tuple[str, str, str, str, str]  # (device, control name, version, candidate name, version)
+
+
+def pair_key(msg: Telemetry) -> PairKey | None:
+    """The (device, pair) row a telemetry period folds into; None when it carries nothing to fold."""
     shadow = msg.shadow
     if shadow is None or shadow.candidate is None or msg.control is None:
         return None
     if shadow.frames == 0 and shadow.dropped == 0:
         return None
     ctl, cand = msg.control, shadow.candidate
-    key = (msg.device_id, ctl.name, ctl.version, cand.name, cand.version)
+    return (msg.device_id, ctl.name, ctl.version, cand.name, cand.version)
+
+
+def fold_pair_stats(row: ShadowPairStats | None, msg: Telemetry, now: datetime) -> ShadowPairStats:
+    """Fold one period's shadow stats into the row (a new one when None); pure, no session.
+    The caller checked ``pair_key(msg)`` is not None."""
+    shadow = msg.shadow
+    key = pair_key(msg)
+    assert shadow is not None and key is not None
+    if row is None:
+        merged = shadow
+        row = ShadowPairStats(device_id=key[0], control_name=key[1], control_version=key[2],
+                              candidate_name=key[3], candidate_version=key[4], first_at=now)
+    else:
+        merged = merge_shadow_stats([ShadowStats.model_validate(row.stats), shadow])
+    row.stats = merged.model_dump(mode="json")
+    row.frames, row.disagreements, row.dropped = merged.frames, merged.disagreements, merged.dropped
+    row.periods += 1
+    row.updated_at = now
+    return row
+
+
+def record_pair_stats(session: Session, msg: Telemetry, now: datetime | None = None) -> ShadowPairStats | None:
+    """Fold one telemetry period's shadow stats into the (device, pair) row; commits."""
+    key = pair_key(msg)
+    if key is None:
+        return None
     now = now or _utcnow()
     for attempt in range(3):
         row = session.exec(
@@ -259,16 +288,7 @@ def record_pair_stats(session: Session, msg: Telemetry, now: datetime | None = N
             .where(ShadowPairStats.control_name == key[1]).where(ShadowPairStats.control_version == key[2])
             .where(ShadowPairStats.candidate_name == key[3]).where(ShadowPairStats.candidate_version == key[4])
         ).first()
-        if row is None:
-            merged = shadow
-            row = ShadowPairStats(device_id=key[0], control_name=key[1], control_version=key[2],
-                                  candidate_name=key[3], candidate_version=key[4], first_at=now)
-        else:
-            merged = merge_shadow_stats([ShadowStats.model_validate(row.stats), shadow])
-        row.stats = merged.model_dump(mode="json")
-        row.frames, row.disagreements, row.dropped = merged.frames, merged.disagreements, merged.dropped
-        row.periods += 1
-        row.updated_at = now
+        row = fold_pair_stats(row, msg, now)
         session.add(row)
         try:
             session.commit()

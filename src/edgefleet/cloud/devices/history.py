@@ -74,11 +74,12 @@ def model_label(ref: dict[str, Any] | None) -> str:
     return f"{ref.get('name')}:{ref.get('version')}"
 
 
-def record_reported(session: Session, device_id: str, previous: dict[str, Any], slots: dict[str, Any],
-                    at: datetime | None = None) -> int:
-    """Phase transitions of a verified ``reported`` (``slots``: slot → SlotReport), against
-    the previous report's slots (dicts). Returns how many rows were added."""
-    added = 0
+def reported_rows(device_id: str, previous: dict[str, Any], slots: dict[Any, Any],
+                  at: datetime | None = None) -> list[dict[str, Any]]:
+    """The history rows (column values) for the phase transitions of a verified ``reported``
+    (``slots``: slot → SlotReport) against the previous report's slots (dicts). Pure: the
+    batched ingest (``devices.batch``) inserts them in one statement."""
+    rows = []
     for slot, rep in slots.items():
         before = (previous.get(slot) or {}).get("phase")
         phase = rep.phase.value
@@ -96,9 +97,19 @@ def record_reported(session: Session, device_id: str, previous: dict[str, Any], 
         if kind == "rollback":
             text = f"{slot}: rolled back locally to {data['installed'] or '-'}" + (
                 f" ({rep.error_code}: {(rep.error or '')[:200]})" if rep.error_code else "")
-        record(session, device_id, kind, text, slot=slot, data=data, at=at)
-        added += 1
-    return added
+        rows.append({"device_id": device_id, "kind": kind, "slot": slot, "message": text[:1024], "data": data,
+                     "at": at or _now()})
+    return rows
+
+
+def record_reported(session: Session, device_id: str, previous: dict[str, Any], slots: dict[Any, Any],
+                    at: datetime | None = None) -> int:
+    """Phase transitions of a verified ``reported`` (``slots``: slot → SlotReport), against
+    the previous report's slots (dicts). Returns how many rows were added."""
+    rows = reported_rows(device_id, previous, slots, at)
+    for row in rows:
+        session.add(DeviceHistory(**row))
+    return len(rows)
 
 
 def history(session: Session, device_id: str, *, since: datetime | None = None, limit: int = 100,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlmodel import Session
 
@@ -33,18 +34,26 @@ class Refused(Exception):
         self.outcome = outcome
 
 
+def admitted(device: Device | None, device_id: str) -> Device:
+    """``device`` (the row of ``device_id``, or None) when it may send messages (pure).
+
+    Raises:
+        Refused: ``unknown_device`` (never enrolled) or ``revoked``.
+    """
+    if device is None:
+        raise Refused("unknown_device", f"device {device_id} is not enrolled (fleet device add); message dropped")
+    if device.revoked_at is not None:
+        raise Refused("revoked", f"device {device_id} is revoked; message dropped")
+    return device
+
+
 def admit(session: Session, device_id: str) -> Device:
     """The enrolled, unrevoked device a message claims to come from.
 
     Raises:
         Refused: ``unknown_device`` (never enrolled) or ``revoked``.
     """
-    device = session.get(Device, device_id)
-    if device is None:
-        raise Refused("unknown_device", f"device {device_id} is not enrolled (fleet device add); message dropped")
-    if device.revoked_at is not None:
-        raise Refused("revoked", f"device {device_id} is revoked; message dropped")
-    return device
+    return admitted(session.get(Device, device_id), device_id)
 
 
 _device = admit
@@ -90,23 +99,22 @@ def approve_hardware(session: Session, device_id: str) -> Device:
     return device
 
 
-def apply_status(session: Session, msg: Status, now: datetime | None = None) -> Device:
-    device = _device(session, msg.device_id)
+def status_onto(device: Device, msg: Status, now: datetime) -> None:
+    """What a ``status`` changes on the device row (pure: no session; the per-message and
+    the batched path, ``devices.batch``, share it)."""
     if device.online != msg.online:
         log.info("device %s is %s", msg.device_id, "online" if msg.online else "offline")
     device.online = msg.online
-    device.last_seen = now or _now()
+    device.last_seen = now
     if msg.agent_version:
         device.agent_version = msg.agent_version
     # status is unsigned: its hardware_id is never applied (a signed `reported` may claim one)
-    session.add(device)
-    session.commit()
-    return device
 
 
-def apply_reported(session: Session, msg: Reported, now: datetime | None = None) -> Device:
-    device = _device(session, msg.device_id)
-    previous = (device.reported or {}).get("slots", {})
+def reported_onto(device: Device, msg: Reported, now: datetime) -> dict[str, Any]:
+    """What a verified ``reported`` changes on the device row (pure); returns the previous
+    report's slots, against which ``history.reported_rows`` finds the phase transitions."""
+    previous: dict[str, Any] = (device.reported or {}).get("slots", {})
     for slot, rep in msg.slots.items():
         before = (previous.get(slot) or {}).get("phase")
         if before != rep.phase.value:
@@ -116,13 +124,36 @@ def apply_reported(session: Session, msg: Reported, now: datetime | None = None)
             )
     device.reported = msg.model_dump(mode="json", by_alias=True)
     device.reported_generation = msg.generation
-    device.reported_at = now or _now()
-    history.record_reported(session, device.id, previous, msg.slots, at=device.reported_at)  # one row per transition
-    device.last_seen = device.reported_at
+    device.reported_at = now
+    device.last_seen = now
     device.online = True
     if msg.hardware_id:
         _hardware_claimed(device, msg.hardware_id)
     device.agent_version = msg.agent_version or device.agent_version
+    return previous
+
+
+def telemetry_onto(device: Device, msg: Telemetry, now: datetime) -> None:
+    """What a verified ``telemetry`` changes on the device row (pure): the latest period."""
+    device.telemetry = msg.model_dump(mode="json", by_alias=True)
+    device.telemetry_at = now
+    device.last_seen = now
+    device.online = True
+
+
+def apply_status(session: Session, msg: Status, now: datetime | None = None) -> Device:
+    device = _device(session, msg.device_id)
+    status_onto(device, msg, now or _now())
+    session.add(device)
+    session.commit()
+    return device
+
+
+def apply_reported(session: Session, msg: Reported, now: datetime | None = None) -> Device:
+    device = _device(session, msg.device_id)
+    at = now or _now()
+    previous = reported_onto(device, msg, at)
+    history.record_reported(session, device.id, previous, msg.slots, at=at)  # one row per transition
     session.add(device)
     session.commit()
     return device
@@ -130,10 +161,7 @@ def apply_reported(session: Session, msg: Reported, now: datetime | None = None)
 
 def apply_telemetry(session: Session, msg: Telemetry, now: datetime | None = None) -> Device:
     device = _device(session, msg.device_id)
-    device.telemetry = msg.model_dump(mode="json", by_alias=True)
-    device.telemetry_at = now or _now()
-    device.last_seen = device.telemetry_at
-    device.online = True
+    telemetry_onto(device, msg, now or _now())
     session.add(device)
     session.commit()
     return device

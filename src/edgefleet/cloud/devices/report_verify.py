@@ -93,28 +93,20 @@ def _advance(session: Session, device: Device, column: str, seq: int, kind: str,
         set_committed_value(device, name, value)
 
 
-def verify_reported(session: Session, msg: Reported) -> Device:
-    """Check a ``reported`` message and record its seq (not committed: the caller's store commits).
-
-    Raises:
-        Refused: ``unknown_device``/``revoked`` (``ingest.admit``) or a ``ReportRefused`` outcome.
-    """
-    device = admit(session, msg.device_id)
+def check_reported(device: Device, msg: Reported) -> int:
+    """The signature and seq checks of a ``reported`` against the device row as it stands
+    (pure: the batched ingest, ``devices.batch``, checks against its in-memory rows, so a
+    replay within one batch is refused too). Returns the seq; raises ``ReportRefused``."""
     seq = _check_signature(device, msg, "reported")
     if device.report_seq is not None and seq <= device.report_seq:
         raise ReportRefused("replayed", f"reported seq {seq} from device {device.id} is not above the last "
                                         f"accepted ({device.report_seq}): a replay or out of order; dropped")
-    _advance(session, device, "report_seq", seq, "reported")
-    return device
+    return seq
 
 
-def verify_telemetry(session: Session, msg: Telemetry, now: datetime | None = None) -> Device:
-    """Check a ``telemetry`` message; record its seq and period end (not committed).
-
-    Raises:
-        Refused: as ``verify_reported``, and ``overlap`` for a period already (partly) counted.
-    """
-    device = admit(session, msg.device_id)
+def check_telemetry(device: Device, msg: Telemetry, now: datetime | None = None) -> tuple[int, datetime, datetime]:
+    """The signature, seq and period checks of a ``telemetry`` (pure, as ``check_reported``).
+    Returns (seq, period start, period end), both times aware; raises ``ReportRefused``."""
     seq = _check_signature(device, msg, "telemetry")
     if device.telemetry_seq is not None and seq <= device.telemetry_seq:
         raise ReportRefused("replayed", f"telemetry seq {seq} from device {device.id} is not above the last "
@@ -129,6 +121,29 @@ def verify_telemetry(session: Session, msg: Telemetry, now: datetime | None = No
     if end > (now or _utcnow()) + MAX_CLOCK_AHEAD:
         raise ReportRefused("overlap", f"telemetry period from device {device.id} ends at {end.isoformat()}, "
                                        "ahead of the controller's clock; dropped (check the device's clock)")
+    return seq, start, end
+
+
+def verify_reported(session: Session, msg: Reported) -> Device:
+    """Check a ``reported`` message and record its seq (not committed: the caller's store commits).
+
+    Raises:
+        Refused: ``unknown_device``/``revoked`` (``ingest.admit``) or a ``ReportRefused`` outcome.
+    """
+    device = admit(session, msg.device_id)
+    seq = check_reported(device, msg)
+    _advance(session, device, "report_seq", seq, "reported")
+    return device
+
+
+def verify_telemetry(session: Session, msg: Telemetry, now: datetime | None = None) -> Device:
+    """Check a ``telemetry`` message; record its seq and period end (not committed).
+
+    Raises:
+        Refused: as ``verify_reported``, and ``overlap`` for a period already (partly) counted.
+    """
+    device = admit(session, msg.device_id)
+    seq, start, end = check_telemetry(device, msg, now)
     _advance(session, device, "telemetry_seq", seq, "telemetry", period=(start, end))
     return device
 

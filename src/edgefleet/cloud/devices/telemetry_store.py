@@ -64,11 +64,12 @@ class TelemetryPeriod(SQLModel, table=True):
     confidence_histogram: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
-def row_from_message(msg: Telemetry, now: datetime | None = None) -> TelemetryPeriod:
-    """The history row for one telemetry message (pure)."""
+def values_from_message(msg: Telemetry, now: datetime | None = None) -> dict[str, Any]:
+    """The history row's column values for one telemetry message (pure; the batched ingest,
+    ``devices.batch``, inserts many in one statement)."""
     shadow = msg.shadow
     candidate = shadow.candidate if shadow else None
-    return TelemetryPeriod(
+    return dict(
         device_id=msg.device_id, period_start=msg.period_start, period_end=msg.period_end,
         received_at=now or _utcnow(),
         control_name=msg.control.name if msg.control else None,
@@ -84,6 +85,11 @@ def row_from_message(msg: Telemetry, now: datetime | None = None) -> TelemetryPe
         candidate_p99=shadow.latency_ms.p99 if shadow and shadow.frames else None,
         class_counts=dict(msg.class_counts), confidence_histogram=list(msg.confidence_histogram),
     )
+
+
+def row_from_message(msg: Telemetry, now: datetime | None = None) -> TelemetryPeriod:
+    """The history row for one telemetry message (pure)."""
+    return TelemetryPeriod(**values_from_message(msg, now))
 
 
 def record_telemetry(session: Session, msg: Telemetry, now: datetime | None = None) -> TelemetryPeriod:

@@ -24,7 +24,7 @@ the device's last ``P99_WINDOW`` periods on its previous model (``baseline_p99``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -347,6 +347,32 @@ def record_telemetry(session: Session, msg: Telemetry) -> int:
             changed += 1
     if changed:
         session.commit()
+    return changed
+
+
+def record_telemetry_many(session: Session, msgs: Sequence[Telemetry]) -> int:
+    """``record_telemetry`` for a batch of periods (in order): one SELECT of the member rows
+    of all their devices; the changed rows are left in the session (the caller flushes and
+    commits: ``devices.batch``). Returns how many folds changed a row."""
+    ids = sorted({m.device_id for m in msgs})
+    if not ids:
+        return 0
+    rows = session.exec(
+        select(RolloutMember, Rollout)
+        .where(col(RolloutMember.device_id).in_(ids))
+        .where(RolloutMember.rollout_id == Rollout.id)
+        .where(col(Rollout.state).in_(COLLECTING))
+        .order_by(col(RolloutMember.rollout_id))
+    ).all()
+    by_device: dict[str, list[tuple[RolloutMember, Rollout]]] = {}
+    for member, rollout in rows:
+        by_device.setdefault(member.device_id, []).append((member, rollout))
+    changed = 0
+    for msg in msgs:
+        for member, rollout in by_device.get(msg.device_id, ()):
+            if _fold(member, rollout, msg):
+                session.add(member)
+                changed += 1
     return changed
 
 

@@ -1,0 +1,257 @@
+"""Batched ingest: many device messages applied in one transaction (group commit).
+
+The bridge's ingest thread takes what is queued (up to ``ingest_batch_max`` messages, or
+what arrived within ``ingest_batch_wait_s``), decodes and validates each, and hands the
+``status``, ``reported`` and ``telemetry`` messages here in arrival order. ``apply`` runs
+them in one transaction and returns one result per message; the bridge acknowledges the
+batch (MQTT 5) only after it committed.
+
+Inside the transaction:
+
+1. one ``SELECT … WHERE id IN (…)`` of the batch's device rows (no per-message round trip);
+2. ``_stage``, in memory and in order: each message is admitted, verified and folded into
+   its device's row by the same pure functions as the per-message path
+   (``ingest.admitted``/``*_onto``, ``report_verify.check_*``, ``freshness.update``,
+   ``history.reported_rows``, ``telemetry_store.values_from_message``,
+   ``shadow_index.fold_pair_stats``). A device's seq and period end advance in memory, so a
+   replay of a message in the same batch is refused like any other;
+3. ``_write``: per changed device one UPDATE of the columns that changed, guarded like
+   ``report_verify._advance`` (no other writer accepted a seq at or above the batch's first
+   one for that device meanwhile), grouped into one executemany per statement shape; one
+   executemany INSERT each for device history and telemetry history; the pair statistics
+   and rollout members (``rollout.store.record_telemetry_many``, one SELECT) flushed; the
+   reconciler's dirty marks (``rollout.dirty.mark``) for devices whose planner-relevant
+   columns moved, in the same transaction.
+
+Isolation: a refusal (``ingest.Refused``) is that message's result and costs the others
+nothing. A message that raises while staged is taken out (its result: the exception) and
+the batch is staged again without it. A write that fails for a reason that is not an
+outage is retried one message at a time, so only the bad message is lost. A guard that
+does not hold (another replica accepted one of the devices' reports meanwhile), or a lost
+race (deadlock), retries the batch; after ``CONFLICT_RETRIES`` the messages go one at a
+time. A database outage (``db.is_unavailable``) raises: the bridge retries the whole batch
+and acknowledges none of it before it commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Union
+
+from sqlalchemy import Table, bindparam, insert, or_, update
+from sqlmodel import Session, col, select
+
+from ...protocols import Reported, Status, Telemetry
+from ..db import is_conflict, is_unavailable
+from ..rollout import dirty
+from ..rollout import store as rollout_store
+from ..shadow_index import PairKey, ShadowPairStats, fold_pair_stats, pair_key
+from ..tables import Device
+from ..trust import freshness
+from . import history, ingest, report_verify, telemetry_store
+from .ingest import Refused
+
+log = logging.getLogger(__name__)
+
+Message = Union[Status, Reported, Telemetry]
+#: one per message: None (applied), a ``Refused`` (its ``outcome`` is the counter), or the error
+Result = Union[BaseException, None]
+Transaction = Callable[[], AbstractContextManager[Session]]
+LabelCheck = Callable[[Telemetry], Telemetry]
+
+CONFLICT_RETRIES = 5
+CHANNELS = ("status", "reported", "telemetry")  # what a batch takes (events are applied one by one)
+
+_DEVICE: Table = Device.__table__  # type: ignore[attr-defined]
+_COLUMNS = tuple(c.name for c in _DEVICE.columns if c.name != "id")
+_HISTORY: Table = history.DeviceHistory.__table__  # type: ignore[attr-defined]
+_TELEMETRY: Table = telemetry_store.TelemetryPeriod.__table__  # type: ignore[attr-defined]
+
+
+class BatchConflict(Exception):
+    """Another writer advanced a device's seq (or period) after the batch read its row."""
+
+
+class _Poison(Exception):
+    def __init__(self, index: int, error: BaseException):
+        super().__init__(str(error))
+        self.index, self.error = index, error
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class _Staged:
+    devices: dict[str, Device]
+    before: dict[str, dict[str, Any]]
+    results: list[Result]
+    guards: dict[str, dict[str, Any]] = field(default_factory=dict)  # device → rseq / tseq / pstart
+    history_rows: list[dict[str, Any]] = field(default_factory=list)
+    telemetry_rows: list[dict[str, Any]] = field(default_factory=list)
+    pairs: dict[PairKey, ShadowPairStats] = field(default_factory=dict)
+    telemetry: list[Telemetry] = field(default_factory=list)
+
+
+def _load(session: Session, msgs: Sequence[Message]) -> tuple[dict[str, Device], dict[PairKey, ShadowPairStats]]:
+    """The batch's device rows (detached: the batch writes them itself) and its pair rows."""
+    ids = sorted({m.device_id for m in msgs})
+    devices = {d.id: d for d in session.exec(select(Device).where(col(Device.id).in_(ids))).all()}
+    for d in devices.values():
+        session.expunge(d)
+    pair_devices = sorted({m.device_id for m in msgs if isinstance(m, Telemetry) and pair_key(m) is not None})
+    pairs: dict[PairKey, ShadowPairStats] = {}
+    if pair_devices:
+        for row in session.exec(select(ShadowPairStats).where(col(ShadowPairStats.device_id).in_(pair_devices))).all():
+            pairs[(row.device_id, row.control_name, row.control_version, row.candidate_name, row.candidate_version)] = row
+    return devices, pairs
+
+
+def _stage(session: Session, msgs: Sequence[Message], check_labels: LabelCheck | None,
+           clock: Callable[[], datetime]) -> _Staged:
+    devices, pairs = _load(session, msgs)
+    st = _Staged(devices, {i: {c: getattr(d, c) for c in _COLUMNS} for i, d in devices.items()},
+                 results=[None] * len(msgs))
+    for index, msg in enumerate(msgs):
+        try:
+            _stage_one(st, msg, pairs, check_labels, clock())
+        except Refused as exc:
+            st.results[index] = exc
+        except Exception as exc:  # a bug or a payload the validators let through: this message alone
+            raise _Poison(index, exc) from exc
+    st.pairs = pairs  # loaded rows folded in place, new ones added at write
+    return st
+
+
+def _stage_one(st: _Staged, msg: Message, pairs: dict[PairKey, ShadowPairStats],
+               check_labels: LabelCheck | None, now: datetime) -> None:
+    device = ingest.admitted(st.devices.get(msg.device_id), msg.device_id)
+    if isinstance(msg, Status):
+        ingest.status_onto(device, msg, now)
+    elif isinstance(msg, Reported):
+        seq = report_verify.check_reported(device, msg)  # signed, fresh seq: else refused
+        device.report_seq = seq
+        st.guards.setdefault(device.id, {}).setdefault("rseq", seq)
+        previous = ingest.reported_onto(device, msg, now)
+        st.history_rows.extend(history.reported_rows(device.id, previous, msg.slots, at=now))
+        freshness.update(device, now)
+    else:
+        seq, start, end = report_verify.check_telemetry(device, msg, now)
+        device.telemetry_seq, device.report_period_end = seq, end
+        guard = st.guards.setdefault(device.id, {})
+        guard.setdefault("tseq", seq)
+        guard.setdefault("pstart", start)
+        if check_labels is not None:
+            msg = check_labels(msg)  # unknown class names dropped before anything is stored
+        ingest.telemetry_onto(device, msg, now)
+        st.telemetry_rows.append(telemetry_store.values_from_message(msg, now))
+        key = pair_key(msg)
+        if key is not None:
+            pairs[key] = fold_pair_stats(pairs.get(key), msg, now)
+        st.telemetry.append(msg)
+
+
+def _update_statement(columns: tuple[str, ...], guards: tuple[str, ...]) -> Any:
+    t = _DEVICE
+    stmt = update(t).where(t.c.id == bindparam("k_id"))
+    if "rseq" in guards:
+        stmt = stmt.where(or_(t.c.report_seq.is_(None), t.c.report_seq < bindparam("g_rseq")))
+    if "tseq" in guards:
+        stmt = stmt.where(or_(t.c.telemetry_seq.is_(None), t.c.telemetry_seq < bindparam("g_tseq")))
+    if "pstart" in guards:
+        stmt = stmt.where(or_(t.c.report_period_end.is_(None), t.c.report_period_end <= bindparam("g_pstart")))
+    return stmt.values({t.c[c]: bindparam(f"v_{c}", type_=t.c[c].type) for c in columns})
+
+
+def _write(session: Session, st: _Staged) -> None:
+    conn = session.connection()
+    shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
+    planner_moved = []  # devices whose planner-relevant state changed: dirty marks (rollout/dirty.py)
+    for device_id in sorted(st.devices):  # one lock order for every replica
+        device, before = st.devices[device_id], st.before[device_id]
+        changed = {c: getattr(device, c) for c in _COLUMNS if getattr(device, c) != before[c]}
+        guard = st.guards.get(device_id, {})
+        if not changed and not guard:
+            continue
+        if any(c in changed for c in dirty.DEVICE_FIELDS):
+            planner_moved.append(device_id)
+        params = {f"v_{c}": v for c, v in changed.items()}
+        params.update({f"g_{k}": v for k, v in guard.items()}, k_id=device_id)
+        shapes.setdefault((tuple(sorted(changed)), tuple(sorted(guard))), []).append(params)
+    multi = conn.dialect.supports_sane_multi_rowcount
+    for (columns, guards), rows in shapes.items():
+        stmt = _update_statement(columns, guards)
+        if multi and len(rows) > 1:
+            if conn.execute(stmt, rows).rowcount != len(rows):
+                raise BatchConflict(f"one of {len(rows)} devices was updated by another writer meanwhile")
+            continue
+        for row in rows:
+            if conn.execute(stmt, row).rowcount != 1:
+                raise BatchConflict(f"device {row['k_id']} was updated by another writer meanwhile")
+    dirty.mark(session, planner_moved)  # the ORM's after_flush hook does not see Core updates
+    if st.history_rows:
+        conn.execute(insert(_HISTORY), st.history_rows)
+    if st.telemetry_rows:
+        conn.execute(insert(_TELEMETRY), st.telemetry_rows)
+    for pair in st.pairs.values():
+        session.add(pair)
+    if st.telemetry:
+        rollout_store.record_telemetry_many(session, st.telemetry)
+    session.flush()
+
+
+def apply(transaction: Transaction, msgs: Sequence[Message], *, check_labels: LabelCheck | None = None,
+          clock: Callable[[], datetime] = _utcnow) -> list[Result]:
+    """Apply ``msgs`` (arrival order) in one transaction; one ``Result`` per message.
+
+    Args:
+        transaction: opens a session whose transaction commits when the block ends
+            without an error (``Controller.ingest_session``).
+        check_labels: the label book's ``check_telemetry`` (class names a model lacks dropped).
+        clock: the receive time of each message (tests pass a fixed one).
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database is unavailable (``db.is_unavailable``):
+            nothing of the batch was stored; retry it whole.
+    """
+    results: list[Result] = [None] * len(msgs)
+    todo = list(range(len(msgs)))
+    conflicts = 0
+    while todo:
+        batch = [msgs[i] for i in todo]
+        try:
+            with transaction() as session:
+                staged = _stage(session, batch, check_labels, clock)
+                _write(session, staged)
+        except _Poison as poison:
+            index = todo.pop(poison.index)
+            results[index] = poison.error
+            log.debug("device %s: message taken out of its batch (%s)", msgs[index].device_id, poison.error)
+            continue
+        except Exception as exc:
+            conflict = isinstance(exc, BatchConflict) or is_conflict(exc)
+            if conflict and conflicts < CONFLICT_RETRIES:
+                conflicts += 1
+                continue
+            if is_unavailable(exc) and not conflict:
+                raise
+            if len(todo) == 1:
+                results[todo[0]] = exc
+                return results
+            log.warning("a batch of %d messages could not be written (%s); applying them one at a time",
+                        len(todo), str(exc).splitlines()[0][:200])
+            for i in todo:
+                results[i] = apply(transaction, [msgs[i]], check_labels=check_labels, clock=clock)[0]
+            return results
+        for i, result in zip(todo, staged.results):
+            results[i] = result
+        return results
+    return results
+
+
+__all__ = ["CHANNELS", "CONFLICT_RETRIES", "BatchConflict", "Message", "Result", "apply"]
