@@ -223,6 +223,23 @@ class ApiClient:
     def reset_capture_settings(self) -> dict[str, Any]:
         return self._call("DELETE", "/settings/capture")
 
+    # capture campaigns (issue 17): cloud/campaigns
+    @operation("campaigns_start_campaign")
+    def start_campaign(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/campaigns", json=body)
+
+    @operation("campaigns_list_campaigns")
+    def campaigns(self, state: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/campaigns", params={"state": state} if state else None)
+
+    @operation("campaigns_get_campaign")
+    def campaign(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/campaigns/{name}")
+
+    @operation("campaigns_stop_campaign")
+    def stop_campaign(self, name: str) -> dict[str, Any]:
+        return self._call("POST", f"/campaigns/{name}/stop")
+
     @operation("settings_get_network")
     def network_settings(self) -> dict[str, Any]:
         return self._call("GET", "/settings/network")

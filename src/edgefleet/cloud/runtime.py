@@ -37,6 +37,7 @@ from ..registry import BlobStore, LocalBlobStore
 from . import policy, shadow_index
 from .bridge import BridgeTls, MqttBridge
 from .broker_auth import BrokerAuthFiles
+from .campaigns import store as campaign_store
 from .db import is_conflict, is_unavailable, make_engine, migrate, ping, secure_data_dir
 from .devices import batch, fleet, fleet_settings, identity, ingest, report_verify, telemetry_store
 from .devices.labels import LabelBook, catalog_lookup
@@ -100,7 +101,7 @@ class Controller:
                                      lease_ttl_s=max(10.0, 5 * settings.reconcile_interval_s))
         # signed webhooks: its own thread and pool, never on the control path (cloud/webhooks)
         self.webhooks = WebhookWorker(self.engine, settings, holder=self.reconciler.holder)
-        self.event_handlers: list = [self._index_event]
+        self.event_handlers: list = [self._index_event, self._count_for_campaign]
         # after a broker connection that lost retained state: every device, paced (cloud/republish.py)
         self.republisher = Republisher(self.session, self.publish_device, rate_per_s=settings.republish_rate_per_s)
         # class names from devices are checked against their model's manifest (cloud/devices/labels.py)
@@ -328,11 +329,18 @@ class Controller:
         with self.session() as s:
             shadow_index.record_event(s, msg, via="mqtt")
 
+    def _count_for_campaign(self, msg: Event) -> None:
+        """A capture naming a campaign counts toward its quota (cloud/campaigns)."""
+        if msg.campaign is not None:
+            with self.session() as s:
+                campaign_store.record(s, self, msg)
+
     def on_clip_stored(self, clip: object) -> None:
         """The uploads router's callback: index the clip and its event (upsert)."""
         clip = dataclasses.replace(clip, event=self.labels.check_event(clip.event))  # type: ignore[type-var, attr-defined]
         with self.session() as s:
             shadow_index.record_clip(s, clip)
+            campaign_store.record(s, self, clip.event)  # type: ignore[attr-defined]  # offline captures count too
 
     # ----- desired state -----
 
@@ -349,7 +357,8 @@ class Controller:
                                   network_policy=fleet_settings.network_policy(session))
         got = policy.resolve_for(session, device, self.capture_policy)
         return DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s, capture=got.capture,
-                              network_policy=got.network, maintenance=got.maintenance)
+                              network_policy=got.network, maintenance=got.maintenance,
+                              campaigns=campaign_store.specs_for(session, device))
 
     def publish_device(self, session: Session, device: Device) -> None:
         """Sign the device's assignment with the director (if it changed), then send the hint."""

@@ -13,6 +13,15 @@ Two ways in, both fed from the control path right after inference:
        "model": "digits:1.0", "digest": "…", "label": "8", "score": 0.97,
        "scores": [...], "boxes": [[x1, y1, x2, y2, score, label], ...], "latency_ms": 0.4}
 
+  The application may write back on the same connection, one JSON object per line, the
+  context of the frames it sees from now on (what a campaign condition's ``context.KEY``
+  reads; stored with captures)::
+
+      {"schema": "fleet.context/1", "context": {"steering_deg": -25, "speed_kmh": 12}}
+
+  A line that is not such an object (or breaks the bounds: 32 keys, 4 KiB a line) is
+  counted in ``context_refused`` and ignored; the connection stays.
+
   Why a local socket and not an MQTT topic: predictions must reach the application when
   the link to the broker is down, at camera rate, without crossing the network; a
   loopback socket needs no broker and costs nothing when nobody listens.
@@ -44,6 +53,9 @@ from .errors import ConfigError
 log = logging.getLogger(__name__)
 
 SCHEMA = "fleet.prediction/1"
+CONTEXT_SCHEMA = "fleet.context/1"
+MAX_CONTEXT_LINE = 4096
+ContextSink = Callable[[Any], object]  # raises ValueError on a context it refuses
 MAX_SCORES = 100
 Callback = Callable[[dict[str, Any]], None]
 
@@ -101,12 +113,49 @@ def prediction_record(device_id: str, seq: int, ts: float, prediction: Predictio
 
 
 class _Client:
-    def __init__(self, conn: socket.socket, depth: int, on_close: Callable[[_Client], None]):
+    def __init__(self, conn: socket.socket, depth: int, on_close: Callable[[_Client], None],
+                 on_context: ContextSink | None = None):
         self.conn = conn
         self.q: queue.Queue[dict[str, Any] | None] = queue.Queue(depth)
         self.dropped = 0
+        self.context_refused = 0
         self._on_close = on_close
+        self._on_context = on_context
         self.thread = threading.Thread(target=self._run, name="prediction-writer", daemon=True)
+        self.reader = threading.Thread(target=self._read, name="context-reader", daemon=True)
+
+    def _read(self) -> None:
+        """Context lines from the application (edge_agent/campaigns.py keeps the latest)."""
+        buf = b""
+        try:
+            while True:
+                chunk = self.conn.recv(8192)
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    self._context_line(line)
+                if len(buf) > MAX_CONTEXT_LINE:
+                    self.context_refused += 1
+                    buf = b""
+        except OSError:
+            return
+
+    def _context_line(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            if len(line) > MAX_CONTEXT_LINE:
+                raise ValueError("line too long")
+            obj = json.loads(line)
+            if not isinstance(obj, dict) or obj.get("schema") != CONTEXT_SCHEMA:
+                raise ValueError(f"not a {CONTEXT_SCHEMA} object")
+            if self._on_context is not None:
+                self._on_context(obj.get("context"))
+        except (ValueError, RecursionError) as exc:
+            self.context_refused += 1
+            log.debug("context line refused: %s", exc)
 
     def offer(self, record: dict[str, Any]) -> None:
         try:
@@ -142,6 +191,7 @@ class PredictionServer:
 
     def __init__(self, address: Address, *, client_queue: int = 64, max_clients: int = 16):
         self.address = address
+        self.on_context: ContextSink | None = None  # context lines from applications go here
         self.client_queue = client_queue
         self.max_clients = max_clients
         self._clients: list[_Client] = []
@@ -206,9 +256,10 @@ class PredictionServer:
                 if len(self._clients) >= self.max_clients:
                     conn.close()
                     continue
-                client = _Client(conn, self.client_queue, self._forget)
+                client = _Client(conn, self.client_queue, self._forget, self.on_context)
                 self._clients = [*self._clients, client]
             client.thread.start()
+            client.reader.start()
 
     def _forget(self, client: _Client) -> None:
         with self._lock:
@@ -252,6 +303,11 @@ class AppOutput:
                 log.exception("application callback failed")
         if self.server is not None:
             self.server.publish(record)
+
+
+def context_line(context: dict[str, Any]) -> bytes:
+    """For applications: the line that attaches ``context`` to the frames from now on."""
+    return json.dumps({"schema": CONTEXT_SCHEMA, "context": context}, separators=(",", ":")).encode() + b"\n"
 
 
 def read_predictions(address: str | Address, *, timeout: float | None = None) -> Iterator[dict[str, Any]]:

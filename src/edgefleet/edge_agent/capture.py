@@ -31,10 +31,10 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -47,10 +47,12 @@ from ..shadow import (
     Prediction,
     ReadyClip,
     ShadowMonitor,
+    Trigger,
     build_event,
     encode_clip,
     encode_keyframe,
 )
+from .campaigns import Campaigns
 from .disk import DiskWatch, disk_full, is_disk_full
 from .errors import DiskFull
 from .isolation import ThreadPolicy
@@ -86,6 +88,8 @@ class Pending:
     control: ModelRef
     candidate: ModelRef | None
     wall_ts: float
+    campaign: str | None = None  # the campaign this capture counts for (edge_agent/campaigns.py)
+    context: dict[str, Any] | None = None  # the application's context at this frame
 
 
 class Capture:
@@ -141,6 +145,7 @@ class Capture:
         self._encode_q: queue.Queue[ReadyClip | None] = queue.Queue(encode_queue)
         self._worker: threading.Thread | None = None
         self.thread_policy: ThreadPolicy | None = None  # set by the Pipeline: how the encoder lowers itself
+        self.campaigns: Campaigns | None = None  # running capture campaigns (set by the daemon)
 
     # ----- lifecycle -----
 
@@ -234,6 +239,17 @@ class Capture:
                 ts, control_prediction, candidate_prediction if candidate is not None else None,
                 frame=frame if self.recording else None, candidate_latency_ms=candidate_latency_ms,
             )
+            bytes_left = monitor.budget.bytes_used(ts) < monitor.budget.max_bytes_per_day
+        campaign, context, pre, post = None, None, None, None
+        if self.campaigns is not None:  # every frame, candidate or not; the campaign's own budget
+            disagree = None if obs.comparison is None else not obs.comparison.agree
+            match, context = self.campaigns.match(obs.control, obs.candidate, disagree, now=ts, bytes_left=bytes_left)
+            if match is not None:
+                campaign, pre, post = match.name, match.pre_seconds, match.post_seconds
+                if obs.capture is None or obs.capture.priority <= match.priority:
+                    obs = replace(obs, capture=Trigger("campaign", match.priority, obs.control.label, obs.control.score),
+                                  refused=None)
+                self.counts["campaign_admitted"] += 1
         if obs.capture is None:
             if obs.refused:
                 self.counts[f"refused_{obs.refused}"] += 1
@@ -242,9 +258,10 @@ class Capture:
         if not self.recording:
             return obs
         event_id = uuid.uuid4().hex
-        pending = Pending(event_id, obs, control.ref, candidate.ref if candidate else None, self.clock())
+        pending = Pending(event_id, obs, control.ref, candidate.ref if candidate else None, self.clock(),
+                          campaign=campaign, context=context)
         with self._rec_lock:
-            accepted = self.recorder.request(ts, event_id, payload=pending)
+            accepted = self.recorder.request(ts, event_id, payload=pending, pre_seconds=pre, post_seconds=post)
         if not accepted:
             self.counts["recorder_busy"] += 1
         return obs
@@ -341,6 +358,7 @@ class Capture:
             candidate_model=pending.candidate, ts=datetime.fromtimestamp(pending.wall_ts, timezone.utc),
             clip_id=pending.event_id if clip_path else None,
             frame_index=clip.keyframe_index if clip_path else None,
+            campaign=pending.campaign, context=pending.context,
         )
         try:
             self.outbox.put(event, clip_path, jpeg, priority=event.priority)

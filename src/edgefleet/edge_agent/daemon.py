@@ -30,6 +30,7 @@ from ..protocols import SLOTS, Channel, Desired, Phase, Reported, SlotReport, Te
 from ..protocols.messages import Inventory
 from ..registry.tuf import DeviceVerifier, ResumableFetcher, provision
 from .app_output import AppOutput, PredictionServer, parse_address
+from .campaigns import Campaigns
 from .capture import Capture
 from .config import AgentConfig
 from .disk import DiskWatch, disk_full, is_disk_full
@@ -108,6 +109,8 @@ class Agent:
             cooldown_s=cap.cooldown_s, dedupe_threshold=cap.dedupe_threshold, near_band=cap.near_band,
         )
         self.capture.disk_watch = self.disk_watch
+        self.campaigns = Campaigns(self.data_dir)  # capture campaigns from the signed settings
+        self.capture.campaigns = self.campaigns if self.capture.recording else None
         self.pipeline = Pipeline(
             open_source(src.kind, src.uri, seed=src.seed if src.seed is not None else hash(self.device_id) & 0xFFFF, loop=src.loop),
             src.fps, shadow_queue=cap.shadow_queue, capture=self.capture,
@@ -121,6 +124,8 @@ class Agent:
             self.device_id, PredictionServer(address, client_queue=config.output.client_queue) if address else None
         )
         self.pipeline.app_output = self.app_output
+        if self.app_output.server is not None:  # the application's per-frame context
+            self.app_output.server.on_context = self.campaigns.set_context
         headers = {"Authorization": f"Bearer {config.agent.token}"} if config.agent.token else {}
         warn_plain_links(config)
         self.http_verify = http_verify(config.agent.ca_file)  # every HTTP client verifies the controller
@@ -384,6 +389,7 @@ class Agent:
     def _apply_capture_settings(self) -> None:
         policy = self.state.settings.capture
         self.capture.update_policy(policy)
+        self.campaigns.update(self.state.settings.campaigns)
         if self.uploader is not None:
             self.uploader.max_bytes_per_day = policy.max_bytes_per_day
 

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from .campaigns import MAX_CAMPAIGNS, CampaignName, CampaignSpec, Context
 from .canonical import SignedReport
 from .errors import InvalidPayload, PayloadTooLarge
 from .windows import MaintenancePolicy
@@ -157,6 +158,7 @@ class DeviceSettings(_Message):
     telemetry_period_s: float = Field(default=10.0, gt=0, le=3600)
     capture: CapturePolicy = Field(default_factory=CapturePolicy)
     network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    campaigns: list[CampaignSpec] = Field(default_factory=list, max_length=MAX_CAMPAIGNS)  # running, this device's
     maintenance: MaintenancePolicy = Field(default_factory=MaintenancePolicy)  # when the device may switch
 
 
@@ -339,6 +341,8 @@ class Event(_Message):
     candidate: ModelOutput | None = None
     clip_id: str | None = Field(default=None, max_length=64)
     frame_index: int | None = None
+    campaign: CampaignName | None = None  # the capture campaign this capture counts for
+    context: Context | None = None  # the application's per-frame context (device-supplied)
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 

@@ -139,18 +139,25 @@ class ClipRecorder:
     def pending(self) -> list[ClipRequest]:
         return list(self._pending)
 
-    def request(self, trigger_ts: float, clip_id: str, payload: Any = None) -> bool:
-        """Ask for a clip around ``trigger_ts``; False (and counted) when too many are pending."""
+    def request(self, trigger_ts: float, clip_id: str, payload: Any = None, *,
+                pre_seconds: float | None = None, post_seconds: float | None = None) -> bool:
+        """Ask for a clip around ``trigger_ts``; False (and counted) when too many are pending.
+
+        ``pre_seconds``/``post_seconds`` override the recorder's for this clip (a campaign's
+        ``--clip``); frames older than the ring holds are not there to include.
+        """
         if len(self._pending) >= self.max_pending:
             self.refused += 1
             return False
+        pre = self.pre_seconds if pre_seconds is None else pre_seconds
+        post = self.post_seconds if post_seconds is None else post_seconds
         self._pending.append(
             ClipRequest(
                 clip_id=clip_id,
                 trigger_ts=trigger_ts,
-                start_ts=trigger_ts - self.pre_seconds,
-                end_ts=trigger_ts + self.post_seconds,
-                deadline=trigger_ts + self.post_seconds + self.timeout_s,
+                start_ts=trigger_ts - pre,
+                end_ts=trigger_ts + post,
+                deadline=trigger_ts + post + self.timeout_s,
                 payload=payload,
             )
         )

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from ..protocols import Event, ModelOutput, ModelRef, encode
 from .prediction import Prediction
@@ -35,6 +36,8 @@ def build_event(
     candidate_model: ModelRef | None = None,
     clip_id: str | None = None,
     frame_index: int | None = None,
+    campaign: str | None = None,
+    context: dict[str, Any] | None = None,
     max_bytes: int = EVENT_MAX_BYTES,
 ) -> Event:
     """One event record, encoded size <= ``max_bytes`` where the fixed fields allow."""
@@ -48,7 +51,7 @@ def build_event(
         event = Event(
             device_id=device_id, event_id=event_id, ts=ts, trigger=trigger.kind,
             priority=trigger.priority, control=ctl, candidate=cand, clip_id=clip_id,
-            frame_index=frame_index,
+            frame_index=frame_index, campaign=campaign, context=context,
         )
         if max_scores == 0 or len(encode(event)) <= max_bytes:
             return event

@@ -7,6 +7,7 @@ import typer
 from . import (
     audit_cmd,
     bundle_cmd,
+    campaign_cmd,
     capture_cmd,
     cloud_cmd,
     device_cmd,
@@ -40,6 +41,7 @@ app.add_typer(shadow_cmd.app, name="shadow")
 app.add_typer(review_cmd.app, name="review")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(capture_cmd.app, name="capture")
+app.add_typer(campaign_cmd.app, name="campaign")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(webhook_cmd.app, name="webhook")
 app.add_typer(bundle_cmd.app, name="bundle")

@@ -6,6 +6,7 @@ from ..audit_trail import record_api_call
 from . import (
     audit,
     bundles,
+    campaigns,
     clips,
     deployments,
     device_history,
@@ -29,6 +30,6 @@ from . import (
 
 # every call through here is considered for the audit log (api/audit_trail.py)
 api_router = APIRouter(prefix="/api/v1", dependencies=[Depends(record_api_call, scope="function")])
-for _module in (health, audit, models, report_keys, devices, deployments, bundles, tokens, drift, shadow, clips, review, rollouts, settings, network_settings, trust,
+for _module in (health, audit, campaigns, models, report_keys, devices, deployments, bundles, tokens, drift, shadow, clips, review, rollouts, settings, network_settings, trust,
                 provisioning, device_history, webhooks, offline_bundles, policies):
     api_router.include_router(_module.router)

@@ -1,0 +1,340 @@
+"""Capture campaigns on the controller: start, stop, what each device is told, the quota.
+
+Flow::
+
+    start(...)                 operator: checks the selector and condition (caret errors),
+                               stores the campaign, bumps the selected devices' generation
+    specs_for(session, dev)    Controller.device_settings: the running campaigns that select
+                               ``dev``, as ``CampaignSpec``s for its signed settings
+    record(session, event)     every event (MQTT or upload) naming a campaign: counted once
+                               per (device, event); at the fleet quota the campaign completes
+                               and its devices' generation is bumped, so each one drops it
+    stop / expire              an operator's stop; ``--until`` passed
+
+Progress is counted from what devices reported, each device's count capped at the
+campaign's per-device quota (a device cannot fill the quota beyond its share). In-flight
+captures when the quota is met are bounded by that per-device quota.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, func, select
+
+from ...protocols import Event
+from ...protocols.campaigns import CAMPAIGN_NAME_PATTERN, CampaignSpec, Like
+from ...protocols.conditions import ConditionError, parse_condition
+from ..devices.fleet import DesiredPublisher
+from ..errors import BadRequest, Conflict, NotFound
+from ..rollout.errors import SpecError
+from ..rollout.selector import DeviceInfo, Selector, parse_selector
+from ..tables import Device, utcnow
+from .tables import COMPLETED, ENDED, RUNNING, STOPPED, Campaign, CampaignCapture
+
+log = logging.getLogger(__name__)
+
+MAX_RUNNING = 16  # a device carries at most this many (DeviceSettings.campaigns)
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """What ``fleet campaign start`` / ``POST /api/v1/campaigns`` asks for (already typed)."""
+
+    name: str
+    select: str = "all"
+    when: str | None = None
+    like_event: str | None = None
+    threshold: float | None = None
+    quota: int = 100
+    per_device: int | None = None
+    until_s: float | None = None
+    pre_seconds: float = 1.0
+    post_seconds: float = 0.5
+    frames_only: bool = False
+    priority: int = 25
+    max_per_minute: int = 30
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    return ts.replace(tzinfo=timezone.utc) if ts is not None and ts.tzinfo is None else ts
+
+
+def _info(device: Device) -> DeviceInfo:
+    return DeviceInfo(device_id=device.id, hardware_id=device.hardware_id, tags=dict(device.tags or {}))
+
+
+def _selector(text: str) -> Selector:
+    try:
+        return parse_selector(text)
+    except SpecError as exc:
+        raise BadRequest(f"--select: {exc}") from None
+
+
+def like_vector(session: Session, event_id: str) -> list[float]:
+    """The embedding of a reviewed capture: the control model's output vector in its record."""
+    from ..shadow_index import ShadowEvent
+
+    row = session.exec(select(ShadowEvent).where(ShadowEvent.event_id == event_id)).first()
+    if row is None:
+        raise NotFound(f"no capture with event id {event_id!r}")
+    scores = ((row.record or {}).get("control") or {}).get("scores") or []
+    vector = [float(v) for v in scores if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not vector or not all(math.isfinite(v) for v in vector):
+        raise BadRequest(f"capture {event_id} carries no output vector of the control model to compare with")
+    return vector
+
+
+def start(session: Session, publisher: DesiredPublisher | None, req: StartRequest, *, by: str,
+          now: datetime | None = None) -> Campaign:
+    """Check, store and send a new campaign.
+
+    Raises:
+        BadRequest: a selector or condition that does not parse (the message points at it),
+            neither ``when`` nor ``like``, or bounds that do not hold together.
+        Conflict: a campaign of that name exists, or too many are running.
+        NotFound: ``like_event`` names no capture.
+    """
+    import re
+
+    now = now or utcnow()
+    if not re.match(CAMPAIGN_NAME_PATTERN, req.name):
+        raise BadRequest(f"campaign name {req.name!r}: lower-case letters, digits, '_', '.', '-' (at most 63)")
+    selector = _selector(req.select)
+    condition = None
+    if req.when is not None:
+        try:
+            condition = parse_condition(req.when)
+        except ConditionError as exc:
+            raise BadRequest(f"--when: {exc}") from None
+    like: Like | None = None
+    if req.like_event is not None:
+        if req.threshold is None:
+            raise BadRequest("--like needs --threshold (cosine distance, e.g. 0.05)")
+        like = Like(vector=like_vector(session, req.like_event), threshold=req.threshold, source_event=req.like_event)
+    elif req.threshold is not None:
+        raise BadRequest("--threshold goes with --like EVENT_ID")
+    if condition is None and like is None:
+        raise BadRequest("a campaign needs --when CONDITION or --like EVENT_ID (or both)")
+    per_device = req.per_device if req.per_device is not None else req.quota
+    if per_device > req.quota:
+        raise BadRequest(f"--per-device ({per_device}) cannot exceed --quota ({req.quota})")
+    if session.get(Campaign, req.name) is not None:
+        raise Conflict(f"a campaign named {req.name!r} exists; pick another name")
+    running = session.exec(select(func.count()).select_from(Campaign).where(Campaign.state == RUNNING)).one()
+    if int(running) >= MAX_RUNNING:
+        raise Conflict(f"{MAX_RUNNING} campaigns are running already; stop one first")
+    row = Campaign(
+        name=req.name, selector=str(selector), condition_text=req.when or "",
+        condition=condition.to_json() if condition else None,
+        like=like.model_dump(mode="json") if like else None, quota=req.quota, per_device_quota=per_device,
+        max_per_minute=req.max_per_minute, priority=req.priority, pre_seconds=req.pre_seconds,
+        post_seconds=req.post_seconds, frames_only=req.frames_only, created_at=now, created_by=by,
+        ends_at=now + timedelta(seconds=req.until_s) if req.until_s else None,
+    )
+    spec(row)  # the wire form must hold (bounds the schema checks on the device too)
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"a campaign named {req.name!r} exists; pick another name") from None
+    n = _republish(session, publisher, [row])
+    log.info("campaign %s started by %s: select %s, when %r%s, quota %d (%d per device); sent to %d devices",
+             row.name, by, row.selector, row.condition_text, " like " + req.like_event if req.like_event else "",
+             row.quota, row.per_device_quota, n)
+    return row
+
+
+def spec(row: Campaign) -> CampaignSpec:
+    """The campaign as devices get it."""
+    return CampaignSpec(
+        name=row.name, condition=row.condition, condition_text=row.condition_text,
+        like=Like.model_validate(row.like) if row.like else None, priority=row.priority,
+        per_device_quota=row.per_device_quota, max_per_minute=row.max_per_minute, pre_seconds=row.pre_seconds,
+        post_seconds=row.post_seconds, frames_only=row.frames_only, ends_at=_aware(row.ends_at),
+    )
+
+
+def running(session: Session) -> list[Campaign]:
+    return list(session.exec(select(Campaign).where(Campaign.state == RUNNING).order_by(col(Campaign.name))).all())
+
+
+def specs_for(session: Session, device: Device, now: datetime | None = None) -> list[CampaignSpec]:
+    """The running campaigns that select ``device`` (for its signed settings)."""
+    now = now or utcnow()
+    info = _info(device)
+    out: list[CampaignSpec] = []
+    for row in running(session):
+        ends = _aware(row.ends_at)
+        if ends is not None and ends <= now:
+            continue
+        try:
+            if not parse_selector(row.selector).matches(info):
+                continue
+            out.append(spec(row))
+        except (SpecError, ValueError) as exc:  # stored by a newer controller
+            log.error("campaign %s is not usable by this controller (%s); not sent", row.name, exc)
+    return out
+
+
+def selected_devices(session: Session, rows: Iterable[Campaign]) -> list[Device]:
+    selectors = [parse_selector(r.selector) for r in rows]
+    devices = session.exec(select(Device).where(col(Device.revoked_at).is_(None))).all()
+    return [d for d in devices if any(s.matches(_info(d)) for s in selectors)]
+
+
+def _republish(session: Session, publisher: DesiredPublisher | None, rows: list[Campaign]) -> int:
+    """Bump the generation of every device the campaigns select and send each its settings."""
+    devices = selected_devices(session, rows)
+    for d in devices:
+        d.desired_generation += 1
+        session.add(d)
+    session.commit()
+    if publisher is not None:
+        for d in devices:
+            publisher.publish_device(session, d)
+    return len(devices)
+
+
+def _finish(session: Session, publisher: DesiredPublisher | None, name: str, state: str, by: str,
+            now: datetime | None = None) -> bool:
+    """Move a running campaign to ``state`` (once, whichever replica gets there first)."""
+    result = session.execute(
+        update(Campaign).where(col(Campaign.name) == name).where(col(Campaign.state) == RUNNING)
+        .values(state=state, finished_at=now or utcnow(), finished_by=by)
+    )
+    session.commit()
+    if getattr(result, "rowcount", 0) != 1:
+        return False
+    row = session.get(Campaign, name)
+    assert row is not None
+    session.refresh(row)
+    n = _republish(session, publisher, [row])
+    log.info("campaign %s %s (%s); %d devices told to stop", name, state, by, n)
+    return True
+
+
+def stop(session: Session, publisher: DesiredPublisher | None, name: str, *, by: str) -> Campaign:
+    """Stop a running campaign. Raises NotFound, or Conflict when it is already over."""
+    row = session.get(Campaign, name)
+    if row is None:
+        raise NotFound(f"no campaign named {name!r}")
+    if row.state != RUNNING or not _finish(session, publisher, name, STOPPED, by):
+        session.refresh(row)
+        raise Conflict(f"campaign {name!r} is {row.state} already")
+    session.refresh(row)
+    return row
+
+
+def expire(session: Session, publisher: DesiredPublisher | None, now: datetime | None = None) -> list[str]:
+    """End the running campaigns whose ``--until`` passed; returns their names."""
+    now = now or utcnow()
+    ended = []
+    for row in running(session):
+        ends = _aware(row.ends_at)
+        if ends is not None and ends <= now and _finish(session, publisher, row.name, ENDED, "until", now):
+            ended.append(row.name)
+    return ended
+
+
+def counted(session: Session, row: Campaign) -> dict[str, int]:
+    """Captures per device, each capped at the per-device quota."""
+    rows = session.exec(
+        select(CampaignCapture.device_id, func.count()).where(CampaignCapture.campaign == row.name)
+        .group_by(col(CampaignCapture.device_id))
+    ).all()
+    return {device: min(int(n), row.per_device_quota) for device, n in rows}
+
+
+def record(session: Session, publisher: DesiredPublisher | None, event: Event) -> bool:
+    """Count one capture for its campaign (idempotent per device and event); True when this
+    capture met the fleet quota and the campaign completed."""
+    name = event.campaign
+    if name is None:
+        return False
+    row = session.get(Campaign, name)
+    if row is None:
+        log.info("device %s: capture %s names campaign %s, which this controller does not know",
+                 event.device_id, event.event_id, name)
+        return False
+    device = session.get(Device, event.device_id)
+    if device is None or not parse_selector(row.selector).matches(_info(device)):
+        log.warning("device %s: capture %s for campaign %s, which does not select it: not counted",
+                    event.device_id, event.event_id, name)
+        return False
+    session.add(CampaignCapture(campaign=name, device_id=event.device_id, event_id=event.event_id))
+    try:
+        session.commit()
+    except IntegrityError:  # the same capture by the other path (MQTT and upload)
+        session.rollback()
+        return False
+    if row.state != RUNNING:
+        return False
+    total = sum(counted(session, row).values())
+    if total >= row.quota:
+        return _finish(session, publisher, name, COMPLETED, f"quota of {row.quota} met")
+    return False
+
+
+# ----- views -----
+
+
+@dataclass
+class Progress:
+    campaign: Campaign
+    captured: int
+    devices: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, dict[str, int]] = field(default_factory=dict)  # hardware profile -> devices, captured
+
+
+def progress(session: Session, row: Campaign) -> Progress:
+    per_device = counted(session, row)
+    groups: dict[str, dict[str, int]] = {}
+    selected = selected_devices(session, [row])
+    seen = Counter[str]()
+    for d in selected:
+        g = groups.setdefault(d.hardware_id, {"devices": 0, "captured": 0})
+        g["devices"] += 1
+        g["captured"] += per_device.get(d.id, 0)
+        seen[d.id] += 1
+    for device_id, n in per_device.items():  # devices no longer selected (tags changed) still counted
+        if device_id not in seen:
+            g = groups.setdefault("(no longer selected)", {"devices": 0, "captured": 0})
+            g["devices"] += 1
+            g["captured"] += n
+    return Progress(row, sum(per_device.values()), per_device, groups)
+
+
+def get(session: Session, name: str) -> Campaign:
+    row = session.get(Campaign, name)
+    if row is None:
+        raise NotFound(f"no campaign named {name!r}")
+    return row
+
+
+def list_all(session: Session, state: str | None = None) -> list[Campaign]:
+    q = select(Campaign).order_by(col(Campaign.created_at).desc(), col(Campaign.name))
+    if state is not None:
+        q = q.where(Campaign.state == state)
+    return list(session.exec(q).all())
+
+
+def as_dict(row: Campaign) -> dict[str, Any]:
+    return {
+        "name": row.name, "state": row.state, "select": row.selector, "when": row.condition_text or None,
+        "like": ({"event_id": row.like.get("source_event"), "threshold": row.like.get("threshold")}
+                 if row.like else None),
+        "quota": row.quota, "per_device": row.per_device_quota, "max_per_minute": row.max_per_minute,
+        "priority": row.priority, "clip": [row.pre_seconds, row.post_seconds], "frames_only": row.frames_only,
+        "created_at": _aware(row.created_at), "created_by": row.created_by, "ends_at": _aware(row.ends_at),
+        "finished_at": _aware(row.finished_at), "finished_by": row.finished_by or None,
+    }
