@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import and_, case, exists, func, not_
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
@@ -119,11 +120,11 @@ def where(f: DeviceFilter) -> list[ColumnElement[bool]]:
         out.append(_state_clause(f.state))
     if f.stale is not None:
         out.append(stale_clause() if f.stale else not_(stale_clause()))
-    for slot, name, version in f.models:
+    for slot, name, version in f.models:  # aliased: counts joins slot_assignment itself
+        sa, mv = aliased(SlotAssignment), aliased(ModelVersion)
         out.append(exists().where(
-            col(SlotAssignment.device_id) == col(Device.id), col(SlotAssignment.slot) == slot,
-            col(SlotAssignment.model_version_id) == select(ModelVersion.id).where(
-                col(ModelVersion.name) == name, col(ModelVersion.version) == version).scalar_subquery()))
+            sa.device_id == col(Device.id), sa.slot == slot,
+            sa.model_version_id == select(mv.id).where(mv.name == name, mv.version == version).scalar_subquery()))
     for slot, name, version in f.installed:
         out.append(and_(_installed(slot, "name") == name, _installed(slot, "version") == version))
     return out
