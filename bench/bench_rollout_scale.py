@@ -1,152 +1,135 @@
-"""Benchmark: a good rollout to 1,000 simulated devices, against a direct deployment.
+"""Benchmark: a good rollout to N simulated devices (default 1,000; issue 14's goal: 10,000 in
+≤ 60 s, ≤ 3 ms controller CPU per device), against a direct deployment in the same run.
 
-The controller (FastAPI on uvicorn, SQLite, MQTT bridge, rollout reconciler) runs in this
-process; 1,000 simulated devices (``tests/rollout_e2e/simfleet.py``: the real MQTT
-messages — status, desired, reported per phase, telemetry — without the agent) run in a
-child process on a local broker (mosquitto when installed, else amqtt in the child).
+The controller (FastAPI on uvicorn, SQLite or PostgreSQL, MQTT bridge, rollout reconciler)
+runs in this process; the devices are ``edgefleet.sim`` (the real MQTT messages — status,
+desired, signed reported per phase, signed telemetry — without the agent, many devices per
+connection) in ``--processes`` child processes, on mosquitto (``bench/sim_stack.py``: the
+simulator logs in on its own listener with a bench-only account that has device rights
+for every device id). Devices are enrolled in bulk, straight into the database.
 
 Two deployments of the same size, one after the other, on the same fleet:
 
-* baseline — ``fleet deploy`` (direct assignment, no waves) of digits:1.0 to every device;
-* rollout  — ``fleet rollout start`` of digits:2.0, waves 1,10,50,100, soak 0s,
+* direct  — ``fleet deploy`` (direct assignment, no waves) of digits:1.0 to every device
+  (today's per-device cost, the baseline);
+* rollout — ``fleet rollout start`` of digits:2.0, waves 1,10,50,100, soak 0s,
   gate failure<=0.02.
 
-For each: wall time until every device reports the model healthy, controller CPU seconds
-(``time.process_time`` of this process), and MQTT messages per device (every message under
-``fleet/v1/devices/`` seen by an observer connection, both directions). Prints each
-figure and the ratio rollout ÷ direct.
+For each: wall time until every device reports the model healthy (and, for the rollout,
+the controller says ``completed``), controller CPU seconds (``time.process_time`` of this
+process: the controller's threads, plus this script's light polling), CPU per device, and
+MQTT messages per device (both directions, counted by the simulator). Prints one table
+and the ratio rollout ÷ direct.
 
-    python bench/bench_rollout_scale.py [--devices 1000] [--timeout 100]
+    python bench/bench_rollout_scale.py --devices 10000 --db sqlite
+    python bench/bench_rollout_scale.py --devices 10000 --db postgres   # DATABASE_URL or a throwaway cluster
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local_stack import LocalStack, local_stack  # noqa: E402
-
-PROFILES = ("jetson-orin-nano", "jetson-orin-agx", "jetson-xavier-nx", "jetson-agx-xavier", "jetson-nano")
-
-
-def _devices(n: int) -> list[tuple[str, str]]:
-    return [(f"sim-{i:04d}", PROFILES[i % len(PROFILES)]) for i in range(n)]
-
-
-def _sim(host: str, port: int, protocol: str, n: int, ctl: Any, out: Any, auth: tuple[str, str] | None = None) -> None:
-    """Child process: run the simulated fleet; answer 'count' and 'on DIGEST' requests."""
-    from tests.rollout_e2e.simfleet import SimFleet
-
-    fleet = SimFleet(host, port, _devices(n), protocol=protocol, connections=16, step_s=0.05, health_s=0.5, auth=auth)
-    fleet.start()
-    out.put("ready")
-    while True:
-        cmd = ctl.get()
-        if cmd == "stop":
-            break
-        if cmd == "count":
-            out.put(dict(fleet.counter))
-        elif cmd.startswith("on "):
-            out.put(fleet.on(cmd[3:]))
-    fleet.stop()
-    out.put("stopped")
-
-
-class Sim:
-    def __init__(self, host: str, port: int, protocol: str, n: int, auth: tuple[str, str] | None = None):
-        ctx = mp.get_context("spawn")
-        self.ctl, self.out = ctx.Queue(), ctx.Queue()
-        self.proc = ctx.Process(target=_sim, args=(host, port, protocol, n, self.ctl, self.out, auth), daemon=True)
-        self.proc.start()
-        assert self.out.get(timeout=60) == "ready"
-
-    def ask(self, cmd: str) -> Any:
-        self.ctl.put(cmd)
-        return self.out.get(timeout=30)
-
-    def stop(self) -> None:
-        self.ctl.put("stop")
-        try:
-            self.out.get(timeout=30)
-        finally:
-            self.proc.join(timeout=10)
+from edgefleet.sim import SimProcesses, device_ids  # noqa: E402
+from sim_stack import SimStack, postgres_url, rss_mib, sim_stack  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--devices", type=int, default=1000)
-    ap.add_argument("--timeout", type=float, default=100.0, help="seconds allowed per deployment")
+    ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--processes", type=int, default=0, help="simulator processes (default: one per 5,000 devices, 1..4)")
+    ap.add_argument("--connections", type=int, default=0, help="MQTT connections per simulator process "
+                    "(default: one per 1,000 devices)")
+    ap.add_argument("--telemetry-period", type=float, default=60.0, help="seconds between a device's telemetry")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per deployment")
     args = ap.parse_args()
-
-    from sqlmodel import Session
-    from tests.signed_reports.keys import SimKey
-
-    from edgefleet.cloud.tables import Device
-
-    def enrol(controller: Any) -> None:  # the whole fleet in one transaction
-        with Session(controller.engine) as s:
-            keys = [(d, hw, SimKey(d)) for d, hw in _devices(args.devices)]  # the keys the simulated devices sign with
-            s.add_all(Device(id=d, hardware_id=hw, tags={"site": "bench"}, report_public_key=k.public_key,
-                             report_key_id=k.key_id) for d, hw, k in keys)
-            s.commit()
-
+    procs = args.processes or max(1, min(4, -(-args.devices // 5000)))
+    conns = args.connections or max(1, -(-args.devices // (1000 * procs)))
+    devices = device_ids(args.devices)
     tmp = Path(tempfile.mkdtemp(prefix="bench-rollout-"))
-    with local_stack(tmp, before_start=enrol, client_timeout=120, telemetry_period_s=10.0,
-                     reconcile_interval_s=0.5) as stack:
-        run(args, tmp, stack)
+    print(f"# {args.devices} simulated devices in {procs} process(es) x {conns} connection(s), db {args.db}, "
+          f"telemetry every {args.telemetry_period:.0f}s, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at start", flush=True)
+    with (postgres_url() if args.db == "postgres" else nullcontext(None)) as url, \
+            sim_stack(tmp, devices, database_url=url, telemetry_period_s=args.telemetry_period, client_timeout=900,
+                      reconcile_interval_s=0.5) as stack:
+        print(f"# enrolled in {stack.enrol_s:.1f}s", flush=True)
+        sim = SimProcesses(stack.broker.host, stack.broker.sim_port, devices, processes=procs,
+                           auth=stack.broker.sim_auth, connections=conns, step_s=0.05, health_s=0.5,
+                           telemetry_period_s=args.telemetry_period)
+        t0 = time.perf_counter()
+        sim.start()
+        try:
+            run(args, tmp, stack, sim, t0)
+        finally:
+            sim.stop()
 
 
-def run(args: argparse.Namespace, tmp: Path, stack: LocalStack) -> None:
+def run(args: argparse.Namespace, tmp: Path, stack: SimStack, sim: SimProcesses, t_connect: float) -> None:
     from tests.rollout_e2e.candidates import retag
 
     from edgefleet.cloud.demo.train import train_digit_models
 
-    broker, protocol, client = stack.broker, stack.protocol, stack.client
+    client, n = stack.client, args.devices
     models = train_digit_models(tmp / "models")
     for version in ("1.0", "2.0"):
         m = retag(models[0], version)
         client.push_model(m.path, name="digits", version=version, manifest=m.manifest.model_dump(mode="json", by_alias=True))
     digests = {m["version"]: m["digest"] for m in client.list_models()}
-    sim = Sim(broker.host, broker.port, protocol, args.devices, stack.controller.mqtt_credentials())
-    time.sleep(3.0)  # every device online
+    # every device announced (status + signed reported applied) before the clock starts
+    deadline = time.perf_counter() + args.timeout
+    while len(stack.probe.lags["reported"]) < n:
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"only {len(stack.probe.lags['reported'])}/{n} devices announced after {args.timeout:.0f}s")
+        time.sleep(0.5)
+    print(f"# fleet connected and every device's first reported applied in {time.perf_counter() - t_connect:.1f}s",
+          flush=True)
+    time.sleep(2.0)
     rows: dict[str, dict[str, float]] = {}
-    try:
-        for name, version, start in (
-            ("direct", "1.0", lambda: client.deploy("digits:1.0", "control", None)),
-            ("rollout", "2.0", lambda: client.start_rollout("digits:2.0", waves="1,10,50,100", soak="0s",
-                                                             gates=["failure<=0.02"], device_timeout="2m")),
-        ):
-            msgs0, cpu0, t0 = sum(sim.ask("count").values()), time.process_time(), time.perf_counter()
-            res = start()
-            deadline = t0 + args.timeout
-            while sim.ask(f"on {digests[version]}") < args.devices:
+    for name, version, start in (
+        ("direct", "1.0", lambda: client.deploy("digits:1.0", "control", None)),
+        ("rollout", "2.0", lambda: client.start_rollout("digits:2.0", waves="1,10,50,100", soak="0s",
+                                                         gates=["failure<=0.02"], device_timeout="2m")),
+    ):
+        msgs0, cpu0, t0 = sim.messages(), time.process_time(), time.perf_counter()
+        res = start()
+        deadline = t0 + args.timeout
+        while (on := sim.healthy_on(digests[version])) < n:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"{name}: {on}/{n} devices healthy on {version} after {args.timeout:.0f}s")
+            time.sleep(0.5)
+        if name == "rollout":  # and the controller says so
+            while client.rollout_status(res["id"], devices=False, events=0)["state"] != "completed":
                 if time.perf_counter() > deadline:
-                    raise SystemExit(f"{name}: not every device on {version} after {args.timeout:.0f}s")
-                time.sleep(0.2)
-            if name == "rollout":  # and the controller says so
-                while client.rollout_status(res["id"], devices=False, events=0)["state"] != "completed":
-                    if time.perf_counter() > deadline:
-                        raise SystemExit("rollout did not complete in time")
-                    time.sleep(0.2)
-            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-            time.sleep(1.0)  # let the last messages land before counting
-            msgs = sum(sim.ask("count").values()) - msgs0
-            rows[name] = {"wall_s": wall, "cpu_s": cpu, "msgs_per_device": msgs / args.devices}
-            print(f"{name:8s} {args.devices} devices: wall {wall:6.1f} s   controller CPU {cpu:6.1f} s   "
-                  f"MQTT messages/device {msgs / args.devices:5.1f}", flush=True)
-    finally:
-        sim.stop()
+                    raise SystemExit("rollout did not complete in time")
+                time.sleep(0.5)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        time.sleep(1.0)  # let the last messages land before counting
+        msgs = sim.messages() - msgs0
+        rows[name] = {"wall_s": wall, "cpu_s": cpu, "cpu_ms_per_device": cpu / n * 1000, "msgs_per_device": msgs / n}
+        print(f"# {name} done in {wall:.1f}s", flush=True)
+    rss, peak = rss_mib()
     d, r = rows["direct"], rows["rollout"]
-    print(f"ratio rollout/direct: wall {r['wall_s'] / d['wall_s']:.2f}x   controller CPU "
-          f"{r['cpu_s'] / d['cpu_s']:.2f}x   messages/device {r['msgs_per_device'] / d['msgs_per_device']:.2f}x")
+    print(f"\n{'deployment':10s} {'devices':>8s} {'db':>8s} {'wall s':>8s} {'ctl CPU s':>10s} {'CPU ms/dev':>11s} "
+          f"{'msgs/dev':>9s}")
+    for name, row in rows.items():
+        print(f"{name:10s} {n:8d} {args.db:>8s} {row['wall_s']:8.1f} {row['cpu_s']:10.1f} "
+              f"{row['cpu_ms_per_device']:11.2f} {row['msgs_per_device']:9.1f}")
+    print(f"{'ratio r/d':10s} {'':8s} {'':>8s} {r['wall_s'] / d['wall_s']:7.2f}x {r['cpu_s'] / d['cpu_s']:9.2f}x "
+          f"{r['cpu_ms_per_device'] / d['cpu_ms_per_device']:10.2f}x {r['msgs_per_device'] / d['msgs_per_device']:8.2f}x")
+    print(f"goal (issue 14): rollout wall <= 60 s: {'yes' if r['wall_s'] <= 60 else 'NO'}; "
+          f"<= 3 ms controller CPU/device: {'yes' if r['cpu_ms_per_device'] <= 3 else 'NO'}")
+    print(f"controller process RSS {rss:.0f} MiB (peak {peak:.0f} MiB); load average {os.getloadavg()[0]:.1f} at end; "
+          f"telemetry refused {stack.probe.refused['telemetry']}, reported refused {stack.probe.refused['reported']}")
 
 
 if __name__ == "__main__":
