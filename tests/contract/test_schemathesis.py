@@ -39,6 +39,8 @@ CONTENT_CHECKED: dict[str, str] = {
     "trust_rotate_prepare": "an offline root rotation needs the new root key of each repository",
     "trust_rotate_commit": "signatures are verified cryptographically against the prepared root",
     "trust_resign_commit": "signatures are verified cryptographically against the prepared root",
+    "devices_list_devices": "a cursor must be one the API issued for the same filters (E_BAD_CURSOR)",
+    "rollouts_rollout_devices": "a cursor must be one the API issued for the same filters (E_BAD_CURSOR)",
 }
 # Operations not run at all, each with the reason.
 EXCLUDED: dict[str, str] = {

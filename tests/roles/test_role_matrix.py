@@ -10,6 +10,8 @@ from edgefleet.cloud.auth import ROLES
 # (action, method, path, json body, lowest role allowed)
 ACTIONS = [
     ("list devices", "GET", "/api/v1/devices", None, "viewer"),
+    ("list a filtered page of devices", "GET", "/api/v1/devices?limit=1&state=offline&tag=site=a", None, "viewer"),
+    ("count devices", "GET", "/api/v1/devices/counts", None, "viewer"),
     ("read one model", "GET", "/api/v1/models/digits/versions/1.0", None, "viewer"),
     ("read drift", "GET", "/api/v1/models/digits/versions/1.0/drift", None, "viewer"),
     ("scrape metrics", "GET", "/metrics", None, "viewer"),

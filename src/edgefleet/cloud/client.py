@@ -383,6 +383,16 @@ class ApiClient:
     def rollout_status(self, rollout_id: str, *, devices: bool = True, events: int = 30) -> dict[str, Any]:
         return self._call("GET", f"/rollouts/{rollout_id}", params={"devices": devices, "events": events})
 
+    @operation("rollouts_rollout_devices")
+    def rollout_devices(self, rollout_id: str, *, limit: int = 100, cursor: str | None = None,
+                        status: str | None = None, wave: int | None = None) -> dict[str, Any]:
+        """One page of a rollout's member devices (``items``, ``next_cursor``, ``total``); ``wave`` counts from 1."""
+        params: dict[str, Any] = {"limit": limit}
+        for key, value in (("cursor", cursor), ("status", status), ("wave", wave)):
+            if value is not None:
+                params[key] = value
+        return self._call("GET", f"/rollouts/{rollout_id}/devices", params=params)
+
     @operation("rollouts_pause_rollout", "rollouts_resume_rollout", "rollouts_abort_rollout", "rollouts_rollback_rollout",
                "rollouts_cancel_rollout")
     def rollout_command(self, rollout_id: str, command: str, reason: str | None = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -164,20 +165,29 @@ def status(
     rollout_id: Annotated[str, typer.Argument(help="rollout id (fleet rollout ls)")],
     watch: Annotated[bool, typer.Option("--watch", help="refresh until the rollout finishes")] = False,
     interval: Annotated[float, typer.Option("--interval", help="seconds between refreshes")] = 2.0,
-    devices: Annotated[bool, typer.Option("--devices", help="also list every member device")] = False,
+    devices: Annotated[bool, typer.Option("--devices", help="also list member devices, a page at a time (--limit, --all)")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="with --devices: at most this many devices")] = 100,
+    all_devices: Annotated[bool, typer.Option("--all", help="with --devices: every member device")] = False,
+    member_status: Annotated[Optional[str], typer.Option("--status", help="with --devices: only members in this status (pending, healthy, failed, …)")] = None,
+    wave: Annotated[Optional[int], typer.Option("--wave", min=1, help="with --devices: only members of this wave (1 = first)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
     """Waves, counts by device status, each gate's figure against its limit, a progress bar."""
     client = api_client(data_dir, url, token)
-    st = call(client.rollout_status, rollout_id, devices=devices or as_json)
+    st = call(client.rollout_status, rollout_id, devices=as_json)
     if as_json:
         console.print_json(json.dumps(st))
         return
     if not watch:
         console.print(render_status(st))
         if devices:
-            console.print(_device_table(st))
+            members, total, more = _members(client, rollout_id, limit=limit, all_devices=all_devices,
+                                            status=member_status, wave=wave)
+            console.print(_device_table({"members": members}))
+            if more:
+                console.print(f"{len(members)} of {total} member devices shown (--all for every one, "
+                              "--status/--wave to narrow)")
         return
     with Live(render_status(st), console=console, refresh_per_second=4) as live:
         while st["state"] not in FINISHED:
@@ -186,11 +196,25 @@ def status(
             live.update(render_status(st))
 
 
+def _members(client: Any, rollout_id: str, *, limit: int, all_devices: bool, status: str | None,
+             wave: int | None) -> tuple[list[dict[str, Any]], int, bool]:
+    """Member rows page after page (pages of up to 1000): the rows, how many match, whether more do."""
+    rows: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        want = 1000 if all_devices else min(1000, limit - len(rows))
+        page = call(client.rollout_devices, rollout_id, limit=want, cursor=cursor, status=status, wave=wave)
+        rows.extend(page["items"])
+        cursor = page.get("next_cursor")
+        if not cursor or (not all_devices and len(rows) >= limit):
+            return rows, page["total"], bool(cursor)
+
+
 def _device_table(st: dict[str, Any]) -> Table:
     table = Table("device", "hw", "wave", "status", "installed", "phase", "error", "previous")
     for m in st.get("members") or []:
-        table.add_row(m["device"], m["hardware_id"], str(m["wave"] + 1), m["status"],
-                      m["installed"] or "-", m["phase"], m["error_code"] or "-", m["previous"] or "-")
+        table.add_row(*(escape(str(v)) for v in (m["device"], m["hardware_id"], m["wave"] + 1, m["status"],
+                      m["installed"] or "-", m["phase"], m["error_code"] or "-", m["previous"] or "-")))
     return table
 
 

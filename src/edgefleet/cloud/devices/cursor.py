@@ -73,3 +73,26 @@ def decode(text: str, scope: str) -> Cursor:
             or not isinstance(data.get("k"), str):
         raise BadCursor("the cursor is from another version of this API; start again without a cursor")
     return Cursor(direction=data["d"], key=data["k"])
+
+
+def page_sorted(keys: list[str], *, limit: int, cursor: str | None, scope: str) -> tuple[slice, str | None, str | None]:
+    """Page an ascending list of unique ``keys`` held in memory (e.g. a rollout's member
+    ids): the slice of this page and the (next, prev) cursors, the same as the database pages.
+
+    Raises:
+        BadCursor: the cursor is not one issued under ``scope``.
+    """
+    import bisect
+
+    at = decode(cursor, scope) if cursor else None
+    if at is None:
+        lo, hi = 0, min(len(keys), limit)
+    elif at.direction == "after":
+        lo = bisect.bisect_right(keys, at.key)
+        hi = min(len(keys), lo + limit)
+    else:
+        hi = bisect.bisect_left(keys, at.key)
+        lo = max(0, hi - limit)
+    nxt = encode(Cursor("after", keys[hi - 1]), scope) if hi < len(keys) and hi > lo else None
+    prev = encode(Cursor("before", keys[lo]), scope) if lo > 0 and hi > lo else None
+    return slice(lo, hi), nxt, prev

@@ -12,12 +12,15 @@ import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
 
 from ... import lifecycle
+from ...devices import cursor as cursors
 from ...rollout import service
 from ...rollout.service import RolloutCommand, RolloutCreate, RolloutReschedule, RolloutSummary
 from ...tables import ModelVersion
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
+from ..problems import responses
 from .models import READ_ERRORS, WRITE_ERRORS
 
 router = APIRouter(prefix="/rollouts", tags=["rollouts"])
@@ -49,6 +52,63 @@ def list_rollouts(session: SessionDep, _: Viewer, state: State | None = None,
 def get_status(rollout_id: RolloutId, session: SessionDep, _: Viewer, devices: bool = True,
                events: Annotated[int, Query(ge=0, le=1000, description="the last N events")] = 30) -> dict[str, Any]:
     return service.status(session, rollout_id, time.time(), devices=devices, events=events)
+
+
+class RolloutMemberPublic(BaseModel):
+    """One member device of a rollout: its wave, status in the rollout and figures."""
+
+    device: str
+    hardware_id: str
+    wave: int
+    status: str
+    online: bool
+    installed: str | None = None
+    phase: str | None = None
+    error_code: str | None = None
+    previous: str | None = None
+    frames: int = 0
+    nan_outputs: int = 0
+    errors: int = 0
+    p99_ms: float | None = None
+    baseline_p99_ms: float | None = None
+
+
+class RolloutDevicePage(BaseModel):
+    """One page of a rollout's member devices in id order; follow ``next_cursor``."""
+
+    items: list[RolloutMemberPublic]
+    next_cursor: str | None = None
+    prev_cursor: str | None = None
+    limit: int
+    total: int = Field(description="members matching the filters")
+
+
+def member_page(members: list[dict[str, Any]], rollout_id: str, *, limit: int, cursor: str | None,
+                status: str | None = None, wave: int | None = None) -> RolloutDevicePage:
+    """Page the member rows of ``service.status`` by device id (cursors bound to the filters)."""
+    chosen = sorted((m for m in members if (status is None or m["status"] == status)
+                     and (wave is None or m["wave"] == wave)), key=lambda m: m["device"])
+    scope = f"rollout:{rollout_id}\x1f{status or ''}\x1f{'' if wave is None else wave}"
+    part, nxt, prev = cursors.page_sorted([m["device"] for m in chosen], limit=limit, cursor=cursor, scope=scope)
+    return RolloutDevicePage(items=[RolloutMemberPublic(**m) for m in chosen[part]], next_cursor=nxt,
+                             prev_cursor=prev, limit=limit, total=len(chosen))
+
+
+@router.get("/{rollout_id}/devices", response_model=RolloutDevicePage,
+            responses={**READ_ERRORS, **responses(400, _400="the cursor is not one this API issued for these "
+                                                             "filters: E_BAD_CURSOR")},
+            summary="The rollout's member devices, a page at a time (status in the rollout, wave, figures)")
+def rollout_devices(rollout_id: RolloutId, session: SessionDep, _: Viewer,
+                    limit: Annotated[int, Query(ge=1, le=1000, description="devices per page")] = 100,
+                    cursor: Annotated[str | None, Query(max_length=cursors.MAX_LENGTH,
+                                                        description="next_cursor or prev_cursor of the previous page")] = None,
+                    status: Annotated[str | None, Query(min_length=1, max_length=32, pattern=r"^[a-z_]+$",
+                                                        description="only members in this status (pending, healthy, …)")] = None,
+                    wave: Annotated[int | None, Query(ge=1, le=1000, description="only members of this wave (1 = first)")] = None,
+                    ) -> RolloutDevicePage:
+    st = service.status(session, rollout_id, time.time(), devices=True, events=0)
+    return member_page(st.get("members") or [], rollout_id, limit=limit, cursor=cursor, status=status,
+                       wave=None if wave is None else wave - 1)
 
 
 @router.get("/{rollout_id}/events", summary="The rollout's event log", responses=READ_ERRORS)

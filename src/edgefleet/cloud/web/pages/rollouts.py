@@ -12,11 +12,14 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from ...api.deps import SessionDep
+from ...api.routes.rollouts import member_page
+from ...devices.cursor import BadCursor
 from ...rollout import service
 from ...rollout.gates import evidence_text
 from ..auth import PagePrincipal
@@ -65,11 +68,27 @@ def rollouts_page(request: Request, session: SessionDep, principal: PagePrincipa
                   when=when, commands=COMMANDS, allowed=allowed_commands)
 
 
+MEMBERS_PER_PAGE = 100
+
+
 @router.get("/{rollout_id}", response_class=HTMLResponse)
-def rollout_page(rollout_id: str, request: Request, session: SessionDep, principal: PagePrincipal) -> HTMLResponse:
+def rollout_page(rollout_id: str, request: Request, session: SessionDep, principal: PagePrincipal,
+                 cursor: str | None = None, status: str | None = None) -> HTMLResponse:
     st = service.status(session, rollout_id, time.time(), devices=True, events=50)
     statuses = [s for s in STATUS_ORDER if any(w["counts"].get(s) for w in st["waves"])]
     statuses += sorted({k for w in st["waves"] for k in w["counts"]} - set(statuses))
+    members = st.pop("members", None) or []
+    status = status if status in {m["status"] for m in members} else None
+    notice = None
+    try:  # the member list a page at a time, like GET /api/v1/rollouts/{id}/devices
+        page = member_page(members, rollout_id, limit=MEMBERS_PER_PAGE, cursor=cursor, status=status)
+    except BadCursor:
+        notice = "That page link does not fit this list (or was altered); showing the first page."
+        page = member_page(members, rollout_id, limit=MEMBERS_PER_PAGE, cursor=None, status=status)
+    base = f"/ui/rollouts/{quote(rollout_id, safe='')}?"
+    keep = [("status", status)] if status else []
     return render(request, "rollout.html", principal, active="rollouts", r=st, statuses=statuses, when=when,
                   commands=COMMANDS, allowed=allowed_commands(st["state"]), gate_text=gate_text,
-                  evidence_text=evidence_text)
+                  evidence_text=evidence_text, members=page.items, members_total=page.total, notice=notice,
+                  next_href=base + urlencode(keep + [("cursor", page.next_cursor)]) if page.next_cursor else None,
+                  prev_href=base + urlencode(keep + [("cursor", page.prev_cursor)]) if page.prev_cursor else None)
