@@ -22,9 +22,14 @@ Phases, each bounded in time:
    disk), time until every device has received a desired hint again, and the telemetry
    ingest rate during that time vs steady state.
 
+``--sim-only`` runs no controller: the simulator against mosquitto and one subscriber (an
+account with the controller's rights) that counts telemetry and its delivery lag — what
+the simulator and the broker carry on this machine, the ceiling for the controller runs.
+
     python bench/bench_fleet_100k.py                         # 100,000 devices, 180 s, SQLite
     python bench/bench_fleet_100k.py --devices 20000 --duration 120 --broker-restart
     python bench/bench_fleet_100k.py --db postgres            # DATABASE_URL or a throwaway cluster
+    python bench/bench_fleet_100k.py --sim-only               # simulator + broker only
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +64,7 @@ def main() -> None:
                     help="seconds allowed until every device's first reported is applied")
     ap.add_argument("--broker-restart", action="store_true", help="then restart the broker and time the recovery")
     ap.add_argument("--restart-timeout", type=float, default=600.0)
+    ap.add_argument("--sim-only", action="store_true", help="no controller: simulator and broker only")
     args = ap.parse_args()
     procs = args.processes or max(1, -(-args.devices // 25_000))
     conns = args.connections or max(1, -(-args.devices // (1000 * procs)))
@@ -66,6 +73,9 @@ def main() -> None:
     print(f"# {args.devices} simulated devices in {procs} process(es) x {conns} connection(s), db {args.db}, "
           f"telemetry every {args.telemetry_period:.0f}s; {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start", flush=True)
+    if args.sim_only:
+        sim_only(args, tmp, devices, procs, conns)
+        return
     t_ctl = time.perf_counter()
     with (postgres_url() if args.db == "postgres" else nullcontext(None)) as url, \
             sim_stack(tmp, devices, database_url=url, telemetry_period_s=args.telemetry_period,
@@ -158,6 +168,73 @@ def restart(args: argparse.Namespace, stack: SimStack, sim: SimProcesses, steady
     return [("broker restart: every device has desired again",
              f"{span:.1f} s" if span is not None else f"NO: {got}/{n} after {args.restart_timeout:.0f} s"),
             ("telemetry applied/s during vs before", f"{during:.0f} vs {steady_rate:.0f} ({during / max(steady_rate, 1e-9):.2f}x)")]
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sim_only(args: argparse.Namespace, tmp: Path, devices: list[tuple[str, str]], procs: int, conns: int) -> None:
+    import json
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    from edgefleet.cloud.broker_auth import Account, BrokerAuthFiles, hash_password, new_password
+    from sim_stack import SimBroker
+
+    broker = SimBroker(data_dir=tmp / "mosquitto", auth_dir=tmp / "broker-auth")
+    password = new_password()
+    BrokerAuthFiles(broker.auth_dir).write([Account("counter", hash_password(password), "controller")])
+    broker.start()
+    lags: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def on_message(_c: object, _u: object, m: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        try:
+            t = datetime.fromisoformat(json.loads(m.payload)["device_time"].replace("Z", "+00:00")).timestamp()
+        except (ValueError, KeyError, TypeError):
+            return
+        with lock:
+            lags.append((now, now - t))
+
+    counter = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-counter", protocol=mqtt.MQTTv5)
+    counter.username_pw_set("counter", password)
+    counter.on_message = on_message
+    counter.on_connect = lambda c, *_: c.subscribe("fleet/v1/devices/+/telemetry", qos=0)
+    counter.connect(broker.host, broker.port)
+    counter.loop_start()
+    sim = SimProcesses(broker.host, broker.sim_port, devices, processes=procs, auth=broker.sim_auth,
+                       connections=conns, telemetry_period_s=args.telemetry_period, goodbye=False)
+    rows: list[tuple[str, str]] = []
+    try:
+        t0 = time.perf_counter()
+        sim.start(timeout=args.announce_timeout)
+        rows.append(("simulator connected, subscribed, announced", f"{time.perf_counter() - t0:.1f} s"))
+        pids = [p.pid for p, _, _ in sim.children if p.pid is not None]
+        s0, w0, c0 = sim.stats(), time.time(), sum(_cpu_s(p) for p in pids)
+        time.sleep(args.duration)
+        s1, w1, c1 = sim.stats(), time.time(), sum(_cpu_s(p) for p in pids)
+        with lock:
+            window = [lag for t, lag in lags if w0 <= t < w1]
+        sent = s1["sent"].get("telemetry", 0) - s0["sent"].get("telemetry", 0)
+        rows += [("measured", f"{w1 - w0:.0f} s"),
+                 ("telemetry sent / delivered", f"{sent} / {len(window)} ({sent / (w1 - w0):.0f}/s)"),
+                 ("delivery lag p50 / p99", f"{percentile(window, 50) * 1000:.0f} ms / {percentile(window, 99) * 1000:.0f} ms"),
+                 ("simulator CPU", f"{(c1 - c0) / (w1 - w0):.2f} cores in {len(pids)} processes "
+                                   f"({(c1 - c0) / max(sent, 1) * 1e6:.0f} us per signed telemetry)"),
+                 ("load average at end", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")]
+    finally:
+        sim.stop()
+        counter.disconnect()
+        counter.loop_stop()
+        broker.stop()
+    print(f"\n{len(devices)} simulated devices (simulator only), telemetry every {args.telemetry_period:.0f}s")
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key:{width}s}  {value}")
 
 
 if __name__ == "__main__":
