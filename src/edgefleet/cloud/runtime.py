@@ -22,7 +22,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from ..protocols import (
-    SLOTS,
     CapturePolicy,
     Channel,
     Desired,
@@ -141,12 +140,16 @@ class Controller:
         if self._trust is None:
             with self._trust_lock:
                 if self._trust is None:
-                    self._trust = Trust.open(self.settings.data_dir, self.store)
+                    trust = Trust.open(self.settings.data_dir, self.store)
+                    trust.attach_database(self.engine)  # per-device director metadata: the database
+                    self._trust = trust
         return self._trust
 
     def start(self, *, mqtt: bool = True) -> None:
         self.trust  # noqa: B018 - load the keys (and check their permissions) before serving
         self.migrate()
+        with self.session() as db:  # an upgraded controller's per-device director files (cloud/trust/signing.py)
+            signing.import_files(db, self.trust)
         self.sync_broker_auth()
         if mqtt:
             s = self.settings
@@ -260,7 +263,7 @@ class Controller:
             self.revoke_certificate(device.cert_serial)
         self.sync_broker_auth()
         try:
-            self.trust.assign(device.id, device.hardware_id, {slot: None for slot in SLOTS})
+            signing.withdraw(session, self.trust, device)
             device.desired_generation += 1  # re-enrolment signs afresh
             session.add(device)
             session.commit()
@@ -362,25 +365,36 @@ class Controller:
 
     def publish_device(self, session: Session, device: Device) -> None:
         """Sign the device's assignment with the director (if it changed), then send the hint."""
-        settings = self.device_settings(session, device)
+        self.publish_devices(session, [device])
+
+    def publish_devices(self, session: Session, devices: list[Device]) -> int:
+        """Sign the devices' assignments in bulk (those that changed; one transaction per
+        batch), then, once committed, send each signed device its hint. Returns how many were sent."""
+        if not devices:
+            return 0
+        settings = {d.id: self.device_settings(session, d) for d in devices}
         try:
-            version = signing.sign_device(session, self.trust, device, settings)  # settings travel signed
+            result = signing.sign_devices(session, self.trust, devices, settings)  # settings travel signed
         except CloudError as exc:
-            log.error("device %s: desired state not signed, not published: %s", device.id, exc)
-            return
-        if freshness.update(device):
-            session.add(device)
-            session.commit()
-        desired = fleet.desired_for(session, device, settings)
-        desired.director_version = version
-        self.publish_desired(desired)
+            log.error("desired state of %d devices (%s…) not signed, not published: %s", len(devices), devices[0].id, exc)
+            return 0
+        signed = [d for d in devices if d.id in result.versions]  # the rest: logged; the sync loop retries
+        for device in signed:
+            if freshness.update(device):
+                session.add(device)
+        session.commit()
+        for device in signed:
+            desired = fleet.desired_for(session, device, settings[device.id])
+            desired.director_version = result.versions[device.id]
+            self.publish_desired(desired)
+        return len(signed)
 
     def republish_all(self) -> None:
-        """Publish (retained) desired state for every device: after (re)connecting to the broker."""
+        """Publish (retained) desired state for every device: after (re)connecting to the broker
+        (on the bridge's resync thread, never its network or ingest thread)."""
         with self.session() as s:
-            for device in fleet.list_devices(s, include_revoked=False):
-                self.publish_device(s, device)
-        log.info("desired state re-published for all devices")
+            n = self.publish_devices(s, list(fleet.list_devices(s, include_revoked=False)))
+        log.info("desired state re-published for all devices (%d)", n)
 
     def on_broker_connected(self) -> None:
         """The bridge (re)connected (its resync thread): re-publish what the broker may have lost.
@@ -398,7 +412,7 @@ class Controller:
     def sync_once(self, now: datetime | None = None) -> int:
         """Re-send desired state to online devices that lag behind; returns how many."""
         now = now or datetime.now(timezone.utc)
-        sent = 0
+        due = []
         with self.session() as s:
             # only the lagging ones (partial index ix_device_dirty_lagging, migration 0020)
             lagging = s.exec(select(Device).where(lagging_clause()).order_by(Device.id)).all()
@@ -408,9 +422,9 @@ class Controller:
                 last = self._last_sent.get(device.id)
                 if last and last[0] == device.desired_generation and now - last[1] < RESEND_AFTER:
                     continue
-                self.publish_device(s, device)
-                sent += 1
-        return sent
+                due.append(device)
+            self.publish_devices(s, due)  # signed in bulk, published after the commit
+        return len(due)
 
     def _expire_uploads(self, now: float) -> None:
         """Drop abandoned upload sessions (7 days) and old completion records (30 days)."""

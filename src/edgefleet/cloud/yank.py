@@ -223,8 +223,8 @@ def yank(session: Session, mv: ModelVersion, body: YankRequest, *, actor: str, r
             labels[m.target.digest] = m.target.label
     if result.cleared:
         changed = fleet.assign(session, None, "shadow", result.cleared)
-        for device in changed if publisher is not None else ():
-            publisher.publish_device(session, device)  # type: ignore[union-attr]
+        if publisher is not None:
+            publisher.publish_devices(session, changed)  # signed in bulk
     for (slot, digest), device_ids in sorted(groups.items()):
         row = start_rollout(session, RolloutCreate(
             model=labels[digest], slot=slot, select="device:" + "|".join(sorted(device_ids)), waves=body.waves,

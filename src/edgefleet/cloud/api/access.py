@@ -22,24 +22,18 @@ from typing import Any
 from fastapi import HTTPException
 from sqlmodel import Session, col, select
 
-from ...registry.tuf import RepositoryStateError
 from ...registry.tuf.http import TufAccess
 from ..auth import role_allows
 from ..devices.fleet import assignments_of
 from ..runtime import Controller
 from ..tables import Device, ModelVersion
+from ..trust.director_store import signed_digests
 from .deps import Principal
 
 
 def device_digests(session: Session, controller: Controller, device_id: str) -> set[str]:
     """Bundle digests device ``device_id`` may download now."""
-    allowed: set[str] = set()
-    try:
-        repo = controller.trust.director.device_repo(device_id)
-        if repo.initialised():
-            allowed |= {tf.hashes["sha256"] for tf in repo.targets().signed.targets.values() if "sha256" in tf.hashes}
-    except (RepositoryStateError, FileNotFoundError):
-        pass
+    allowed = signed_digests(session, controller.trust.director, device_id)  # database, else older files
     allowed |= {mv.digest for _a, mv in assignments_of(session, device_id).values()}
     device = session.get(Device, device_id)
     reported: set[str] = set()

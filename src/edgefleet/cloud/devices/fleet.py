@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 class DesiredPublisher(Protocol):
     def publish_device(self, session: Session, device: Device) -> None: ...
 
+    def publish_devices(self, session: Session, devices: list[Device]) -> int:
+        """Sign many devices in bulk, then publish each; returns how many were sent."""
+        ...
+
 
 def bundle_path(digest: str) -> str:
     return f"/api/v1/bundles/{digest}"
@@ -187,8 +191,7 @@ def deploy(
     changed = assign(session, model, slot, ids)
     log.info("deployed %s:%s to slot %s on %d devices (%d changed)", model.name, model.version, slot, len(ids), len(changed))
     if publisher is not None:
-        for device in changed:
-            publisher.publish_device(session, device)
+        publisher.publish_devices(session, changed)  # signed in bulk (cloud/trust/signing.py)
     return ids
 
 

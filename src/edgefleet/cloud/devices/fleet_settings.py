@@ -73,8 +73,7 @@ def _republish(session: Session, publisher: DesiredPublisher | None) -> int:
         session.add(device)
     session.commit()
     if publisher is not None:
-        for device in devices:
-            publisher.publish_device(session, device)
+        publisher.publish_devices(session, devices)  # signed in bulk
     return len(devices)
 
 

@@ -284,13 +284,11 @@ class Reconciler:
             result.reverted += done.reverted
             result.actions += len(actions)
             result.by_rollout[rollout_id] = len(actions)
-            if self.publisher is not None:
-                for device in changed:
-                    try:
-                        self.publisher.publish_device(s, device)
-                        result.published += 1
-                    except Exception:  # the sync loop re-sends lagging devices
-                        log.exception("publishing desired state to %s failed", device.id)
+            if self.publisher is not None and changed:
+                try:  # the wave signed in bulk, published after its metadata commits
+                    result.published += self.publisher.publish_devices(s, changed)
+                except Exception:  # the sync loop re-sends lagging devices
+                    log.exception("publishing desired state to %d devices (%s…) failed", len(changed), changed[0].id)
         return len(actions)
 
     def _still_quiet(self, s: Session, row: Rollout, spec: RolloutSpec, quiet: _Quiet, held: str | None,

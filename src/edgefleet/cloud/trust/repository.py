@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from securesystemslib.signer import Key, Signature
+from sqlalchemy.engine import Engine
 
 from ...registry import BlobStore
 from ...registry.tuf import (
@@ -72,6 +73,13 @@ class Trust:
         self.director = Director(store, keyring, self.image)
         self._lock = threading.RLock()
         self._pending: dict[str, PendingRoot] = {}  # repo → root change waiting for offline signatures
+        self.engine: Engine | None = None  # set by attach_database: per-device director metadata lives there
+
+    def attach_database(self, engine: Engine) -> None:
+        """Keep and serve per-device director metadata in the controller's database
+        (``signing``, ``director_store``) rather than in files: the resolver reads it there,
+        expiry refreshes and key rotations re-sign it there."""
+        self.engine = engine
 
     # ----- set-up -----
 
@@ -118,7 +126,23 @@ class Trust:
         return Roots(director=self.director.root_bytes(), image=self.image.root_bytes())
 
     def resolver(self) -> TufResolver:
-        return TufResolver(self.image, self.director)
+        if self.engine is None:
+            return TufResolver(self.image, self.director)
+        from .director_store import make_reader
+
+        return TufResolver(self.image, self.director, director_reader=make_reader(self.engine, self.director))
+
+    def _resign_database(self, role: str) -> None:
+        """After a director key rotation: re-sign the devices kept in the database."""
+        if self.engine is None or role == "root":
+            return
+        from sqlmodel import Session
+
+        from .signing import resign_all
+
+        with Session(self.engine, expire_on_commit=False) as s:
+            n = resign_all(s, self, role)
+        log.info("director %s key rotated: %d devices' metadata re-signed in the database", role, n)
 
     # ----- releases -----
 
@@ -169,6 +193,7 @@ class Trust:
                 done["image"] = self.image.rotate(role)
             if repo in ("director", "both"):
                 done["director"] = self.director.rotate(role)
+                self._resign_database(role)
         log.info("rotated %s key(s): %s", role, done)
         return done
 
@@ -230,6 +255,8 @@ class Trust:
                 except RepositoryStateError as exc:
                     raise Conflict(str(exc)) from None
                 del self._pending[name]
+                if name == "director" and pending.role is not None:
+                    self._resign_database(pending.role)
                 done[name] = pending.new.keyid if pending.new is not None else None
         log.info("root change committed with offline signatures: %s", done)
         return done
@@ -246,7 +273,14 @@ class Trust:
     def refresh_expiring(self) -> None:
         with self._lock:
             renewed = self.image.refresh_expiring()
-            devices = self.director.refresh_expiring()
+            devices = self.director.refresh_expiring()  # files left by an older controller, if any
+        if self.engine is not None:
+            from sqlmodel import Session
+
+            from .signing import refresh_expiring
+
+            with Session(self.engine, expire_on_commit=False) as s:
+                devices += refresh_expiring(s, self)
         if renewed or devices:
             log.info("re-signed expiring metadata: image %s, director devices %s", renewed, devices)
 

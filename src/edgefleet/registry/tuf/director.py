@@ -152,7 +152,7 @@ class Director:
                 out["settings"] = None
         return out
 
-    def assign(
+    def desired_targets(
         self,
         device_id: str,
         hardware_id: str,
@@ -161,16 +161,17 @@ class Director:
         generation: int | None = None,
         settings: Mapping[str, Any] | None = None,
         credentials_epoch: int | None = None,
-    ) -> int:
-        """Make ``slots`` ({slot: image target name or None}) the device's full desired state
-        and sign it, with the desired ``generation``, the device ``settings`` (JSON object:
-        telemetry period, capture policy) and the ``credentials_epoch`` in the device
-        binding (omitted when None). Returns the new director version (the MQTT hint).
+        version: int = 1,
+    ) -> Targets:
+        """The unsigned targets ``assign`` signs (``version``; expiry set when signed): the
+        assigned image targets with their custom fields and the device binding. Pure apart
+        from reading the image repository's targets.
 
         Raises:
-            RepositoryStateError: unknown image target, or one not built for ``hardware_id``,
-                or a negative generation/epoch.
+            RepositoryStateError: as ``assign``; also an invalid device id.
         """
+        if not is_valid_device_id(device_id):
+            raise RepositoryStateError(f"invalid device id {device_id!r}")
         binding: dict[str, Any] = {"device_id": device_id, "hardware_id": hardware_id}
         for key, value in (("generation", generation), ("credentials_epoch", credentials_epoch)):
             if value is not None:
@@ -203,6 +204,32 @@ class Director:
             entries[name] = TargetFile(
                 target.length, {"sha256": target.digest}, name, {"custom": custom}
             )
+        t = Targets(version=version, spec_version=SPECIFICATION_VERSION_STR)
+        t.targets = entries
+        t.unrecognized_fields[DEVICE_FIELD] = binding
+        return t
+
+    def assign(
+        self,
+        device_id: str,
+        hardware_id: str,
+        slots: Mapping[str, str | None],
+        *,
+        generation: int | None = None,
+        settings: Mapping[str, Any] | None = None,
+        credentials_epoch: int | None = None,
+    ) -> int:
+        """Make ``slots`` ({slot: image target name or None}) the device's full desired state
+        and sign it, with the desired ``generation``, the device ``settings`` (JSON object:
+        telemetry period, capture policy) and the ``credentials_epoch`` in the device
+        binding (omitted when None). Returns the new director version (the MQTT hint).
+
+        Raises:
+            RepositoryStateError: unknown image target, or one not built for ``hardware_id``,
+                or a negative generation/epoch.
+        """
+        fresh = self.desired_targets(device_id, hardware_id, slots, generation=generation, settings=settings,
+                                     credentials_epoch=credentials_epoch)
         with self._lock:
             repo = self.device_repo(device_id)
             if repo.initialised():
@@ -210,8 +237,8 @@ class Director:
                 t.version += 1
             else:
                 t = Targets(version=1, spec_version=SPECIFICATION_VERSION_STR)
-            t.targets = entries
-            t.unrecognized_fields[DEVICE_FIELD] = binding
+            t.targets = fresh.targets
+            t.unrecognized_fields[DEVICE_FIELD] = fresh.unrecognized_fields[DEVICE_FIELD]
             repo.commit({"targets": t})
             return t.version
 

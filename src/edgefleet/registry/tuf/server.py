@@ -16,6 +16,7 @@ demo and plain deployments; the FastAPI controller mounts ``registry.tuf.http`` 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -42,9 +43,17 @@ class Resolved:
 
 
 class TufResolver:
-    def __init__(self, image: ImageRepository, director: Director | None = None):
+    """Args:
+        director_reader: ``(device_id, file name) -> bytes`` (raises FileNotFoundError) where a
+            device's director metadata lives elsewhere than the director's store (the
+            controller's database); default: ``director.metadata``.
+    """
+
+    def __init__(self, image: ImageRepository, director: Director | None = None, *,
+                 director_reader: Callable[[str, str], bytes] | None = None):
         self.image = image
         self.director = director
+        self.director_reader = director_reader
 
     def resolve(self, path: str) -> Resolved | None:
         parts = path.lstrip("/").split("/", 2)
@@ -61,8 +70,8 @@ class TufResolver:
                 )
             if len(parts) == 3 and parts[0] == "director" and self.director is not None:
                 device_id, name = parts[1], parts[2]
-                director = self.director
-                return self._metadata(name, lambda n: director.metadata(device_id, n))
+                read = self.director_reader or self.director.metadata
+                return self._metadata(name, lambda n: read(device_id, n))
         except (FileNotFoundError, RepositoryStateError):
             return None
         return None
