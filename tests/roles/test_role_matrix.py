@@ -17,6 +17,13 @@ ACTIONS = [
     ("scrape metrics", "GET", "/metrics", None, "viewer"),
     ("read the capture policy", "GET", "/api/v1/settings/capture", None, "viewer"),
     ("change the capture policy", "PATCH", "/api/v1/settings/capture", {"max_per_minute": 7}, "operator"),
+    ("list capture campaigns", "GET", "/api/v1/campaigns", None, "viewer"),
+    ("list scoped policies", "GET", "/api/v1/policies", None, "viewer"),
+    ("set a scoped policy", "PUT", "/api/v1/policies/roles-night",
+     {"select": "all", "windows": [{"days": ["daily"], "start": "02:00", "duration": "1h"}]}, "operator"),
+    ("read the fleet-wide windows", "GET", "/api/v1/settings/windows", None, "viewer"),
+    ("set the fleet-wide windows", "PUT", "/api/v1/settings/windows", {"windows": []}, "operator"),
+    ("explain one device's policy", "GET", "/api/v1/devices/cam-1/policy", None, "viewer"),
     ("deploy", "POST", "/api/v1/deployments", {"model": "digits:1.0", "slot": "control", "devices": ["cam-1"]}, "operator"),
     ("enrol a device", "POST", "/api/v1/devices", {"id": "cam-new", "hardware_id": "cpu"}, "admin"),
     ("list tokens", "GET", "/api/v1/tokens", None, "admin"),
@@ -34,6 +41,16 @@ def test_role_may_do_exactly_what_its_rank_allows(server, role, action, method, 
     else:
         assert resp.status_code == 403, (role, action, resp.status_code, resp.text)
         assert needed in resp.json()["detail"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_removing_a_scoped_policy_needs_an_operator(server, role) -> None:  # type: ignore[no-untyped-def]
+    name = f"roles-rm-{role}"
+    made = httpx.put(server.url + f"/api/v1/policies/{name}", json={"select": "all", "capture": {"sample_rate": 0.1}},
+                     headers={"Authorization": f"Bearer {server.tokens['admin']}"})
+    assert made.status_code == 200, made.text
+    resp = httpx.delete(server.url + f"/api/v1/policies/{name}", headers={"Authorization": f"Bearer {server.tokens[role]}"})
+    assert resp.status_code == (200 if ROLES.index(role) >= ROLES.index("operator") else 403), resp.text
 
 
 def test_reviewer_reads_but_cannot_deploy(server) -> None:  # type: ignore[no-untyped-def]
