@@ -32,6 +32,7 @@ row — while its revision, its hold and the silence floor are unchanged, none o
 marked dirty since (``dirty.py``) is a member or a candidate for it, and its next deadline
 (``wake.next_deadline``: soak end, paced dispatch, device timeouts) has not come. A replica
 that just took the lease over, and every rollout every ``full_every_s``, gets a full pass.
+After the pass, the member rows of finished rollouts move to the archive (``archive.py``).
 
 Counts (``PassResult``) only include transactions that committed: a pass that lost a race
 and rolled back is retried, and what it would have sent is counted once, when it is sent.
@@ -58,7 +59,7 @@ from .. import audit, db, lifecycle
 from ..devices import fleet, history
 from ..devices.fleet import DesiredPublisher
 from ..tables import Device, ModelVersion
-from . import dirty
+from . import archive, dirty
 from .commands import apply_command
 from .model import (
     QUIET_STATES,
@@ -117,6 +118,7 @@ class PassResult:
     conflicts: int = 0
     skipped: int = 0  # rollouts left alone: nothing of theirs changed, no deadline came
     dirty: int = 0  # devices marked dirty at the start of the pass
+    archived: int = 0  # member rows of finished rollouts moved to the archive (archive.py)
     by_rollout: dict[str, int] = field(default_factory=dict)
 
 
@@ -160,6 +162,7 @@ class Reconciler:
         self._specs: dict[str, RolloutSpec] = {}
         self.totals = PassResult()
         self.full_every_s = full_every_s
+        self.archive_batch = 2000
         self._quiet: dict[str, _Quiet] = {}
         self._leased_at: float | None = None  # the last pass that held the lease
         self._marks: dict[str, int] = {}  # dirty marks read at the start of this pass
@@ -205,6 +208,8 @@ class Reconciler:
                 with self.session() as s:  # every rollout has seen them
                     dirty.clear(s, self._marks)
             self._marks, self._dirty_devices = {}, None
+        with self.session() as s:  # finished rollouts leave the hot tables, a batch a pass
+            result.archived = archive.archive_finished(s, now, batch=self.archive_batch)
         return result
 
     def reconcile(self, rollout_id: str, now: float, result: PassResult | None = None) -> int:

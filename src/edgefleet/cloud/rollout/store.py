@@ -139,7 +139,12 @@ def add_event(session: Session, rollout_id: str, at: float, message: str, *, lev
 
 
 def members_of(session: Session, rollout_id: str) -> dict[str, RolloutMember]:
+    """The rollout's member rows; a finished rollout's from the archive (``archive.py``)."""
     rows = session.exec(select(RolloutMember).where(RolloutMember.rollout_id == rollout_id)).all()
+    if not rows:
+        from .archive import archived_members
+
+        return archived_members(session, rollout_id)
     return {m.device_id: m for m in rows}
 
 

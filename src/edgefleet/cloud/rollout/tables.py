@@ -14,6 +14,9 @@ and the controller lease.
 * ``RolloutEvent`` — the rollout's log: planner ``Log`` lines, gate decisions, commands.
 * ``ControllerLease`` — who runs reconcile passes (``name``, ``holder``, ``expires_at``).
 * ``ReconcileDirty`` — devices changed since the last pass (``dirty.py``, migration 0020).
+* ``rollout_member_archive`` — the member rows of finished rollouts (aborted, superseded),
+  moved out of the hot ``rollout_member`` table (``archive.py``); same columns plus
+  ``archived_at``. Status and history read them back.
 
 Times are float seconds since the epoch, as in the pure core.
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text
+from sqlalchemy import JSON, Column, Float, Index, Table, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -51,6 +54,7 @@ class Rollout(SQLModel, table=True):
     created_by: str = Field(default="", max_length=128)
     created_at: float = 0.0
     updated_at: float = 0.0
+    archived_at: float | None = None  # its members moved to rollout_member_archive (archive.py, 0020)
 
 
 class RolloutMember(SQLModel, table=True):
@@ -108,3 +112,11 @@ class ReconcileDirty(SQLModel, table=True):
 
     device_id: str = Field(primary_key=True, max_length=128)
     version: int = 1
+
+
+#: The member rows of finished rollouts (archive.py): RolloutMember's columns, plus when moved.
+rollout_member_archive = Table(
+    "rollout_member_archive", SQLModel.metadata,
+    *(c._copy() for c in RolloutMember.__table__.columns),  # type: ignore[attr-defined]
+    Column("archived_at", Float, nullable=False),
+)
