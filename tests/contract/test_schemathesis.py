@@ -41,6 +41,8 @@ CONTENT_CHECKED: dict[str, str] = {
     "trust_resign_commit": "signatures are verified cryptographically against the prepared root",
     "devices_list_devices": "a cursor must be one the API issued for the same filters (E_BAD_CURSOR)",
     "rollouts_rollout_devices": "a cursor must be one the API issued for the same filters (E_BAD_CURSOR)",
+    "campaigns_start_campaign": "select and when are small languages (selector, condition: caret errors), until is a "
+                                "duration, per_device may not exceed quota, threshold goes with like_event",
 }
 # Operations not run at all, each with the reason.
 EXCLUDED: dict[str, str] = {
