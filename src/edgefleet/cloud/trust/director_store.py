@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -34,58 +36,80 @@ from .director_tables import KEEP_VERSIONS, DirectorHead, DirectorMetadata
 _VERSIONED = re.compile(r"^([1-9][0-9]{0,9})\.(targets|snapshot)\.json$")
 
 
-def versions_of(head: DirectorHead) -> Versions:
+@dataclass
+class Head:
+    """A ``director_head`` row as plain data (thousands per batch: no ORM objects)."""
+
+    device_id: str
+    targets_version: int = 0
+    snapshot_version: int = 0
+    timestamp_version: int = 0
+    binding: dict[str, Any] = field(default_factory=dict)
+    slots: dict[str, str] = field(default_factory=dict)
+    digests: list[str] = field(default_factory=list)
+    targets_meta: dict[str, Any] | None = None
+    targets_expires: datetime | None = None
+    snapshot_expires: datetime | None = None
+    timestamp_expires: datetime | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {**asdict(self), "updated_at": datetime.now(timezone.utc)}
+
+
+_HEAD = DirectorHead.__table__  # type: ignore[attr-defined]
+_COLUMNS = [_HEAD.c[f.name] for f in fields(Head)]
+
+
+def versions_of(head: Head) -> Versions:
     return Versions(head.targets_version, head.snapshot_version, head.timestamp_version)
 
 
-def heads(session: Session, device_ids: Iterable[str]) -> dict[str, DirectorHead]:
-    """The head rows of ``device_ids`` (unlocked; absent: never signed in the database)."""
-    ids = sorted(set(device_ids))
-    out: dict[str, DirectorHead] = {}
+def _select_heads(session: Session, ids: list[str], *, lock: bool) -> dict[str, Head]:
+    out: dict[str, Head] = {}
     for i in range(0, len(ids), 500):
-        for h in session.exec(select(DirectorHead).where(col(DirectorHead.device_id).in_(ids[i:i + 500]))).all():
-            out[h.device_id] = h
+        q = sa_select(*_COLUMNS).where(_HEAD.c.device_id.in_(ids[i:i + 500]))
+        if lock:
+            q = q.order_by(_HEAD.c.device_id).with_for_update()
+        for r in session.execute(q).all():
+            out[r[0]] = Head(*r)
     return out
 
 
-def seed_from_files(director: Director, device_id: str) -> DirectorHead:
+def heads(session: Session, device_ids: Iterable[str]) -> dict[str, Head]:
+    """The head rows of ``device_ids`` (unlocked; absent: never signed in the database)."""
+    return _select_heads(session, sorted(set(device_ids)), lock=False)
+
+
+def seed_from_files(director: Director, device_id: str) -> Head:
     """A head row for ``device_id`` continuing its file-based metadata (an upgraded
     controller), or an empty one (versions 0) when it has none."""
     try:
         repo = director.device_repo(device_id)
         if not repo.initialised():
-            return DirectorHead(device_id=device_id)
+            return Head(device_id)
         snap = repo.snapshot().signed
         targets = repo.targets(snapshot=snap).signed
         ts = repo.timestamp().signed
-        return DirectorHead(
+        return Head(
             device_id=device_id, targets_version=targets.version, snapshot_version=snap.version,
             timestamp_version=ts.version, binding=decode_binding(targets), slots=assignment(targets),
             digests=sorted({tf.hashes["sha256"] for tf in targets.targets.values() if "sha256" in tf.hashes}),
             targets_meta=snap.meta["targets.json"].to_dict(), targets_expires=targets.expires,
             snapshot_expires=snap.expires, timestamp_expires=ts.expires)
     except (RepositoryStateError, FileNotFoundError, KeyError, ValueError):
-        return DirectorHead(device_id=device_id)
+        return Head(device_id)
 
 
 def lock_heads(session: Session, device_ids: Iterable[str],
-               seed: Callable[[str], DirectorHead]) -> dict[str, DirectorHead]:
+               seed: Callable[[str], Head]) -> dict[str, Head]:
     """Create the missing head rows (``seed(id)``), then lock and return every one of them,
     in device-id order. The locks last until the caller's transaction ends."""
     ids = sorted(set(device_ids))
     known = set(heads(session, ids))
-    missing = [seed(d) for d in ids if d not in known]
+    missing = [seed(d).row() for d in ids if d not in known]
     if missing:
-        rows = [h.model_dump() for h in missing]
-        stmt = _insert_ignore(session, DirectorHead)
-        session.execute(stmt, rows)
-    out: dict[str, DirectorHead] = {}
-    for i in range(0, len(ids), 500):
-        q = (select(DirectorHead).where(col(DirectorHead.device_id).in_(ids[i:i + 500]))
-             .order_by(col(DirectorHead.device_id)).with_for_update().execution_options(populate_existing=True))
-        for h in session.exec(q).all():
-            out[h.device_id] = h
-    return out
+        session.execute(_insert_ignore(session, DirectorHead), missing)
+    return _select_heads(session, ids, lock=True)
 
 
 def _insert_ignore(session: Session, table: type[DirectorHead] | type[DirectorMetadata],
@@ -100,12 +124,12 @@ def _insert_ignore(session: Session, table: type[DirectorHead] | type[DirectorMe
     return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(keys))
 
 
-def import_documents(session: Session, docs: list[tuple[DirectorHead, dict[str, tuple[int, bytes]]]]) -> None:
+def import_documents(session: Session, docs: list[tuple[Head, dict[str, tuple[int, bytes]]]]) -> None:
     """Store devices' current file-based documents (role → (version, bytes)) with their heads;
     a device another replica imported first is left as it is."""
     if not docs:
         return
-    session.execute(_insert_ignore(session, DirectorHead), [h.model_dump() for h, _ in docs])
+    session.execute(_insert_ignore(session, DirectorHead), [h.row() for h, _ in docs])
     session.execute(_insert_ignore(session, DirectorMetadata, ("device_id", "role", "version")),
                     [{"device_id": h.device_id, "role": role, "version": v, "data": data}
                      for h, files in docs for role, (v, data) in files.items()])
@@ -123,11 +147,10 @@ def write(session: Session, signed: list[SignedDevice], new_heads: dict[str, dic
         return
     rows = [{"device_id": s.device_id, "role": role, "version": v, "data": data}
             for s in signed for role, (v, data) in s.files().items()]
-    session.execute(insert(DirectorMetadata), rows)
+    session.execute(insert(DirectorMetadata.__table__), rows)  # type: ignore[attr-defined]
     now = datetime.now(timezone.utc)
     fields = sorted({k for h in new_heads.values() for k in h})
-    table = DirectorHead.__table__  # type: ignore[attr-defined]  # Core executemany, not the ORM's bulk mode
-    stmt = (update(table).where(table.c.device_id == bindparam("b_device_id"))
+    stmt = (update(_HEAD).where(_HEAD.c.device_id == bindparam("b_device_id"))  # Core executemany
             .values({k: bindparam(f"b_{k}") for k in [*fields, "updated_at"]}))
     session.execute(stmt, [{"b_device_id": d, **{f"b_{k}": h.get(k) for k in fields}, "b_updated_at": now}
                            for d, h in new_heads.items()])

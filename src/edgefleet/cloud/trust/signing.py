@@ -26,6 +26,7 @@ database.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import threading
@@ -35,7 +36,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy import insert as sa_insert
+from sqlalchemy import update as sa_update
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, or_, select
 from tuf.api.metadata import Metadata, Targets
 
@@ -238,7 +243,7 @@ def _head_fields(s: SignedDevice, targets: Targets | None) -> dict[str, Any]:
 
 
 def _write_plans(session: Session, trust: Trust, plans: list[_Plan], result: SignResult,
-                 seeds: dict[str, DirectorHead] | None = None) -> None:
+                 seeds: dict[str, director_store.Head] | None = None) -> None:
     seeds = seeds or {}
     signer = _signer(trust)
     locked = director_store.lock_heads(session, [p.device.id for p in plans],
@@ -246,6 +251,7 @@ def _write_plans(session: Session, trust: Trust, plans: list[_Plan], result: Sig
     signed: list[SignedDevice] = []
     heads: dict[str, dict[str, Any]] = {}
     done: list[tuple[_Plan, int]] = []
+    lookup = functools.lru_cache(maxsize=None)(trust.director.image.get_target)  # each target read once per batch
     for p in plans:
         d, h = p.device, locked[p.device.id]
         newer = h.binding.get("generation")
@@ -253,7 +259,7 @@ def _write_plans(session: Session, trust: Trust, plans: list[_Plan], result: Sig
             result.versions[d.id] = h.targets_version  # another signer signed a later generation meanwhile
             continue
         try:
-            targets = trust.director.desired_targets(d.id, d.hardware_id, p.slots, **p.binding)
+            targets = trust.director.desired_targets(d.id, d.hardware_id, p.slots, lookup=lookup, **p.binding)
         except RepositoryStateError as exc:
             log.error("device %s: director metadata not signed: %s", d.id, exc)
             result.failed[d.id] = str(exc)
@@ -263,24 +269,39 @@ def _write_plans(session: Session, trust: Trust, plans: list[_Plan], result: Sig
         heads[d.id] = _head_fields(s, targets)
         done.append((p, s.versions.targets))
     director_store.write(session, signed, heads)
-    for p, version in done:
-        d = p.device
-        if not p.withdrawn:
-            d.director_generation = d.desired_generation
-            d.release_floor = p.floor
-        d.director_version = version
-        session.add(d)
-        history.record(session, d.id, "signed", f"director metadata v{version} signed"
-                       + (" (withdrawn: names nothing)" if p.withdrawn else
-                          f": generation {d.desired_generation}, ") +
-                       ("" if p.withdrawn else ", ".join(f"{k}={v or '-'}" for k, v in p.slots.items())),
-                       data={"director_version": version, "generation": None if p.withdrawn else d.desired_generation,
-                             "slots": p.slots, "settings": p.binding.get("settings")})
+    _record(session, done)
     session.commit()
     for p, version in done:
         result.versions[p.device.id] = version
         result.signed.append(p.device.id)
         log.info("director v%d signed for device %s (%s): %s", version, p.device.id, p.device.hardware_id, p.slots)
+
+
+def _record(session: Session, done: list[tuple[_Plan, int]]) -> None:
+    """The signed devices' rows (director version, generation, release floor) and one history
+    row each, as two executemany statements; the caller's Device objects show the new values."""
+    if not done:
+        return
+    now = datetime.now(timezone.utc)
+    devices, rows = [], []
+    for p, version in done:
+        d = p.device
+        generation = d.director_generation if p.withdrawn else d.desired_generation
+        floor = d.release_floor if p.withdrawn else p.floor
+        devices.append({"b_id": d.id, "b_version": version, "b_generation": generation, "b_floor": floor})
+        for attr, value in (("director_version", version), ("director_generation", generation), ("release_floor", floor)):
+            set_committed_value(d, attr, value)  # what the database holds once this commits
+        slots = ", ".join(f"{k}={v or '-'}" for k, v in p.slots.items())
+        what = " (withdrawn: names nothing)" if p.withdrawn else f": generation {d.desired_generation}, {slots}"
+        rows.append({"device_id": d.id, "at": now, "kind": "signed", "slot": None,
+                     "message": f"director metadata v{version} signed{what}"[:1024],
+                     "data": {"director_version": version, "generation": None if p.withdrawn else d.desired_generation,
+                              "slots": p.slots, "settings": p.binding.get("settings")}})
+    table = Device.__table__  # type: ignore[attr-defined]
+    session.execute(sa_update(table).where(table.c.id == bindparam("b_id")).values(
+        director_version=bindparam("b_version"), director_generation=bindparam("b_generation"),
+        release_floor=bindparam("b_floor")), devices)
+    session.execute(sa_insert(history.DeviceHistory.__table__), rows)  # type: ignore[attr-defined]
 
 
 # ----- expiry and key rotation -----------------------------------------------------------------
@@ -326,7 +347,7 @@ def _aware(t: datetime | None) -> datetime:
 
 def _resign(session: Session, trust: Trust, ids: list[str], targets_due: Any, now: datetime | None = None) -> None:
     signer = _signer(trust, now)
-    locked = director_store.lock_heads(session, ids, lambda i: DirectorHead(device_id=i))
+    locked = director_store.lock_heads(session, ids, director_store.Head)
     signed: list[SignedDevice] = []
     heads: dict[str, dict[str, Any]] = {}
     for device_id in ids:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,7 +37,7 @@ from tuf.api.metadata import TargetFile, Targets
 from ...protocols.topics import is_valid_device_id
 from .errors import RepositoryStateError
 from .keys import KeyEntry, KeyRing
-from .repository import ImageRepository
+from .repository import ImageRepository, ImageTarget
 from .signing import SPECIFICATION_VERSION_STR, Clock, Expiry, PendingRoot, SignedRepo, utcnow
 from .store import MetadataStore
 
@@ -162,10 +162,12 @@ class Director:
         settings: Mapping[str, Any] | None = None,
         credentials_epoch: int | None = None,
         version: int = 1,
+        lookup: Callable[[str], ImageTarget | None] | None = None,
     ) -> Targets:
         """The unsigned targets ``assign`` signs (``version``; expiry set when signed): the
         assigned image targets with their custom fields and the device binding. Pure apart
-        from reading the image repository's targets.
+        from reading the image repository's targets (``lookup``: a caller's memo of
+        ``image.get_target`` for a batch of devices).
 
         Raises:
             RepositoryStateError: as ``assign``; also an invalid device id.
@@ -186,7 +188,7 @@ class Director:
                 by_name.setdefault(name, []).append(slot)
         entries: dict[str, TargetFile] = {}
         for name, slot_list in by_name.items():
-            target = self.image.get_target(name)
+            target = (lookup or self.image.get_target)(name)
             if target is None:
                 raise RepositoryStateError(f"image repository has no target {name!r}")
             if target.hardware_ids and hardware_id not in target.hardware_ids:
