@@ -200,13 +200,25 @@ def _output(e: ShadowEvent, side: str) -> dict[str, Any] | None:
             "label": label, "score": score, "scores": list(record.get("scores") or [])}
 
 
+def _campaign_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The capture campaign and the application's context a device recorded (device-supplied:
+    plain values only, shown as text)."""
+    campaign = record.get("campaign")
+    context = record.get("context")
+    if isinstance(context, dict):
+        context = {str(k)[:64]: v for k, v in list(context.items())[:32]
+                   if isinstance(v, (bool, int, float)) or isinstance(v, str) and len(v) <= 128}
+    return {"campaign": campaign if isinstance(campaign, str) else None,
+            "context": context if isinstance(context, dict) and context else None}
+
+
 def item_public(item: ReviewItem) -> dict[str, Any]:
     """The wire shape of one queue item."""
     e, lab = item.event, item.label
     return {
         "event_id": e.event_id, "device_id": e.device_id, "ts": _iso(e.ts), "trigger": e.trigger,
         "priority": e.priority, "control": _output(e, "control"), "candidate": _output(e, "candidate"),
-        "clip_id": e.clip_id, "clip_evicted": e.clip_evicted,
+        "clip_id": e.clip_id, "clip_evicted": e.clip_evicted, **_campaign_fields(e.record or {}),
         "label": None if lab is None else {"verdict": lab.verdict, "note": lab.note, "reviewer": lab.reviewer,
                                            "labelled_at": _iso(lab.labelled_at),
                                            "corrected_label": lab.corrected_label,

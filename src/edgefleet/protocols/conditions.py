@@ -412,9 +412,9 @@ class _Parser:
         if self.at("op") and self.peek().value in CMP_OPS:
             op_tok = self.take()
             right_tok = self.peek()
-            right, rtype = self.operand()
+            other, rtype = self.operand()
             self.check_types(op_tok.value, ltype, rtype, op_tok if "field" in left else right_tok)
-            return {"op": "cmp", "cmp": op_tok.value, "left": left, "right": right}
+            return {"op": "cmp", "cmp": op_tok.value, "left": left, "right": other}
         negated = False
         if self.at("name", "not") and self.toks[self.i + 1].kind == "name" and self.toks[self.i + 1].value == "in":
             self.take()

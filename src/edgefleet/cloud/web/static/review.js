@@ -70,7 +70,8 @@
       if (i === current) { tr.className = "current"; }
       if (it.label) { tr.className += " labelled"; }
       var cand = it.candidate ? it.candidate.label + " " + fmt(it.candidate.score) : "-";
-      [new Date(it.ts).toISOString().replace("T", " ").slice(0, 19), it.device_id, it.trigger,
+      [new Date(it.ts).toISOString().replace("T", " ").slice(0, 19), it.device_id,
+       it.trigger + (it.campaign ? " " + it.campaign : ""),
        it.control.label + " " + fmt(it.control.score), cand, it.clip_id ? "yes" : "-",
        it.label ? it.label.verdict : "-"].forEach(function (v, k) {
         var td = document.createElement("td");
@@ -90,7 +91,12 @@
     root.dataset.event = it.event_id;
     var meta = document.getElementById("item-meta");
     meta.innerHTML = "";
-    [["device", it.device_id], ["time", it.ts], ["trigger", it.trigger], ["event", it.event_id]].forEach(function (p) {
+    var facts = [["device", it.device_id], ["time", it.ts], ["trigger", it.trigger], ["event", it.event_id]];
+    if (it.campaign) { facts.push(["campaign", it.campaign]); }
+    if (it.context) {  // the application's per-frame context: device-supplied, shown as text only
+      facts.push(["context", Object.keys(it.context).map(function (k) { return k + "=" + it.context[k]; }).join(", ")]);
+    }
+    facts.forEach(function (p) {
       var s = document.createElement("span");
       s.innerHTML = "<b></b> ";
       s.firstChild.textContent = p[0];
