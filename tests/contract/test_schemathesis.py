@@ -43,6 +43,9 @@ CONTENT_CHECKED: dict[str, str] = {
     "rollouts_rollout_devices": "a cursor must be one the API issued for the same filters (E_BAD_CURSOR)",
     "campaigns_start_campaign": "select and when are small languages (selector, condition: caret errors), until is a "
                                 "duration, per_device may not exceed quota, threshold goes with like_event",
+    "policies_put_policy": "select is the selector language; window days, HH:MM start, duration with units and "
+                           "the time zone (tz database) are checked, with the field named",
+    "policies_put_fleet_windows": "window days, HH:MM start, duration with units and the time zone (tz database)",
 }
 # Operations not run at all, each with the reason.
 EXCLUDED: dict[str, str] = {

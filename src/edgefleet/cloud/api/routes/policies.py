@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ....protocols import CapturePolicy
 from ....protocols.messages import InterfaceName, NetworkPolicy
@@ -26,7 +26,7 @@ from ...devices import fleet
 from ...policy import store, validate
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
 from .device_history import DeviceIdParam
-from .settings import CapturePatch
+from .settings import CapturePatch, _json_int
 
 router = APIRouter(tags=["policies"])
 
@@ -55,8 +55,8 @@ class NetworkPatch(BaseModel):
 
     download: Literal["any", "unmetered", "interfaces"] = None  # type: ignore[assignment]
     interfaces: list[InterfaceName] = Field(default=None, max_length=32)  # type: ignore[assignment]
-    max_download_bps: Annotated[int, Field(ge=1024, le=2**53)] | None = None
-    max_upload_bps: Annotated[int, Field(ge=1024, le=2**53)] | None = None
+    max_download_bps: Annotated[int, Field(ge=1024, le=2**53), BeforeValidator(_json_int)] | None = None
+    max_upload_bps: Annotated[int, Field(ge=1024, le=2**53), BeforeValidator(_json_int)] | None = None
 
 
 class PolicyBody(BaseModel):
@@ -69,7 +69,7 @@ class PolicyBody(BaseModel):
          "windows": [{"days": ["sat", "sun"], "start": "01:00", "duration": "3h", "timezone": "device"}]}]})
 
     select: Annotated[str, Field(min_length=1, max_length=1000)]
-    priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
+    priority: Annotated[int, Field(ge=-1000, le=1000), BeforeValidator(_json_int)] = 0
     capture: CapturePatch | None = None
     network: NetworkPatch | None = None
     windows: list[WindowBody] | None = Field(default=None, max_length=32)
