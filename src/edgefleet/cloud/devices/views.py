@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, case, exists, func, not_
+from sqlalchemy import and_, case, exists, false, func, not_
+from sqlalchemy import select as sa_select
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
@@ -102,7 +103,7 @@ def _state_clause(state: str) -> ColumnElement[bool]:
         return and_(live, col(Device.online).is_(False), col(Device.last_seen).is_not(None))
     if state == "never_seen":
         return and_(live, col(Device.online).is_(False), col(Device.last_seen).is_(None))
-    return and_(False)  # not a state: nothing (the API refuses it at the schema)
+    return false()  # not a state: nothing (the API refuses it at the schema)
 
 
 def stale_clause() -> ColumnElement[bool]:
@@ -123,8 +124,9 @@ def where(f: DeviceFilter) -> list[ColumnElement[bool]]:
     for slot, name, version in f.models:  # aliased: counts joins slot_assignment itself
         sa, mv = aliased(SlotAssignment), aliased(ModelVersion)
         out.append(exists().where(
-            sa.device_id == col(Device.id), sa.slot == slot,
-            sa.model_version_id == select(mv.id).where(mv.name == name, mv.version == version).scalar_subquery()))
+            col(sa.device_id) == col(Device.id), col(sa.slot) == slot,
+            col(sa.model_version_id) == select(mv.id).where(
+                col(mv.name) == name, col(mv.version) == version).scalar_subquery()))
     for slot, name, version in f.installed:
         out.append(and_(_installed(slot, "name") == name, _installed(slot, "version") == version))
     return out
@@ -211,10 +213,10 @@ def counts(session: Session, f: DeviceFilter) -> DeviceCounts:
     clauses = where(f)
 
     def grouped(*columns: Any) -> list[Any]:
-        q = select(*columns, func.count()).select_from(Device)
+        q = sa_select(*columns, func.count()).select_from(Device)
         for clause in clauses:
             q = q.where(clause)
-        return list(session.exec(q.group_by(*columns)).all())
+        return list(session.execute(q.group_by(*columns)).all())
 
     state = state_of()
     by_state = {s: 0 for s in STATES}
