@@ -22,7 +22,7 @@ import pytest
 
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "negative_data_rejection", "positive_data_acceptance")
-MAX_EXAMPLES = 10  # fuzzing budget per operation (coverage and examples run in full)
+MAX_EXAMPLES = 5  # fuzzing budget per operation (coverage and examples run in full; CI time)
 
 # Operations whose schema-valid input may still be refused with 400, each with the reason:
 # what decides it is content no JSON Schema can state. All other checks still apply to them.
@@ -84,6 +84,7 @@ def _st() -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(660)  # ~60 s on a quiet machine; one worker of two under load may take minutes
 def test_schemathesis_finds_no_contract_failure(stack, tmp_path: Path) -> None:
     spec = httpx.get(f"{stack.url}/api/v1/openapi.json", headers={"Authorization": f"Bearer {stack.token}"},
                      timeout=60).json()

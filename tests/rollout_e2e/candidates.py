@@ -13,7 +13,7 @@ in the agent knows it is a test:
   MatMul+Tanh on the input, multiplied by zero: same outputs, more compute. Two of these
   make a "current model" and a candidate three times slower than it.
 
-Latency budgets are set to ``BUDGET_MS`` (1 s): here 20 agents share two cores in one
+Latency budgets are set to ``BUDGET_MS`` (1 s): here 10 agents share two cores in one
 process, so a frame's wall time says more about the neighbours than about the model. The
 slow candidate is caught where that noise cancels out — the controller's
 ``latency_p99_ratio`` gate compares models on the same devices under the same load — and

@@ -1,7 +1,7 @@
 """A real fleet for rollout tests: a broker, the controller (HTTP + MQTT + reconciler) and
 20 real ``Agent`` daemons in threads of this process, over three hardware profiles.
 
-The fleet is shared by the tests of a module (starting 20 agents costs seconds); every
+The fleet is shared by the tests of a module (starting 10 agents costs seconds); every
 test starts from "all devices run ``digits:1.0`` in control" and leaves the fleet there or
 on a newer good version. Each agent's control path is tapped (``Pipeline.on_output``) to
 record which models *ever produced an output* on it — the ground truth for "the set of
@@ -26,7 +26,7 @@ from .. import conftest as root_conftest
 from ..conftest import RunningAgent, Stack, push, start_stack, wait_until
 from . import candidates
 
-PROFILES = {"jetson-orin-nano": 8, "jetson-orin-agx": 8, "jetson-xavier-nx": 4}
+PROFILES = {"jetson-orin-nano": 4, "jetson-orin-agx": 4, "jetson-xavier-nx": 2}  # 10 agents: waves of 1, 4, 5
 FPS = 5.0
 BASE = "digits:1.0"
 

@@ -19,7 +19,7 @@ from .conftest import Fleet, wait_state
 WAVES = "10,50,100"
 LKG = "digits:1.0"
 
-pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=1)]  # 20 agents on 2 shared cores: one rerun under load
+pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=1)]  # 10 agents on 2 shared cores: one rerun under load
 
 
 def _start(fleet: Fleet, model: str, *gates: str, select: str = "all", soak: str = "2s") -> str:
@@ -64,7 +64,7 @@ def test_nan_after_activation_stops_at_wave_1_and_rolls_back(fleet: Fleet, digit
 
 def test_three_times_slower_candidate_breaks_the_latency_gate_at_wave_1(fleet: Fleet, digit_models, tmp_path: Path) -> None:
     # Only two profiles carry the heavy models, to keep the shared CPU (and the latency noise
-    # of 20 agents on two cores) low: the current model takes ~6 ms, the candidate ~18 ms.
+    # of 10 agents on two cores) low: the current model takes ~6 ms, the candidate ~18 ms.
     select = "hw:jetson-orin-agx|jetson-xavier-nx"
     devices = [d for d, hw in fleet.hardware.items() if hw in ("jetson-orin-agx", "jetson-xavier-nx")]
     base = candidates.heavy(digit_models[0], tmp_path, "1.1-base", layers=16)

@@ -12,7 +12,7 @@ import pytest
 
 from ..conftest import wait_until
 from . import candidates
-from .conftest import BASE, Fleet, wait_state
+from .conftest import BASE, PROFILES, Fleet, wait_state
 
 WAVES = "10,50,100"
 
@@ -40,7 +40,7 @@ def test_good_rollout_completes_then_rollback_returns_every_device(fleet: Fleet,
     full = fleet.client.rollout_status(rid)
     assert [w["outcome"] for w in full["waves"]] == ["passed", "passed", "passed"]
     assert [w["members"] for w in full["waves"]] == [3, 7, 10]
-    assert full["progress"] == 1.0 and full["on_model"] == 20
+    assert full["progress"] == 1.0 and full["on_model"] == sum(PROFILES.values())
     assert all(g["status"] == "passed" for w in full["waves"] for g in w["gates"])
     fleet.all_on(model)
     assert st["state"] == "completed"
