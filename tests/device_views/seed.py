@@ -77,6 +77,7 @@ def seed(engine: Engine, n: int, *, start: int = 0) -> None:
                 if e["shadow"]:
                     slots.append({"device_id": device_id(i), "slot": "shadow", "model_version_id": mv[e["shadow"]],
                                   "assigned_at": now})
-            session.execute(insert(Device), devices)
-            session.execute(insert(SlotAssignment), slots)
+            conn = session.connection()  # Core executemany: one statement per batch, not per row group
+            conn.execute(insert(Device.__table__), devices)  # type: ignore[arg-type]
+            conn.execute(insert(SlotAssignment.__table__), slots)  # type: ignore[arg-type]
         session.commit()
