@@ -446,12 +446,11 @@ class MqttBridge:
                 if not (isinstance(exc, DatabaseUnavailable) or is_unavailable(exc)):
                     log.exception("a batch of %d messages failed; applying them one at a time", len(msgs))
                     return "alone"
-                for _item, channel, _d, _m in ready:
-                    self._count(channel, "db_unavailable")
+                channel = ready[0][1]  # one count per attempt (the batch is retried as one)
+                self._count(channel, "db_unavailable")
                 if is_conflict(exc) and conflicts < 5:
                     conflicts += 1
-                    for _item, channel, _d, _m in ready:
-                        self._count(channel, "db_conflict")
+                    self._count(channel, "db_conflict")
                     time.sleep(0.05 * conflicts)
                     continue
                 self._db_down(ready[0][0], exc, delay)
