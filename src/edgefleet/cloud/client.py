@@ -369,10 +369,13 @@ class ApiClient:
                       waves: str = "1,10,50,100", soak: str = "30m", gates: list[str] | None = None,
                       on_breach: str = "rollback", device_timeout: str = "30m",
                       max_concurrent: int | None = None, start_at: str | None = None,
-                      rate: str | None = None, ramp: str | None = None) -> dict[str, Any]:
+                      rate: str | None = None, ramp: str | None = None,
+                      windows: list[dict[str, Any]] | None = None, network: dict[str, Any] | None = None) -> dict[str, Any]:
         body = {"model": model, "slot": slot, "select": select, "waves": waves, "soak": soak,
                 "gates": gates, "on_breach": on_breach, "device_timeout": device_timeout,
                 "max_concurrent": max_concurrent, "start_at": start_at, "rate": rate, "ramp": ramp}
+        if windows is not None or network is not None:  # the rollout's own policy (cloud/policy)
+            body.update(windows=windows, network=network)
         return self._call("POST", "/rollouts", json=body)
 
     @operation("rollouts_list_rollouts")

@@ -546,6 +546,8 @@ class Controller:
                 self.observe_ingest()
                 self._replica_heartbeat()
                 self.reconcile_once()
+                with self.session() as s:  # rollouts that ended: their own window/network policy ends (cloud/policy)
+                    policy.release_finished(s, self)
                 self.sync_once()
                 self.mark_unheard()
                 with self.session() as s:  # signed state lagging too long: stale (cloud/trust/freshness.py)

@@ -83,6 +83,15 @@ def _windows_table(title: str, windows: list[dict[str, Any]]) -> Table:
     return t
 
 
+def window_option(text: str) -> dict[str, Any]:
+    """``'mon-fri 02:00 2h Europe/Berlin'`` (zone optional: the device's own) → a window body."""
+    parts = text.split()
+    if len(parts) not in (3, 4):
+        fail(f"--window {text!r}: write 'DAYS HH:MM DURATION [TIMEZONE]', e.g. 'mon-fri 02:00 2h Europe/Berlin'")
+    return {"days": parts[0].split(","), "start": parts[1], "duration": parts[2],
+            "timezone": parts[3] if len(parts) == 4 else "device"}
+
+
 # ----- fleet policy -----
 
 @policy_app.command("ls")

@@ -43,6 +43,9 @@ def start(
     start_at: Annotated[Optional[str], typer.Option("--start-at", help="schedule it: ISO 8601 with an offset (2026-05-01T22:00:00+02:00, ...Z) or relative (+10m, +2h)")] = None,
     rate: Annotated[Optional[str], typer.Option("--rate", help="dispatch at most N devices per minute, e.g. 60/min (1..1000), within waves and gates")] = None,
     ramp: Annotated[Optional[str], typer.Option("--ramp", help="START/min,xFACTOR,every=K: start at START/min, multiply by FACTOR (1.1..5) after every K successes, up to 1000/min")] = None,
+    window: Annotated[Optional[list[str]], typer.Option("--window", help="this rollout's maintenance window while it runs: 'DAYS HH:MM DURATION [TZ]', e.g. 'mon-fri 02:00 2h Europe/Berlin' (repeatable; devices download at once, switch inside)")] = None,
+    download: Annotated[Optional[str], typer.Option("--download", help="this rollout's network policy while it runs: any, unmetered or interfaces (with --interface)")] = None,
+    interface: Annotated[Optional[list[str]], typer.Option("--interface", help="with --download interfaces (repeatable)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
@@ -64,9 +67,13 @@ def start(
             parse_start_at(start_at, time.time())
         except SpecError as exc:
             fail(f"--start-at: {exc}")
+    from .policy_cmd import window_option
+
+    windows = [window_option(w) for w in window] if window else None
+    network = {"download": download, **({"interfaces": interface} if interface else {})} if download else None
     res = call(api_client(data_dir, url, token).start_rollout, model, slot=slot, select=select, waves=waves,
                soak=soak, gates=gate, on_breach=on_breach, device_timeout=device_timeout,
-               max_concurrent=max_concurrent, start_at=start_at, rate=rate, ramp=ramp)
+               max_concurrent=max_concurrent, start_at=start_at, rate=rate, ramp=ramp, windows=windows, network=network)
     if as_json:
         console.print_json(json.dumps(res))
         return

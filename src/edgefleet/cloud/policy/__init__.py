@@ -7,7 +7,17 @@ checks (``validate.py``).
 """
 
 from .resolve import FLEET, Resolved, Scope, matching, resolve
-from .store import ScopedPolicy, fleet_windows, put, remove, resolve_for, scopes, set_fleet_windows
+from .store import (
+           ScopedPolicy,
+           fleet_windows,
+           put,
+           release_finished,
+           remove,
+           resolve_for,
+           scopes,
+           set_fleet_windows,
+)
 
-__all__ = ["FLEET", "Resolved", "Scope", "ScopedPolicy", "fleet_windows", "matching", "put", "remove", "resolve",
+__all__ = ["FLEET", "Resolved", "Scope", "ScopedPolicy", "fleet_windows", "matching", "put", "release_finished", "remove",
+           "resolve",
            "resolve_for", "scopes", "set_fleet_windows"]

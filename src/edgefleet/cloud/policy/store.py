@@ -187,13 +187,44 @@ def set_fleet_windows(session: Session, publisher: DesiredPublisher | None, wind
     return bump(session, publisher, fleet_settings_devices(session), f"fleet-wide maintenance windows set by {by}")
 
 
-def rollout_policy_changed(session: Session, publisher: DesiredPublisher | None, rollout_id: str) -> int:
-    """A rollout with its own policy started or ended: its members get their settings again."""
-    row = session.exec(select(ScopedPolicy).where(ScopedPolicy.rollout_id == rollout_id)).first()
-    if row is None:
-        return 0
-    from ..rollout.tables import RolloutMember
+def rollout_scope_name(rollout_id: str) -> str:
+    return f"rollout:{rollout_id}"
 
-    ids = set(session.exec(select(RolloutMember.device_id).where(RolloutMember.rollout_id == rollout_id)).all())
-    devices = [d for d in fleet_settings_devices(session) if d.id in ids]
-    return bump(session, publisher, devices, f"rollout {rollout_id} policy")
+
+def put_rollout_policy(session: Session, rollout_id: str, *, windows: list[MaintenanceWindow] | None,
+                       network: dict[str, Any] | None, by: str) -> ScopedPolicy:
+    """Store a rollout's own windows / network fields, before the rollout exists (it has no
+    members yet, so no device is told now: each gets it with the rollout's model)."""
+    row = ScopedPolicy(name=rollout_scope_name(rollout_id), selector="all", priority=0, rollout_id=rollout_id,
+                       network=network or None, updated_by=by,
+                       windows=None if windows is None else [w.model_dump(mode="json") for w in windows])
+    session.add(row)
+    session.commit()
+    return row
+
+
+def drop_rollout_policy(session: Session, rollout_id: str) -> None:
+    """The rollout did not start after all: forget its policy (no device had it)."""
+    row = session.get(ScopedPolicy, rollout_scope_name(rollout_id))
+    if row is not None:
+        session.delete(row)
+        session.commit()
+
+
+def release_finished(session: Session, publisher: DesiredPublisher | None) -> int:
+    """Rollouts that no longer run (completed, aborted, rolled back, superseded): their own
+    policy ends — the row goes and its members get their settings again. Returns devices told."""
+    from ..rollout.tables import Rollout, RolloutMember
+
+    told = 0
+    for row in session.exec(select(ScopedPolicy).where(ScopedPolicy.rollout_id != None)).all():  # noqa: E711
+        rollout = session.get(Rollout, row.rollout_id)
+        if rollout is not None and rollout.state in (*RUNNING_ROLLOUT, "scheduled"):
+            continue
+        ids = set(session.exec(select(RolloutMember.device_id).where(RolloutMember.rollout_id == row.rollout_id)).all())
+        session.delete(row)
+        session.commit()
+        devices = [d for d in fleet_settings_devices(session) if d.id in ids]
+        told += bump(session, publisher, devices, f"rollout {row.rollout_id} ended ({rollout.state if rollout else 'gone'}): "
+                                                  "its own window/network policy no longer applies")
+    return told

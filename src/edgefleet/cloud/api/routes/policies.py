@@ -24,6 +24,8 @@ from ....protocols.windows import MaintenanceWindow, format_duration
 from ... import policy
 from ...devices import fleet
 from ...policy import store, validate
+from ...rollout import service as rollout_service
+from ...rollout.tables import Rollout
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
 from .device_history import DeviceIdParam
 from .settings import CapturePatch, _json_int
@@ -199,3 +201,30 @@ def device_policy(device_id: DeviceIdParam, session: SessionDep, controller: Con
     return DevicePolicy(device_id=device.id, capture=got.capture, network=got.network,
                         windows=[_window(w) for w in got.maintenance.windows], sources=got.sources,
                         scopes=list(got.scopes))
+
+
+class RolloutStart(rollout_service.RolloutCreate):
+    """``POST /rollouts``, with the rollout's own maintenance windows and network fields:
+    they apply to its devices while it runs (above every scoped policy), then end."""
+
+    windows: list[WindowBody] | None = Field(default=None, max_length=32, description=(
+        "maintenance windows of this rollout's devices while it runs (the device switches only inside one)"))
+    network: NetworkPatch | None = Field(default=None, description="network fields for its devices while it runs")
+
+
+def start_rollout(session: SessionDep, body: RolloutStart, now: float, *, actor: str) -> Rollout:
+    """Start a rollout; with windows/network, its own policy is stored first (checked: a 400
+    names the field, and no rollout starts), so no device is sent the model without it."""
+    plain = rollout_service.RolloutCreate.model_validate(body.model_dump(exclude={"windows", "network"}))
+    if body.windows is None and body.network is None:
+        return rollout_service.start_rollout(session, plain, now, actor=actor)
+    windows = None if body.windows is None else validate.check_windows([w.model_dump() for w in body.windows])
+    network = None if body.network is None else validate.check_network(body.network.model_dump(exclude_unset=True))
+    rid = rollout_service.new_rollout_id()
+    store.put_rollout_policy(session, rid, windows=windows, network=network, by=actor)
+    try:
+        return rollout_service.start_rollout(session, plain, now, actor=actor, rollout_id=rid)
+    except BaseException:
+        session.rollback()
+        store.drop_rollout_policy(session, rid)
+        raise

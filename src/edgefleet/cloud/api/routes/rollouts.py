@@ -22,6 +22,8 @@ from ...tables import ModelVersion
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
 from ..problems import responses
 from .models import READ_ERRORS, WRITE_ERRORS
+from .policies import RolloutStart
+from .policies import start_rollout as start_with_policy
 
 router = APIRouter(prefix="/rollouts", tags=["rollouts"])
 RolloutId = Annotated[str, Path(min_length=1, max_length=64, description="the rollout's id (ro_…)")]
@@ -32,8 +34,8 @@ State = Literal["scheduled", "pending", "running", "soaking", "paused", "breache
 @router.post("", status_code=201, responses=WRITE_ERRORS,
              summary="Start a rollout (supersedes live rollouts of the same slot and devices; "
                      "409 E_MODEL_BLOCKED for a blocked version)")
-def start(body: RolloutCreate, session: SessionDep, controller: ControllerDep, who: Operator) -> dict[str, Any]:
-    row = service.start_rollout(session, body, time.time(), actor=who.name)
+def start(body: RolloutStart, session: SessionDep, controller: ControllerDep, who: Operator) -> dict[str, Any]:
+    row = start_with_policy(session, body, time.time(), actor=who.name)  # its own windows/network (cloud/policy)
     controller.wake()
     out = service.status(session, row.id, time.time(), devices=False)
     mv = session.get(ModelVersion, row.model_version_id)
