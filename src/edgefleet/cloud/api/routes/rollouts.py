@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from ... import lifecycle
 from ...devices import cursor as cursors
 from ...rollout import service
-from ...rollout.service import RolloutCommand, RolloutCreate, RolloutReschedule, RolloutSummary
+from ...rollout.service import RolloutCommand, RolloutReschedule, RolloutSummary
 from ...tables import ModelVersion
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
 from ..problems import responses
