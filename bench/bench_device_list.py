@@ -9,7 +9,7 @@ from the middle), filtered pages (``state=online&profile=…``) and counts, inte
 Goal (issue 14): p99(page at 100,000) / p99(page at 100) <= 2.
 
     python bench/bench_device_list.py [--big 100000] [--small 100] [--requests 200] [--limit 100]
-        [--database-url postgresql+psycopg://…  (one empty database per size: suffixes _small/_big)]
+        [--database-url postgresql://USER@HOST:PORT/DB  (PostgreSQL: two fresh databases are made on that server)]
 """
 
 from __future__ import annotations
@@ -32,6 +32,21 @@ from edgefleet.cloud.broker import free_port  # noqa: E402
 from edgefleet.cloud.demo.orchestrator import UvicornThread  # noqa: E402
 from edgefleet.cloud.runtime import Controller  # noqa: E402
 from edgefleet.cloud.settings import load_settings  # noqa: E402
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    """An empty database ``name`` on the PostgreSQL server of ``server_url`` (dropped first); its URL."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from edgefleet.cloud.db import make_engine
+
+    engine = make_engine(server_url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 def p99(samples: list[float]) -> float:
@@ -89,11 +104,12 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--limit", type=int, default=100)
-    ap.add_argument("--database-url", default=None, help="PostgreSQL base URL; _small/_big are appended to the database name")
+    ap.add_argument("--database-url", default=None, help="a PostgreSQL server URL: the bench makes (drops first) the databases "
+                    "bench_device_list_small and bench_device_list_big there")
     args = ap.parse_args()
     sites = {}
     for label, n in (("small", args.small), ("big", args.big)):
-        url = f"{args.database_url}_{label}" if args.database_url else None
+        url = fresh_database(args.database_url, f"bench_device_list_{label}") if args.database_url else None
         sites[label] = Site(n, url)
         print(f"seeded {n:,} devices in {sites[label].seed_s:.1f} s ({'PostgreSQL' if url else 'SQLite'})")
     kinds = {
