@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import event, text
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from edgefleet.cloud.devices import ingest
 from edgefleet.cloud.rollout.service import RolloutCreate, start_rollout
@@ -137,3 +137,21 @@ def test_a_pass_that_loses_a_race_counts_nothing_it_rolled_back(db: Db) -> None:
     again = db.reconciler.run_once(time.time())
     assert again.set_desired == N
     assert db.reconciler.totals.set_desired == N  # each device counted once, as sent once
+
+
+def test_another_process_writing_the_database_directly_marks_too(db: Db) -> None:
+    from edgefleet.cloud.db import make_engine
+    from edgefleet.cloud.tables import Device
+
+    db.clear_marks()  # those of the enrolment
+    other = make_engine(db.engine.url.render_as_string(hide_password=False))  # as a CLI command's own engine
+    try:
+        with Session(other) as s:
+            d = s.get(Device, "cam-07")
+            assert d is not None
+            d.tags = {**d.tags, "site": "elsewhere"}  # the selection may change
+            s.add(d)
+            s.commit()
+    finally:
+        other.dispose()
+    assert db.marks() == {"cam-07"}

@@ -17,15 +17,17 @@ exactly the (device, version) pairs it read (``clear``): a device marked again m
 keeps its mark for the next pass. No clock is involved, so replicas with skewed clocks
 cannot lose a mark.
 
-Marks are written only on engines that ``enable`` was called for (the reconciler does on
-every pass, after the controller migrated), so a database without the table (a tool that
-never migrated) is never written to. A writer that bypasses the ORM (a Core ``update()``)
+Marks are written on every database that has the table (checked once per engine and
+remembered; ``enable`` says so up front — the reconciler does on every pass), so a process
+that writes the database directly (a CLI command) marks too, and a database without the
+table (one that never migrated) is never written to. A writer that bypasses the ORM (a Core ``update()``)
 calls ``mark(session, device_ids)`` itself; the reconciler's periodic full pass is the
 safety net for anything missed.
 """
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -42,18 +44,30 @@ DEVICE_FIELDS = ("reported", "online", "tags", "hardware_id", "desired_generatio
                  "stale_since", "revoked_at")
 _TABLE = ReconcileDirty.__table__  # type: ignore[attr-defined]
 _enabled: weakref.WeakSet[Engine] = weakref.WeakSet()
+_absent: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()  # engine → when seen without
+RECHECK_S = 30.0  # a database without the table is looked at again after this long (it may be migrated)
 
 
 def enable(engine: Engine) -> None:
     """Write dirty marks on ``engine`` from now on (its schema has ``reconcile_dirty``)."""
     _enabled.add(engine)
+    _absent.pop(engine, None)
 
 
-def enabled(bind: Engine | Connection | None) -> bool:
-    if bind is None:
-        return False
+def enabled(session: OrmSession) -> bool:
+    """Whether the session's database takes marks (has ``reconcile_dirty``)."""
+    bind = session.get_bind()
     engine = bind.engine if isinstance(bind, Connection) else bind
-    return engine in _enabled
+    if engine in _enabled:
+        return True
+    seen = _absent.get(engine)  # type: ignore[arg-type]
+    if seen is not None and time.monotonic() - seen < RECHECK_S:
+        return False
+    if inspect(session.connection()).has_table(_TABLE.name):
+        enable(engine)  # type: ignore[arg-type]
+        return True
+    _absent[engine] = time.monotonic()  # type: ignore[index]
+    return False
 
 
 def _changed(obj: object, fields: Iterable[str]) -> bool:
@@ -101,16 +115,14 @@ def _upsert(conn: Connection, device_ids: list[str]) -> None:
 def mark(session: OrmSession, device_ids: Iterable[str]) -> None:
     """Mark devices dirty in the session's transaction (for writers that bypass the ORM)."""
     ids = sorted(set(device_ids))  # one order for every writer: no deadlock between two markers
-    if ids and enabled(session.get_bind()):
+    if ids and enabled(session):
         _upsert(session.connection(), ids)
 
 
 @event.listens_for(OrmSession, "after_flush")
 def _after_flush(session: OrmSession, _ctx: Any) -> None:
-    if not enabled(session.get_bind()):
-        return
     ids = devices_in_flush(session)
-    if ids:
+    if ids and enabled(session):
         _upsert(session.connection(), sorted(ids))
 
 

@@ -469,6 +469,8 @@ class Reconciler:
         t.reverted += r.reverted
         t.published += r.published
         t.conflicts += r.conflicts
+        t.skipped += r.skipped
+        t.archived += r.archived
 
 
 def _lock_devices(s: Session, device_ids: list[str]) -> None:
