@@ -210,7 +210,7 @@ def window_rm(
         current = _plain(call(client.fleet_windows)["windows"])
         if index is not None and not 0 <= index < len(current):
             fail(f"no fleet-wide window {index}; there are {len(current)}")
-        kept = [] if index is None else current[:index] + current[index + 1:]
+        kept: list[dict[str, Any]] = [] if index is None else current[:index] + current[index + 1:]
         _print_windows("fleet-wide windows", call(client.set_fleet_windows, kept), as_json)
         return
     name = scope_name(select or "", scope)
@@ -220,8 +220,8 @@ def window_rm(
     current = _plain(row["windows"])
     if index is not None and not 0 <= index < len(current):
         fail(f"policy {name!r} has no window {index}; it has {len(current)}")
-    kept = None if index is None else current[:index] + current[index + 1:]
-    res = change_scope(client, row["select"], name, None, "windows", kept)
+    rest: list[dict[str, Any]] | None = None if index is None else current[:index] + current[index + 1:]
+    res = change_scope(client, row["select"], name, None, "windows", rest or None)  # none left: the scope sets none
     _print_windows(f"windows of {res['name']}", res, as_json)
 
 

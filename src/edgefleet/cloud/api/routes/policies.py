@@ -56,7 +56,7 @@ class NetworkPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     download: Literal["any", "unmetered", "interfaces"] = None  # type: ignore[assignment]
-    interfaces: list[InterfaceName] = Field(default=None, max_length=32)  # type: ignore[assignment]
+    interfaces: list[InterfaceName] = Field(default=None, max_length=32)  # type: ignore[assignment, arg-type]
     max_download_bps: Annotated[int, Field(ge=1024, le=2**53), BeforeValidator(_json_int)] | None = None
     max_upload_bps: Annotated[int, Field(ge=1024, le=2**53), BeforeValidator(_json_int)] | None = None
 
