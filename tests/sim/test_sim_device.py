@@ -38,15 +38,20 @@ def test_a_new_target_walks_every_phase_to_healthy() -> None:
 def test_a_repeated_hint_does_not_restart_and_an_old_step_is_ignored() -> None:
     d = _device()
     d.on_desired(_desired(1), now=0.0)
-    d.advance(0, d.epoch)
-    assert d.on_desired(_desired(2), now=1.0) == (False, None)  # on its way already
-    stale = d.epoch - 1
-    assert not d.advance(1, stale)  # a step of an earlier target changes nothing
+    epoch = d.epoch
+    d.advance(0, epoch)
+    assert d.on_desired(_desired(2), now=1.0) == (False, None)  # on its way already: carries on
+    for i in range(1, HEALTHY + 1):
+        assert d.advance(i, epoch)
+    other = TARGET.model_copy(update={"digest": "cd" * 32})
+    assert d.on_desired(_desired(3, other), now=2.0) == (False, 0)  # a new target starts over
+    assert not d.advance(1, epoch)  # a step of the earlier target changes nothing
     for i in range(HEALTHY + 1):
-        d.advance(i, d.epoch)
-    assert d.on_desired(_desired(3), now=2.0) == (True, None)  # installed already: just report
-    assert d.phase == Phase.HEALTHY and d.generation == 3
-    assert d.on_desired(_desired(4, None), now=3.0) == (True, None)  # nothing wanted: removed
+        assert d.advance(i, d.epoch)
+    assert d.lkg is not None and d.lkg.digest == TARGET.digest
+    assert d.on_desired(_desired(4, other), now=3.0) == (True, None)  # installed already: just report
+    assert d.phase == Phase.HEALTHY and d.generation == 4
+    assert d.on_desired(_desired(5, None), now=4.0) == (True, None)  # nothing wanted: removed
     assert d.installed is None and d.phase == Phase.IDLE
 
 

@@ -80,12 +80,13 @@ class SimDevice:
             self.target = self.installed
             self.epoch += 1
             return True, None
-        self.epoch += 1
         if want is None:
+            self.epoch += 1
             self.installed, self.target, self.phase = None, None, Phase.IDLE
             return True, None
         if self.target is not None and self.target.digest == want.digest and self.phase in STEPS[:-1]:
             return False, None  # already on its way there: a repeated hint changes nothing
+        self.epoch += 1  # a new target: steps scheduled for an older one are void
         self.target = want
         return False, 0
 
