@@ -256,22 +256,35 @@ def pair_key(msg: Telemetry) -> PairKey | None:
     return (msg.device_id, ctl.name, ctl.version, cand.name, cand.version)
 
 
-def fold_pair_stats(row: ShadowPairStats | None, msg: Telemetry, now: datetime) -> ShadowPairStats:
-    """Fold one period's shadow stats into the row (a new one when None); pure, no session.
-    The caller checked ``pair_key(msg)`` is not None."""
+def fold_pair_values(values: dict[str, Any] | None, msg: Telemetry, now: datetime) -> dict[str, Any]:
+    """Fold one period's shadow stats into a pair row's column values (a new row's when None);
+    pure. The caller checked ``pair_key(msg)`` is not None. The batched ingest
+    (``devices.batch``) folds plain values and writes them with Core statements."""
     shadow = msg.shadow
     key = pair_key(msg)
     assert shadow is not None and key is not None
-    if row is None:
+    if values is None:
         merged = shadow
-        row = ShadowPairStats(device_id=key[0], control_name=key[1], control_version=key[2],
-                              candidate_name=key[3], candidate_version=key[4], first_at=now)
+        values = dict(device_id=key[0], control_name=key[1], control_version=key[2], candidate_name=key[3],
+                      candidate_version=key[4], first_at=now, periods=0)
     else:
-        merged = merge_shadow_stats([ShadowStats.model_validate(row.stats), shadow])
-    row.stats = merged.model_dump(mode="json")
-    row.frames, row.disagreements, row.dropped = merged.frames, merged.disagreements, merged.dropped
-    row.periods += 1
-    row.updated_at = now
+        merged = merge_shadow_stats([ShadowStats.model_validate(values["stats"]), shadow])
+        values = dict(values)
+    values.update(stats=merged.model_dump(mode="json"), frames=merged.frames, disagreements=merged.disagreements,
+                  dropped=merged.dropped, periods=values["periods"] + 1, updated_at=now)
+    return values
+
+
+_FOLDED = ("stats", "frames", "disagreements", "dropped", "periods", "updated_at")
+
+
+def fold_pair_stats(row: ShadowPairStats | None, msg: Telemetry, now: datetime) -> ShadowPairStats:
+    """``fold_pair_values`` on a table row (a new one when None)."""
+    if row is None:
+        return ShadowPairStats(**fold_pair_values(None, msg, now))
+    values = fold_pair_values({"stats": row.stats, "periods": row.periods}, msg, now)
+    for name in _FOLDED:
+        setattr(row, name, values[name])
     return row
 
 

@@ -13,14 +13,14 @@ Inside the transaction:
    its device's row by the same pure functions as the per-message path
    (``ingest.admitted``/``*_onto``, ``report_verify.check_*``, ``freshness.update``,
    ``history.reported_rows``, ``telemetry_store.values_from_message``,
-   ``shadow_index.fold_pair_stats``). A device's seq and period end advance in memory, so a
+   ``shadow_index.fold_pair_values``). A device's seq and period end advance in memory, so a
    replay of a message in the same batch is refused like any other;
 3. ``_write``: per changed device one UPDATE of the columns that changed, guarded like
    ``report_verify._advance`` (no other writer accepted a seq at or above the batch's first
    one for that device meanwhile), grouped into one executemany per statement shape; one
-   executemany INSERT each for device history and telemetry history; the pair statistics
-   and rollout members (``rollout.store.record_telemetry_many``, one SELECT) flushed; the
-   reconciler's dirty marks (``rollout.dirty.mark``) for devices whose planner-relevant
+   executemany INSERT each for device history, telemetry history and new pair statistics
+   (existing ones: one executemany UPDATE by id); the rollout members
+   (``rollout.store.record_telemetry_many``, one SELECT) flushed; the reconciler's dirty marks (``rollout.dirty.mark``) for devices whose planner-relevant
    columns moved, in the same transaction.
 
 Isolation: a refusal (``ingest.Refused``) is that message's result and costs the others
@@ -43,13 +43,14 @@ from datetime import datetime, timezone
 from typing import Any, Union
 
 from sqlalchemy import Table, bindparam, insert, or_, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from ...protocols import Reported, Status, Telemetry
 from ..db import is_conflict, is_unavailable
 from ..rollout import dirty
 from ..rollout import store as rollout_store
-from ..shadow_index import PairKey, ShadowPairStats, fold_pair_stats, pair_key
+from ..shadow_index import PairKey, ShadowPairStats, fold_pair_values, pair_key
 from ..tables import Device
 from ..trust import freshness
 from . import history, ingest, report_verify, telemetry_store
@@ -70,6 +71,8 @@ _DEVICE: Table = Device.__table__  # type: ignore[attr-defined]
 _COLUMNS = tuple(c.name for c in _DEVICE.columns if c.name != "id")
 _HISTORY: Table = history.DeviceHistory.__table__  # type: ignore[attr-defined]
 _TELEMETRY: Table = telemetry_store.TelemetryPeriod.__table__  # type: ignore[attr-defined]
+_PAIRS: Table = ShadowPairStats.__table__  # type: ignore[attr-defined]
+_PAIR_FOLDED = ("stats", "frames", "disagreements", "dropped", "periods", "updated_at")
 
 
 class BatchConflict(Exception):
@@ -94,21 +97,25 @@ class _Staged:
     guards: dict[str, dict[str, Any]] = field(default_factory=dict)  # device → rseq / tseq / pstart
     history_rows: list[dict[str, Any]] = field(default_factory=list)
     telemetry_rows: list[dict[str, Any]] = field(default_factory=list)
-    pairs: dict[PairKey, ShadowPairStats] = field(default_factory=dict)
+    pairs: dict[PairKey, dict[str, Any]] = field(default_factory=dict)  # folded values (with "id" when stored)
     telemetry: list[Telemetry] = field(default_factory=list)
 
 
-def _load(session: Session, msgs: Sequence[Message]) -> tuple[dict[str, Device], dict[PairKey, ShadowPairStats]]:
-    """The batch's device rows (detached: the batch writes them itself) and its pair rows."""
+def _load(session: Session, msgs: Sequence[Message]) -> tuple[dict[str, Device], dict[PairKey, dict[str, Any]]]:
+    """The batch's device rows (detached: the batch writes them itself) and its pair rows (values)."""
     ids = sorted({m.device_id for m in msgs})
     devices = {d.id: d for d in session.exec(select(Device).where(col(Device.id).in_(ids))).all()}
     for d in devices.values():
         session.expunge(d)
     pair_devices = sorted({m.device_id for m in msgs if isinstance(m, Telemetry) and pair_key(m) is not None})
-    pairs: dict[PairKey, ShadowPairStats] = {}
+    pairs: dict[PairKey, dict[str, Any]] = {}
     if pair_devices:
-        for row in session.exec(select(ShadowPairStats).where(col(ShadowPairStats.device_id).in_(pair_devices))).all():
-            pairs[(row.device_id, row.control_name, row.control_version, row.candidate_name, row.candidate_version)] = row
+        t = _PAIRS
+        for row in session.connection().execute(
+                sa_select(t.c.id, t.c.device_id, t.c.control_name, t.c.control_version, t.c.candidate_name,
+                          t.c.candidate_version, t.c.stats, t.c.periods).where(t.c.device_id.in_(pair_devices))):
+            pairs[(row.device_id, row.control_name, row.control_version, row.candidate_name,
+                   row.candidate_version)] = {"id": row.id, "stats": row.stats, "periods": row.periods}
     return devices, pairs
 
 
@@ -124,11 +131,11 @@ def _stage(session: Session, msgs: Sequence[Message], check_labels: LabelCheck |
             st.results[index] = exc
         except Exception as exc:  # a bug or a payload the validators let through: this message alone
             raise _Poison(index, exc) from exc
-    st.pairs = pairs  # loaded rows folded in place, new ones added at write
+    st.pairs = {k: v for k, v in pairs.items() if "updated_at" in v}  # the folded ones
     return st
 
 
-def _stage_one(st: _Staged, msg: Message, pairs: dict[PairKey, ShadowPairStats],
+def _stage_one(st: _Staged, msg: Message, pairs: dict[PairKey, dict[str, Any]],
                check_labels: LabelCheck | None, now: datetime) -> None:
     device = ingest.admitted(st.devices.get(msg.device_id), msg.device_id)
     if isinstance(msg, Status):
@@ -152,7 +159,7 @@ def _stage_one(st: _Staged, msg: Message, pairs: dict[PairKey, ShadowPairStats],
         st.telemetry_rows.append(telemetry_store.values_from_message(msg, now))
         key = pair_key(msg)
         if key is not None:
-            pairs[key] = fold_pair_stats(pairs.get(key), msg, now)
+            pairs[key] = fold_pair_values(pairs.get(key), msg, now)
         st.telemetry.append(msg)
 
 
@@ -198,8 +205,13 @@ def _write(session: Session, st: _Staged) -> None:
         conn.execute(insert(_HISTORY), st.history_rows)
     if st.telemetry_rows:
         conn.execute(insert(_TELEMETRY), st.telemetry_rows)
-    for pair in st.pairs.values():
-        session.add(pair)
+    new = [v for v in st.pairs.values() if "id" not in v]
+    if new:
+        conn.execute(insert(_PAIRS), new)
+    stored = [{"k_id": v["id"], **{f"v_{c}": v[c] for c in _PAIR_FOLDED}} for v in st.pairs.values() if "id" in v]
+    if stored:
+        conn.execute(update(_PAIRS).where(_PAIRS.c.id == bindparam("k_id"))
+                     .values({_PAIRS.c[c]: bindparam(f"v_{c}", type_=_PAIRS.c[c].type) for c in _PAIR_FOLDED}), stored)
     if st.telemetry:
         rollout_store.record_telemetry_many(session, st.telemetry)
     session.flush()
