@@ -2,7 +2,7 @@
 
 * ``reconcile_dirty``: one row per device whose planner-relevant state changed since the
   reconciler last looked (``cloud/rollout/dirty.py``); a quiet pass reads only these.
-* ``ix_device_dirty_lagging``: a partial index over the online devices whose reported
+* ``ix_device_dirty_lagging``: a partial index (online, id) over the devices whose reported
   generation lags their desired one — the controller's resend loop (``sync_once``) reads
   only those, however large the fleet.
 * ``rollout_member_archive`` and ``rollout.archived_at``: the member rows of finished
@@ -21,8 +21,9 @@ branch_labels = None
 depends_on = None
 
 _S = sqlmodel.sql.sqltypes.AutoString
-#: the same text as Controller.sync_once's WHERE clause (SQLite matches partial indexes by terms)
-LAGGING = "online AND (reported_generation IS NULL OR reported_generation < desired_generation)"
+#: a term of Controller.sync_once's WHERE clause (runtime.lagging_clause), as it renders: SQLite
+#: uses a partial index only when every term of the index's WHERE is one of the query's
+BEHIND = "(reported_generation IS NULL OR reported_generation < desired_generation)"
 
 
 def upgrade() -> None:
@@ -31,8 +32,8 @@ def upgrade() -> None:
         sa.Column("device_id", _S(length=128), primary_key=True),
         sa.Column("version", sa.Integer(), nullable=False, server_default="1"),
     )
-    op.create_index("ix_device_dirty_lagging", "device", ["id"],
-                    sqlite_where=sa.text(LAGGING), postgresql_where=sa.text(LAGGING))
+    op.create_index("ix_device_dirty_lagging", "device", ["online", "id"],
+                    sqlite_where=sa.text(BEHIND), postgresql_where=sa.text(BEHIND))
     op.create_table(
         "rollout_member_archive",
         sa.Column("rollout_id", _S(length=64), primary_key=True),
