@@ -226,3 +226,20 @@ def test_upgrade_imports_file_metadata_into_the_database_once(dir_env: DirEnv) -
     assert got.director_version == 2 and got.targets[0].name == t.name
     with Session(dir_env.engine) as s:
         assert s.get(DirectorHead, "f1").slots == {"control": t.name}  # type: ignore[union-attr]
+
+
+def test_key_status_counts_devices_kept_in_the_database(dir_env: DirEnv) -> None:
+    from edgefleet.cloud.trust.key_status import key_status
+
+    mv = dir_env.model()
+    dir_env.deploy(mv, ["a", "b", "c"])
+    dir_env.sign(["a", "b", "c"])
+    with dir_env.session() as s:
+        summary = director_store.expiry_summary(s)
+    doc = key_status(dir_env.root, now=datetime.now(timezone.utc), director_db=summary)
+    rows = {(r["repo"], r["role"]): r["metadata"] for r in doc["roles"]}
+    for role in ("targets", "snapshot", "timestamp"):
+        md = rows[("director", role)]
+        assert md["devices"] == 3 and md["expires"] and md["expired"] is False, (role, md)
+    late = datetime.now(timezone.utc) + timedelta(days=2)  # past the 1-day timestamps
+    assert key_status(dir_env.root, now=late, director_db=summary)["roles"][-1]["metadata"]["expired"] is True

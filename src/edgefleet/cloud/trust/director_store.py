@@ -219,6 +219,21 @@ def make_reader(engine: Engine, director: Director) -> Callable[[str, str], byte
     return reader
 
 
+def expiry_summary(session: Session) -> dict[str, dict[str, Any]]:
+    """role → {"expires": the earliest expiry over the devices (ISO 8601, Z), "devices": count}."""
+    t = _HEAD.c
+    row = session.execute(sa_select(func.count(), func.min(t.targets_expires), func.min(t.snapshot_expires),
+                                    func.min(t.timestamp_expires)).where(t.targets_version > 0)).one()
+    out: dict[str, dict[str, Any]] = {}
+    for role, got in zip(("targets", "snapshot", "timestamp"), row[1:], strict=True):
+        iso = None
+        if got is not None:
+            aware = got if got.tzinfo is not None else got.replace(tzinfo=timezone.utc)
+            iso = aware.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        out[role] = {"expires": iso, "devices": int(row[0])}
+    return out
+
+
 def count(session: Session) -> int:
     return int(session.exec(select(func.count()).select_from(DirectorHead)).one())
 

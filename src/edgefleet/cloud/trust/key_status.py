@@ -29,9 +29,11 @@ def _expiry(path: Path) -> tuple[int | None, str | None]:
         return None, None
 
 
-def _role_metadata(tuf_dir: Path, repo: str, role: str) -> dict[str, Any]:
+def _role_metadata(tuf_dir: Path, repo: str, role: str,
+                   director_db: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Version and expiry of one role's current metadata (director online roles: the
-    earliest expiry over the devices, with their count)."""
+    earliest expiry over the devices, with their count; ``director_db``: the same figures
+    for devices whose metadata lives in the database, from ``director_store.expiry_summary``)."""
     if role == "root":
         version, expires = _expiry(tuf_dir / repo / "root.json")
         return {"version": version, "expires": expires}
@@ -48,6 +50,11 @@ def _role_metadata(tuf_dir: Path, repo: str, role: str) -> dict[str, Any]:
         if got is not None:
             count += 1
             earliest = got if earliest is None or got < earliest else earliest
+    db = (director_db or {}).get(role)
+    if db and db.get("devices"):
+        count += int(db["devices"])
+        got = db.get("expires")
+        earliest = got if earliest is None or (got is not None and got < earliest) else earliest
     return {"version": None, "expires": earliest, "devices": count}
 
 
@@ -64,8 +71,10 @@ def _via_timestamp(base: Path, role: str) -> dict[str, Any]:
         return {"version": None, "expires": None}
 
 
-def key_status(data_dir: Path, *, now: datetime | None = None) -> dict[str, Any]:
-    """The status document (JSON-ready). ``now`` marks expired metadata; ``None``: not judged."""
+def key_status(data_dir: Path, *, now: datetime | None = None,
+               director_db: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The status document (JSON-ready). ``now`` marks expired metadata; ``None``: not judged.
+    ``director_db``: per-device director expiry kept in the database (a running controller)."""
     keys_dir = data_dir / KEYS_DIR
     if not (keys_dir / KEYRING_FILE).exists():
         return {"keys_dir": str(keys_dir), "initialised": False, "problems": [], "roles": []}
@@ -83,7 +92,7 @@ def key_status(data_dir: Path, *, now: datetime | None = None) -> dict[str, Any]
                     offline_dirs.add(Path(str(d["path"])).parent)
                 keys.append({"keyid": entry.keyid, "public": entry.public.to_dict(),
                              "location": entry.location, **d})
-            md = _role_metadata(data_dir / TUF_DIR, repo, role)
+            md = _role_metadata(data_dir / TUF_DIR, repo, role, director_db)
             expired = None
             if now is not None and md.get("expires"):
                 expired = datetime.fromisoformat(str(md["expires"]).replace("Z", "+00:00")) <= now

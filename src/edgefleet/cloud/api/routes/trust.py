@@ -16,6 +16,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field, StringConstraints
 
 from ....registry.tuf.keys import KeyEntry
+from ...trust import director_store
 from ...trust.key_status import key_status
 from ...trust.repository import key_entry_from_wire
 from ..deps import Admin, ControllerDep
@@ -74,7 +75,9 @@ def roots(controller: ControllerDep, _: Admin) -> dict:
                              "permission problems, metadata expiry")
 def keys(controller: ControllerDep, _: Admin) -> dict:
     controller.trust  # noqa: B018 - loaded (created on first use) like everywhere else
-    doc = key_status(controller.settings.data_dir, now=datetime.now(timezone.utc))
+    with controller.session() as s:  # per-device director metadata lives in the database
+        director_db = director_store.expiry_summary(s)
+    doc = key_status(controller.settings.data_dir, now=datetime.now(timezone.utc), director_db=director_db)
     doc["root_expiring"] = controller.trust.root_expiring()
     return doc
 
