@@ -138,7 +138,8 @@ def run(args: argparse.Namespace, stack: SimStack, sim: SimProcesses) -> None:
         ("telemetry ingest lag p50 / p99", f"{percentile(lags, 50):.2f} s / {percentile(lags, 99):.2f} s"),
         ("reported lag p99", f"{percentile(rep, 99):.2f} s ({len(rep)} applied)"),
         ("bridge queue max / QoS 0 dropped", f"{max_backlog} / {_overflow(stack) - of0}"),
-        ("controller CPU", f"{cores:.2f} cores ({(c1 - c0) / max(len(lags), 1) * 1000:.2f} ms per telemetry applied)"),
+        ("controller CPU", f"{cores:.2f} cores" + (f" ({(c1 - c0) / len(lags) * 1000:.2f} ms per telemetry applied)"
+                                                   if lags else "")),
         ("controller RSS", f"{rss:.0f} MiB (peak {peak:.0f} MiB; goal <= 1024)"),
         ("refused (reported / telemetry)", f"{probe.refused['reported']} / {probe.refused['telemetry']}"),
     ]
@@ -167,7 +168,8 @@ def restart(args: argparse.Namespace, stack: SimStack, sim: SimProcesses, steady
     during = len(stack.probe.window("telemetry", t, w1)) / max(w1 - t, 1e-9)
     return [("broker restart: every device has desired again",
              f"{span:.1f} s" if span is not None else f"NO: {got}/{n} after {args.restart_timeout:.0f} s"),
-            ("telemetry applied/s during vs before", f"{during:.0f} vs {steady_rate:.0f} ({during / max(steady_rate, 1e-9):.2f}x)")]
+            ("telemetry applied/s during vs before", f"{during:.0f} vs {steady_rate:.0f}"
+                                                     + (f" ({during / steady_rate:.2f}x)" if steady_rate > 0 else ""))]
 
 
 def _cpu_s(pid: int) -> float:
