@@ -9,7 +9,7 @@ from the middle), filtered pages (``state=online&profile=…``) and counts, inte
 Goal (issue 14): p99(page at 100,000) / p99(page at 100) <= 2.
 
     python bench/bench_device_list.py [--big 100000] [--small 100] [--requests 200] [--limit 100]
-        [--database-url postgresql://USER@HOST:PORT/DB  (PostgreSQL: two fresh databases are made on that server)]
+        [--ui] [--database-url postgresql://USER@HOST:PORT/DB  (PostgreSQL: two fresh databases are made on that server)]
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ class Site:
 
     def time(self, params: dict) -> float:
         t0 = time.perf_counter()
-        r = self.http.get(params.pop("_path", "/devices"), params=params)
+        path = params.pop("_path", "/devices")
+        r = self.http.get(self.settings.base_url + path if path.startswith("/ui/") else path, params=params)
         dt = time.perf_counter() - t0
         r.raise_for_status()
         return dt
@@ -104,6 +105,7 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--ui", action="store_true", help="also time the fleet page (/ui/fleet: counts and one page)")
     ap.add_argument("--database-url", default=None, help="a PostgreSQL server URL: the bench makes (drops first) the databases "
                     "bench_device_list_small and bench_device_list_big there")
     args = ap.parse_args()
@@ -118,6 +120,8 @@ def main() -> None:
         "filtered page": lambda s: {"limit": args.limit, "state": "online", "profile": PROFILES[1]},
         "counts": lambda s: {"_path": "/devices/counts"},
     }
+    if args.ui:
+        kinds["fleet page (UI)"] = lambda s: {"_path": "/ui/fleet", "limit": args.limit}
     samples: dict[tuple[str, str], list[float]] = {(k, label): [] for k in kinds for label in sites}
     for _ in range(args.requests):  # interleaved: both sizes see the same machine load
         for kind, params in kinds.items():
@@ -126,7 +130,7 @@ def main() -> None:
     print(f"\n{'':14} {'p99 @' + format(args.small, ','):>14} {'p99 @' + format(args.big, ','):>16} {'ratio':>8}")
     for kind in kinds:
         small, big = p99(samples[(kind, "small")]), p99(samples[(kind, "big")])
-        goal = "  (goal <= 2)" if kind != "counts" else "  (GROUP BY over the whole fleet: grows with it)"
+        goal = "  (goal <= 2)" if "page" in kind and "UI" not in kind else "  (GROUP BY over the whole fleet: grows with it)"
         print(f"{kind:14} {small * 1000:11.2f} ms {big * 1000:13.2f} ms {big / small:8.2f}{goal}")
     print(f"\n{args.requests} requests per kind and size, limit={args.limit}, one page = {args.limit} devices; "
           f"first device {device_id(0)}")
