@@ -142,6 +142,8 @@ def run(args: argparse.Namespace, stack: SimStack, sim: SimProcesses) -> None:
                                                    if lags else "")),
         ("controller RSS", f"{rss:.0f} MiB (peak {peak:.0f} MiB; goal <= 1024)"),
         ("refused (reported / telemetry)", f"{probe.refused['reported']} / {probe.refused['telemetry']}"),
+        ("handler CPU per message (reported / telemetry)",
+         f"{probe.cpu_ms_per_message('reported'):.2f} ms / {probe.cpu_ms_per_message('telemetry'):.2f} ms"),
     ]
     if args.broker_restart:
         rows += restart(args, stack, sim, rate)

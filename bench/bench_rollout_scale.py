@@ -127,7 +127,9 @@ def run(args: argparse.Namespace, tmp: Path, stack: SimStack, sim: SimProcesses,
         print(f"{name:10s} {n:8d} {args.db:>8s} {row['wall_s']:8.1f} {row['cpu_s']:10.1f} "
               f"{row['cpu_ms_per_device']:11.2f} {row['msgs_per_device']:9.1f}  {states[name]}")
     print(f"controller process RSS {rss:.0f} MiB (peak {peak:.0f} MiB); load average {os.getloadavg()[0]:.1f} at end; "
-          f"telemetry refused {stack.probe.refused['telemetry']}, reported refused {stack.probe.refused['reported']}")
+          f"telemetry refused {stack.probe.refused['telemetry']}, reported refused {stack.probe.refused['reported']}; "
+          f"handler CPU per reported {stack.probe.cpu_ms_per_message('reported'):.2f} ms, per telemetry "
+          f"{stack.probe.cpu_ms_per_message('telemetry'):.2f} ms")
     if len(rows) < 2 or states["rollout"] != "completed":
         return
     d, r = rows["direct"], rows["rollout"]

@@ -121,6 +121,9 @@ class IngestProbe:
 
     lags: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: {"reported": [], "telemetry": []})
     refused: dict[str, int] = field(default_factory=lambda: {"reported": 0, "telemetry": 0})
+    # CPU of the handling thread inside the handlers (applied and refused): the cost per
+    # message, much less sensitive to a busy machine than wall time
+    cpu_s: dict[str, float] = field(default_factory=lambda: {"reported": 0.0, "telemetry": 0.0})
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def install(self, controller: Any) -> None:
@@ -130,12 +133,16 @@ class IngestProbe:
 
     def _wrap(self, kind: str, handler: Callable[[Any], None]) -> Callable[[Any], None]:
         def wrapped(msg: Any) -> None:
+            cpu0 = time.thread_time()
             try:
                 handler(msg)
             except Exception:
                 with self._lock:
                     self.refused[kind] += 1
                 raise
+            finally:
+                with self._lock:
+                    self.cpu_s[kind] += time.thread_time() - cpu0
             now = time.time()
             dt = msg.device_time
             if dt is not None:
@@ -143,6 +150,11 @@ class IngestProbe:
                 with self._lock:
                     self.lags[kind].append((now, now - dt.timestamp()))
         return wrapped
+
+    def cpu_ms_per_message(self, kind: str) -> float:
+        with self._lock:
+            n = len(self.lags[kind]) + self.refused[kind]
+            return self.cpu_s[kind] / n * 1000 if n else float("nan")
 
     def window(self, kind: str, since: float, until: float | None = None) -> list[float]:
         """Lags of messages applied in [since, until) (wall clock)."""
