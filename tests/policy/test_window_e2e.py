@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from edgefleet.cloud.cli import app
 from edgefleet.cloud.tables import Device
 from edgefleet.edge_agent.maintenance import WindowGate
 
@@ -92,6 +94,9 @@ def test_outside_its_window_a_device_downloads_but_switches_only_when_the_window
     assert (ra.agent.data_dir / "bundles" / target).is_dir()  # downloaded and verified already
     slot = slot_of(stack, "cam-night")
     assert slot["phase"] == "awaiting_window" and slot["installed"] is None
+    assert datetime.fromisoformat(slot["window_opens_at"].replace("Z", "+00:00")) == datetime(2026, 12, 3, 1, 0, tzinfo=UTC)
+    shown = CliRunner().invoke(app, ["device", "ls", "--url", stack.url, "--token", stack.token])
+    assert "awaiting_window" in shown.output and "window opens 2026-12-03 01:00Z" in shown.output, shown.output
     time.sleep(5)  # past the 3 s device timeout, several reconcile passes: waiting is neither failed nor timed out
     st = stack.client.rollout_status(rid)
     assert st["state"] == "running" and not st.get("breach"), st.get("reason")

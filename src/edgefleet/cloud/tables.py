@@ -162,6 +162,7 @@ class SlotPublic(SQLModel):
     error: str | None = None
     model_status: ModelStatus | None = None  # of the installed version, when not active (deprecated/blocked)
     model_status_reason: str | None = None
+    window_opens_at: datetime | None = None  # phase awaiting_window: its next maintenance window (device's clock)
 
 
 class DevicePublic(SQLModel):

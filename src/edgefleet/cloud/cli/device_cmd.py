@@ -201,6 +201,8 @@ def _slot_cell(slot: dict) -> str:
         text += f" → {escape(slot['desired'])}"
     if slot.get("phase") and slot["phase"] not in ("idle",):
         text += " " + escape(f"[{slot['phase']}]")
+    if slot.get("window_opens_at"):  # downloaded; switches when its maintenance window opens
+        text += " " + escape(f"(window opens {str(slot['window_opens_at'])[:16].replace('T', ' ')}Z)")
     if slot.get("error_code"):
         text += f" {escape(slot['error_code'])}"
     if slot.get("model_status") == "blocked":  # still running a blocked version (fleet model yank)

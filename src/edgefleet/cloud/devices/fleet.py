@@ -220,6 +220,7 @@ def public_of(device: Device, desired: dict[str, str], flagged: dict[str, tuple[
             error=rep.get("error"),
             model_status=status,  # type: ignore[arg-type]
             model_status_reason=status_reason,
+            window_opens_at=rep.get("window_opens_at") if rep.get("phase") == "awaiting_window" else None,
         )
     return DevicePublic(
         id=device.id, hardware_id=device.hardware_id, tags=device.tags, online=device.online,
