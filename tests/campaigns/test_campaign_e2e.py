@@ -36,7 +36,10 @@ def _campaign_events(stack: Stack, name: str) -> list[ShadowEvent]:
         return [e for e in s.exec(select(ShadowEvent)).all() if (e.record or {}).get("campaign") == name]
 
 
+@pytest.mark.slow
 def test_fleet_quota_is_met_across_devices_then_every_device_stops(stack: Stack, agents: Any, digit_models: Any) -> None:
+    """Slow (~20-35 s on 2 busy cores): two real agents register, install the control model and
+    capture until the controller completes the campaign and both drop it."""
     stack.controller.capture_policy = QUIET
     a, b = agents(stack, "cam-q1"), agents(stack, "cam-q2")
     _deploy_control(stack, digit_models, 2)
@@ -66,8 +69,11 @@ def test_fleet_quota_is_met_across_devices_then_every_device_stops(stack: Stack,
     assert exc.value.status_code == 409
 
 
+@pytest.mark.slow
 def test_campaign_survives_controller_and_agent_restarts_and_an_offline_device_joins(
         stack: Stack, agents: Any, digit_models: Any, tmp_path: Path) -> None:
+    """Slow (~20 s): a controller restart on the same port and three agent starts, each one
+    registering and installing the control model."""
     stack.controller.capture_policy = QUIET
     away = device_credentials(stack, "cam-away")  # enrolled, not running yet
     data = tmp_path / "agents" / "cam-r1"
