@@ -195,7 +195,7 @@ class Reconciler:
         try:
             for rollout_id in ids:
                 try:
-                    self.reconcile(rollout_id, now, result)
+                    self._guarded(rollout_id, now, result, skip_quiet=True)
                 except StaleState as exc:
                     result.conflicts += 1
                     log.info("%s; retrying on the next pass", exc)
@@ -219,7 +219,14 @@ class Reconciler:
             StaleState: the rollout was written by someone else meanwhile, or the transaction
                 lost a race in the database (deadlock, serialization failure): nothing applied.
         """
+        return self._guarded(rollout_id, now, result, skip_quiet=False)
+
+    def _guarded(self, rollout_id: str, now: float, result: PassResult | None, *, skip_quiet: bool) -> int:
+        """``reconcile``; ``skip_quiet`` (``run_once`` only, which read the dirty marks) may
+        leave a quiet rollout alone."""
         quiet = self._quiet.pop(rollout_id, None)  # set again only by a pass that planned nothing
+        if not skip_quiet:
+            quiet = None
         try:
             return self._reconcile(rollout_id, now, result, quiet)
         except StaleState:
