@@ -62,8 +62,8 @@ def test_reports_verify_with_the_enrolled_key_and_seq_increases() -> None:
     for payload in (d.sign(d.reported(), now=100.0), d.sign(d.telemetry(160.0), now=160.0)):
         obj = json.loads(payload)
         assert obj["key_id"] == report_sig.key_id(pub)
-        kind = Reported if obj["schema"] == "fleet.reported/1" else Telemetry
-        msg = decode(payload, kind)
+        msg: Reported | Telemetry = (decode(payload, Reported) if obj["schema"] == "fleet.reported/1"
+                                     else decode(payload, Telemetry))
         assert report_sig.verify(pub, msg.signed_bytes(), msg.sig or "")
         seqs.append(obj["seq"])
     assert seqs[1] > seqs[0]
