@@ -41,7 +41,8 @@ from edgefleet.protocols import CapturePolicy, ModelRef  # noqa: E402
 from edgefleet.protocols.campaigns import CampaignSpec, Like  # noqa: E402
 from edgefleet.protocols.conditions import parse_condition  # noqa: E402
 
-QUIET = CapturePolicy(low_confidence=False, disagreement=False, pre_seconds=1.0, post_seconds=0.5)
+# the standing policy captures nothing (near-threshold off too): every upload is the campaign's
+QUIET = CapturePolicy(low_confidence=False, disagreement=False, near_band=0.0, pre_seconds=1.0, post_seconds=0.5)
 
 
 def spec(name: str, when: str | None, clip: tuple[float, float], like: Like | None = None) -> CampaignSpec:
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=3000)
     ap.add_argument("--fps", type=float, default=10.0)
     ap.add_argument("--clip", default="0.5,0.2", help="PRE,POST seconds per capture")
+    ap.add_argument("--verbose", action="store_true", help="list the captures that miss the ground truth")
     args = ap.parse_args()
     pre, post = (float(x) for x in args.clip.split(","))
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -101,9 +103,12 @@ def main() -> None:
                 capture.push(clock[0], frames[-1][1][1])
                 capture.encode_pending()
             items = outbox.pending(limit=1_000_000)
+            assert all(it.event.campaign == name for it in items)
             idx = [int((it.event.context or {})["frame"]) for it in items]  # the context stored with it
             uploaded = sum(it.payload_bytes for it in items)
             good = sum(bool(truth(i)) for i in idx)
+            if args.verbose:
+                print(name, "wrong:", [(i, labels[i], it.event.context) for i, it in zip(idx, items) if not truth(i)])
             base = sum(bool(truth(i)) for i in range(len(frames))) / len(frames)
             results[name] = (len(idx), good / max(1, len(idx)), base, uploaded / raw)
             outbox.close()
