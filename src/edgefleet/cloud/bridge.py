@@ -175,6 +175,7 @@ class MqttBridge:
         self.warnings = SummaryLog(log, interval_s=log_interval_s)
         # group commit (cloud/devices/batch.py): status/reported/telemetry taken together
         self.batch_handler, self.batch_max, self.batch_wait_s = batch_handler, max(1, batch_max), batch_wait_s
+        self._batch_stands_in = {c: h for c, h in handlers.items() if c.value in BATCHED}
         self._in_hand = 0  # messages taken off the queue and not yet acknowledged
         self.batches = 0
         self.batched_messages = 0
@@ -339,12 +340,13 @@ class MqttBridge:
                 if self._ingest_stop.is_set():
                     return
                 continue
-            batched = [i for i in items if i.topic.rsplit("/", 1)[-1] in BATCHED] if self._batching else []
+            batched = [i for i in items if self._batchable(i)] if self._batching else []
+            in_batch = {id(i) for i in batched}
             try:
                 if batched:
                     self._process_batch(batched)
                 for item in items:
-                    if not batched or item.topic.rsplit("/", 1)[-1] not in BATCHED:
+                    if id(item) not in in_batch:
                         self._process_guarded(item)
             except BaseException:  # never ends the thread; a bug, not an outage: acknowledged, counted
                 self.busy_since = None
@@ -360,6 +362,15 @@ class MqttBridge:
     @property
     def _batching(self) -> bool:
         return self.batch_handler is not None and self.batch_max > 1
+
+    def _batchable(self, item: _Inbound) -> bool:
+        """The batch handler stands in for the handlers given at construction: a channel whose
+        handler was replaced since (or a replaced ``handle``) takes the per-message path."""
+        name = item.topic.rsplit("/", 1)[-1]
+        if name not in BATCHED or "handle" in self.__dict__:
+            return False
+        channel = Channel(name)
+        return self.handlers.get(channel) is self._batch_stands_in.get(channel)
 
     def _take(self) -> list[_Inbound]:
         """The next messages to apply: what is queued, up to ``batch_max``, waiting at most
