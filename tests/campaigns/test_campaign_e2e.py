@@ -149,3 +149,43 @@ def test_viewers_read_operators_start_and_stop(stack: Stack) -> None:
     h = {"Authorization": f"Bearer {tokens['operator']}"}
     assert httpx.post(f"{stack.url}/api/v1/campaigns", headers=h, json=body).status_code == 201
     assert httpx.post(f"{stack.url}/api/v1/campaigns/roles/stop", headers=h).json()["state"] == "stopped"
+
+
+def test_context_from_the_application_socket_selects_the_frames(stack: Stack, agents: Any, digit_models: Any,
+                                                                 tmp_path: Path) -> None:
+    """The application on the device writes its context on the prediction socket; only frames
+    in a left turn are captured, and the context is stored with each capture."""
+    import socket
+    import threading
+
+    from edgefleet.edge_agent.app_output import context_line
+
+    stack.controller.capture_policy = QUIET
+    data = tmp_path / "agents" / "cam-app"
+    agents(stack, "cam-app", data_dir=data)
+    _deploy_control(stack, digit_models, 1)
+    stack.client.start_campaign({"name": "left-turns", "when": "context.steering_deg < -20 and context.speed_kmh > 5",
+                                 "quota": 4, "frames_only": True, "max_per_minute": 600})
+    stop = threading.Event()
+
+    def application() -> None:  # alternates: straight ahead, then a left turn
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as app_sock:
+            app_sock.connect(str(data / "predictions.sock"))
+            k = 0
+            while not stop.is_set():
+                turning = (k // 5) % 2 == 1
+                app_sock.sendall(context_line({"steering_deg": -25 if turning else 2, "speed_kmh": 12}))
+                k += 1
+                stop.wait(0.1)
+
+    wait_until(lambda: (data / "predictions.sock").exists(), 30, message="prediction socket")
+    t = threading.Thread(target=application, daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: stack.client.campaign("left-turns")["state"] == "completed", 60, message="quota met")
+    finally:
+        stop.set()
+        t.join(5)
+    events = _campaign_events(stack, "left-turns")
+    assert len(events) >= 4
+    assert all(e.record["context"]["steering_deg"] == -25 for e in events)
