@@ -23,6 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=1)]  # 10 agents on 2 s
 
 
 def _start(fleet: Fleet, model: str, *gates: str, select: str = "all", soak: str = "2s") -> str:
+    with fleet.lock:  # what ran before this rollout (an earlier attempt of a rerun test) is not its doing
+        fleet.ran.clear()
     res = fleet.client.start_rollout(model, slot="control", select=select, waves=WAVES, soak=soak,
                                      gates=list(gates) or None, on_breach="rollback", device_timeout="60s")
     return res["id"]
