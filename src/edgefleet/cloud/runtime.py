@@ -102,7 +102,8 @@ class Controller:
         self.webhooks = WebhookWorker(self.engine, settings, holder=self.reconciler.holder)
         self.event_handlers: list = [self._index_event, self._count_for_campaign]
         # after a broker connection that lost retained state: every device, paced (cloud/republish.py)
-        self.republisher = Republisher(self.session, self.publish_device, rate_per_s=settings.republish_rate_per_s)
+        self.republisher = Republisher(self.session, self.publish_device, publish_many=self.publish_devices,
+                                       rate_per_s=settings.republish_rate_per_s)
         # class names from devices are checked against their model's manifest (cloud/devices/labels.py)
         self.labels = LabelBook(catalog_lookup(self.session))
         # sent to devices in Desired.settings until an operator sets one (fleet_settings)
