@@ -75,6 +75,9 @@ def test_a_scope_bumps_exactly_the_devices_it_matches_and_explains_each_field(st
     after = _generations(stack)
     assert {d for d in after if after[d] != before[d]} == {"nano-1"}
     assert stack.client.device_policy("nano-1")["capture"]["sample_rate"] == 0.2
+    sets = stack.client.audit_entries(action="policy.set")  # every change, by whom, audited
+    assert len(sets) == 2 and {e["actor"] for e in sets} == {"admin"}
+    assert len(stack.client.audit_entries(action="policy.rm")) == 1
 
 
 def test_fleet_wide_windows_reach_every_device_and_an_empty_list_removes_them(stack: Stack) -> None:

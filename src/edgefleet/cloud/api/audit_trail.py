@@ -53,6 +53,8 @@ NAMED = {
     ("POST", "/webhooks/{webhook_id}/test"): "webhook.test",
     ("POST", "/webhooks/deliveries/{delivery_id}/redeliver"): "webhook.redeliver",
     ("PATCH", "/devices/{device_id}/tags"): "device.tag",
+    ("PUT", "/policies/{name}"): "policy.set",
+    ("DELETE", "/policies/{name}"): "policy.rm",
 }
 _VERBS = {"POST": "create", "PUT": "set", "PATCH": "set", "DELETE": "delete"}
 
