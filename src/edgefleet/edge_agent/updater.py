@@ -201,6 +201,7 @@ class Updater:
         self.network: Any = None  # network.NetworkGate: link policy and bandwidth caps (None: any link)
         self.link_wait: UpdateBlocked | None = None  # a download the link policy defers
         self.windows = WindowGate()  # maintenance windows: the clock and zone are replaceable (tests)
+        self._window_fired: tuple[datetime | None, ...] | None = None  # the waits window_ready() last woke
 
     # ----- start-up -----
 
@@ -318,6 +319,8 @@ class Updater:
             s = self.state.slot(slot)
             if hint is None or (s.installed is not None and s.installed.digest == hint.digest):
                 continue
+            if s.phase == Phase.WAITING_FOR_WINDOW and s.target is not None and s.target.digest == hint.digest:
+                continue  # staged and verified already: it waits (e.g. offline as its window opened), not failed
             s.target = InstalledModel(name=hint.name, version=hint.version, digest=hint.digest, release_counter=hint.release_counter)
             s.phase, s.error_code, s.error, s.progress = Phase.FAILED, exc.code, str(exc)[:2000], None
         self.store.save(self.state)
@@ -506,9 +509,14 @@ class Updater:
         return True
 
     def window_ready(self) -> bool:
-        """A slot waits for a maintenance window that is open now."""
-        waiting = any(self.state.slot(slot).phase == Phase.WAITING_FOR_WINDOW for slot in SLOTS)
-        return waiting and self.windows.wait(self.state.settings.maintenance) is None
+        """A slot waits for a maintenance window that is open now (True once per opening: a
+        failed try is retried with the daemon's backoff, not every second of the window)."""
+        waiting = tuple(self.state.slot(slot).window_opens_at for slot in SLOTS
+                        if self.state.slot(slot).phase == Phase.WAITING_FOR_WINDOW)
+        if not waiting or waiting == self._window_fired or self.windows.wait(self.state.settings.maintenance) is not None:
+            return False
+        self._window_fired = waiting
+        return True
 
     def link_ready(self) -> bool:
         """A download the link policy deferred could go now."""
