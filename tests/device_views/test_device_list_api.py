@@ -101,7 +101,7 @@ def test_counts_group_the_filtered_fleet(views) -> None:  # type: ignore[no-unty
 ])
 def test_a_garbage_cursor_is_a_400_problem(views, bad: str) -> None:  # type: ignore[no-untyped-def]
     r = httpx.get(f"{views.url}/api/v1/devices", params={"cursor": bad},
-                  headers={"Authorization": f"Bearer {views.tokens['viewer']}"})
+                  headers={"Authorization": f"Bearer {views.tokens['viewer']}"}, timeout=60)
     assert r.status_code == 400, r.text
     assert r.headers["content-type"].startswith("application/json")
     assert r.json()["code"] == "E_BAD_CURSOR"
@@ -128,7 +128,7 @@ def test_a_tampered_cursor_or_one_from_other_filters_is_refused(views) -> None: 
     ({"limit": 1}, 200), ({"limit": 1000}, 200),
 ])
 def test_limit_and_filters_are_validated_at_the_schema(views, params, status) -> None:  # type: ignore[no-untyped-def]
-    r = httpx.get(f"{views.url}/api/v1/devices", params=params, headers={"Authorization": f"Bearer {views.tokens['viewer']}"})
+    r = httpx.get(f"{views.url}/api/v1/devices", params=params, headers={"Authorization": f"Bearer {views.tokens['viewer']}"}, timeout=60)
     assert r.status_code == status, r.text
     if status == 200:
         body = r.json()
@@ -188,7 +188,7 @@ def views_page(session: Session, filters: dv.DeviceFilter, size: int) -> None:
 def test_a_page_over_http_costs_the_same_statements_at_1_and_at_500(views) -> None:  # type: ignore[no-untyped-def]
     engine = views.controller.engine
     h = {"Authorization": f"Bearer {views.tokens['viewer']}"}
-    with httpx.Client(base_url=views.url, headers=h) as http:
+    with httpx.Client(base_url=views.url, headers=h, timeout=60) as http:
         http.get("/api/v1/devices", params={"limit": 1})  # warm: nothing first-time in the count
         small = _statements(engine, lambda: http.get("/api/v1/devices", params={"limit": 1}).raise_for_status())
         big = _statements(engine, lambda: http.get("/api/v1/devices", params={"limit": 500}).raise_for_status())

@@ -32,7 +32,7 @@ def planted(views):  # type: ignore[no-untyped-def]
 
 
 def _get(views, path: str) -> httpx.Response:  # type: ignore[no-untyped-def]
-    return httpx.get(views.url + path, headers={"Authorization": f"Bearer {views.tokens['viewer']}"})
+    return httpx.get(views.url + path, headers={"Authorization": f"Bearer {views.tokens['viewer']}"}, timeout=60)
 
 
 def _next_href(html: str) -> str | None:

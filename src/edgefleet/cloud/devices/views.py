@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, case, exists, false, func, not_
+from sqlalchemy import and_, case, exists, false, func, not_, or_
 from sqlalchemy import select as sa_select
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -208,8 +208,9 @@ def page(session: Session, f: DeviceFilter, *, limit: int = DEFAULT_LIMIT, curso
     return DevicePage(items=publics(session, rows), next_cursor=nxt, prev_cursor=prev, limit=max(1, min(MAX_LIMIT, limit)))
 
 
-def counts(session: Session, f: DeviceFilter) -> DeviceCounts:
-    """Totals for the filters, each a GROUP BY (no device row is loaded)."""
+def counts(session: Session, f: DeviceFilter, *, installed: bool = True) -> DeviceCounts:
+    """Totals for the filters, each a GROUP BY (no device row is loaded). ``installed=False``
+    leaves out ``by_installed`` (it reads every matching device's report JSON: the dearest part)."""
     clauses = where(f)
 
     def grouped(*columns: Any) -> list[Any]:
@@ -234,7 +235,7 @@ def counts(session: Session, f: DeviceFilter) -> DeviceCounts:
     for slot, name, version, n in session.exec(q.group_by(SlotAssignment.slot, ModelVersion.name, ModelVersion.version)):
         by_model.setdefault(slot, {})[f"{name}:{version}"] = n
     by_installed: dict[str, dict[str, int]] = {slot: {} for slot in SLOTS}
-    for slot in SLOTS:
+    for slot in SLOTS if installed else ():
         for name, version, n in grouped(_installed(slot, "name"), _installed(slot, "version")):
             if name is not None and version is not None:
                 by_installed[slot][f"{name}:{version}"] = n
@@ -242,3 +243,15 @@ def counts(session: Session, f: DeviceFilter) -> DeviceCounts:
                         by_model={s: dict(sorted(v.items())) for s, v in by_model.items()},
                         by_installed={s: dict(sorted(v.items())) for s, v in by_installed.items()})
 
+
+
+def on_versions(session: Session, f: DeviceFilter, digests: Sequence[str]) -> int:
+    """How many matching devices report one of ``digests`` installed in any slot (e.g. the
+    blocked versions: few, so this runs only when there are some)."""
+    if not digests:
+        return 0
+    q = sa_select(func.count()).select_from(Device)
+    for clause in where(f):
+        q = q.where(clause)
+    q = q.where(or_(*(_installed(slot, "digest").in_(list(digests)) for slot in SLOTS)))
+    return int(session.execute(q).scalar_one())

@@ -117,13 +117,12 @@ def fleet_page(request: Request, session: SessionDep, principal: PagePrincipal,
     except BadCursor:
         notice = "That page link does not fit these filters (or was altered); showing the first page."
         rows, nxt, prev = fleet_rows(session, f, limit=limit)
-    counts = views.counts(session, f)
-    overall = views.counts(session, views.DeviceFilter()) if f.active else counts
-    # blocked versions are not offered for deploy; slots still running one are counted and flagged
+    counts = views.counts(session, f, installed=False)  # GROUP BYs over columns; no report JSON read
+    overall = views.counts(session, views.DeviceFilter(), installed=False) if f.active else counts
+    # blocked versions are not offered for deploy; devices still running one are counted and flagged
     versions = catalog.list_versions(session)
     models = [f"{mv.name}:{mv.version}" for mv in versions if mv.status != "blocked"]
-    blocked = {f"{mv.name}:{mv.version}" for mv in versions if mv.status == "blocked"}
-    on_blocked = sum(n for per_slot in counts.by_installed.values() for ref, n in per_slot.items() if ref in blocked)
+    on_blocked = views.on_versions(session, f, [mv.digest for mv in versions if mv.status == "blocked"])
     params = ([("tag", f"{k}={v}") for k, v in sorted(tags.items())] + ([("hw", f.profile)] if f.profile else [])
               + ([("state", f.state)] if f.state else []) + ([("stale", stale or "")] if f.stale is not None else [])
               + [("model", f"{s}={n}:{v}") for s, n, v in f.models]
