@@ -41,8 +41,11 @@ def test_a_repeated_hint_does_not_restart_and_an_old_step_is_ignored() -> None:
     epoch = d.epoch
     d.advance(0, epoch)
     assert d.on_desired(_desired(2), now=1.0) == (False, None)  # on its way already: carries on
-    for i in range(1, HEALTHY + 1):
+    for i in range(1, HEALTHY):
         assert d.advance(i, epoch)
+    assert d.phase == Phase.ACTIVE
+    assert d.on_desired(_desired(2), now=1.5) == (True, None)  # a re-sent hint while active: reported
+    assert d.advance(HEALTHY, epoch) and d.phase == Phase.HEALTHY  # and the health check still lands
     other = TARGET.model_copy(update={"digest": "cd" * 32})
     assert d.on_desired(_desired(3, other), now=2.0) == (False, 0)  # a new target starts over
     assert not d.advance(1, epoch)  # a step of the earlier target changes nothing

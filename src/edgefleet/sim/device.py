@@ -75,10 +75,10 @@ class SimDevice:
         t = desired.slots.get("control")
         want = ModelRef(name=t.name, version=t.version, digest=t.digest) if t else None
         if (want.digest if want else None) == (self.installed.digest if self.installed else None):
-            if self.phase in STEPS[:-1]:
+            if self.phase in STEPS[:-1]:  # it was installing something else: abandoned
                 self.phase = Phase.IDLE
-            self.target = self.installed
-            self.epoch += 1
+                self.epoch += 1
+            self.target = self.installed  # active: its health check stays due
             return True, None
         if want is None:
             self.epoch += 1
