@@ -42,6 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import httpx  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
@@ -157,14 +158,27 @@ def _quiet(procs: list[subprocess.Popen[bytes]], timeout: float = 90.0) -> None:
         calm = calm + 1 if sum(_cpu_s(p.pid) for p in procs) - before < 0.05 * len(procs) else 0
 
 
-def start_controllers(data_dir: Path, n: int, log: Path) -> list[subprocess.Popen[bytes]]:
-    """``n`` controller processes (replica ids r0, r1 …, their own HTTP ports)."""
-    procs = []
+def start_controllers(data_dir: Path, n: int, log: Path, *, connected: bool = False) -> list[subprocess.Popen[bytes]]:
+    """``n`` controller processes (replica ids r0, r1 …, their own HTTP ports); with
+    ``connected``, return once each one's bridge is connected (its session and subscriptions made)."""
+    procs, ports = [], []
     for i in range(n):
-        env = {**os.environ, "EDGEFLEET_REPLICA_ID": f"r{i}", "EDGEFLEET_HTTP_PORT": str(free_port())}
+        ports.append(free_port())
+        env = {**os.environ, "EDGEFLEET_REPLICA_ID": f"r{i}", "EDGEFLEET_HTTP_PORT": str(ports[-1])}
         procs.append(subprocess.Popen([str(Path(sys.executable).with_name("fleet")), "cloud", "serve",
                                        "--data-dir", str(data_dir), "--log-level", "WARNING"],
                                       stdout=subprocess.DEVNULL, stderr=log.open("ab"), env=env))
+    for proc, port in zip(procs, ports if connected else []):
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"a controller did not come up; see {log}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).json().get("mqtt_connected"):
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.2)
     return procs
 
 
@@ -187,9 +201,9 @@ def controller_rate(data_dir: Path, db_url: str, port: int, auth: tuple[str, str
         with engine.connect() as conn:
             return int(conn.execute(text("SELECT count(*) FROM telemetry_period")).scalar_one())
 
-    procs = start_controllers(data_dir, replicas, log)
+    procs = start_controllers(data_dir, replicas, log, connected=True)
     try:
-        time.sleep(3.0)
+        time.sleep(1.0)  # SUBACKs
         _quiet(procs)
         kill(procs)
         publish(port, auth, stream)
@@ -279,6 +293,7 @@ def main() -> None:
                 s.add(ModelVersion(name=ref.name, version=ref.version, digest=ref.digest, size=1,
                                    manifest={"labels": [str(i) for i in range(10)]}))
             s.commit()
+        setup.republish_all()  # director metadata signed here: the controllers' first start only re-sends it
         setup.sync_broker_auth()
         broker.reload()
         account = identity.controller_account(data_dir, None, None)
