@@ -77,25 +77,50 @@ def _republish(session: Session, publisher: DesiredPublisher | None) -> int:
     return len(devices)
 
 
+def _store(session: Session, key: str, value: Any, by: str) -> str:
+    """Write one setting, race-safe (two operators, or a reset beside a change, at once):
+    an UPDATE, else an INSERT, else the UPDATE again when another writer inserted first."""
+    from sqlalchemy import insert, update
+    from sqlalchemy.exc import IntegrityError
+
+    text = json.dumps(value.model_dump(mode="json"), sort_keys=True)
+    fields = {"value": text, "updated_at": utcnow(), "updated_by": by}
+    table = FleetSetting.__table__  # type: ignore[attr-defined]
+    for _attempt in range(3):
+        if session.execute(update(table).where(table.c.key == key).values(**fields)).rowcount:  # type: ignore[attr-defined]
+            session.commit()
+            return text
+        try:
+            session.execute(insert(table).values(key=key, **fields))
+            session.commit()
+            return text
+        except IntegrityError:  # inserted by someone else meanwhile: update theirs
+            session.rollback()
+    raise BadRequest(f"setting {key} is being changed by someone else; try again")
+
+
+def _forget(session: Session, key: str) -> bool:
+    """Delete one setting; False when there was none (also when a concurrent reset won)."""
+    from sqlalchemy import delete
+
+    table = FleetSetting.__table__  # type: ignore[attr-defined]
+    gone = bool(session.execute(delete(table).where(table.c.key == key)).rowcount)  # type: ignore[attr-defined]
+    session.commit()
+    return gone
+
+
 def set_capture_policy(session: Session, publisher: DesiredPublisher | None, policy: CapturePolicy, by: str) -> int:
     """Store ``policy`` for the whole fleet and send it; returns how many devices were told."""
-    row = stored_capture_policy(session) or FleetSetting(key=CAPTURE_KEY, value="")
-    row.value = json.dumps(policy.model_dump(mode="json"), sort_keys=True)
-    row.updated_at, row.updated_by = utcnow(), by
-    session.add(row)
-    session.commit()
+    text = _store(session, CAPTURE_KEY, policy, by)
     n = _republish(session, publisher)
-    log.info("capture policy set by %s and sent to %d devices: %s", by, n, row.value)
+    log.info("capture policy set by %s and sent to %d devices: %s", by, n, text)
     return n
 
 
 def reset_capture_policy(session: Session, publisher: DesiredPublisher | None, by: str) -> int:
     """Forget the operator's policy: devices get controller.toml's again."""
-    row = stored_capture_policy(session)
-    if row is None:
+    if not _forget(session, CAPTURE_KEY):
         return 0
-    session.delete(row)
-    session.commit()
     n = _republish(session, publisher)
     log.info("capture policy reset to the controller's default by %s; sent to %d devices", by, n)
     return n
@@ -124,23 +149,16 @@ def network_policy(session: Session) -> NetworkPolicy:
 
 def set_network_policy(session: Session, publisher: DesiredPublisher | None, policy: NetworkPolicy, by: str) -> int:
     """Store ``policy`` for the whole fleet and send it (signed); returns how many devices were told."""
-    row = stored_network_policy(session) or FleetSetting(key=NETWORK_KEY, value="")
-    row.value = json.dumps(policy.model_dump(mode="json"), sort_keys=True)
-    row.updated_at, row.updated_by = utcnow(), by
-    session.add(row)
-    session.commit()
+    text = _store(session, NETWORK_KEY, policy, by)
     n = _republish(session, publisher)
-    log.info("network policy set by %s and sent to %d devices: %s", by, n, row.value)
+    log.info("network policy set by %s and sent to %d devices: %s", by, n, text)
     return n
 
 
 def reset_network_policy(session: Session, publisher: DesiredPublisher | None, by: str) -> int:
     """Forget the operator's network policy: devices download on any link, uncapped by policy."""
-    row = stored_network_policy(session)
-    if row is None:
+    if not _forget(session, NETWORK_KEY):
         return 0
-    session.delete(row)
-    session.commit()
     n = _republish(session, publisher)
     log.info("network policy reset by %s; sent to %d devices", by, n)
     return n
