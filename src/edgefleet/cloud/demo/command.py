@@ -18,12 +18,27 @@ def demo(
     no_ui: Annotated[bool, typer.Option("--no-ui", help="print plain lines instead of the live table")] = False,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="keep everything here (default: a new temp dir)")] = None,
     fps: Annotated[float, typer.Option("--fps", min=1, help="frames per second per synthetic camera")] = 15.0,
+    loop: Annotated[bool, typer.Option("--loop", help="the whole loop: find the weak class, collect it with a campaign, "
+                                       "label (oracle: the camera's ground truth), retrain, replay-gate, shadow, promote")] = False,
+    loop_find: Annotated[float, typer.Option("--loop-find", min=5, help="with --loop: seconds of shadow to find the weak class")] = 30.0,
+    loop_quota: Annotated[int, typer.Option("--loop-quota", min=5, max=1000, help="with --loop: captures the campaign collects")] = 60,
+    loop_measure: Annotated[float, typer.Option("--loop-measure", min=5, help="with --loop: seconds of shadow to measure the new candidate")] = 30.0,
 ) -> None:
-    """Run a whole fleet on this machine: broker, controller, agents, a control model and a candidate in shadow."""
+    """Run a whole fleet on this machine: broker, controller, agents, a control model and a candidate in shadow.
+
+    With --loop, go on to improve the candidate end to end and print one line: the weak class's
+    disagreement before and after, captures uploaded / frames seen, and the time from finding to promotion.
+    """
     from .orchestrator import Demo, DemoError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    run = Demo(agents=agents, duration=duration, data_dir=data_dir, ui=not no_ui, fps=fps, console=console)
+    if loop:
+        from .loop import DemoLoop, LoopSizes
+
+        sizes = LoopSizes(find_s=loop_find, quota=loop_quota, measure_s=loop_measure)
+        run: Demo = DemoLoop(sizes=sizes, agents=agents, data_dir=data_dir, fps=fps, console=console)
+    else:
+        run = Demo(agents=agents, duration=duration, data_dir=data_dir, ui=not no_ui, fps=fps, console=console)
 
     def _interrupt(_signum: int, _frame: object) -> None:
         console.print("demo: stopping…")
