@@ -29,12 +29,12 @@ def test_the_oracle_reads_the_label_of_the_digit_the_camera_shows() -> None:
 
 @pytest.mark.slow
 def test_the_loop_finds_the_weak_class_fixes_it_and_promotes_the_fix(tmp_path: Path) -> None:
-    """Slow (~60 s on a quiet machine): three agent processes run the whole loop — shadow, a
+    """Slow (~60 s on a quiet machine, ~95 s on the shared 2 cores): three agent processes run the whole loop — shadow, a
     campaign, oracle labels, retraining, a replay gate, MLflow, shadow again and a gated
     promotion with two soaks."""
     out = io.StringIO()
     console = Console(file=out, width=400, force_terminal=False, color_system=None)
-    sizes = LoopSizes(find_s=8, quota=30, measure_s=8, soak="2s")
+    sizes = LoopSizes(find_s=8, quota=90, measure_s=8, soak="2s")
     run = DemoLoop(sizes=sizes, agents=3, fps=30, data_dir=tmp_path / "demo", console=console)
     code = run.run()
     text = out.getvalue()
@@ -43,11 +43,11 @@ def test_the_loop_finds_the_weak_class_fixes_it_and_promotes_the_fix(tmp_path: P
     assert ORACLE in text
     m = FINAL.match(lines[-1])
     assert m, lines[-1]
-    weak, before, after, ratio, captures, frames = m.group(1), *map(float, m.groups()[1:4]), *map(int, m.groups()[4:6])
-    assert weak == "8"  # the demo's candidate was trained without most eights
+    assert m.group(1) == "8"  # the demo's candidate was trained without most eights
+    before, after, ratio = (float(g) for g in m.group(2, 3, 4))
+    captures, frames = int(m.group(5)), int(m.group(6))
     assert before > 0 and after / before < 1 and ratio < 1
-    assert 0 < captures <= frames
-    assert "campaign weak-class-8 started" in text and "gate agreement>=0.97" in text
+    assert 0 < captures <= frames and run.figures["captures"] == captures
+    assert "campaign weak-class-8 started" in text and "agreement>=0.97 passed" in text
+    assert "pushed through MLflow" in text or "MLflow is not installed" in text
     assert "is the control model" in text
-    controller_models = run.figures
-    assert controller_models["captures"] == captures

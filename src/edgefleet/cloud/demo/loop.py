@@ -46,8 +46,8 @@ class LoopSizes:
     """How big each step is (small ones for tests)."""
 
     find_s: float = 30.0      # shadow time to find the weak class
-    quota: int = 60           # captures the campaign collects
-    per_minute: int = 120     # campaign captures per device and minute: spread over many digits, not one held digit
+    quota: int = 150          # captures the campaign collects (the camera holds each digit 3 frames: ~1/3 distinct)
+    per_minute: int = 300     # campaign captures per device and minute
     measure_s: float = 30.0   # shadow time to measure the new candidate
     soak: str = "5s"          # soak per promotion wave
     waves: str = "50,100"     # promotion waves (percent of the fleet)
@@ -98,7 +98,7 @@ def retrain(out: Path, extra_x: np.ndarray, extra_y: np.ndarray, *, seed: int = 
     # class balance: a class the old set lacks gets its few captures repeated up to a typical class's count
     typical = int(np.median(np.bincount(y_train[keep], minlength=10)))
     have = np.bincount(y_train[keep], minlength=10)
-    reps = np.array([max(1, (typical - have[c]) // max(1, int(np.sum(extra_y == c)))) for c in extra_y], dtype=int)
+    reps = np.array([max(1, -(-(typical - have[c]) // max(1, int(np.sum(extra_y == c))))) for c in extra_y], dtype=int)
     extra_x = np.repeat(extra_x.reshape(len(extra_x), -1), reps, axis=0)
     extra_y = np.repeat(extra_y, reps)
     fx = np.concatenate([x_train[keep].reshape(len(keep), -1), extra_x])
@@ -357,10 +357,14 @@ class DemoLoop(Demo):
         while time.monotonic() < deadline and not self.stop_requested.is_set():
             st = self.client.rollout_status(rid, devices=False, events=0)
             if st["state"] == "completed":
-                self.say(f"loop: promote — rollout {rid} completed: {label} is the control model")
+                devices = self._wait_slot("control", label, 60)
+                self.say(f"loop: promote — rollout {rid} completed: {label} is the control model on "
+                         f"{len(devices)}/{self.agents} devices")
                 return
             if st["state"] in ("rolled_back", "aborted", "superseded", "breached", "paused"):
-                raise DemoError(f"rollout {rid} ended {st['state']}")
+                waves = "; ".join(f"wave {w['index']}: {w['outcome']} agreement={w['figures']['agreement']} "
+                                  f"frames={w['figures']['frames']} counts={w['counts']}" for w in st["waves"])
+                raise DemoError(f"rollout {rid} ended {st['state']}: {st.get('reason')} breach={st.get('breach')} {waves}")
             self._check_agents()
             time.sleep(0.5)
         raise DemoError(f"rollout {rid} did not complete in time")
