@@ -1,7 +1,7 @@
 """``fleet demo --loop`` on this machine: the weak class's disagreement after ÷ before (goal
 ≤ 0.1), captures uploaded ÷ frames seen, and wall time end to end.
 
-    python bench/bench_demo_loop.py [--agents 3] [--fps 15] [--find 30] [--quota 150] [--measure 30] [--runs 1]
+    python bench/bench_demo_loop.py [--agents 3] [--fps 15] [--find 30] [--quota 300] [--measure 30] [--runs 1]
 
 Runs the real loop (broker, controller, agent processes; see ``cloud/demo/loop.py``) with
 the given sizes, ``--runs`` times, and prints each run's figures and their medians. The
@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--agents", type=int, default=3)
     ap.add_argument("--fps", type=float, default=15.0)
     ap.add_argument("--find", type=float, default=30.0, help="seconds of shadow to find the weak class")
-    ap.add_argument("--quota", type=int, default=150, help="captures the campaign collects")
+    ap.add_argument("--quota", type=int, default=300, help="captures the campaign collects")
     ap.add_argument("--measure", type=float, default=30.0, help="seconds of shadow to measure the new candidate")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--quiet", action="store_true", help="print only the figures")

@@ -21,7 +21,7 @@ def demo(
     loop: Annotated[bool, typer.Option("--loop", help="the whole loop: find the weak class, collect it with a campaign, "
                                        "label (oracle: the camera's ground truth), retrain, replay-gate, shadow, promote")] = False,
     loop_find: Annotated[float, typer.Option("--loop-find", min=5, help="with --loop: seconds of shadow to find the weak class")] = 30.0,
-    loop_quota: Annotated[int, typer.Option("--loop-quota", min=5, max=1000, help="with --loop: captures the campaign collects")] = 150,
+    loop_quota: Annotated[int, typer.Option("--loop-quota", min=5, max=1000, help="with --loop: captures the campaign collects")] = 300,
     loop_measure: Annotated[float, typer.Option("--loop-measure", min=5, help="with --loop: seconds of shadow to measure the new candidate")] = 30.0,
 ) -> None:
     """Run a whole fleet on this machine: broker, controller, agents, a control model and a candidate in shadow.

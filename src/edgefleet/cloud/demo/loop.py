@@ -46,7 +46,7 @@ class LoopSizes:
     """How big each step is (small ones for tests)."""
 
     find_s: float = 30.0      # shadow time to find the weak class
-    quota: int = 150          # captures the campaign collects (the camera holds each digit 3 frames: ~1/3 distinct)
+    quota: int = 300          # captures the campaign collects (the camera holds each digit 3 frames: ~1/3 distinct)
     per_minute: int = 300     # campaign captures per device and minute
     measure_s: float = 30.0   # shadow time to measure the new candidate
     soak: str = "5s"          # soak per promotion wave
