@@ -32,8 +32,15 @@ def test_disk_cap_holds_while_link_is_down_and_lowest_priority_goes_first(tmp_pa
     high: list[int] = []
     for i in range(180):  # a long outage: ~8x the cap offered, nothing uploaded
         priority = 100 if i % 30 == 0 else rng.randint(0, 9)
+        before = {it.item_id for it in outbox.pending(limit=1000) if not it.clip_evicted}
         item_id = outbox.put(make_event(priority=priority), clip_bytes(90_000, seed=i),
                              clip_bytes(6_000, seed=-i), priority=priority)
+        now = {it.item_id: it for it in outbox.pending(limit=1000)}
+        lost = [now[k].priority for k in (before | {item_id}) if now[k].clip_evicted]
+        kept_now = [it.priority for it in now.values() if not it.clip_evicted]
+        # what this put evicted was the lowest-priority clips there were (room freed by an
+        # earlier eviction may later take a lower newcomer: the order holds at each eviction)
+        assert not lost or not kept_now or max(lost) <= min(kept_now), (i, lost, min(kept_now))
         if priority == 100:
             high.append(item_id)
         assert _bytes_on_disk(tmp_path / "ob") <= cap
@@ -43,7 +50,6 @@ def test_disk_cap_holds_while_link_is_down_and_lowest_priority_goes_first(tmp_pa
     kept = [i for i in items if not i.clip_evicted]
     evicted = [i for i in items if i.clip_evicted]
     assert {i.item_id for i in kept} >= set(high)  # the important clips all survived
-    assert min(i.priority for i in kept) >= max(i.priority for i in evicted)
     assert all(i.clip_path is None and i.clip_size == 0 for i in evicted)
     assert outbox.stats().evicted_clips == len(evicted) > 140
     # the most important items come first
