@@ -336,8 +336,8 @@ class Controller:
     def _count_for_campaign(self, msg: Event) -> None:
         """A capture naming a campaign counts toward its quota (cloud/campaigns)."""
         if msg.campaign is not None:
-            with self.session() as s:
-                campaign_store.record(s, self, msg)
+            with self.session() as s:  # on the ingest thread, which never signs: a quota met bumps the
+                campaign_store.record(s, None, msg)  # devices' generation and the sync loop signs and sends
 
     def on_clip_stored(self, clip: object) -> None:
         """The uploads router's callback: index the clip and its event (upsert)."""
