@@ -115,6 +115,12 @@ def enrol(controller: Any, devices: list[tuple[str, str]], *, seed: str = DEFAUL
     return time.perf_counter() - t0
 
 
+def _kind_of(msg: Any) -> str | None:
+    from edgefleet.protocols import Reported, Telemetry
+
+    return "reported" if isinstance(msg, Reported) else "telemetry" if isinstance(msg, Telemetry) else None
+
+
 @dataclass
 class IngestProbe:
     """Lag (seconds from the device's signed ``device_time`` to applied) of each applied message."""
@@ -127,9 +133,36 @@ class IngestProbe:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def install(self, controller: Any) -> None:
+        """Before ``controller.start()``: the per-message handlers and the batch handler the
+        bridge is given (batched ingest applies most messages through the latter)."""
         for kind in ("reported", "telemetry"):
             original = getattr(controller, f"_on_{kind}")
             setattr(controller, f"_on_{kind}", self._wrap(kind, original))
+        if hasattr(controller, "_on_batch"):
+            controller._on_batch = self._wrap_batch(controller._on_batch)
+
+    def _wrap_batch(self, handler: Callable[[list[Any]], list[Any]]) -> Callable[[list[Any]], list[Any]]:
+        def wrapped(msgs: list[Any]) -> list[Any]:
+            cpu0 = time.thread_time()
+            results = handler(msgs)
+            cpu = time.thread_time() - cpu0
+            now = time.time()
+            kinds = [_kind_of(m) for m in msgs]
+            counted = [k for k in kinds if k is not None]
+            with self._lock:
+                for msg, kind, result in zip(msgs, kinds, results):
+                    if kind is None:
+                        continue
+                    self.cpu_s[kind] += cpu / len(counted)  # the batch's CPU, shared per message
+                    if result is not None:
+                        self.refused[kind] += 1
+                        continue
+                    dt = msg.device_time
+                    if dt is not None:
+                        dt = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+                        self.lags[kind].append((now, now - dt.timestamp()))
+            return results
+        return wrapped
 
     def _wrap(self, kind: str, handler: Callable[[Any], None]) -> Callable[[Any], None]:
         def wrapped(msg: Any) -> None:
