@@ -51,6 +51,7 @@ class LoopSizes:
     measure_s: float = 30.0   # shadow time to measure the new candidate
     soak: str = "5s"          # soak per promotion wave
     waves: str = "50,100"     # promotion waves (percent of the fleet)
+    promote_gate: str = GATE  # the promotion rollout's gate (tests with tiny quotas may loosen it)
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -350,9 +351,9 @@ class DemoLoop(Demo):
 
     def _promote(self, label: str) -> None:
         assert self.client
-        r = self.client.start_rollout(label, slot="control", waves=self.sizes.waves, soak=self.sizes.soak, gates=[GATE])
+        r = self.client.start_rollout(label, slot="control", waves=self.sizes.waves, soak=self.sizes.soak, gates=[self.sizes.promote_gate])
         rid = r["id"]
-        self.say(f"loop: promote — rollout {rid} of {label} to the control slot, waves {self.sizes.waves} (%), soak {self.sizes.soak}, gate {GATE}")
+        self.say(f"loop: promote — rollout {rid} of {label} to the control slot, waves {self.sizes.waves} (%), soak {self.sizes.soak}, gate {self.sizes.promote_gate}")
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and not self.stop_requested.is_set():
             st = self.client.rollout_status(rid, devices=False, events=0)
