@@ -36,4 +36,6 @@ def test_a_rollouts_policy_applies_to_its_devices_while_it_runs(stack: Stack, di
     stack.client.rollout_command(rid, "abort", reason="test")
     wait_until(lambda: stack.client.device_policy("r-1")["sources"]["windows"] == "site-a", timeout=30,
                message="the rollout's policy ends with it")
-    assert [p["name"] for p in stack.client.policies()["policies"]] == ["site-a"]
+    # the row itself goes on the sync loop's next pass (release_finished), a moment later
+    wait_until(lambda: [p["name"] for p in stack.client.policies()["policies"]] == ["site-a"], timeout=30,
+               message="the ended rollout's policy row is removed")
