@@ -359,10 +359,20 @@ class Controller:
             capture = fleet_settings.capture_policy(session, default=self.capture_policy)
             return DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s, capture=capture,
                                   network_policy=fleet_settings.network_policy(session))
-        got = policy.resolve_for(session, device, self.capture_policy)
-        return DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s, capture=got.capture,
-                              network_policy=got.network, maintenance=got.maintenance,
-                              campaigns=campaign_store.specs_for(session, device))
+        return self.devices_settings(session, [device])[device.id]
+
+    def devices_settings(self, session: Session, devices: list[Device]) -> dict[str, DeviceSettings]:
+        """``device_settings`` for many devices: policies, fleet settings and running campaigns
+        are read once for the batch, then resolved per device in memory (pure logic)."""
+        policies = policy.load(session, self.capture_policy)
+        campaigns = campaign_store.load_running(session)
+        out: dict[str, DeviceSettings] = {}
+        for device in devices:
+            got = policies.resolve(device)
+            out[device.id] = DeviceSettings(telemetry_period_s=self.settings.telemetry_period_s, capture=got.capture,
+                                            network_policy=got.network, maintenance=got.maintenance,
+                                            campaigns=campaigns.specs_for(device))
+        return out
 
     def publish_device(self, session: Session, device: Device) -> None:
         """Sign the device's assignment with the director (if it changed), then send the hint."""
@@ -373,7 +383,7 @@ class Controller:
         batch), then, once committed, send each signed device its hint. Returns how many were sent."""
         if not devices:
             return 0
-        settings = {d.id: self.device_settings(session, d) for d in devices}
+        settings = self.devices_settings(session, devices)
         try:
             result = signing.sign_devices(session, self.trust, devices, settings)  # settings travel signed
         except CloudError as exc:
@@ -384,8 +394,9 @@ class Controller:
             if freshness.update(device):
                 session.add(device)
         session.commit()
+        assigned = fleet.assignments_of_many(session, [d.id for d in signed])
         for device in signed:
-            desired = fleet.desired_for(session, device, settings[device.id])
+            desired = fleet.desired_for(session, device, settings[device.id], assigned=assigned[device.id])
             desired.director_version = result.versions[device.id]
             self.publish_desired(desired)
         return len(signed)

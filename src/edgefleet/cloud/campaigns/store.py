@@ -170,20 +170,33 @@ def running(session: Session) -> list[Campaign]:
 
 def specs_for(session: Session, device: Device, now: datetime | None = None) -> list[CampaignSpec]:
     """The running campaigns that select ``device`` (for its signed settings)."""
+    return load_running(session, now).specs_for(device)
+
+
+@dataclass(frozen=True)
+class RunningCampaigns:
+    """The running, unexpired campaigns, read and parsed once for a batch of devices
+    (``load_running``); ``specs_for(device)`` is then pure. Never kept across batches."""
+
+    entries: tuple[tuple[Selector, CampaignSpec], ...]
+
+    def specs_for(self, device: Device) -> list[CampaignSpec]:
+        info = _info(device)
+        return [s for selector, s in self.entries if selector.matches(info)]
+
+
+def load_running(session: Session, now: datetime | None = None) -> RunningCampaigns:
     now = now or utcnow()
-    info = _info(device)
-    out: list[CampaignSpec] = []
+    entries: list[tuple[Selector, CampaignSpec]] = []
     for row in running(session):
         ends = _aware(row.ends_at)
         if ends is not None and ends <= now:
             continue
         try:
-            if not parse_selector(row.selector).matches(info):
-                continue
-            out.append(spec(row))
+            entries.append((parse_selector(row.selector), spec(row)))
         except (SpecError, ValueError) as exc:  # stored by a newer controller
             log.error("campaign %s is not usable by this controller (%s); not sent", row.name, exc)
-    return out
+    return RunningCampaigns(tuple(entries))
 
 
 def selected_devices(session: Session, rows: Iterable[Campaign]) -> list[Device]:

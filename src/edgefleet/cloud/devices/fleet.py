@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from ...protocols import SLOTS, Desired, DeviceSettings, SlotTarget, is_valid_device_id
 from ..errors import BadRequest, Conflict, NotFound
@@ -94,9 +94,25 @@ def assignments_of(session: Session, device_id: str) -> dict[str, tuple[SlotAssi
     return {a.slot: (a, mv) for a, mv in rows}
 
 
-def desired_for(session: Session, device: Device, settings: DeviceSettings | None = None, now: datetime | None = None) -> Desired:
+def assignments_of_many(session: Session, device_ids: list[str]) -> dict[str, dict[str, tuple[SlotAssignment, ModelVersion]]]:
+    """``assignments_of`` for many devices: one query per 500 ids, not one per device."""
+    out: dict[str, dict[str, tuple[SlotAssignment, ModelVersion]]] = {d: {} for d in device_ids}
+    for i in range(0, len(device_ids), 500):
+        rows = session.exec(
+            select(SlotAssignment, ModelVersion)
+            .where(col(SlotAssignment.device_id).in_(device_ids[i:i + 500]))
+            .where(SlotAssignment.model_version_id == ModelVersion.id)
+        ).all()
+        for a, mv in rows:
+            out[a.device_id][a.slot] = (a, mv)
+    return out
+
+
+def desired_for(session: Session, device: Device, settings: DeviceSettings | None = None, now: datetime | None = None,
+                assigned: dict[str, tuple[SlotAssignment, ModelVersion]] | None = None) -> Desired:
+    """The device's desired state; ``assigned``: its assignments when read already (``assignments_of_many``)."""
     slots: dict[str, SlotTarget | None] = {slot: None for slot in SLOTS}
-    for slot, (_a, mv) in assignments_of(session, device.id).items():
+    for slot, (_a, mv) in (assignments_of(session, device.id) if assigned is None else assigned).items():
         slots[slot] = SlotTarget(
             name=mv.name, version=mv.version, digest=mv.digest, size=mv.size,
             path=bundle_path(mv.digest), release_counter=mv.release_counter,

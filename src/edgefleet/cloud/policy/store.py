@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from ...protocols import CapturePolicy
+from ...protocols.messages import NetworkPolicy
 from ...protocols.windows import MaintenanceWindow
 from ..devices import fleet_settings
 from ..devices.fleet import DesiredPublisher
@@ -97,6 +99,30 @@ def fleet_windows(session: Session) -> list[MaintenanceWindow]:
     except ValueError as exc:
         log.error("stored fleet-wide maintenance windows are unreadable, sending none: %s", exc)
         return []
+
+
+@dataclass(frozen=True)
+class Policies:
+    """Everything resolution reads, loaded once for a batch of devices (``load``): the scopes
+    and the fleet-wide capture policy, network policy and windows. Resolving a device from it
+    is pure (``resolve``), so a batch of N devices costs a handful of queries, not N times them.
+    Never kept across batches: each publish loads it afresh, so a changed policy reaches the
+    next publish."""
+
+    scopes: tuple[Scope, ...]
+    capture: CapturePolicy
+    network: NetworkPolicy
+    windows: tuple[MaintenanceWindow, ...]
+
+    def resolve(self, device: Device) -> Resolved:
+        return resolve(self.scopes, info(device), capture=self.capture, network=self.network, windows=self.windows)
+
+
+def load(session: Session, capture_default: CapturePolicy) -> Policies:
+    """The policies as they stand now (one read of each table)."""
+    return Policies(scopes=tuple(scopes(session)),
+                    capture=fleet_settings.capture_policy(session, default=capture_default),
+                    network=fleet_settings.network_policy(session), windows=tuple(fleet_windows(session)))
 
 
 def resolve_for(session: Session, device: Device, capture_default: CapturePolicy,
