@@ -2,7 +2,8 @@
 
 Flow: the daemon hands the signed settings' ``campaigns`` to ``Campaigns.update`` after
 each applied desired state; the application's context arrives through the prediction
-socket (``set_context``); ``Capture.observe`` asks ``match(...)`` once per frame that
+socket (``set_context``) and, from another process, sidecar signals (``signals``, kept by
+``signal_source.py``): a frame's context is both, the per-frame one winning on a clash; ``Capture.observe`` asks ``match(...)`` once per frame that
 reached the shadow path (every frame with a control result, candidate or not) and gets the
 campaign that wants the frame, or None. ``match`` counts the capture at once (before the
 clip is encoded), so the per-device quota also bounds captures still in flight.
@@ -32,6 +33,7 @@ from ..atomicio import atomic_write
 from ..protocols.campaigns import CampaignSpec, check_context
 from ..protocols.conditions import Condition, ConditionError, Facts, Output, load_condition
 from ..shadow.prediction import Prediction
+from .signals import SignalTable, merge
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ class Campaigns:
         self._running: dict[str, _Running] = {}
         self._counts: dict[str, int] = self._load()
         self._context: tuple[float, dict[str, Any]] | None = None
+        self.signals: SignalTable | None = None  # sidecar signals, when the agent reads them
         self.refused: dict[str, int] = {}
 
     # ----- settings -----
@@ -149,11 +152,14 @@ class Campaigns:
         return ctx
 
     def context(self, now: float | None = None) -> dict[str, Any] | None:
-        held = self._context
-        if held is None:
-            return None
+        """The context of a frame at ``now``: fresh sidecar signals under the application's
+        latest context (if not older than ``CONTEXT_TTL_S``). O(keys)."""
         now = self.clock() if now is None else now
-        return held[1] if now - held[0] <= CONTEXT_TTL_S else None
+        held = self._context
+        frame = held[1] if held is not None and now - held[0] <= CONTEXT_TTL_S else None
+        if self.signals is None:
+            return frame
+        return merge(self.signals.fresh(now), frame)
 
     # ----- per frame -----
 

@@ -165,6 +165,15 @@ def _mount_offline() -> None:
 _mount_offline()
 
 
+def _mount_signal() -> None:
+    from .signal_cmd import signal_app
+
+    app.add_typer(signal_app, name="signal")
+
+
+_mount_signal()
+
+
 def main() -> None:
     app()
 

@@ -24,6 +24,10 @@ Example::
     [output]             # control predictions for local applications
     socket = "unix:/run/edgefleet/predictions.sock"   # or tcp:127.0.0.1:7070, or "" (off)
 
+    [signals]            # sidecar signals (CAN, ROS, GPS) as per-frame context (signal_source.py)
+    socket = "unix:signals.sock"   # datagrams, mode 0600; or udp:127.0.0.1:7071, or "" (off)
+    max_age_s = 0.5      # a signal older than this at a frame is left out of its context
+
     [network]            # link kind and bandwidth caps (docs: network policy)
     link = "metered"     # auto | metered | unmetered; or link_command = "/usr/local/bin/link-kind"
     max_download_bps = 500000
@@ -160,6 +164,14 @@ class OutputSection(_Section):
     client_queue: int = Field(default=64, ge=1)
 
 
+class SignalsSection(_Section):
+    """Where another process writes sidecar signal samples (see ``signal_source.py``)."""
+
+    socket: str = "unix:signals.sock"  # relative paths are under data_dir; "" = off
+    max_age_s: float = Field(default=0.5, gt=0, le=3600)
+    max_keys: int = Field(default=32, ge=1, le=32)
+
+
 class NetworkSection(_Section):
     """The device's link and its own bandwidth caps (``network.py``; the signed policy may lower them)."""
 
@@ -186,6 +198,7 @@ class AgentConfig(_Section):
     capture: CaptureSection = Field(default_factory=CaptureSection)
     pipeline: PipelineSection = Field(default_factory=PipelineSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    signals: SignalsSection = Field(default_factory=SignalsSection)
     network: NetworkSection = Field(default_factory=NetworkSection)
 
     @property

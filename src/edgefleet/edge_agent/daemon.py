@@ -45,6 +45,8 @@ from .network import LinkProbe, NetworkGate
 from .outbox import Outbox
 from .pipeline import PeriodStats, Pipeline
 from .report_signer import ReportKeyRefused, ReportSigner
+from .signal_source import SignalSource, parse_signal_address
+from .signals import SignalTable
 from .sources import open_source
 from .state import AgentState, StateStore
 from .tls import http_verify, warn_plain_links
@@ -126,6 +128,10 @@ class Agent:
         self.pipeline.app_output = self.app_output
         if self.app_output.server is not None:  # the application's per-frame context
             self.app_output.server.on_context = self.campaigns.set_context
+        signals_at = parse_signal_address(config.signals.socket, self.data_dir)  # sidecar signals (CAN, ROS, GPS)
+        self.signal_source: SignalSource | None = None
+        if signals_at is not None:
+            self.signal_source = SignalSource(signals_at, SignalTable(config.signals.max_age_s, config.signals.max_keys))
         headers = {"Authorization": f"Bearer {config.agent.token}"} if config.agent.token else {}
         warn_plain_links(config)
         self.http_verify = http_verify(config.agent.ca_file)  # every HTTP client verifies the controller
@@ -407,7 +413,8 @@ class Agent:
         metrics = None
         if self.config.agent.metrics_port is not None:
             metrics = start_agent_metrics(
-                self.config.agent.metrics_port, lambda: {**self.pipeline.totals, **self.mqtt.counters()},
+                self.config.agent.metrics_port, lambda: {**self.pipeline.totals, **self.mqtt.counters(),
+                                                         **(self.signal_source.counters() if self.signal_source else {})},
                 lambda: {slot: self.state.slot(slot).phase.value for slot in SLOTS}, device_id=self.device_id,
             )
             self.metrics_server = metrics
@@ -419,6 +426,13 @@ class Agent:
         except OSError as exc:  # the application socket is a convenience, not a reason to stop
             log.error("device %s: cannot open the prediction socket %s: %s", self.device_id, self.config.output.socket, exc)
             self.app_output.server = None
+        if self.signal_source is not None:
+            try:
+                self.signal_source.start()
+                self.campaigns.signals = self.signal_source.table
+            except OSError as exc:  # like the prediction socket: frames go on without sidecar context
+                log.error("device %s: cannot open the signal socket %s: %s", self.device_id, self.config.signals.socket, exc)
+                self.signal_source = None
         self.pipeline.start()
         threading.Thread(target=self._register_report_key, name="report-key", daemon=True).start()
         self._report_key_tried.wait(5.0)  # the first reported is then already verifiable
@@ -488,6 +502,8 @@ class Agent:
             if metrics is not None:
                 metrics.stop()
             self.app_output.stop()
+            if self.signal_source is not None:
+                self.signal_source.stop()
             if uploader_thread is not None:
                 uploader_thread.join(timeout=10)
                 self.uploader.close()

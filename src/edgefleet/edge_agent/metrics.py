@@ -38,6 +38,8 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "disagreements": ("edgefleet_agent_shadow_disagreements_total", "Compared frames where the models disagreed"),
     "invalid_desired": ("edgefleet_agent_mqtt_invalid_desired_total", "Desired messages refused (invalid or not for this device)"),
     "handler_errors": ("edgefleet_agent_mqtt_handler_errors_total", "MQTT messages whose handling raised (caught; session kept)"),
+    "signal_samples": ("edgefleet_agent_signal_samples_total", "Sidecar signal samples kept"),
+    "signal_dropped": ("edgefleet_agent_signal_dropped_total", "Sidecar signal samples dropped (malformed, oversize, not finite)"),
 }
 PHASE_METRIC = "edgefleet_agent_slot_phase"
 
