@@ -29,7 +29,7 @@ from ..tables import MODEL_REF_MAX, MODEL_REF_PATTERN, Device, ModelVersion
 from . import build_spec, parse_duration, rollout_status, supersede, supersedes
 from .commands import COMMANDS, reschedule
 from .errors import IllegalTransition, SpecError
-from .metrics import classify, same_ref
+from .members import member_count, member_observations, member_row
 from .model import RolloutSpec, RolloutState
 from .pace import parse_pace, parse_start_at
 from .reconciler import command as apply_command_row
@@ -40,7 +40,6 @@ from .store import (
     lock_rollout,
     members_of,
     model_ref,
-    observations,
     spec_of,
     state_of,
     write_state,
@@ -127,7 +126,6 @@ class RolloutSummary(BaseModel):
 
 
 COMMAND_ATTEMPTS = 5
-_SETTLING = frozenset({"dispatched", "installing", "silent", "timed_out"})
 
 
 def new_rollout_id() -> str:
@@ -293,7 +291,7 @@ def summary(session: Session, row: Rollout) -> RolloutSummary:
     return RolloutSummary(
         id=row.id, model=f"{row.model_name}:{row.model_version}", slot=row.slot, select=row.select,
         state=st.state, current_wave=st.current_wave, waves=row.waves,
-        devices=len(members_of(session, row.id)), reason=st.reason, created_at=row.created_at,
+        devices=member_count(session, row.id), reason=st.reason, created_at=row.created_at,
         updated_at=row.updated_at, superseded_by=st.superseded_by, start_at=st.start_at,
         rate=row.rate or row.ramp)
 
@@ -343,8 +341,7 @@ def status(session: Session, rollout_id: str, now: float, *, devices: bool = Tru
     """Everything ``fleet rollout status`` shows, as JSON-ready data."""
     row = get_row(session, rollout_id)
     spec, state = spec_of(row), state_of(row)
-    members = members_of(session, row.id)
-    obs = observations(session, row, members=members)
+    obs = member_observations(session, row)  # the members only: the cost grows with the rollout, not the fleet
     st = rollout_status(spec, state, obs, now)
     starts = state.wave_starts()
     out: dict[str, Any] = {
@@ -370,21 +367,7 @@ def status(session: Session, rollout_id: str, now: float, *, devices: bool = Tru
             for w in st.waves
         ],
     }
-    rows = []  # member rows: always computed (they correct the wave counts), shown on request
-    for o in obs:
-        if o.wave is None:
-            continue
-        s = classify(o, model=spec.model, device_timeout_s=spec.device_timeout_s,
-                     wave_started_at=starts.get(o.wave), now=now).value
-        if o.reverted_at is not None and s in _SETTLING and not same_ref(o.installed, spec.model):
-            s = "reverted"  # sent back to its previous model: neither in flight nor timed out
-        rows.append({"device": o.device_id, "hardware_id": o.hardware_id, "wave": o.wave,
-                     "status": s, "online": o.online,
-                     "installed": o.installed.label if o.installed else None,
-                     "phase": o.phase.value, "error_code": o.error_code,
-                     "previous": o.previous.label if o.previous else None,
-                     "frames": o.frames, "nan_outputs": o.nan_outputs, "errors": o.errors,
-                     "p99_ms": o.candidate_p99_ms, "baseline_p99_ms": o.baseline_p99_ms})
+    rows = [member_row(o, spec, starts, now) for o in obs if o.wave is not None]  # always: they correct the counts
     if any(r["status"] == "reverted" for r in rows):  # counts as the device rows say
         for w in out["waves"]:
             w["counts"] = dict(Counter(r["status"] for r in rows if r["wave"] == w["index"]))

@@ -13,11 +13,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
+from sqlmodel import Session
 
 from ... import lifecycle
 from ...devices import cursor as cursors
+from ...rollout import members as rollout_members
 from ...rollout import service
 from ...rollout.service import RolloutCommand, RolloutReschedule, RolloutSummary
+from ...rollout.store import spec_of, state_of
 from ...tables import ModelVersion
 from ..deps import ControllerDep, Operator, SessionDep, Viewer
 from ..problems import responses
@@ -87,13 +90,28 @@ class RolloutDevicePage(BaseModel):
 
 def member_page(members: list[dict[str, Any]], rollout_id: str, *, limit: int, cursor: str | None,
                 status: str | None = None, wave: int | None = None) -> RolloutDevicePage:
-    """Page the member rows of ``service.status`` by device id (cursors bound to the filters)."""
+    """Page member rows held in memory by device id (cursors bound to the filters, the same
+    scopes as ``member_page_sql``, which the routes use)."""
     chosen = sorted((m for m in members if (status is None or m["status"] == status)
                      and (wave is None or m["wave"] == wave)), key=lambda m: m["device"])
-    scope = f"rollout:{rollout_id}\x1f{status or ''}\x1f{'' if wave is None else wave}"
+    scope = rollout_members.scope_of(rollout_id, status, wave)
     part, nxt, prev = cursors.page_sorted([m["device"] for m in chosen], limit=limit, cursor=cursor, scope=scope)
     return RolloutDevicePage(items=[RolloutMemberPublic(**m) for m in chosen[part]], next_cursor=nxt,
                              prev_cursor=prev, limit=limit, total=len(chosen))
+
+
+def member_page_sql(session: Session, rollout_id: str, now: float, *, limit: int, cursor: str | None,
+                    status: str | None = None, wave: int | None = None) -> RolloutDevicePage:
+    """One page of the rollout's members read by keyset from the database (``rollout.members``).
+
+    Raises:
+        NotFound: no such rollout. BadCursor: the cursor is not one issued for these filters.
+    """
+    row = service.get_row(session, rollout_id)
+    page = rollout_members.page_members(session, row, spec_of(row), state_of(row), now, limit=limit,
+                                        cursor=cursor, status=status, wave=wave)
+    return RolloutDevicePage(items=[RolloutMemberPublic(**m) for m in page.items], next_cursor=page.next_cursor,
+                             prev_cursor=page.prev_cursor, limit=limit, total=page.total)
 
 
 @router.get("/{rollout_id}/devices", response_model=RolloutDevicePage,
@@ -108,9 +126,8 @@ def rollout_devices(rollout_id: RolloutId, session: SessionDep, _: Viewer,
                                                         description="only members in this status (pending, healthy, …)")] = None,
                     wave: Annotated[int | None, Query(ge=1, le=1000, description="only members of this wave (1 = first)")] = None,
                     ) -> RolloutDevicePage:
-    st = service.status(session, rollout_id, time.time(), devices=True, events=0)
-    return member_page(st.get("members") or [], rollout_id, limit=limit, cursor=cursor, status=status,
-                       wave=None if wave is None else wave - 1)
+    return member_page_sql(session, rollout_id, time.time(), limit=limit, cursor=cursor, status=status,
+                           wave=None if wave is None else wave - 1)
 
 
 @router.get("/{rollout_id}/events", summary="The rollout's event log", responses=READ_ERRORS)

@@ -1,6 +1,7 @@
 """/ui/models and /ui/models/{name}/{version} — versions, where they run, charts and drift.
 
-The version page shows latency p99 and agreement over time (as control and as shadow
+Where a version runs is counted in SQL (``devices.placement``), never by walking the fleet;
+the version page links to the paged fleet view filtered by it. The version page shows latency p99 and agreement over time (as control and as shadow
 candidate, from the telemetry history), the drift summary (``drift.drift_score``) and
 Evidently's own report in an iframe (``…/drift/report``, when Evidently is installed). The
 report is third-party HTML with inline scripts: it is served under ``REPORT_CSP`` (a CSP
@@ -11,6 +12,7 @@ report is third-party HTML with inline scripts: it is served under ``REPORT_CSP`
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -18,7 +20,8 @@ from markupsafe import Markup
 
 from ... import catalog
 from ...api.deps import SessionDep
-from ...devices import fleet, telemetry_store
+from ...devices import telemetry_store
+from ...devices.placement import device_count, placement_counts
 from ...drift import (
     DriftConfig,
     DriftResult,
@@ -38,16 +41,9 @@ router = APIRouter(prefix="/ui/models")
 NAV = NavItem("models", "Models", "/ui/models", "viewer", NAV_ORDER["models"])
 
 
-def _placement(session: SessionDep) -> dict[str, dict[str, list[str]]]:
-    """model label → slot → device ids where it is installed (or desired)."""
-    out: dict[str, dict[str, list[str]]] = {}
-    for d in fleet.list_devices(session):
-        pub = fleet.device_public(session, d)
-        for slot, s in pub.slots.items():
-            label = s.installed or s.desired
-            if label:
-                out.setdefault(label, {}).setdefault(slot, []).append(d.id)
-    return out
+def fleet_href(slot: str, label: str) -> str:
+    """The paged fleet view filtered by the devices assigned ``label`` in ``slot``."""
+    return "/ui/fleet?" + urlencode([("model", f"{slot}={label}")])
 
 
 def drift_charts(drift: DriftResult) -> tuple[Markup, Markup]:
@@ -67,7 +63,8 @@ def drift_charts(drift: DriftResult) -> tuple[Markup, Markup]:
 @router.get("", response_class=HTMLResponse)
 def models_page(request: Request, session: SessionDep, principal: PagePrincipal) -> HTMLResponse:
     versions = catalog.list_versions(session)
-    return render(request, "models.html", principal, active="models", versions=versions, placement=_placement(session))
+    return render(request, "models.html", principal, active="models", versions=versions,
+                  placement=placement_counts(session))
 
 
 @router.get("/{name}/{version}", response_class=HTMLResponse)
@@ -83,10 +80,10 @@ def model_page(name: str, version: str, request: Request, session: SessionDep, p
                  "as control (vs its candidate)": [(p.t, p.agreement) for p in as_control]}
     drift = drift_score(session, label, config=DriftConfig(wait_for_evidently=False))
     conf_bars, class_bars = drift_charts(drift)
-    devices = [d.id for d in fleet.list_devices(session)]
     return render(request, "model.html", principal, active="models", mv=mv, label=label,
-                  placement=_placement(session).get(label, {}), latency=latency, agreement=agreement,
-                  drift=drift, conf_bars=conf_bars, class_bars=class_bars, evidently=evidently_installed(), devices=devices)
+                  placement=placement_counts(session).get(label, {}), latency=latency, agreement=agreement,
+                  drift=drift, conf_bars=conf_bars, class_bars=class_bars, evidently=evidently_installed(),
+                  device_count=device_count(session), fleet_href=fleet_href)
 
 
 @router.get("/{name}/{version}/drift/report", response_class=HTMLResponse)

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from ...api.deps import SessionDep
-from ...api.routes.rollouts import member_page
+from ...api.routes.rollouts import member_page_sql
 from ...devices.cursor import BadCursor
 from ...rollout import service
 from ...rollout.gates import evidence_text
@@ -74,17 +74,18 @@ MEMBERS_PER_PAGE = 100
 @router.get("/{rollout_id}", response_class=HTMLResponse)
 def rollout_page(rollout_id: str, request: Request, session: SessionDep, principal: PagePrincipal,
                  cursor: str | None = None, status: str | None = None) -> HTMLResponse:
-    st = service.status(session, rollout_id, time.time(), devices=True, events=50)
-    statuses = [s for s in STATUS_ORDER if any(w["counts"].get(s) for w in st["waves"])]
-    statuses += sorted({k for w in st["waves"] for k in w["counts"]} - set(statuses))
-    members = st.pop("members", None) or []
-    status = status if status in {m["status"] for m in members} else None
+    now = time.time()
+    st = service.status(session, rollout_id, now, devices=False, events=50)
+    present = {k for w in st["waves"] for k, n in w["counts"].items() if n}
+    statuses = [s for s in STATUS_ORDER if s in present]
+    statuses += sorted(present - set(statuses))
+    status = status if status in present else None
     notice = None
-    try:  # the member list a page at a time, like GET /api/v1/rollouts/{id}/devices
-        page = member_page(members, rollout_id, limit=MEMBERS_PER_PAGE, cursor=cursor, status=status)
+    try:  # the member list a page at a time, read by keyset like GET /api/v1/rollouts/{id}/devices
+        page = member_page_sql(session, rollout_id, now, limit=MEMBERS_PER_PAGE, cursor=cursor, status=status)
     except BadCursor:
         notice = "That page link does not fit this list (or was altered); showing the first page."
-        page = member_page(members, rollout_id, limit=MEMBERS_PER_PAGE, cursor=None, status=status)
+        page = member_page_sql(session, rollout_id, now, limit=MEMBERS_PER_PAGE, cursor=None, status=status)
     base = f"/ui/rollouts/{quote(rollout_id, safe='')}?"
     keep = [("status", status)] if status else []
     return render(request, "rollout.html", principal, active="rollouts", r=st, statuses=statuses, when=when,
