@@ -10,7 +10,12 @@ import pytest
 
 from edgefleet.edge_agent.config import load_config
 from edgefleet.edge_agent.errors import ConfigError
-from edgefleet.edge_agent.signal_source import SignalAddress, SignalSource, parse_signal_address, send_signals
+from edgefleet.edge_agent.signal_source import (
+    SignalAddress,
+    SignalSource,
+    parse_signal_address,
+    send_signals,
+)
 from edgefleet.edge_agent.signals import SignalTable
 from tests.conftest import wait_until
 
@@ -95,3 +100,27 @@ def test_config_file_and_environment_set_the_signal_socket(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="did you mean 'max_age_s'"):
         toml.write_text('[agent]\ndevice_id = "cam-1"\n[signals]\nmax_age = 1\n')
         load_config(toml, env={})
+
+
+def test_fleet_agent_signal_send_writes_a_sample_the_agent_keeps(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edgefleet.edge_agent.cli import app
+
+    src = _source(tmp_path, max_age_s=5.0)
+    toml = tmp_path / "agent.toml"
+    toml.write_text(f'[agent]\ndevice_id = "cam-1"\ndata_dir = "{tmp_path / "run"}"\n')
+    try:
+        out = CliRunner().invoke(app, ["signal", "send", "steering_deg=-25", "speed_kmh=12.5", "brake=true", "gear=D",
+                                       "--config", str(toml)], env={})
+        assert out.exit_code == 0, out.output
+        wait_until(lambda: src.received == 1, 10, message="sample from the CLI")
+        assert src.table.fresh(src.clock()) == {"steering_deg": -25, "speed_kmh": 12.5, "brake": True, "gear": "D"}
+        for bad in (["steering_deg=nan"], ["oops"], ["bad key!=1"], [f"x={'v' * 200}"]):
+            out = CliRunner().invoke(app, ["signal", "send", *bad, "--config", str(toml)], env={})
+            assert out.exit_code == 2 and "error:" in out.output, (bad, out.output)
+        assert src.received == 1 and not src.dropped  # refused before sending
+    finally:
+        src.stop()
+    out = CliRunner().invoke(app, ["signal", "send", "x=1", "--socket", f"unix:{tmp_path / 'run' / 'signals.sock'}"], env={})
+    assert out.exit_code == 1 and "no agent reads signals" in out.output

@@ -15,8 +15,8 @@ import typer
 
 from .config import load_config
 from .errors import AgentError
-from .signal_source import send_signals
-from .signals import SampleError, parse_sample, sample_line
+from .signal_source import sample_line, send_signals
+from .signals import SampleError, parse_sample
 
 signal_app = typer.Typer(help="Sidecar signals (CAN, ROS, GPS) as per-frame context.", no_args_is_help=True)
 
