@@ -22,6 +22,7 @@ import logging
 import threading
 from datetime import datetime, timezone
 
+from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
 from ..tables import Device
@@ -85,9 +86,10 @@ def mark_unheard(session: Session, now: float, window_s: float, *, heard_from: f
     if now - heard_from < window_s:
         return []
     cutoff = datetime.fromtimestamp(now - window_s, timezone.utc)
-    rows = session.exec(
-        select(Device).where(col(Device.online).is_(True)).where(col(Device.revoked_at).is_(None))
-        .where((col(Device.last_seen) < cutoff) | col(Device.last_seen).is_(None))
+    online = col(Device.online).is_(True)
+    rows = session.exec(  # one index range per OR term (ix_device_unheard, migration 0021): only those due
+        select(Device).where(col(Device.revoked_at).is_(None))
+        .where(or_(and_(online, col(Device.last_seen) < cutoff), and_(online, col(Device.last_seen).is_(None))))
     ).all()
     marked = []
     for device in rows:

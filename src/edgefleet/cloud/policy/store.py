@@ -247,10 +247,11 @@ def release_finished(session: Session, publisher: DesiredPublisher | None) -> in
         rollout = session.get(Rollout, row.rollout_id)
         if rollout is not None and rollout.state in (*RUNNING_ROLLOUT, "scheduled"):
             continue
-        ids = set(session.exec(select(RolloutMember.device_id).where(RolloutMember.rollout_id == row.rollout_id)).all())
+        members = select(RolloutMember.device_id).where(RolloutMember.rollout_id == row.rollout_id)
         session.delete(row)
         session.commit()
-        devices = [d for d in fleet_settings_devices(session) if d.id in ids]
+        devices = list(session.exec(select(Device).where(Device.revoked_at == None)  # noqa: E711  # its members, not the fleet
+                                    .where(col(Device.id).in_(members)).order_by(col(Device.id))).all())
         told += bump(session, publisher, devices, f"rollout {row.rollout_id} ended ({rollout.state if rollout else 'gone'}): "
                                                   "its own window/network policy no longer applies")
     return told

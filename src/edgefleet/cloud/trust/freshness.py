@@ -99,7 +99,8 @@ def mark_stale(session: Session, now: datetime, stale_after_s: float) -> list[st
     Returns the ids newly marked stale."""
     cutoff = now - timedelta(seconds=stale_after_s)
     rows = session.exec(
-        select(Device).where(col(Device.lagging_since).is_not(None)).where(col(Device.stale_since).is_(None))
+        select(Device).where(col(Device.stale_since).is_(None)).where(col(Device.lagging_since).is_not(None))
+        .where(col(Device.lagging_since) <= cutoff)  # only those due (ix_device_lag_due, migration 0021)
     ).all()
     marked = []
     for device in rows:
