@@ -1,0 +1,69 @@
+"""Sidecar signals: what a frame's context costs with them, and how fast the reader takes samples.
+
+    python bench/bench_signals.py [--frames 200000] [--samples 50000]
+
+1. ``Campaigns.context(now)`` per frame, measured side by side in one run: the application's
+   per-frame context alone, merged with 8 fresh sidecar signals, and with 32 (the most a table
+   keeps; 34 keys in all, so the merge caps them at the schema's 32).
+2. The reader thread on a real UNIX datagram socket: samples of 4 signals sent as fast as one
+   writer can, samples kept per second (a CAN bridge at 100 Hz needs 100/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from edgefleet.edge_agent.campaigns import Campaigns
+from edgefleet.edge_agent.signal_source import SignalAddress, SignalSource
+from edgefleet.edge_agent.signals import SignalTable
+
+
+def per_frame_us(campaigns: Campaigns, frames: int, now: float) -> float:
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        campaigns.context(now)
+    return (time.perf_counter() - t0) / frames * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=200_000)
+    ap.add_argument("--samples", type=int, default=50_000)
+    args = ap.parse_args()
+    now = time.time()
+    plain = Campaigns(None)
+    plain.set_context({"speed_kmh": 12, "road": "wet"}, ts=now)
+    side = Campaigns(None)
+    side.set_context({"speed_kmh": 12, "road": "wet"}, ts=now)
+    side.signals = SignalTable(max_age_s=0.5)
+    side.signals.update(now, {f"can_{i:02d}": float(i) for i in range(32)}, now=now)
+    few = Campaigns(None)
+    few.set_context({"speed_kmh": 12, "road": "wet"}, ts=now)
+    few.signals = SignalTable(max_age_s=0.5)
+    few.signals.update(now, {f"can_{i:02d}": float(i) for i in range(8)}, now=now)
+    a, b, c = (per_frame_us(x, args.frames, now) for x in (plain, few, side))
+    print(f"context per frame: per-frame only {a:.2f} us, with 8 sidecar signals {b:.2f} us, "
+          f"with 32 (capped at 32 keys) {c:.2f} us")
+
+    with tempfile.TemporaryDirectory() as d:
+        src = SignalSource(SignalAddress("unix", path=Path(d) / "signals.sock"), SignalTable())
+        src.start()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as w:
+            line = json.dumps({"signals": {"steering_deg": -25.0, "speed_kmh": 12, "brake": False, "gear": "D"}}).encode()
+            t0 = time.perf_counter()
+            for _ in range(args.samples):
+                w.sendto(line, str(src.address.path))
+            while src.received < args.samples and time.perf_counter() - t0 < 60:
+                time.sleep(0.01)
+            took = time.perf_counter() - t0
+        src.stop()
+    print(f"reader: {src.received} of {args.samples} samples kept in {took:.2f} s = {src.received / took:,.0f} samples/s")
+
+
+if __name__ == "__main__":
+    main()
