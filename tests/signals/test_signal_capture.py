@@ -41,8 +41,9 @@ def test_a_stale_signal_is_not_a_frames_context_and_the_per_frame_context_wins(t
         if i % 20 == 0:  # the CAN bridge sends at its own rate: one sample per 2 s here
             if phase == 0:
                 source.feed(_sample({"steering_deg": -25.0, "speed_kmh": 12}))
-            elif phase == 1:  # a sample stamped 3 s ago (a bridge catching up): stale on arrival
-                source.feed(_sample({"steering_deg": -31.0, "speed_kmh": 12}, t=now[0] - 3.0))
+            elif phase == 1:  # stamped 1 s ago (a lagging bridge): newer than what is held, stale on arrival
+                source.feed(_sample({"steering_deg": -31.0, "speed_kmh": 12}, t=now[0] - 1.0))
+                assert source.table.snapshot()["steering_deg"][1] == -31.0  # kept, yet not any frame's context
             elif phase == 2:  # sidecar speed 0, the application's per-frame context says 12: it wins
                 source.feed(_sample({"steering_deg": -22.0, "speed_kmh": 0}))
             else:

@@ -23,11 +23,11 @@ def send(signals, t=None):
     s.sendto(json.dumps(body).encode() + b"\n", path)
 k = 0
 while True:
-    phase = (k // 10) % 3  # 1 s each at 10 Hz: straight, a stale left turn, a fresh left turn
-    if phase == 0:
+    phase = k % 40  # at 10 Hz: 1 s straight, 2 s of a stale left turn, 1 s of a fresh left turn
+    if phase < 10:
         send({"steering_deg": 2.0, "speed_kmh": 12})
-    elif phase == 1:  # stamped 5 s ago: a bridge replaying its backlog; never a frame's context
-        send({"steering_deg": -31.0, "speed_kmh": 12}, t=time.time() - 5.0)
+    elif phase < 30:  # stamped 0.8 s ago (a lagging bridge): kept once newer than the last, never fresh
+        send({"steering_deg": -31.0, "speed_kmh": 12}, t=time.time() - 0.8)
     else:
         send({"steering_deg": -25.0, "speed_kmh": 12})
     if k % 7 == 0:  # junk the agent must drop and count, and live through
