@@ -43,6 +43,19 @@ def brute_placement(s: Session) -> dict[str, dict[str, int]]:
     return out
 
 
+def brute_running(s: Session) -> dict[str, dict[str, list[str]]]:
+    """digest → slot → ids of enrolled devices whose report says they run it (what the model API walked)."""
+    from edgefleet.protocols import SLOTS
+
+    out: dict[str, dict[str, list[str]]] = {}
+    for d in fleet.list_devices(s, include_revoked=False):
+        for slot, rep in ((d.reported or {}).get("slots") or {}).items():
+            inst = rep.get("installed") if isinstance(rep, dict) else None
+            if slot in SLOTS and isinstance(inst, dict) and isinstance(inst.get("digest"), str):
+                out.setdefault(inst["digest"], {}).setdefault(slot, []).append(d.id)
+    return out
+
+
 def walk(s: Session, rollout_id: str, now: float, *, limit: int, status: str | None = None,
          wave: int | None = None, backwards: bool = False) -> list[str]:
     """Every device id the pages give, first page to last (or last to first, following prev_cursor)."""

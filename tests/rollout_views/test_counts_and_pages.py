@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from edgefleet.cloud import db
 from edgefleet.cloud.devices.cursor import BadCursor
-from edgefleet.cloud.devices.placement import placement_counts
+from edgefleet.cloud.devices.placement import placement_counts, running_counts, running_on
 from edgefleet.cloud.rollout import service
 from edgefleet.cloud.rollout.archive import archive_finished
 from edgefleet.cloud.rollout.members import page_members
@@ -21,7 +21,14 @@ from edgefleet.cloud.rollout.store import spec_of, state_of
 from edgefleet.cloud.rollout.tables import Rollout, RolloutMember
 from edgefleet.cloud.tables import Device
 
-from .checks import brute_members, brute_placement, brute_rows, brute_wave_counts, walk
+from .checks import (
+    brute_members,
+    brute_placement,
+    brute_rows,
+    brute_running,
+    brute_wave_counts,
+    walk,
+)
 from .seed import NEW, ROLLOUT, seed_rollout
 
 MEMBERS = 300  # a fleet of 600 (every second device a member), every status crossed with online/offline
@@ -37,6 +44,12 @@ def check_everything(engine: object, now: float) -> None:
         row = s.get(Rollout, ROLLOUT)
         assert row is not None and service.summary(s, row).devices == MEMBERS
         assert placement_counts(s) == brute_placement(s)
+        running = brute_running(s)
+        assert len(running) >= 2 and running_counts(s) == {
+            dg: {slot: len(ids) for slot, ids in per.items()} for dg, per in running.items()}
+        for dg, per in running.items():
+            assert running_on(s, dg) == per and running_on(s, dg, limit=3) == {k: v[:3] for k, v in per.items()}
+        assert running_on(s, "f" * 64) == {}
         statuses = sorted({r["status"] for r in rows})
         assert {"waiting", "queued", "pending", "skipped", "installing", "healthy", "active", "failed", "reverted",
                 "timed_out", "silent"} <= set(statuses)  # the seed covers what the filters must tell apart

@@ -17,7 +17,6 @@ flagged (``flags`` → ``SlotPublic.model_status``) on the fleet page and in ``f
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -30,7 +29,7 @@ from .errors import BadRequest, Conflict, ModelBlocked
 from .rollout.commands import apply_command
 from .rollout.store import StaleState, add_event, lock_rollout, state_of, write_state
 from .rollout.tables import Rollout
-from .tables import MODEL_STATUSES, Device, ModelVersion
+from .tables import MODEL_STATUSES, ModelVersion
 
 #: Rollout states a block aborts: a rollout still sending the version to devices (or able
 #: to, once resumed). ``rolling_back`` is moving devices off it already and is left alone;
@@ -154,27 +153,11 @@ def abort_rollout(session: Session, row: Rollout, reason: str, *, actor: str, ro
 # ----- where versions run ---------------------------------------------------------------------
 
 
-def _installed(device: Device) -> dict[str, str]:
-    """slot → digest the device's (verified) report says it runs."""
-    out: dict[str, str] = {}
-    for slot, rep in ((device.reported or {}).get("slots") or {}).items():
-        inst = rep.get("installed") if isinstance(rep, dict) else None
-        if slot in SLOTS and isinstance(inst, dict) and isinstance(inst.get("digest"), str):
-            out[slot] = inst["digest"]
-    return out
-
-
-def usage(session: Session) -> dict[str, dict[str, list[str]]]:
-    """digest → slot → device ids (enrolled, not revoked) whose report says they run it."""
-    out: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for d in session.exec(select(Device).where(Device.revoked_at == None).order_by(Device.id)).all():  # noqa: E711
-        for slot, digest in _installed(d).items():
-            out[digest][slot].append(d.id)
-    return {k: dict(v) for k, v in out.items()}
-
-
 def devices_running(session: Session, digest: str) -> dict[str, list[str]]:
-    return usage(session).get(digest, {})
+    """slot → ids of the enrolled devices running ``digest``: only their rows are read (SQL)."""
+    from .devices.placement import running_on
+
+    return running_on(session, digest)
 
 
 def counts(where: dict[str, list[str]]) -> dict[str, int]:
@@ -206,4 +189,4 @@ def same_bytes_notes(session: Session, mv: ModelVersion) -> list[str]:
 
 
 __all__ = ["ABORTABLE", "StatusChange", "abort_rollout", "blocked_error", "check_deployable", "check_reason",
-           "counts", "devices_running", "flags", "label", "same_bytes_notes", "set_status", "usage"]
+           "counts", "devices_running", "flags", "label", "same_bytes_notes", "set_status"]

@@ -5,6 +5,8 @@ the device view shows a slot (``fleet.public_of``): the version the device's ver
 says is installed there, else the one the controller assigned. One ``GROUP BY`` per slot
 over the device table joined with its assignment for that slot; the groups (a few versions
 per slot) are folded here. Revoked devices count, as the device list shows them.
+``running_counts`` / ``running_on`` answer the model API's "which devices run this digest"
+(enrolled devices only, as ``lifecycle`` always did) the same way.
 """
 
 from __future__ import annotations
@@ -43,9 +45,35 @@ def placement_counts(session: Session) -> dict[str, dict[str, int]]:
     return out
 
 
+def running_counts(session: Session) -> dict[str, dict[str, int]]:
+    """digest → slot → enrolled (not revoked) devices whose report says they run it: one
+    ``GROUP BY`` per slot, without loading a device."""
+    out: dict[str, dict[str, int]] = {}
+    for slot in SLOTS:
+        digest = _installed(slot, "digest")
+        q = (select(digest, func.count()).select_from(Device).where(col(Device.revoked_at).is_(None))
+             .where(digest.is_not(None)).group_by(digest))
+        for d, n in session.execute(q).all():
+            out.setdefault(str(d), {})[slot] = int(n)
+    return out
+
+
+def running_on(session: Session, digest: str, *, limit: int | None = None) -> dict[str, list[str]]:
+    """slot → ids (in id order, the first ``limit``) of the enrolled devices whose report says
+    they run ``digest`` (``lifecycle.devices_running``); only ids are read."""
+    out: dict[str, list[str]] = {}
+    for slot in SLOTS:
+        ids = session.execute(select(col(Device.id)).where(col(Device.revoked_at).is_(None))
+                              .where(_installed(slot, "digest") == digest).order_by(col(Device.id))
+                              .limit(limit)).scalars().all()
+        if ids:
+            out[slot] = list(ids)
+    return out
+
+
 def device_count(session: Session) -> int:
     """Every device row (revoked ones too, as ``fleet.list_devices``)."""
     return int(session.execute(select(func.count()).select_from(Device)).scalar_one())
 
 
-__all__ = ["device_count", "placement_counts"]
+__all__ = ["device_count", "placement_counts", "running_counts", "running_on"]

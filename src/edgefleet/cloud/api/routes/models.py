@@ -14,7 +14,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Path, UploadFile
 from pydantic import BaseModel, Field
 
+from ....protocols import SLOTS
 from ... import audit, catalog, lifecycle, yank
+from ...devices.placement import running_counts, running_on
 from ...errors import BadRequest
 from ...tables import MODEL_NAME_PATTERN, ModelStatus, ModelVersionPublic
 from .. import problems
@@ -102,8 +104,8 @@ async def push_model(
 @router.get("", response_model=list[ModelVersionPublic], summary="List model versions (status, provenance, devices per slot)",
             responses=_errors(401, 403))
 def list_models(session: SessionDep, _: Viewer) -> list[ModelVersionPublic]:
-    where = lifecycle.usage(session)
-    return [ModelVersionPublic.of(mv, running=lifecycle.counts(where.get(mv.digest, {})))
+    running = running_counts(session)  # GROUP BY per slot: no device row is loaded
+    return [ModelVersionPublic.of(mv, running={slot: running.get(mv.digest, {}).get(slot, 0) for slot in SLOTS})
             for mv in catalog.list_versions(session)]
 
 
@@ -113,9 +115,9 @@ def get_model(name: NameParam, version: VersionParam, session: SessionDep, _: Vi
     from ...rollout.service import list_rollouts_of
 
     mv = catalog.get_version(session, f"{name}:{version}")
-    where = lifecycle.devices_running(session, mv.digest)
-    base = ModelVersionPublic.of(mv, running=lifecycle.counts(where))
-    return ModelVersionDetail(**base.model_dump(), devices={k: v[:500] for k, v in where.items()},
+    running = running_counts(session).get(mv.digest, {})  # counts in SQL, the first 500 ids per slot
+    base = ModelVersionPublic.of(mv, running={slot: running.get(slot, 0) for slot in SLOTS})
+    return ModelVersionDetail(**base.model_dump(), devices=running_on(session, mv.digest, limit=500),
                               rollouts=list_rollouts_of(session, mv.id or 0, limit=20))
 
 
