@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from sqlalchemy import Table, and_, false, func, select
 from sqlalchemy.sql.elements import ColumnElement
@@ -59,7 +60,10 @@ def member_count(session: Session, rollout_id: str) -> int:
 
 
 def _member(r: Any) -> RolloutMember:
-    return RolloutMember(**{k: r._mapping[k] for k in _COLUMNS})
+    """The member columns of a row as a read-only stand-in for ``RolloutMember``: building the
+    SQLModel instance costs more than the rest of a row's work, and nothing here writes it."""
+    m = r._mapping
+    return cast(RolloutMember, SimpleNamespace(**{k: m[k] for k in _COLUMNS}))
 
 
 def member_observations(session: Session, row: Rollout) -> list[DeviceObservation]:
