@@ -26,8 +26,9 @@ while True:
     phase = k % 40  # at 10 Hz: 1 s straight, 2 s of a stale left turn, 1 s of a fresh left turn
     if phase < 10:
         send({"steering_deg": 2.0, "speed_kmh": 12})
-    elif phase < 30:  # stamped 0.8 s ago (a lagging bridge): kept once newer than the last, never fresh
-        send({"steering_deg": -31.0, "speed_kmh": 12}, t=time.time() - 0.8)
+    elif phase < 30:  # stamped 3 s ago (a bridge replaying its backlog): older than max_age_s for
+        # every frame still to be judged (those of 3 s ago were judged long since), so never used
+        send({"steering_deg": -31.0, "speed_kmh": 12}, t=time.time() - 3.0)
     else:
         send({"steering_deg": -25.0, "speed_kmh": 12})
     if k % 7 == 0:  # junk the agent must drop and count, and live through

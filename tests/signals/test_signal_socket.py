@@ -36,10 +36,10 @@ def test_the_unix_socket_is_0600_and_a_writer_process_sets_the_latest_values(tmp
         assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
         assert [p.name for p in (tmp_path / "run").iterdir()] == ["signals.sock"]  # no staging left
         send_signals(f"unix:{path}", {"steering_deg": -25.0, "speed_kmh": 12})
-        wait_until(lambda: src.table.fresh(src.clock()) == {"steering_deg": -25.0, "speed_kmh": 12}, 10,
+        wait_until(lambda: src.table.at(src.clock()) == {"steering_deg": -25.0, "speed_kmh": 12}, 10,
                    message="sample read")
         send_signals(f"unix:{path}", {"steering_deg": 3.5})
-        wait_until(lambda: src.table.fresh(src.clock()).get("steering_deg") == 3.5, 10, message="newer sample")
+        wait_until(lambda: src.table.at(src.clock()).get("steering_deg") == 3.5, 10, message="newer sample")
         assert src.counters() == {"signal_samples": 2, "signal_dropped": 0, "signal_keys_refused": 0}
     finally:
         src.stop()
@@ -59,7 +59,7 @@ def test_malformed_oversize_and_non_finite_samples_are_dropped_counted_and_the_r
             w.sendto(b"\n\n", target)  # blank lines are nothing
             w.sendto(b'{"signals": {"steering_deg": -30}}\n{"signals": {"speed_kmh": 7}}', target)
         wait_until(lambda: src.received == 2, 10, message="good samples after the junk")
-        assert src.table.fresh(src.clock()) == {"steering_deg": -30, "speed_kmh": 7}
+        assert src.table.at(src.clock()) == {"steering_deg": -30, "speed_kmh": 7}
         assert dict(src.dropped) == {"malformed": 3, "non_finite": 1, "oversize": 2}
         assert src.counters()["signal_dropped"] == 6
         assert src._thread is not None and src._thread.is_alive()
@@ -82,7 +82,7 @@ def test_udp_is_loopback_only_and_works_there() -> None:
     try:
         assert src.address.port != 0
         send_signals(str(src.address), {"gps_fix": True, "lat": 48.1})
-        wait_until(lambda: src.table.fresh(src.clock()) == {"gps_fix": True, "lat": 48.1}, 10, message="udp sample")
+        wait_until(lambda: src.table.at(src.clock()) == {"gps_fix": True, "lat": 48.1}, 10, message="udp sample")
     finally:
         src.stop()
 
@@ -115,7 +115,7 @@ def test_fleet_agent_signal_send_writes_a_sample_the_agent_keeps(tmp_path: Path)
                                        "--config", str(toml)], env={})
         assert out.exit_code == 0, out.output
         wait_until(lambda: src.received == 1, 10, message="sample from the CLI")
-        assert src.table.fresh(src.clock()) == {"steering_deg": -25, "speed_kmh": 12.5, "brake": True, "gear": "D"}
+        assert src.table.at(src.clock()) == {"steering_deg": -25, "speed_kmh": 12.5, "brake": True, "gear": "D"}
         for bad in (["steering_deg=nan"], ["oops"], ["bad key!=1"], [f"x={'v' * 200}"]):
             out = CliRunner().invoke(app, ["signal", "send", *bad, "--config", str(toml)], env={})
             assert out.exit_code == 2 and "error:" in out.output, (bad, out.output)

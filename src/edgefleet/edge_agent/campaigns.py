@@ -152,14 +152,15 @@ class Campaigns:
         return ctx
 
     def context(self, now: float | None = None) -> dict[str, Any] | None:
-        """The context of a frame at ``now``: fresh sidecar signals under the application's
-        latest context (if not older than ``CONTEXT_TTL_S``). O(keys)."""
+        """The context of a frame taken at ``now``: the sidecar signals' values at that time (not
+        older than their max age) under the application's latest context (if not older than
+        ``CONTEXT_TTL_S``). O(keys)."""
         now = self.clock() if now is None else now
         held = self._context
         frame = held[1] if held is not None and now - held[0] <= CONTEXT_TTL_S else None
         if self.signals is None:
             return frame
-        return merge(self.signals.fresh(now), frame)
+        return merge(self.signals.at(now), frame)
 
     # ----- per frame -----
 

@@ -9,15 +9,17 @@ writes samples at its own rate, one JSON object per line::
 the same bounds as the application's context: keys ``[A-Za-z0-9_.-]{1,64}``, values finite
 numbers, booleans or text of at most 128 characters, at most 32 signals) and raises
 ``SampleError`` with a reason (``malformed``, ``oversize``, ``non_finite``) on a bad one: the
-whole sample is dropped. ``SignalTable`` keeps the latest value of each signal and its time
-(bounded: at most ``max_keys`` signals; a new one past that takes the place of a stale one or is
-refused). ``fresh(now)`` gives the signals not older than ``max_age_s`` at ``now``; stale ones
-are left out, never used. ``merge`` lays the application's per-frame context over them (the
+whole sample is dropped. ``SignalTable`` keeps each signal's recent values with their times
+(bounded: at most ``max_keys`` signals, a new one past that takes the place of a stale one or is
+refused; two seconds of thinned history each). ``at(frame_ts)`` gives each signal's value at the
+frame's time, if its sample is not older than ``max_age_s`` then; stale ones are left out,
+never used. ``merge`` lays the application's per-frame context over them (the
 per-frame one wins on a clash) within the 32 keys of the capture schema. All O(keys).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -111,56 +113,93 @@ def parse_sample(line: bytes, arrived: float) -> tuple[float, dict[str, Value]]:
     return t, out
 
 
+class _Series:
+    """One signal's recent samples, oldest first (times ascending)."""
+
+    __slots__ = ("ts", "vs")
+
+    def __init__(self, t: float, value: Value):
+        self.ts = [t]
+        self.vs = [value]
+
+
 class SignalTable:
-    """The latest value of each sidecar signal, with its time; safe across threads.
+    """Recent values of each sidecar signal, with their times; safe across threads.
+
+    A frame is judged on the shadow path, a little after it was taken; by then a newer sample
+    may have arrived. ``at(frame_ts)`` therefore gives each signal's value *at the frame's
+    time*: its latest sample not after the frame, if not older than ``max_age_s``. Each signal
+    keeps ``HISTORY_S`` of samples for that (thinned to at most two per ``max_age_s / 16``, at
+    most ``MAX_POINTS``); a frame judged later than that gets no sidecar context.
 
     Args:
         max_age_s: a signal older than this at a frame is not that frame's context.
         max_keys: at most this many signals are kept (at most the schema's 32).
     """
 
+    HISTORY_S = 2.0
+    MAX_POINTS = 128
+
     def __init__(self, max_age_s: float = 0.5, max_keys: int = MAX_CONTEXT_KEYS):
         self.max_age_s = max_age_s
         self.max_keys = min(max_keys, MAX_CONTEXT_KEYS)
-        self._latest: dict[str, tuple[float, Value]] = {}
+        self._grain = max_age_s / 16
+        self._series: dict[str, _Series] = {}
         self._lock = threading.Lock()
         self.refused_keys = 0  # signals refused because the table was full of fresh ones
 
     def update(self, t: float, signals: dict[str, Value], now: float) -> int:
-        """Keep these values as the latest (a sample older than the held value is ignored
-        for that signal). Returns how many new signals were refused for want of room."""
+        """Add these values at time ``t`` (a sample older than a signal's newest is ignored for
+        that signal). Returns how many new signals were refused for want of room."""
         refused = 0
+        keep_from = t - self.max_age_s - self.HISTORY_S
         with self._lock:
-            latest = self._latest
+            series = self._series
             for key, value in signals.items():
-                held = latest.get(key)
-                if held is not None:
-                    if t >= held[0]:
-                        latest[key] = (t, value)
+                s = series.get(key)
+                if s is None:
+                    if len(series) >= self.max_keys and not self._evict_stale(now):
+                        refused += 1
+                        continue
+                    series[key] = _Series(t, value)
                     continue
-                if len(latest) >= self.max_keys and not self._evict_stale(now):
-                    refused += 1
+                if t < s.ts[-1]:
                     continue
-                latest[key] = (t, value)
+                if len(s.ts) > 1 and t - s.ts[-2] < self._grain:
+                    s.ts[-1], s.vs[-1] = t, value  # thinned: at most two points a grain
+                else:
+                    s.ts.append(t)
+                    s.vs.append(value)
+                drop = bisect.bisect_left(s.ts, keep_from, 0, len(s.ts) - 1)
+                drop = max(drop, len(s.ts) - self.MAX_POINTS)
+                if drop > 0:
+                    del s.ts[:drop], s.vs[:drop]
             self.refused_keys += refused
         return refused
 
     def _evict_stale(self, now: float) -> bool:
-        oldest = min(self._latest, key=lambda k: self._latest[k][0])
-        if now - self._latest[oldest][0] <= self.max_age_s:
+        oldest = min(self._series, key=lambda k: self._series[k].ts[-1])
+        if now - self._series[oldest].ts[-1] <= self.max_age_s:
             return False
-        del self._latest[oldest]
+        del self._series[oldest]
         return True
 
-    def fresh(self, now: float) -> dict[str, Value]:
-        """The signals not older than ``max_age_s`` at ``now`` (stale ones left out)."""
-        horizon = now - self.max_age_s
+    def at(self, ts: float) -> dict[str, Value]:
+        """Each signal's value at a frame taken at ``ts``: its latest sample not after ``ts`` and
+        not older than ``max_age_s`` (a signal without one is left out). O(keys · log points)."""
+        horizon = ts - self.max_age_s
+        out: dict[str, Value] = {}
         with self._lock:
-            return {k: v for k, (t, v) in self._latest.items() if t >= horizon}
+            for key, s in self._series.items():
+                i = bisect.bisect_right(s.ts, ts) - 1
+                if i >= 0 and s.ts[i] >= horizon:
+                    out[key] = s.vs[i]
+        return out
 
     def snapshot(self) -> dict[str, tuple[float, Value]]:
+        """The newest sample of each signal."""
         with self._lock:
-            return dict(self._latest)
+            return {k: (s.ts[-1], s.vs[-1]) for k, s in self._series.items()}
 
 
 def merge(signals: dict[str, Value], frame: dict[str, Any] | None) -> dict[str, Any] | None:
