@@ -58,7 +58,7 @@ def main() -> None:
           f"with 32 (capped at 32 keys) {c:.2f} us")
 
     with tempfile.TemporaryDirectory() as d:
-        src = SignalSource(SignalAddress("unix", path=Path(d) / "signals.sock"), SignalTable())
+        src = SignalSource(SignalAddress("unix", path=Path(d) / "signals.sock"), SignalTable(), max_rate_hz=1e6)
         src.start()
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as w:
             line = json.dumps({"signals": {"steering_deg": -25.0, "speed_kmh": 12, "brake": False, "gear": "D"}}).encode()

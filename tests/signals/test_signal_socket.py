@@ -124,3 +124,15 @@ def test_fleet_agent_signal_send_writes_a_sample_the_agent_keeps(tmp_path: Path)
         src.stop()
     out = CliRunner().invoke(app, ["signal", "send", "x=1", "--socket", f"unix:{tmp_path / 'run' / 'signals.sock'}"], env={})
     assert out.exit_code == 1 and "no agent reads signals" in out.output
+
+
+def test_a_flooding_writer_is_cut_to_the_rate_budget_and_counted(tmp_path: Path) -> None:
+    now = [5_000.0]
+    src = SignalSource(SignalAddress("unix", path=tmp_path / "s.sock"), SignalTable(max_age_s=5.0), max_rate_hz=100,
+                       clock=lambda: now[0])
+    line = b'{"signals": {"steering_deg": -25}}\n'
+    src.feed(line * 150)  # 150 samples within one second
+    assert src.received == 100 and src.dropped["rate"] == 50
+    now[0] += 1.0
+    src.feed(line * 10)  # the next second has its own budget
+    assert src.received == 110 and src.dropped["rate"] == 50

@@ -170,6 +170,7 @@ class SignalsSection(_Section):
     socket: str = "unix:signals.sock"  # relative paths are under data_dir; "" = off
     max_age_s: float = Field(default=0.5, gt=0, le=3600)
     max_keys: int = Field(default=32, ge=1, le=32)
+    max_rate_hz: float = Field(default=2000.0, gt=0, le=100000)  # samples parsed a second; more are dropped
 
 
 class NetworkSection(_Section):

@@ -131,7 +131,8 @@ class Agent:
         signals_at = parse_signal_address(config.signals.socket, self.data_dir)  # sidecar signals (CAN, ROS, GPS)
         self.signal_source: SignalSource | None = None
         if signals_at is not None:
-            self.signal_source = SignalSource(signals_at, SignalTable(config.signals.max_age_s, config.signals.max_keys))
+            self.signal_source = SignalSource(signals_at, SignalTable(config.signals.max_age_s, config.signals.max_keys),
+                                              max_rate_hz=config.signals.max_rate_hz)
         headers = {"Authorization": f"Bearer {config.agent.token}"} if config.agent.token else {}
         warn_plain_links(config)
         self.http_verify = http_verify(config.agent.ca_file)  # every HTTP client verifies the controller

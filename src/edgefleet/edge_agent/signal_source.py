@@ -11,6 +11,8 @@ A reader thread parses each sample and keeps the latest value of every signal in
 ``SignalTable``; the shadow path reads it once per frame (``Campaigns.context``). A sample that
 is malformed, oversize or not finite is dropped and counted (``dropped[reason]``) with at most
 one log line per ``LOG_EVERY_S``; nothing a writer sends stops the reader or the pipeline.
+Samples past ``max_rate_hz`` in a second are dropped unparsed (``dropped["rate"]``): a flooding
+writer costs the control path little more than the reads.
 
 Why datagrams: no connection to accept or keep, one thread whatever the number of writers,
 and each sample arrives whole or not at all. From a shell::
@@ -105,10 +107,13 @@ def _bind_unix_private(path: Path) -> socket.socket:
 class SignalSource:
     """Reads sidecar samples on its own thread into ``table``."""
 
-    def __init__(self, address: SignalAddress, table: SignalTable, *, clock: Callable[[], float] = time.time):
+    def __init__(self, address: SignalAddress, table: SignalTable, *, max_rate_hz: float = 2000.0,
+                 clock: Callable[[], float] = time.time):
         self.address = address
         self.table = table
         self.clock = clock
+        self.max_rate_hz = max_rate_hz  # samples parsed per second at most; a flood beyond is dropped unparsed
+        self._window = (0.0, 0)  # (second it counts, samples parsed in it)
         self.received = 0  # samples kept
         self.dropped: Counter[str] = Counter()
         self._sock: socket.socket | None = None
@@ -173,6 +178,9 @@ class SignalSource:
         for line in data.split(b"\n"):
             if not line.strip():
                 continue
+            if not self._admit(now):
+                self._drop(SampleError("rate", f"more than {self.max_rate_hz:g} samples a second"), now)
+                continue
             try:
                 t, signals = parse_sample(line, now)
             except SampleError as exc:
@@ -180,6 +188,16 @@ class SignalSource:
                 continue
             self.received += 1
             self.table.update(t, signals, now)
+
+    def _admit(self, now: float) -> bool:
+        """The reader's own budget: parsing holds the interpreter, which the control path needs."""
+        second, n = self._window
+        if now - second >= 1.0:
+            second, n = now, 0
+        if n >= self.max_rate_hz:
+            return False
+        self._window = (second, n + 1)
+        return True
 
     def _drop(self, exc: SampleError, now: float) -> None:
         self.dropped[exc.reason] += 1
