@@ -9,6 +9,8 @@ What flows through:
   capture (a new verdict replaces the old one; who and when are kept). Verdicts:
   ``VERDICTS``. The reviewer may also enter the correct class (``corrected_label``), checked
   against the labels of both models' manifests (``model_labels``) and against the verdict.
+* ``manifest_labels(session, refs)`` — those labels per model ``name:version`` in one query:
+  what the review page and the queue API offer as the correct label.
 * ``export_items(session, QueueFilter(...))`` → ``ExportItem`` rows (labelled captures with
   both outputs, device, time, model digests, blob digests), then ``iter_zip(items, store)``
   streams ``clips/<event_id>.webm``, ``keyframes/<event_id>.jpg`` and ``labels.jsonl`` as a
@@ -25,13 +27,13 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint, func
+from sqlalchemy import Column, Index, Text, UniqueConstraint, and_, func, or_
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from ..registry import BlobStore
@@ -246,21 +248,52 @@ def find_event(session: Session, event_id: str, device_id: str | None = None) ->
     return rows[0]
 
 
+def manifest_labels(session: Session, refs: Iterable[str]) -> dict[str, list[str]]:
+    """The class labels of each model ``name:version`` in ``refs`` from its manifest in the
+    catalog, read in one query (a model not in the catalog maps to ``[]``). The review page
+    offers these as the correct label."""
+    from .tables import ModelVersion
+
+    wanted = {r for r in refs if r and ":" in r}
+    out: dict[str, list[str]] = {r: [] for r in wanted}
+    pairs = [tuple(r.split(":", 1)) for r in wanted]
+    if not pairs:
+        return out
+    q = select(ModelVersion).where(or_(*(and_(ModelVersion.name == n, ModelVersion.version == v) for n, v in pairs)))
+    for mv in session.exec(q).all():
+        labels = mv.manifest.get("labels") if isinstance(mv.manifest, dict) else None
+        out[f"{mv.name}:{mv.version}"] = [lab for lab in labels or [] if isinstance(lab, str)]
+    return out
+
+
+def event_models(event: ShadowEvent) -> list[str]:
+    """``name:version`` of the capture's control, then its candidate (when there is one)."""
+    refs = []
+    for side in ("control", "candidate"):
+        name, version = getattr(event, f"{side}_name"), getattr(event, f"{side}_version")
+        if name and version:
+            refs.append(f"{name}:{version}")
+    return refs
+
+
+def queue_labels(session: Session, items: list[ReviewItem]) -> dict[str, list[str]]:
+    """``manifest_labels`` of every model the items' captures name (the queue's label choices)."""
+    return manifest_labels(session, {ref for it in items for ref in event_models(it.event)})
+
+
+def merged_labels(refs: list[str], by_model: dict[str, list[str]]) -> list[str]:
+    """The control's labels, then any the candidate's adds (what a capture may carry)."""
+    out: list[str] = []
+    for ref in refs:
+        out.extend(lab for lab in by_model.get(ref, []) if lab not in out)
+    return out
+
+
 def model_labels(session: Session, event: ShadowEvent) -> list[str]:
     """The class labels a capture may carry: the control's manifest labels, then any the
     candidate's manifest adds (both from the catalog; empty when neither is there)."""
-    from .tables import ModelVersion
-
-    out: list[str] = []
-    for side in ("control", "candidate"):
-        name, version = getattr(event, f"{side}_name"), getattr(event, f"{side}_version")
-        if not name or not version:
-            continue
-        mv = session.exec(select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)).first()
-        for lab in (mv.manifest.get("labels") or []) if mv is not None else []:
-            if isinstance(lab, str) and lab not in out:
-                out.append(lab)
-    return out
+    refs = event_models(event)
+    return merged_labels(refs, manifest_labels(session, refs))
 
 
 def check_corrected_label(session: Session, event: ShadowEvent, verdict: str, corrected: str) -> str:
@@ -451,6 +484,7 @@ def extract_zip(source: BinaryIO | Path, out: Path) -> Path:
 
 __all__ = [
     "LABELS_FILE", "VERDICTS", "ExportItem", "QueueFilter", "ReviewItem", "ReviewLabel", "check_corrected_label",
-    "count", "export_items", "extract_zip", "facets", "find_event", "item_public", "iter_zip", "label", "labels_jsonl",
-    "model_labels", "next_item", "queue", "training_label", "verdict_counts", "write_folder", "write_zip",
+    "count", "event_models", "export_items", "extract_zip", "facets", "find_event", "item_public", "iter_zip", "label",
+    "labels_jsonl", "manifest_labels", "merged_labels", "model_labels", "next_item", "queue", "queue_labels",
+    "training_label", "verdict_counts", "write_folder", "write_zip",
 ]

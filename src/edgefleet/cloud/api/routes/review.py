@@ -1,6 +1,7 @@
 """/api/v1/review — the review queue, verdicts on captures, and the training-data export.
 
-Reading the queue needs the viewer role; labelling and exporting need ``reviewer``
+The queue's ``labels`` maps each model ``name:version`` of its items to its manifest's class
+labels: the choices for a verdict's ``corrected_label``. Reading the queue needs the viewer role; labelling and exporting need ``reviewer``
 (operators and admins include it). The export streams a zip: ``clips/<event_id>.webm``,
 ``keyframes/<event_id>.jpg`` and ``labels.jsonl`` (see ``cloud.review``).
 """
@@ -67,7 +68,8 @@ def get_queue(session: SessionDep, _: Viewer, f: Filter,
               offset: Annotated[Offset, Query()] = 0) -> dict[str, Any]:
     items = review.queue(session, f, limit=limit, offset=offset)
     return {"items": [review.item_public(i) for i in items], "total": review.count(session, f),
-            "unlabelled": review.count(session, review.QueueFilter(**{**f.__dict__, "unlabelled": True}))}
+            "unlabelled": review.count(session, review.QueueFilter(**{**f.__dict__, "unlabelled": True})),
+            "labels": review.queue_labels(session, items)}  # manifest labels per model name:version
 
 
 @router.post("/{event_id}/label", summary="Label one capture: control_right, candidate_right, both_wrong, unclear",

@@ -5,8 +5,13 @@ plays them and sends verdicts through ``/ui/api/v1/review/{event_id}/label`` (th
 reviewer role and up). After a verdict the next unlabelled capture is shown at once — its
 clip was prefetched while the current one played — and more are fetched from
 ``/ui/api/v1/review/queue`` as the list runs short. Keyboard: 1/2/3/4 (or c/k/b/u) for the
-verdicts, n/p for next/previous, space to play or pause. Viewers see the queue and the
-clips without verdict buttons.
+verdicts, n/p for next/previous, space to play or pause.
+
+With the verdict a reviewer may pick the correct label: a ``<select>`` of the labels of the
+capture's models' manifests (the page data's and the queue API's ``labels``, per model
+``name:version``) plus "(none)", sent in the same request as ``corrected_label`` and checked
+by ``review.check_corrected_label`` (a refusal shows in the page's flash; nothing is stored).
+Viewers see the queue and the clips without verdict buttons or the label picker.
 """
 
 from __future__ import annotations
@@ -72,10 +77,12 @@ def page_filter(params: dict[str, str]) -> tuple[review.QueueFilter, dict[str, s
 def review_page(request: Request, session: SessionDep, principal: PagePrincipal) -> HTMLResponse:
     params = dict(request.query_params)
     f, api_params, show = page_filter(params)
-    items = [review.item_public(i) for i in review.queue(session, f, limit=PAGE_ITEMS)]
+    rows = review.queue(session, f, limit=PAGE_ITEMS)
+    items = [review.item_public(i) for i in rows]
     unlabelled_total = review.count(session, review.QueueFilter(**{**f.__dict__, "unlabelled": True, "labelled": False}))
     data = {"items": items, "query": urlencode(api_params), "show": show, "unlabelled": unlabelled_total,
-            "total": review.count(session, f), "page_items": PAGE_ITEMS}
+            "total": review.count(session, f), "page_items": PAGE_ITEMS,
+            "labels": review.queue_labels(session, rows)}
     return render(request, "review.html", principal, active="review", data=_json_script(data), items=items,
                   facets=review.facets(session), params=params, show=show, verdicts=VERDICT_KEYS,
                   unlabelled=unlabelled_total, total=data["total"],

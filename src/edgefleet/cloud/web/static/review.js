@@ -2,6 +2,9 @@
 // capture at once. Clips come from /ui/api/v1/clips/{id}; the next items' clips are fetched
 // ahead into blob URLs so switching is instant. Keys: 1-4 or c/k/b/u verdict, n/p next and
 // previous, space play/pause (ignored while typing a note; Esc leaves the note field).
+// The correct-label picker offers the labels of the capture's models' manifests (data.labels
+// and each queue page's labels, per model name:version); its value goes with the verdict as
+// corrected_label, which the API checks against those manifests.
 (function () {
   "use strict";
   var root = document.getElementById("review");
@@ -14,6 +17,8 @@
   var video = document.getElementById("clip");
   var noClip = document.getElementById("no-clip");
   var note = document.getElementById("note");
+  var corrected = document.getElementById("corrected-label");
+  var modelLabels = data.labels || {};  // "name:version" -> the manifest's class labels
   var blobs = {};   // clip id -> blob URL (prefetched)
   var pending = {}; // clip id -> true while fetching
   var current = -1;
@@ -32,6 +37,31 @@
     }).then(function (b) { blobs[item.clip_id] = URL.createObjectURL(b); })
       .catch(function () { /* played from the URL instead */ })
       .then(function () { delete pending[item.clip_id]; });
+  }
+
+  function choices(it) {
+    var out = [];
+    [it.control, it.candidate].forEach(function (o) {
+      ((o && o.model && modelLabels[o.model]) || []).forEach(function (l) { if (out.indexOf(l) < 0) { out.push(l); } });
+    });
+    return out;
+  }
+
+  function fillCorrected(it) {  // options built as text nodes: labels are never parsed as HTML
+    if (!corrected) { return; }
+    var have = it.label && it.label.corrected_label ? it.label.corrected_label : "";
+    var labels = choices(it);
+    if (have && labels.indexOf(have) < 0) { labels.push(have); }
+    while (corrected.options.length > 1) { corrected.remove(1); }
+    labels.forEach(function (l) { corrected.add(new Option(l, l)); });
+    corrected.value = have;
+    corrected.disabled = labels.length === 0;
+    corrected.title = labels.length ? "" : "neither model of this capture is in the catalog";
+  }
+
+  function describeLabel(lab) {
+    return "Labelled " + lab.verdict.replace("_", " ") + " by " + lab.reviewer +
+      (lab.corrected_label ? " · correct label " + lab.corrected_label : "") + (lab.note ? ": " + lab.note : "");
   }
 
   function text(el, value) { el.textContent = value === null || value === undefined ? "-" : String(value); }
@@ -73,10 +103,12 @@
       [new Date(it.ts).toISOString().replace("T", " ").slice(0, 19), it.device_id,
        it.trigger + (it.campaign ? " " + it.campaign : ""),
        it.control.label + " " + fmt(it.control.score), cand, it.clip_id ? "yes" : "-",
-       it.label ? it.label.verdict : "-"].forEach(function (v, k) {
+       it.label ? it.label.verdict : "-",
+       it.label && it.label.corrected_label ? it.label.corrected_label : "-"].forEach(function (v, k) {
         var td = document.createElement("td");
         td.textContent = v;
         if (k === 6) { td.className = "verdict-cell"; }
+        if (k === 7) { td.className = "corrected-cell"; }
         tr.appendChild(td);
       });
       tr.addEventListener("click", function () { show(i); });
@@ -106,9 +138,9 @@
     renderOutput("out-control", it.control);
     renderOutput("out-candidate", it.candidate);
     var lab = document.getElementById("current-label");
-    lab.textContent = it.label ? "Labelled " + it.label.verdict.replace("_", " ") + " by " + it.label.reviewer +
-      (it.label.note ? ": " + it.label.note : "") : "Not labelled yet.";
+    lab.textContent = it.label ? describeLabel(it.label) : "Not labelled yet.";
     if (note) { note.value = it.label ? it.label.note : ""; }
+    fillCorrected(it);
     if (it.clip_id) {
       noClip.hidden = true;
       video.hidden = false;
@@ -145,6 +177,7 @@
       if (!res.ok) { return; }
       var known = {};
       items.forEach(function (it) { known[it.event_id] = true; });
+      Object.keys(res.data.labels || {}).forEach(function (m) { modelLabels[m] = res.data.labels[m]; });
       var fresh = res.data.items.filter(function (it) { return !known[it.event_id]; });
       if (!fresh.length) { exhausted = true; return; }
       items = items.concat(fresh);
@@ -177,9 +210,12 @@
   function label(verdict) {
     if (!canLabel || current < 0) { return; }
     var it = items[current];
-    var previous = it.label ? it.label.verdict : null;
+    var before = it.label;
+    var previous = before ? before.verdict : null;
     var body = { verdict: verdict, note: note ? note.value : "", device_id: it.device_id };
-    it.label = { verdict: verdict, note: body.note, reviewer: "you", labelled_at: null };
+    if (corrected && corrected.value) { body.corrected_label = corrected.value; }
+    it.label = { verdict: verdict, note: body.note, reviewer: "you", labelled_at: null,
+                 corrected_label: body.corrected_label || null };
     setCounts(verdict, 1, previous);
     var at = current;
     advance(); // the next item shows at once; the verdict is sent meanwhile
@@ -191,12 +227,16 @@
         renderTable();
         return;
       }
-      it.label = null;
-      setCounts(verdict, -1, null);
+      undo();
       var d = res.data && res.data.detail !== undefined ? res.data.detail : res.data;
       ef.flash("Label not saved (HTTP " + res.status + "): " + (typeof d === "string" ? d : JSON.stringify(d)), true);
       show(at);
-    }, function (err) { it.label = null; ef.flash(String(err), true); show(at); });
+    }, function (err) { undo(); ef.flash(String(err), true); show(at); });
+
+    function undo() {  // the capture keeps the label it had before (if any)
+      it.label = before;
+      if (previous) { setCounts(previous, 1, verdict); } else { setCounts(verdict, -1, null); }
+    }
   }
 
   var KEYS = { "1": "control_right", "c": "control_right", "2": "candidate_right", "k": "candidate_right",
@@ -230,6 +270,9 @@
     var b = ev.target.closest("[data-verdict]");
     if (b) { b.blur(); label(b.dataset.verdict); }
   });
+  if (corrected) {  // picked: leave the field so the verdict keys work again
+    corrected.addEventListener("change", function () { corrected.blur(); });
+  }
   document.getElementById("next").addEventListener("click", function (ev) {
     ev.currentTarget.blur();
     if (current + 1 < items.length) { show(current + 1); } else { refill().then(function () { show(current + 1); }); }
