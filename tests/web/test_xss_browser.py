@@ -5,7 +5,8 @@ stores, past every check at the door, the label check in ``cloud/devices/labels.
 what is tested here is the second layer, escaping and the Content-Security-Policy:
 device tags, hardware id, agent version, slot error code and text, telemetry class names
 (class counts, shadow confusion and per-class disagreements), capture event labels,
-trigger and id, a review note, a rollout's reason and a token name. Then every page is
+trigger and id, a review note, manifest class labels (the review page's correct-label picker)
+and a stored corrected label, a rollout's reason and a token name. Then every page is
 visited as admin and must not have run any of it: ``window.__pwned`` stays unset in every
 frame, no dialog opens, no element carries an ``on…`` attribute or a ``javascript:`` link,
 the page's CSP header is the strict one, and the browser reports no CSP violation on our
@@ -91,6 +92,10 @@ def start_poisoned(data_dir: Path, digit_models) -> tuple[LiveUI, UvicornThread]
         fleet.enrol_device(s, DEVICE, "cpu-x86_64", {"site": "lab"})
         fleet.deploy(s, None, refs[0], "control", [DEVICE])
         fleet.deploy(s, None, refs[1], "shadow", [DEVICE])
+        # class labels in the candidate's manifest, past the catalog's door: the review page's
+        # correct-label picker offers them, and a reviewer may then store one
+        refs[1].manifest = {**refs[1].manifest, "labels": [*refs[1].manifest.get("labels", []), SCRIPT, IMG]}
+        s.add(refs[1])
         ingest.apply_status(s, Status(device_id=DEVICE, online=True, agent_version=SVG, hardware_id=IMG))
         device = fleet.get_device(s, DEVICE)
         ingest.apply_reported(s, Reported(
@@ -141,7 +146,8 @@ def start_poisoned(data_dir: Path, digit_models) -> tuple[LiveUI, UvicornThread]
     ui = LiveUI(settings.base_url, c, tokens, None)  # type: ignore[arg-type]
     admin = {"Authorization": f"Bearer {tokens['admin']}"}
     r = httpx.post(f"{ui.url}/api/v1/review/{events[0]}/label", headers=admin,
-                   json={"verdict": "both_wrong", "note": " ".join(PAYLOADS), "device_id": DEVICE})
+                   json={"verdict": "both_wrong", "note": " ".join(PAYLOADS), "device_id": DEVICE,
+                         "corrected_label": SCRIPT})
     assert r.status_code == 200, r.text
     r = httpx.post(f"{ui.url}/api/v1/tokens", headers=admin, json={"name": IMG, "role": "viewer"})
     assert r.status_code in (200, 201), r.text
@@ -236,6 +242,18 @@ def test_the_review_player_shows_planted_labels_as_text(poisoned, admin_page) ->
         page.wait_for_timeout(100)
     texts = page.locator("#review").inner_text() + page.locator("#queue").inner_text()
     assert SCRIPT in texts or SVG in texts or JS_URL in texts
+    # the planted manifest labels are options as text, and the stored corrected label shows as text
+    options = page.eval_on_selector_all("#corrected-label option", "os => os.map(o => o.textContent)")
+    assert SCRIPT in options and IMG in options
+    assert page.locator("#corrected-label option").evaluate_all("os => os.every(o => o.children.length === 0)")
+    cells = page.locator("#queue tbody .corrected-cell").all_inner_texts()
+    assert cells.count(SCRIPT) == 1
+    page.locator("#queue tbody tr[data-event]").nth(cells.index(SCRIPT)).click()
+    assert page.locator("#corrected-label").input_value() == SCRIPT
+    assert "correct label " + SCRIPT in page.locator("#current-label").inner_text()
+    page.reload()  # the server-rendered table too
+    page.wait_for_selector("#queue tbody tr[data-event]")
+    assert SCRIPT in page.locator("#queue tbody .corrected-cell").all_inner_texts()
     assert_nothing_ran(page, dialogs)
 
 
