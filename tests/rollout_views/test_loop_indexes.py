@@ -111,3 +111,25 @@ def test_a_wave_filtered_member_page_reads_the_wave_index(tmp_path: Path) -> Non
         plans = plans_of(engine, lambda: page_members(s, row, spec, state, now, limit=10, cursor=None, wave=1))
         member_plans = [p for p in plans if "rollout_member" in p]
         assert member_plans and all("ix_rollout_member_wave" in p for p in member_plans[1:]), member_plans
+
+
+def test_the_offline_watcher_reads_what_it_announced_in_batches_not_per_device(tmp_path: Path) -> None:
+    from edgefleet.cloud.settings import load_settings
+    from edgefleet.cloud.webhooks.watchers import watch_offline
+    from tests.device_views.seed import seed
+
+    engine = _engine(tmp_path)
+    seed(engine, N)  # offline two devices in three, last seen up to 10 minutes ago
+    settings = load_settings(tmp_path / "data", env={})
+    now = datetime.now(timezone.utc) + timedelta(seconds=settings.webhook_offline_after_s + 1)
+    with Session(engine) as s:
+        want = sorted(d.id for d in s.exec(select(Device)).all()
+                      if not d.online and d.revoked_at is None and d.last_seen is not None)
+        assert len(want) > 100
+        assert sorted(watch_offline(s, settings, now)) == want  # each offline spell announced once
+        s.commit()
+    with Session(engine) as s:  # the next pass: a new session, as the worker opens one per pass
+        statements: list[str] = []
+        event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        assert watch_offline(s, settings, now) == []  # already announced: nothing again
+        assert len(statements) <= 3, statements  # the devices, then their watch rows in one chunk

@@ -27,6 +27,7 @@ from ..settings import CloudSettings
 from ..shadow_index import ShadowEvent
 from ..tables import Device, ModelVersion, SlotAssignment
 from .service import enqueue
+from .tables import WebhookWatch
 from .worker import set_watch, watch_value
 
 
@@ -34,18 +35,28 @@ def _aware(t: datetime) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
 
 
+def _watched(session: Session, keys: list[str], chunk: int = 1000) -> dict[str, str]:
+    """key → value of the ``WebhookWatch`` rows among ``keys``, read ``chunk`` keys at a time."""
+    out: dict[str, str] = {}
+    for lo in range(0, len(keys), chunk):
+        out.update(session.execute(sa_select(WebhookWatch.key, WebhookWatch.value)
+                                   .where(col(WebhookWatch.key).in_(keys[lo:lo + chunk]))).tuples().all())
+    return out
+
+
 def watch_offline(session: Session, settings: CloudSettings, now: datetime, *, emit: bool = True) -> list[str]:
     if not emit:
         return []
     cutoff = now - timedelta(seconds=settings.webhook_offline_after_s)
-    rows = session.exec(select(Device).where(Device.online == False)  # noqa: E712
+    rows = session.exec(select(Device).where(Device.online == False)  # noqa: E712  # ix_device_unheard (0021)
                         .where(col(Device.revoked_at).is_(None)).where(col(Device.last_seen).is_not(None))
                         .where(col(Device.last_seen) < cutoff)).all()
+    announced = _watched(session, [f"offline:{d.id}" for d in rows])  # one read per chunk, not one per device
     out = []
     for d in rows:
         assert d.last_seen is not None
         key, seen = f"offline:{d.id}", _aware(d.last_seen).isoformat()
-        if watch_value(session, key) == seen:
+        if announced.get(key) == seen:
             continue
         enqueue(session, "device.offline", {
             "device": d.id, "hardware_id": d.hardware_id, "tags": dict(d.tags), "last_seen": seen,
