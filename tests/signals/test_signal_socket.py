@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,24 @@ def test_a_flooding_writer_is_cut_to_the_rate_budget_and_counted(tmp_path: Path)
     now[0] += 1.0
     src.feed(line * 10)  # the next second has its own budget
     assert src.received == 110 and src.dropped["rate"] == 50
+
+
+def test_under_a_flood_on_the_socket_the_reader_pauses_and_keeps_to_its_budget(tmp_path: Path) -> None:
+    src = SignalSource(SignalAddress("unix", path=tmp_path / "f.sock"), SignalTable(max_age_s=5.0), max_rate_hz=200)
+    src.start()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as w:
+            w.setblocking(False)  # a writer that would rather drop than wait
+            sent, t0 = 0, src.clock()
+            while src.clock() - t0 < 1.5:
+                try:
+                    w.sendto(b'{"signals": {"steering_deg": -25}}\n', str(src.address.path))
+                    sent += 1
+                except BlockingIOError:
+                    time.sleep(0.001)  # the queue is full: the reader is paused
+            elapsed = src.clock() - t0
+        assert src.throttled > 0
+        assert src.received <= 200 * (elapsed + 1) and sent > src.received
+        assert src.table.at(src.clock()) == {"steering_deg": -25}
+    finally:
+        src.stop()

@@ -27,6 +27,7 @@ Example::
     [signals]            # sidecar signals (CAN, ROS, GPS) as per-frame context (signal_source.py)
     socket = "unix:signals.sock"   # datagrams, mode 0600; or udp:127.0.0.1:7071, or "" (off)
     max_age_s = 0.5      # a signal older than this at a frame is left out of its context
+    max_rate_hz = 2000   # samples parsed a second; past it the reader pauses (a flooding writer)
 
     [network]            # link kind and bandwidth caps (docs: network policy)
     link = "metered"     # auto | metered | unmetered; or link_command = "/usr/local/bin/link-kind"

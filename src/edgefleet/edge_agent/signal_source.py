@@ -11,8 +11,10 @@ A reader thread parses each sample and keeps the latest value of every signal in
 ``SignalTable``; the shadow path reads it once per frame (``Campaigns.context``). A sample that
 is malformed, oversize or not finite is dropped and counted (``dropped[reason]``) with at most
 one log line per ``LOG_EVERY_S``; nothing a writer sends stops the reader or the pipeline.
-Samples past ``max_rate_hz`` in a second are dropped unparsed (``dropped["rate"]``): a flooding
-writer costs the control path little more than the reads.
+Past ``max_rate_hz`` samples in a second the reader stops reading until the next second
+(``throttled``; the rest of a datagram is dropped unparsed, ``dropped["rate"]``): the kernel's
+queue fills, a UNIX writer waits, UDP datagrams are dropped by the kernel, and a flooding
+writer costs the agent nothing more.
 
 Why datagrams: no connection to accept or keep, one thread whatever the number of writers,
 and each sample arrives whole or not at all. From a shell::
@@ -114,6 +116,8 @@ class SignalSource:
         self.clock = clock
         self.max_rate_hz = max_rate_hz  # samples parsed per second at most; a flood beyond is dropped unparsed
         self._window = (0.0, 0)  # (second it counts, samples parsed in it)
+        self.throttled = 0  # times the reader paused for the rest of a second (a flood)
+        self._next_throttle_log = 0.0
         self.received = 0  # samples kept
         self.dropped: Counter[str] = Counter()
         self._sock: socket.socket | None = None
@@ -157,6 +161,11 @@ class SignalSource:
     def _read_loop(self) -> None:
         sock = self._sock
         while sock is not None and self._sock is sock:
+            wait = self._over_budget(self.clock())
+            if wait > 0:  # a flood: stop reading until the next second; the kernel queue fills and
+                self.throttled += 1  # the writer waits (UNIX) or the kernel drops (UDP), costing us nothing
+                time.sleep(min(wait, 0.5))
+                continue
             try:
                 data = sock.recv(MAX_DATAGRAM + 1)
             except TimeoutError:
@@ -179,7 +188,7 @@ class SignalSource:
             if not line.strip():
                 continue
             if not self._admit(now):
-                self._drop(SampleError("rate", f"more than {self.max_rate_hz:g} samples a second"), now)
+                self.dropped["rate"] += 1  # the rest of a datagram past the budget: dropped unparsed
                 continue
             try:
                 t, signals = parse_sample(line, now)
@@ -188,6 +197,17 @@ class SignalSource:
                 continue
             self.received += 1
             self.table.update(t, signals, now)
+
+    def _over_budget(self, now: float) -> float:
+        """Seconds until the reader may parse again (0: now)."""
+        second, n = self._window
+        if n < self.max_rate_hz or now - second >= 1.0:
+            return 0.0
+        if now >= self._next_throttle_log:
+            log.warning("sidecar signals: more than %g samples a second; reading paused until the next second",
+                        self.max_rate_hz)
+            self._next_throttle_log = now + LOG_EVERY_S
+        return second + 1.0 - now
 
     def _admit(self, now: float) -> bool:
         """The reader's own budget: parsing holds the interpreter, which the control path needs."""
