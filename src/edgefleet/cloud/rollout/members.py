@@ -74,7 +74,7 @@ def member_observations(session: Session, row: Rollout) -> list[DeviceObservatio
                            .join(t, and_(t.c.device_id == col(Device.id), t.c.rollout_id == row.id))
                            .order_by(col(Device.id))).all()
     desired = {d: ref_of({"name": n, "version": v, "digest": g}) for d, n, v, g in session.execute(
-        select(t.c.device_id, ModelVersion.name, ModelVersion.version, ModelVersion.digest)
+        select(t.c.device_id, col(ModelVersion.name), col(ModelVersion.version), col(ModelVersion.digest))
         .join(SlotAssignment, and_(col(SlotAssignment.device_id) == t.c.device_id, col(SlotAssignment.slot) == row.slot))
         .join(ModelVersion, col(ModelVersion.id) == col(SlotAssignment.model_version_id))
         .where(t.c.rollout_id == row.id)).all()}

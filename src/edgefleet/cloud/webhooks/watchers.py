@@ -39,7 +39,7 @@ def _watched(session: Session, keys: list[str], chunk: int = 1000) -> dict[str, 
     """key → value of the ``WebhookWatch`` rows among ``keys``, read ``chunk`` keys at a time."""
     out: dict[str, str] = {}
     for lo in range(0, len(keys), chunk):
-        out.update(session.execute(sa_select(WebhookWatch.key, WebhookWatch.value)
+        out.update(session.execute(sa_select(col(WebhookWatch.key), col(WebhookWatch.value))
                                    .where(col(WebhookWatch.key).in_(keys[lo:lo + chunk]))).tuples().all())
     return out
 
