@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.campaigns.test_campaign_e2e import QUIET, _campaign_events, _deploy_control
 from tests.conftest import Stack, wait_until
 
@@ -42,7 +44,7 @@ def test_a_campaign_over_sidecar_steering_captures_only_fresh_left_turns(
         stack: Stack, agents: Any, digit_models: Any, tmp_path: Path) -> None:
     stack.controller.capture_policy = QUIET
     data = tmp_path / "agents" / "cam-can"
-    ra = agents(stack, "cam-can", data_dir=data)
+    ra = agents(stack, "cam-can", data_dir=data, metrics_port=0)
     sock = data / "signals.sock"
     wait_until(lambda: sock.exists(), 30, message="signal socket")
     assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
@@ -58,6 +60,9 @@ def test_a_campaign_over_sidecar_steering_captures_only_fresh_left_turns(
         frames = ra.agent.pipeline.totals["frames"]
         wait_until(lambda: ra.agent.pipeline.totals["frames"] > frames + 5, 20, message="pipeline still running")
         assert ra.thread.is_alive() and source._thread is not None and source._thread.is_alive()
+        text = httpx.get(f"http://127.0.0.1:{ra.agent.metrics_server.port}/metrics", timeout=10).text
+        dropped = [line for line in text.splitlines() if line.startswith("edgefleet_agent_signal_dropped_total{")]
+        assert dropped and int(float(dropped[0].rsplit(" ", 1)[1])) > 0, text
     finally:
         bridge.kill()
         bridge.wait(5)

@@ -47,6 +47,19 @@ def test_the_unix_socket_is_0600_and_a_writer_process_sets_the_latest_values(tmp
     assert not (tmp_path / "run" / "signals.sock").exists()
 
 
+def test_an_old_agent_stopping_late_leaves_the_new_agents_socket(tmp_path: Path) -> None:
+    old, new = _source(tmp_path, max_age_s=5.0), _source(tmp_path, max_age_s=5.0)  # a restart, overlapping
+    try:
+        old.stop()
+        path = tmp_path / "run" / "signals.sock"
+        assert path.exists()
+        send_signals(f"unix:{path}", {"steering_deg": -20})
+        wait_until(lambda: new.received == 1, 10, message="the new agent reads")
+    finally:
+        new.stop()
+    assert not (tmp_path / "run" / "signals.sock").exists()
+
+
 def test_malformed_oversize_and_non_finite_samples_are_dropped_counted_and_the_reader_goes_on(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     src = _source(tmp_path, max_age_s=5.0)

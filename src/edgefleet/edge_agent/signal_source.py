@@ -122,6 +122,7 @@ class SignalSource:
         self.dropped: Counter[str] = Counter()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._inode = -1
         self._last_log = -LOG_EVERY_S
         self._unlogged = 0
 
@@ -130,6 +131,7 @@ class SignalSource:
         if a.kind == "unix":
             assert a.path is not None
             sock = _bind_unix_private(a.path)
+            self._inode = a.path.stat().st_ino
         else:
             sock = socket.socket(socket.AF_INET6 if ":" in a.host else socket.AF_INET, socket.SOCK_DGRAM)
             sock.bind((a.host, a.port))
@@ -151,7 +153,8 @@ class SignalSource:
             self._thread.join(timeout=2)
         if self.address.kind == "unix" and self.address.path is not None:
             with contextlib.suppress(FileNotFoundError):
-                self.address.path.unlink()
+                if self.address.path.stat().st_ino == self._inode:  # not a newer agent's socket
+                    self.address.path.unlink()
 
     def counters(self) -> dict[str, int]:
         """Totals for the agent's metrics (``signal_dropped`` sums every reason)."""
