@@ -117,3 +117,23 @@ def test_export_zip_holds_the_clips_keyframes_and_one_labels_row_per_labelled_ca
     r = httpx.get(server.url + "/api/v1/review/export", params={"pair": "digits:1.0,digits:9.9"},
                   headers=server.headers("reviewer"))
     assert zipfile.ZipFile(io.BytesIO(r.content)).read("labels.jsonl") == b""
+
+
+def test_the_queue_names_each_models_manifest_labels_the_choices_for_a_corrected_label(server) -> None:  # type: ignore[no-untyped-def]
+    control, candidate = server.control.label, server.candidate.label
+    got = _queue(server, pair=PAIR)["labels"]
+    with server.controller.session() as s:
+        from sqlmodel import select
+
+        from edgefleet.cloud.tables import ModelVersion
+
+        manifests = {f"{mv.name}:{mv.version}": mv.manifest["labels"] for mv in s.exec(select(ModelVersion)).all()}
+        assert got == {control: manifests[control], candidate: manifests[candidate]}
+        # a model the catalog lacks has no labels (and a malformed ref is left out)
+        assert review.manifest_labels(s, [control, "digits:9.9", "nocolon", ""]) == {
+            control: manifests[control], "digits:9.9": []}
+        [item] = [i for i in review.queue(s, review.QueueFilter(pair=PAIR), limit=1)]
+        assert review.model_labels(s, item.event) == review.merged_labels([control, candidate], got)
+    assert review.merged_labels(["a:1", "b:1"], {"a:1": ["x", "y"], "b:1": ["y", "z"], "c:1": ["w"]}) == ["x", "y", "z"]
+    assert review.merged_labels(["b:1"], {}) == []
+    assert _queue(server, device="cam-nobody")["labels"] == {}

@@ -259,7 +259,8 @@ def manifest_labels(session: Session, refs: Iterable[str]) -> dict[str, list[str
     pairs = [tuple(r.split(":", 1)) for r in wanted]
     if not pairs:
         return out
-    q = select(ModelVersion).where(or_(*(and_(ModelVersion.name == n, ModelVersion.version == v) for n, v in pairs)))
+    q = select(ModelVersion).where(or_(*(and_(col(ModelVersion.name) == n, col(ModelVersion.version) == v)
+                                         for n, v in pairs)))
     for mv in session.exec(q).all():
         labels = mv.manifest.get("labels") if isinstance(mv.manifest, dict) else None
         out[f"{mv.name}:{mv.version}"] = [lab for lab in labels or [] if isinstance(lab, str)]
