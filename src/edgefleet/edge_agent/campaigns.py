@@ -52,8 +52,11 @@ def facts_output(prediction: Prediction) -> Output:
 
 
 def embedding(prediction: Prediction) -> np.ndarray | None:
-    """The frame's embedding for ``like``: the control model's output vector."""
-    raw = prediction.probs if prediction.probs is not None else prediction.values
+    """The frame's embedding for ``like``: the output the control model's manifest names
+    (``embedding``), else its output vector."""
+    raw = prediction.embedding
+    if raw is None:
+        raw = prediction.probs if prediction.probs is not None else prediction.values
     if raw is None:
         return None
     v = np.asarray(raw, dtype=np.float64).ravel()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ import numpy as np
 
 from ..hardware import HardwareError, InferenceBackend, open_backend
 from ..protocols import Manifest, ModelRef
-from ..shadow.prediction import Prediction, decode
+from ..shadow.errors import OutputDecodeError
+from ..shadow.prediction import Prediction, decode, embedding_index, split_outputs
 from ..shadow.preprocess import make_preprocessor
 from .errors import InputMismatch, ModelLoadFailed, SelfTestFailed
 
@@ -42,6 +43,8 @@ class ModelRunner:
         self.directory = directory
         self.input_name = manifest.input.name
         self.preprocess = make_preprocessor(manifest)
+        # the manifest's embedding output among the backend's outputs (load() checked it exists)
+        self.embedding_at = embedding_index([o.name for o in backend.outputs], manifest)
 
     @classmethod
     def load(cls, ref: ModelRef, manifest: Manifest, directory: Path, *, threads: int = 1, **backend_options: Any) -> ModelRunner:
@@ -70,7 +73,11 @@ class ModelRunner:
                 f"{ref.label}: manifest input {manifest.input.name}{manifest.input.shape} {manifest.input.dtype} "
                 f"but the model takes {spec.name}{list(spec.shape)} {spec.dtype}"
             )
-        return cls(ref, manifest, backend, directory)
+        try:
+            return cls(ref, manifest, backend, directory)
+        except OutputDecodeError as exc:
+            backend.close()
+            raise InputMismatch(f"{ref.label}: {exc}") from None
 
     def prepare(self) -> None:
         self.backend.prepare()
@@ -81,8 +88,10 @@ class ModelRunner:
     def predict(self, frame: np.ndarray) -> Inference:
         t0 = time.perf_counter()
         tensor = self.preprocess(frame)
-        outputs = self.backend.infer({self.input_name: tensor})
+        outputs, emb = split_outputs(self.backend.infer({self.input_name: tensor}), self.embedding_at)
         prediction = decode(outputs, self.manifest)
+        if emb is not None:
+            prediction = replace(prediction, embedding=emb)
         return Inference(prediction, (time.perf_counter() - t0) * 1000.0)
 
     def self_test(self) -> int:
@@ -93,7 +102,7 @@ class ModelRunner:
             if x.size != math.prod(shape):
                 raise SelfTestFailed(f"{self.ref.label}: test vector {i} has {x.size} values, input needs {math.prod(shape)}")
             try:
-                out = self.infer_tensor(x.reshape(shape))
+                out, _ = split_outputs(self.infer_tensor(x.reshape(shape)), self.embedding_at)
             except HardwareError as exc:
                 raise SelfTestFailed(f"{self.ref.label}: test vector {i} failed to run: {exc}") from None
             got = np.asarray(out[0], dtype=np.float64).ravel()

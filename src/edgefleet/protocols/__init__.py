@@ -6,7 +6,9 @@ Imports nothing else of edgefleet; both the controller and the agent build on it
 from .errors import InvalidPayload, InvalidTopic, PayloadTooLarge, ProtocolError
 from .manifest import (
     MANIFEST_FILE,
+    MAX_EMBEDDING_DIM,
     MODEL_FILE,
+    EmbeddingSpec,
     Manifest,
     Preprocessing,
     TensorSpec,
@@ -51,8 +53,8 @@ from .topics import (
 )
 
 __all__ = [
-    "MANIFEST_FILE", "MODEL_FILE", "NAMESPACE", "RULES", "SLOTS",
-    "CapturePolicy", "Channel", "Desired", "DeviceSettings", "DeviceTopic", "Event",
+    "MANIFEST_FILE", "MAX_EMBEDDING_DIM", "MODEL_FILE", "NAMESPACE", "RULES", "SLOTS",
+    "CapturePolicy", "Channel", "Desired", "DeviceSettings", "DeviceTopic", "EmbeddingSpec", "Event",
     "InvalidPayload", "InvalidTopic", "LatencyStats", "Manifest", "ModelOutput", "ModelRef",
     "PayloadTooLarge", "Phase", "Preprocessing", "ProtocolError", "Reported", "ShadowStats",
     "SlotName", "SlotReport", "SlotTarget", "Status", "Telemetry", "TensorSpec", "TestVector",

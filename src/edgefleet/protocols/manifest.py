@@ -11,11 +11,22 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .errors import InvalidPayload
 
 MANIFEST_SCHEMA: Literal["fleet.manifest/1"] = "fleet.manifest/1"
+MANIFEST_SCHEMA_V2: Literal["fleet.manifest/2"] = "fleet.manifest/2"  # adds ``embedding``
+MAX_EMBEDDING_DIM = 4096
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 
@@ -62,10 +73,23 @@ class TestVector(BaseModel):
     atol: float = Field(default=1e-3, ge=0)
 
 
+class EmbeddingSpec(BaseModel):
+    """The model output that holds the frame's embedding (``find more like this``).
+
+    ``output`` names a graph output other than the primary one; ``dim`` is its size
+    without the batch dimension. Checked against the ONNX graph at push time.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    output: str = Field(min_length=1, max_length=128)
+    dim: int = Field(ge=1, le=MAX_EMBEDDING_DIM)
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
-    schema_: Literal["fleet.manifest/1"] = Field(default=MANIFEST_SCHEMA, alias="schema")
+    schema_: Literal["fleet.manifest/1", "fleet.manifest/2"] = Field(default=MANIFEST_SCHEMA, alias="schema")
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
     task: Task = "classification"
@@ -80,14 +104,29 @@ class Manifest(BaseModel):
     hardware_ids: list[str] = Field(default_factory=list)
     model_file: str = MODEL_FILE
     provenance: dict[str, Any] = Field(default_factory=dict)
+    embedding: EmbeddingSpec | None = None  # fleet.manifest/2
 
     @model_validator(mode="after")
     def _check(self) -> Manifest:
+        if self.embedding is not None and self.schema_ == MANIFEST_SCHEMA:
+            if "schema_" in self.model_fields_set:
+                raise ValueError("embedding needs schema fleet.manifest/2 (agents reading /1 refuse the field)")
+            self.schema_ = MANIFEST_SCHEMA_V2  # built in code without a schema: the version that has the field
+        if self.embedding is not None and self.output is not None and self.embedding.output == self.output.name:
+            raise ValueError("embedding.output must be another output than the model's primary output")
         if self.task == "classification" and not self.labels:
             raise ValueError("a classification model needs labels")
         if "/" in self.model_file or self.model_file.startswith("."):
             raise ValueError("model_file must be a plain file name")
         return self
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_embedding(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # a manifest without an embedding serialises exactly as fleet.manifest/1 did (bundle digests hold)
+        out: dict[str, Any] = handler(self)
+        if out.get("embedding", 0) is None:
+            del out["embedding"]
+        return out
 
     @property
     def label(self) -> str:

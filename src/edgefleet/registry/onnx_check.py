@@ -68,6 +68,8 @@ def check_model(model_bytes: bytes, manifest: Manifest) -> None:
     outputs = list(model.graph.output)
     if not outputs:
         raise InvalidBundle("model has no outputs")
+    if manifest.embedding is not None:
+        outputs = _without_embedding(outputs, manifest)
     actual_out = _spec(outputs[0], "NC")
     if manifest.output is not None and not _compatible(manifest.output.shape, actual_out.shape):
         raise InvalidBundle(f"manifest output shape {manifest.output.shape} does not match the model's {actual_out.shape}")
@@ -75,6 +77,32 @@ def check_model(model_bytes: bytes, manifest: Manifest) -> None:
         n_classes = actual_out.shape[-1]
         if n_classes is not None and n_classes != len(manifest.labels):
             raise InvalidBundle(f"model outputs {n_classes} classes but the manifest has {len(manifest.labels)} labels")
+
+
+def _without_embedding(outputs: list[Any], manifest: Manifest) -> list[Any]:
+    """The graph outputs other than the manifest's embedding output, which must exist with
+    ``embedding.dim`` values per frame (the batch dimension aside)."""
+    assert manifest.embedding is not None
+    want = manifest.embedding.output
+    names = [o.name for o in outputs]
+    if want not in names:
+        raise InvalidBundle(f"manifest embedding output {want!r} is not an output of the model "
+                            f"(outputs: {', '.join(repr(n) for n in names)})")
+    emb = _spec(outputs[names.index(want)], "other")
+    if emb.dtype not in ("float32", "float16"):
+        raise InvalidBundle(f"embedding output {want!r} is {emb.dtype}; it must be float32 or float16")
+    dims = emb.shape[1:] if len(emb.shape) > 1 else emb.shape
+    if all(d is not None for d in dims):
+        size = 1
+        for d in dims:
+            size *= int(d)  # type: ignore[arg-type]
+        if size != manifest.embedding.dim:
+            raise InvalidBundle(f"embedding output {want!r} has {size} values per frame "
+                                f"(shape {emb.shape}) but the manifest says dim {manifest.embedding.dim}")
+    rest = [o for o in outputs if o.name != want]
+    if not rest:
+        raise InvalidBundle(f"the model's only output is the embedding {want!r}; it needs its primary output too")
+    return rest
 
 
 def infer_manifest(model_bytes: bytes, *, name: str, version: str, labels: list[str] | None = None, **overrides: Any) -> Manifest:

@@ -59,6 +59,7 @@ class Prediction:
     boxes: tuple[Box, ...] = ()
     values: np.ndarray | None = None
     finite: bool = True
+    embedding: np.ndarray | None = None  # the manifest's embedding output (float32, flat), if it names one
 
     def to_model_output(self, model: ModelRef | None = None, *, max_scores: int = 32) -> ModelOutput:
         """The wire form (``protocols.ModelOutput``); ``scores`` holds at most ``max_scores``
@@ -154,6 +155,30 @@ def decode_regression(outputs: Sequence[np.ndarray]) -> Prediction:
         raise OutputDecodeError("regression: the model returned no outputs")
     values = np.concatenate([np.asarray(o, dtype=np.float64).ravel() for o in outputs])
     return Prediction("regression", values=values, finite=bool(np.all(np.isfinite(values))))
+
+
+def embedding_index(output_names: Sequence[str], manifest: Manifest) -> int | None:
+    """Where the manifest's embedding output sits among the backend's outputs (None: it names none).
+
+    Raises:
+        OutputDecodeError: the manifest names an output the model does not have.
+    """
+    if manifest.embedding is None:
+        return None
+    names = list(output_names)
+    if manifest.embedding.output not in names:
+        raise OutputDecodeError(f"manifest embedding output {manifest.embedding.output!r} is not among the "
+                                f"model's outputs {names}")
+    return names.index(manifest.embedding.output)
+
+
+def split_outputs(outputs: Sequence[np.ndarray], index: int | None) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """(the outputs the task decodes, the flat float32 embedding or None) — ``index`` from
+    ``embedding_index``. ONNX Runtime and TensorRT both return every output in ``outputs`` order."""
+    if index is None:
+        return list(outputs), None
+    emb = np.asarray(outputs[index], dtype=np.float32).ravel()
+    return [o for i, o in enumerate(outputs) if i != index], emb
 
 
 def decode(outputs: Sequence[np.ndarray], manifest: Manifest) -> Prediction:
