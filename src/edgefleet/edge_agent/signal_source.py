@@ -114,7 +114,7 @@ class SignalSource:
         self.address = address
         self.table = table
         self.clock = clock
-        self.max_rate_hz = max_rate_hz  # samples parsed per second at most; a flood beyond is dropped unparsed
+        self.max_rate_hz = max_rate_hz  # samples parsed a second at most; past it the reader pauses
         self._window = (0.0, 0)  # (second it counts, samples parsed in it)
         self.throttled = 0  # times the reader paused for the rest of a second (a flood)
         self._next_throttle_log = 0.0
