@@ -155,3 +155,24 @@ def test_like_on_the_feature_embedding_captures_near_duplicates_only(tmp_path: P
     assert len(captured) >= 3 and set(captured) == {ref_label}, captured
     nearest_other = min(cosine_distance(embedding(p), vector) for lab, p in stream if lab != ref_label)  # type: ignore[arg-type]
     assert nearest_other > 0.03
+
+
+def test_like_with_a_scores_vector_still_matches_a_model_that_names_an_embedding(tmp_path: Path,
+                                                                                features_model: Any) -> None:
+    """The controller builds ``--like`` vectors from a capture's scores (10 here); a device whose
+    model also names a 32-value embedding compares that vector with its output vector, not with
+    the embedding of another size (which would never match)."""
+    model_bytes, manifest = features_model
+    runner = _runner(tmp_path, model_bytes, manifest)
+    source = SyntheticDigits(seed=7)
+    stream = [(source.current_label, runner.predict(frame).prediction) for _, (_, frame) in zip(range(300), source.frames())]
+    ref = next(p for lab, p in stream if lab == 3 and p.label == "3" and (p.score or 0) > 0.9)
+    scores = embedding(ref, 10)
+    assert scores is not None and scores.shape == (10,) and embedding(ref, 32).shape == (32,)  # type: ignore[union-attr]
+    assert embedding(ref, 7) is None  # a vector of neither size matches nothing
+    campaigns = Campaigns(None)
+    campaigns.update([CampaignSpec(name="threes-by-score", like=Like(vector=scores.tolist(), threshold=0.02),
+                                   per_device_quota=1000, max_per_minute=6000)])
+    captured = [lab for i, (lab, p) in enumerate(stream) if campaigns.match(p, None, None, now=float(i))[0] is not None]
+    # scores are a coarser space than features: a confusable 9 may come along, threes dominate
+    assert captured.count(3) >= 3 and captured.count(3) / len(captured) >= 0.75, captured

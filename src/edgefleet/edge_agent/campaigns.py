@@ -51,16 +51,26 @@ def facts_output(prediction: Prediction) -> Output:
     return Output(label=prediction.label, score=score, scores=scores, boxes=boxes)
 
 
-def embedding(prediction: Prediction) -> np.ndarray | None:
-    """The frame's embedding for ``like``: the output the control model's manifest names
-    (``embedding``), else its output vector."""
-    raw = prediction.embedding
-    if raw is None:
-        raw = prediction.probs if prediction.probs is not None else prediction.values
+def _vector(raw: object) -> np.ndarray | None:
     if raw is None:
         return None
     v = np.asarray(raw, dtype=np.float64).ravel()
     return v if v.size and np.all(np.isfinite(v)) else None
+
+
+def embedding(prediction: Prediction, size: int | None = None) -> np.ndarray | None:
+    """The frame's embedding for ``like``: the output the control model's manifest names
+    (``embedding``), else its output vector. With ``size`` (the campaign vector's length),
+    the one of the two of that length: a vector the controller built from a capture's
+    scores is compared with the output vector, not with a named embedding of another size."""
+    named = _vector(prediction.embedding)
+    output = _vector(prediction.probs if prediction.probs is not None else prediction.values)
+    if size is not None:
+        for v in (named, output):
+            if v is not None and v.size == size:
+                return v
+        return None
+    return named if named is not None else output
 
 
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -177,7 +187,7 @@ class Campaigns:
         ctx = self.context(now)
         facts = Facts(control=facts_output(control), candidate=facts_output(candidate) if candidate else None,
                       disagree=disagree, context=ctx, now=datetime.fromtimestamp(now).astimezone())
-        emb: np.ndarray | None = None
+        embs: dict[int, np.ndarray | None] = {}
         with self._lock:
             ordered = sorted(self._running.values(), key=lambda r: (-r.spec.priority, r.spec.name))
             for run in ordered:
@@ -188,7 +198,10 @@ class Campaigns:
                 if run.condition is not None and not run.condition.evaluate(facts):
                     continue
                 if run.vector is not None and spec.like is not None:
-                    emb = embedding(control) if emb is None else emb
+                    size = int(run.vector.size)
+                    if size not in embs:
+                        embs[size] = embedding(control, size)
+                    emb = embs[size]
                     if emb is None or cosine_distance(emb, run.vector) > spec.like.threshold:
                         continue
                 if self._counts.get(spec.name, 0) >= spec.per_device_quota:
