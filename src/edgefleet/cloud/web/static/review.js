@@ -22,6 +22,7 @@
   var blobs = {};   // clip id -> blob URL (prefetched)
   var pending = {}; // clip id -> true while fetching
   var current = -1;
+  var moves = 0;    // counts show() calls: a late queue refill does not override a later move
   var fetching = false;
   var exhausted = false;
   var PREFETCH = 2;
@@ -119,6 +120,7 @@
   function show(i) {
     if (i < 0 || i >= items.length) { return; }
     current = i;
+    moves++;
     var it = items[i];
     root.dataset.event = it.event_id;
     var meta = document.getElementById("item-meta");
@@ -201,7 +203,9 @@
   function advance() {
     var j = nextUnlabelled(current);
     if (j >= 0) { show(j); return; }
+    var seen = moves;
     refill().then(function () {
+      if (moves !== seen) { return; }  // moved meanwhile (e.g. back to a refused label): keep its message
       var k = nextUnlabelled(current);
       if (k >= 0) { show(k); } else { renderTable(); ef.flash("Queue done: nothing unlabelled left in this filter."); }
     });
