@@ -42,13 +42,13 @@ import queue
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..protocols import ModelRef
 from ..shadow import Prediction
 from .errors import ConfigError
+from .local_address import LocalAddress, parse_local_address
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +60,7 @@ MAX_SCORES = 100
 Callback = Callable[[dict[str, Any]], None]
 
 
-@dataclass(frozen=True)
-class Address:
-    kind: str  # "unix" | "tcp"
-    path: Path | None = None
-    host: str = ""
-    port: int = 0
-
-    def __str__(self) -> str:
-        return f"unix:{self.path}" if self.kind == "unix" else f"tcp:{self.host}:{self.port}"
+Address = LocalAddress  # unix:PATH or tcp:HOST:PORT
 
 
 def parse_address(spec: str, base_dir: Path | None = None) -> Address | None:
@@ -77,21 +69,7 @@ def parse_address(spec: str, base_dir: Path | None = None) -> Address | None:
     Raises:
         ConfigError: another scheme, or a TCP host that is not a loopback address.
     """
-    spec = spec.strip()
-    if not spec or spec in ("off", "none"):
-        return None
-    kind, _, rest = spec.partition(":")
-    if kind == "unix" and rest:
-        path = Path(rest)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        return Address("unix", path=path)
-    if kind == "tcp":
-        host, _, port = rest.rpartition(":")
-        if host not in ("127.0.0.1", "::1", "localhost") or not port.isdigit():
-            raise ConfigError(f"output socket {spec!r}: TCP must be a loopback address, e.g. tcp:127.0.0.1:7070")
-        return Address("tcp", host=host, port=int(port))
-    raise ConfigError(f"output socket {spec!r}: use unix:PATH or tcp:127.0.0.1:PORT")
+    return parse_local_address(spec, base_dir, scheme="tcp", what="output socket", example_port=7070)
 
 
 def prediction_record(device_id: str, seq: int, ts: float, prediction: Prediction, model: ModelRef,

@@ -35,29 +35,20 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .local_address import LocalAddress, parse_local_address
 from .signals import SCHEMA, SampleError, SignalTable, parse_sample
 
 log = logging.getLogger(__name__)
 
 MAX_DATAGRAM = 65536
 LOG_EVERY_S = 10.0
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-@dataclass(frozen=True)
-class SignalAddress:
-    kind: str  # "unix" | "udp"
-    path: Path | None = None
-    host: str = ""
-    port: int = 0
-
-    def __str__(self) -> str:
-        return f"unix:{self.path}" if self.kind == "unix" else f"udp:{self.host}:{self.port}"
+SignalAddress = LocalAddress  # unix:PATH or udp:HOST:PORT
 
 
 def parse_signal_address(spec: str, base_dir: Path | None = None) -> SignalAddress | None:
@@ -66,22 +57,10 @@ def parse_signal_address(spec: str, base_dir: Path | None = None) -> SignalAddre
     Raises:
         ConfigError: another scheme, or a UDP host that is not a loopback address.
     """
-    spec = spec.strip()
-    if not spec or spec in ("off", "none"):
-        return None
-    kind, _, rest = spec.partition(":")
-    if kind == "unix" and rest:
-        path = Path(rest)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        return SignalAddress("unix", path=path)
-    if kind == "udp":
-        host, _, port = rest.rpartition(":")
-        host = host.strip("[]")
-        if host not in LOOPBACK or not port.isdigit() or int(port) > 65535:
-            raise ConfigError(f"signal socket {spec!r}: UDP must be a loopback address, e.g. udp:127.0.0.1:7071")
-        return SignalAddress("udp", host="127.0.0.1" if host == "localhost" else host, port=int(port))
-    raise ConfigError(f"signal socket {spec!r}: use unix:PATH or udp:127.0.0.1:PORT")
+    a = parse_local_address(spec, base_dir, scheme="udp", what="signal socket", example_port=7071)
+    if a is not None and a.host == "localhost":
+        a = SignalAddress("udp", host="127.0.0.1", port=a.port)
+    return a
 
 
 def _bind_unix_private(path: Path) -> socket.socket:
