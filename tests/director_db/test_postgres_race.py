@@ -37,8 +37,9 @@ def _race(a: DirEnv, b: DirEnv, ids: list[str]) -> dict[str, list[list[int]]]:
             barrier.wait()
             for _ in range(ROUNDS):
                 with env.session() as s:
-                    s.execute(update(Device).where(Device.id.in_(ids))  # type: ignore[attr-defined]
-                              .values(desired_generation=Device.desired_generation + 1))
+                    for d in sorted(ids):  # row locks in device-id order, as the signers take them
+                        s.execute(update(Device).where(Device.id == d)  # type: ignore[arg-type]
+                                  .values(desired_generation=Device.desired_generation + 1))
                     s.commit()
                     devices = list(s.exec(select(Device).where(Device.id.in_(ids))).all())  # type: ignore[attr-defined]
                     result = signing.sign_devices(s, env.trust, devices)
