@@ -73,6 +73,17 @@ def embedding(prediction: Prediction, size: int | None = None) -> np.ndarray | N
     return named if named is not None else output
 
 
+def l2_distance(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape:
+        return math.inf
+    return float(np.linalg.norm(a - b))
+
+
+def distance(metric: str, a: np.ndarray, b: np.ndarray) -> float:
+    """The like metric's distance (``cosine`` or ``l2``); inf for vectors of different sizes."""
+    return l2_distance(a, b) if metric == "l2" else cosine_distance(a, b)
+
+
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape:
         return math.inf
@@ -88,6 +99,7 @@ class _Running:
     condition: Condition | None
     vector: np.ndarray | None
     recent: deque[float]
+    model_digest: str | None = None  # like: compare only on a control model of this digest
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,7 @@ class Match:
 class Campaigns:
     """The device's running campaigns, their counts and the latest application context."""
 
-    def __init__(self, data_dir: Path | None = None, *, clock: Callable[[], float] = time.time):
+    def __init__(self, data_dir: Path | None = None, *, clock: Callable[[], float] = time.time, device_id: str = ""):
         self.path = data_dir / STATE_FILE if data_dir is not None else None
         self.clock = clock
         self._lock = threading.Lock()
@@ -111,6 +123,9 @@ class Campaigns:
         self._context: tuple[float, dict[str, Any]] | None = None
         self.signals: SignalTable | None = None  # sidecar signals, when the agent reads them
         self.refused: dict[str, int] = {}
+        self.device_id = device_id
+        # like campaigns this device does not compare with, and why (another control model)
+        self.skipped: dict[str, str] = {}
 
     # ----- settings -----
 
@@ -128,8 +143,9 @@ class Campaigns:
                 except ConditionError as exc:  # the schema checked it; a newer controller's node kind
                     log.error("campaign %s: condition not usable here (%s); campaign ignored", spec.name, exc)
                     continue
-                vector = np.asarray(spec.like.vector, dtype=np.float64) if spec.like is not None else None
-                running[spec.name] = _Running(spec, cond, vector, old.recent if old else deque())
+                vector = np.asarray(spec.like.values(), dtype=np.float64) if spec.like is not None else None
+                digest = spec.like.embedding.model_digest if spec.like and spec.like.embedding else None
+                running[spec.name] = _Running(spec, cond, vector, old.recent if old else deque(), digest)
                 if old is None:
                     log.info("campaign %s started on this device: %s (quota %d here)", spec.name,
                              spec.condition_text or f"like {spec.like.source_event if spec.like else ''}",
@@ -140,6 +156,8 @@ class Campaigns:
             gone = set(self._counts) - set(running)
             for name in gone:
                 self._counts.pop(name, None)
+            for name in set(self.skipped) - set(running):
+                self.skipped.pop(name, None)
             if gone:
                 self._save()
 
@@ -178,9 +196,14 @@ class Campaigns:
     # ----- per frame -----
 
     def match(self, control: Prediction, candidate: Prediction | None, disagree: bool | None,
-              *, now: float | None = None, bytes_left: bool = True) -> tuple[Match | None, dict[str, Any] | None]:
+              *, now: float | None = None, bytes_left: bool = True,
+              control_digest: str | None = None) -> tuple[Match | None, dict[str, Any] | None]:
         """The highest-priority campaign that wants this frame and may still capture it, and
-        the frame's context. Counts the capture for that campaign (persisted)."""
+        the frame's context. Counts the capture for that campaign (persisted).
+
+        A ``like`` campaign whose embedding came from another control model (its
+        ``model_digest`` is not ``control_digest``) is skipped: its vector lives in another
+        space. The reason is kept in ``skipped`` and logged once with the device id."""
         if not self._running:
             return None, self.context(now)
         now = self.clock() if now is None else now
@@ -198,11 +221,14 @@ class Campaigns:
                 if run.condition is not None and not run.condition.evaluate(facts):
                     continue
                 if run.vector is not None and spec.like is not None:
+                    if run.model_digest is not None and control_digest != run.model_digest:
+                        self._skip(spec.name, run.model_digest, control_digest)
+                        continue
                     size = int(run.vector.size)
                     if size not in embs:
                         embs[size] = embedding(control, size)
                     emb = embs[size]
-                    if emb is None or cosine_distance(emb, run.vector) > spec.like.threshold:
+                    if emb is None or distance(spec.like.metric, emb, run.vector) > spec.like.threshold:
                         continue
                 if self._counts.get(spec.name, 0) >= spec.per_device_quota:
                     self._refuse(spec.name, "quota")
@@ -221,6 +247,14 @@ class Campaigns:
                 pre, post = (0.0, 0.0) if spec.frames_only else (spec.pre_seconds, spec.post_seconds)
                 return Match(spec.name, spec.priority, pre, post, spec.frames_only), ctx
         return None, ctx
+
+    def _skip(self, name: str, wanted: str, have: str | None) -> None:
+        self._refuse(name, "model_digest")
+        reason = (f"control model {have[:12] if have else '(none)'} is not the model the embedding came from "
+                  f"({wanted[:12]}); like not compared")
+        if self.skipped.get(name) != reason:
+            self.skipped[name] = reason
+            log.warning("device %s: campaign %s: %s", self.device_id or "?", name, reason)
 
     def _refuse(self, name: str, why: str) -> None:
         key = f"{name}:{why}"

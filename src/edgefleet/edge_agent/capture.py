@@ -38,7 +38,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..protocols import CapturePolicy, Event, Manifest, ModelRef
+from ..protocols import CapturePolicy, Embedding, Event, Manifest, ModelRef
+from ..protocols.embedding import pack
 from ..shadow import (
     AgreementStats,
     ClipEncodeError,
@@ -90,6 +91,21 @@ class Pending:
     wall_ts: float
     campaign: str | None = None  # the campaign this capture counts for (edge_agent/campaigns.py)
     context: dict[str, Any] | None = None  # the application's context at this frame
+    embedding_output: str | None = None  # the control manifest's embedding output, if it names one
+
+
+def record_embedding(pending: Pending) -> Embedding | None:
+    """The control model's named embedding of the captured frame, compact (float16), for the
+    event record; None where the manifest names none or the output is not usable."""
+    emb = pending.observation.control.embedding
+    if pending.embedding_output is None or emb is None:
+        return None
+    try:
+        return pack(np.asarray(emb, dtype=np.float32).ravel().tolist(), output=pending.embedding_output,
+                    model_digest=pending.control.digest)
+    except ValueError as exc:  # NaN/inf, or more values than the wire takes: the record goes without it
+        log.info("capture %s: embedding not recorded (%s)", pending.event_id, exc)
+        return None
 
 
 class Capture:
@@ -243,7 +259,8 @@ class Capture:
         campaign, context, pre, post = None, None, None, None
         if self.campaigns is not None:  # every frame, candidate or not; the campaign's own budget
             disagree = None if obs.comparison is None else not obs.comparison.agree
-            match, context = self.campaigns.match(obs.control, obs.candidate, disagree, now=ts, bytes_left=bytes_left)
+            match, context = self.campaigns.match(obs.control, obs.candidate, disagree, now=ts, bytes_left=bytes_left,
+                                                  control_digest=control.ref.digest)
             if match is not None:
                 campaign, pre, post = match.name, match.pre_seconds, match.post_seconds
                 if obs.capture is None or obs.capture.priority <= match.priority:
@@ -258,8 +275,9 @@ class Capture:
         if not self.recording:
             return obs
         event_id = uuid.uuid4().hex
+        emb_spec = control.manifest.embedding
         pending = Pending(event_id, obs, control.ref, candidate.ref if candidate else None, self.clock(),
-                          campaign=campaign, context=context)
+                          campaign=campaign, context=context, embedding_output=emb_spec.output if emb_spec else None)
         with self._rec_lock:
             accepted = self.recorder.request(ts, event_id, payload=pending, pre_seconds=pre, post_seconds=post)
         if not accepted:
@@ -358,7 +376,7 @@ class Capture:
             candidate_model=pending.candidate, ts=datetime.fromtimestamp(pending.wall_ts, timezone.utc),
             clip_id=pending.event_id if clip_path else None,
             frame_index=clip.keyframe_index if clip_path else None,
-            campaign=pending.campaign, context=pending.context,
+            campaign=pending.campaign, context=pending.context, embedding=record_embedding(pending),
         )
         try:
             self.outbox.put(event, clip_path, jpeg, priority=event.priority)

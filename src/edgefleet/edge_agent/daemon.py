@@ -111,7 +111,7 @@ class Agent:
             cooldown_s=cap.cooldown_s, dedupe_threshold=cap.dedupe_threshold, near_band=cap.near_band,
         )
         self.capture.disk_watch = self.disk_watch
-        self.campaigns = Campaigns(self.data_dir)  # capture campaigns from the signed settings
+        self.campaigns = Campaigns(self.data_dir, device_id=self.device_id)  # capture campaigns from the signed settings
         self.capture.campaigns = self.campaigns if self.capture.recording else None
         self.pipeline = Pipeline(
             open_source(src.kind, src.uri, seed=src.seed if src.seed is not None else hash(self.device_id) & 0xFFFF, loop=src.loop),

@@ -18,7 +18,7 @@ import numpy as np
 from ..hardware import HardwareError, InferenceBackend, open_backend
 from ..protocols import Manifest, ModelRef
 from ..shadow.errors import OutputDecodeError
-from ..shadow.prediction import Prediction, decode, embedding_index, split_outputs
+from ..shadow.prediction import Prediction, decode, embedding_index, primary_index
 from ..shadow.preprocess import make_preprocessor
 from .errors import InputMismatch, ModelLoadFailed, SelfTestFailed
 
@@ -44,7 +44,9 @@ class ModelRunner:
         self.input_name = manifest.input.name
         self.preprocess = make_preprocessor(manifest)
         # the manifest's embedding output among the backend's outputs (load() checked it exists)
-        self.embedding_at = embedding_index([o.name for o in backend.outputs], manifest)
+        self.output_names = [o.name for o in backend.outputs]
+        self.embedding_at = embedding_index(self.output_names, manifest)
+        self.primary_at = primary_index(self.output_names, manifest)  # by name where it has several
 
     @classmethod
     def load(cls, ref: ModelRef, manifest: Manifest, directory: Path, *, threads: int = 1, **backend_options: Any) -> ModelRunner:
@@ -88,10 +90,10 @@ class ModelRunner:
     def predict(self, frame: np.ndarray) -> Inference:
         t0 = time.perf_counter()
         tensor = self.preprocess(frame)
-        outputs, emb = split_outputs(self.backend.infer({self.input_name: tensor}), self.embedding_at)
-        prediction = decode(outputs, self.manifest)
-        if emb is not None:
-            prediction = replace(prediction, embedding=emb)
+        outputs = self.backend.infer({self.input_name: tensor})
+        prediction = decode(outputs, self.manifest, self.output_names if len(outputs) > 1 else None)
+        if self.embedding_at is not None:
+            prediction = replace(prediction, embedding=np.asarray(outputs[self.embedding_at], dtype=np.float32).ravel())
         return Inference(prediction, (time.perf_counter() - t0) * 1000.0)
 
     def self_test(self) -> int:
@@ -102,10 +104,10 @@ class ModelRunner:
             if x.size != math.prod(shape):
                 raise SelfTestFailed(f"{self.ref.label}: test vector {i} has {x.size} values, input needs {math.prod(shape)}")
             try:
-                out, _ = split_outputs(self.infer_tensor(x.reshape(shape)), self.embedding_at)
+                out = self.infer_tensor(x.reshape(shape))
             except HardwareError as exc:
                 raise SelfTestFailed(f"{self.ref.label}: test vector {i} failed to run: {exc}") from None
-            got = np.asarray(out[0], dtype=np.float64).ravel()
+            got = np.asarray(out[self.primary_at if len(out) > 1 else 0], dtype=np.float64).ravel()
             want = np.asarray(vector.expected, dtype=np.float64)
             if got.shape != want.shape or not np.all(np.isfinite(got)) or not np.allclose(got, want, atol=vector.atol, rtol=0):
                 diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("nan")

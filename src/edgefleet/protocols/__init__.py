@@ -3,6 +3,7 @@
 Imports nothing else of edgefleet; both the controller and the agent build on it.
 """
 
+from .embedding import Embedding
 from .errors import InvalidPayload, InvalidTopic, PayloadTooLarge, ProtocolError
 from .manifest import (
     MANIFEST_FILE,
@@ -54,7 +55,7 @@ from .topics import (
 
 __all__ = [
     "MANIFEST_FILE", "MAX_EMBEDDING_DIM", "MODEL_FILE", "NAMESPACE", "RULES", "SLOTS",
-    "CapturePolicy", "Channel", "Desired", "DeviceSettings", "DeviceTopic", "EmbeddingSpec", "Event",
+    "CapturePolicy", "Channel", "Desired", "DeviceSettings", "DeviceTopic", "Embedding", "EmbeddingSpec", "Event",
     "InvalidPayload", "InvalidTopic", "LatencyStats", "Manifest", "ModelOutput", "ModelRef",
     "PayloadTooLarge", "Phase", "Preprocessing", "ProtocolError", "Reported", "ShadowStats",
     "SlotName", "SlotReport", "SlotTarget", "Status", "Telemetry", "TensorSpec", "TestVector",

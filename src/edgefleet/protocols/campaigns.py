@@ -15,16 +15,30 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from .conditions import ConditionError, load_condition
+from .embedding import MAX_DIM, Embedding
 
 CAMPAIGN_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 CampaignName = Annotated[str, Field(pattern=CAMPAIGN_NAME_PATTERN)]
 MAX_CAMPAIGNS = 16
-MAX_EMBEDDING = 1024
+MAX_EMBEDDING = MAX_DIM  # values in a like vector (as a manifest's embedding.dim)
+MAX_L2_THRESHOLD = 1e6
+MAX_LEGACY_VECTOR = 1024  # ``Like.vector`` as plain floats (the old wire form; new vectors go compact)
+LEGACY_VECTOR_DIM = 32  # up to this many values the controller also sends ``vector``, for older agents
+# the like vectors of all campaigns one device carries, in bytes before base64: bounds the signed settings
+MAX_SETTINGS_EMBEDDING_BYTES = 128 * 1024
+Metric = Literal["cosine", "l2"]
 
 # context: at most 32 keys of <= 64 characters; values are numbers, booleans or short text
 MAX_CONTEXT_KEYS = 32
@@ -48,14 +62,47 @@ def check_context(value: Any) -> dict[str, Any]:
 
 
 class Like(BaseModel):
-    """Find more like this: frames whose embedding lies within ``threshold`` (cosine distance,
-    0 = same direction, 2 = opposite) of ``vector``."""
+    """Find more like this: frames whose embedding lies within ``threshold`` of the reference.
+
+    The reference travels compactly as ``embedding`` (base64 float16/float32, with its dim, the
+    tensor it came from and the control model's digest); ``vector`` (plain floats) is what
+    controllers before fleet.manifest/2 embeddings sent and is still read. ``metric``:
+    ``cosine`` distance (0 = same direction, 2 = opposite; threshold at most 2) or ``l2``
+    (Euclidean distance in the embedding's units; threshold at most 1e6).
+    """
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    vector: list[float] = Field(min_length=1, max_length=MAX_EMBEDDING)
-    threshold: float = Field(gt=0.0, le=2.0)
+    vector: list[float] | None = Field(default=None, min_length=1, max_length=MAX_LEGACY_VECTOR)
+    embedding: Embedding | None = None
+    metric: Metric = "cosine"
+    threshold: float = Field(gt=0.0, le=MAX_L2_THRESHOLD)
     source_event: str = Field(default="", max_length=64)
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> Like:
+        if self.vector is None and self.embedding is None:
+            raise ValueError("like needs an embedding (or a vector)")
+        if self.vector is not None and self.embedding is not None and len(self.vector) != self.embedding.dim:
+            raise ValueError("like: vector and embedding differ in length")
+        if self.metric == "cosine" and self.threshold > 2.0:
+            raise ValueError("a cosine distance threshold is at most 2")
+        return self
+
+    def values(self) -> list[float]:
+        """The reference vector (the compact embedding where both are given)."""
+        if self.embedding is not None:
+            return self.embedding.values()
+        assert self.vector is not None
+        return list(self.vector)
+
+    @property
+    def dim(self) -> int:
+        return self.embedding.dim if self.embedding is not None else len(self.vector or ())
+
+    @property
+    def nbytes(self) -> int:
+        return self.embedding.nbytes if self.embedding is not None else 8 * len(self.vector or ())
 
 
 class CampaignSpec(BaseModel):

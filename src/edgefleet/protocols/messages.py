@@ -26,8 +26,15 @@ from pydantic import (
     model_validator,
 )
 
-from .campaigns import MAX_CAMPAIGNS, CampaignName, CampaignSpec, Context
+from .campaigns import (
+    MAX_CAMPAIGNS,
+    MAX_SETTINGS_EMBEDDING_BYTES,
+    CampaignName,
+    CampaignSpec,
+    Context,
+)
 from .canonical import SignedReport
+from .embedding import Embedding
 from .errors import InvalidPayload, PayloadTooLarge
 from .windows import MaintenancePolicy
 
@@ -160,6 +167,14 @@ class DeviceSettings(_Message):
     network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy)
     campaigns: list[CampaignSpec] = Field(default_factory=list, max_length=MAX_CAMPAIGNS)  # running, this device's
     maintenance: MaintenancePolicy = Field(default_factory=MaintenancePolicy)  # when the device may switch
+
+    @model_validator(mode="after")
+    def _like_vectors_bounded(self) -> DeviceSettings:
+        total = sum(c.like.nbytes for c in self.campaigns if c.like is not None)
+        if total > MAX_SETTINGS_EMBEDDING_BYTES:
+            raise ValueError(f"the campaigns' like vectors take {total} bytes; at most "
+                             f"{MAX_SETTINGS_EMBEDDING_BYTES} per device")
+        return self
 
 
 class LinkReport(_Message):
@@ -343,6 +358,8 @@ class Event(_Message):
     frame_index: int | None = None
     campaign: CampaignName | None = None  # the capture campaign this capture counts for
     context: Context | None = None  # the application's per-frame context (device-supplied)
+    # the control model's manifest-named embedding of the captured frame (protocols/embedding.py)
+    embedding: Embedding | None = None
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 

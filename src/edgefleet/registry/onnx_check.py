@@ -105,8 +105,34 @@ def _without_embedding(outputs: list[Any], manifest: Manifest) -> list[Any]:
     return rest
 
 
-def infer_manifest(model_bytes: bytes, *, name: str, version: str, labels: list[str] | None = None, **overrides: Any) -> Manifest:
-    """Build a manifest from the graph (input/output specs) plus what the caller knows."""
+def _primary_output(outputs: list[Any], *, output: str | None, embedding: str | None,
+                    labels: list[str] | None) -> Any:
+    """The graph output that holds the task's result: the one named ``output``; else, of the
+    outputs other than the embedding, the only one, or the first with ``len(labels)`` values."""
+    names = [o.name for o in outputs]
+    if output is not None:
+        if output not in names:
+            raise InvalidBundle(f"output {output!r} is not an output of the model (outputs: {', '.join(names)})")
+        return outputs[names.index(output)]
+    rest = [o for o in outputs if o.name != embedding]
+    if not rest:
+        raise InvalidBundle(f"the model's only output is the embedding {embedding!r}")
+    if len(rest) > 1 and labels:
+        for o in rest:
+            dims = o.type.tensor_type.shape.dim
+            if dims and dims[-1].HasField("dim_value") and dims[-1].dim_value == len(labels):
+                return o
+    return rest[0]
+
+
+def infer_manifest(model_bytes: bytes, *, name: str, version: str, labels: list[str] | None = None,
+                   output: str | None = None, **overrides: Any) -> Manifest:
+    """Build a manifest from the graph (input/output specs) plus what the caller knows.
+
+    A model with several outputs: the primary output is ``output`` where given, never the
+    ``embedding`` override's output, else the first output with ``len(labels)`` values, else
+    the first; the manifest names it (``output.name``), so the agent and replay read it by name.
+    """
     model = _load(model_bytes)
     inputs = _graph_inputs(model)
     if len(inputs) != 1:
@@ -114,7 +140,10 @@ def infer_manifest(model_bytes: bytes, *, name: str, version: str, labels: list[
     in_spec = _spec(inputs[0], "NCHW")
     rank = len(in_spec.shape)
     in_spec = in_spec.model_copy(update={"layout": "NCHW" if rank == 4 else ("NC" if rank == 2 else "other")})
-    out_spec = _spec(model.graph.output[0], "NC")
+    emb = overrides.get("embedding")
+    emb_name = emb.get("output") if isinstance(emb, dict) else getattr(emb, "output", None)
+    out_spec = _spec(_primary_output(list(model.graph.output), output=output, embedding=emb_name, labels=labels),
+                     "NC")
     if labels is None:
         n = out_spec.shape[-1]
         if not n:

@@ -12,6 +12,10 @@ frame's timestamp on the same clock as the ``ClipRecorder``.
         recorder.request(ts, clip_id)        # then build_event(...) when the clip is ready
     ...
     telemetry.shadow = monitor.take_stats().to_shadow_stats(candidate_ref)
+
+Raw outputs are decoded by name where the monitor knows the models' output names
+(``control_outputs``/``candidate_outputs``, in model order): the manifest's ``output``, never
+its ``embedding`` output, is read as the scores of a model with several outputs.
 """
 
 from __future__ import annotations
@@ -52,11 +56,15 @@ class ShadowMonitor:
         cooldown_s: float = 10.0,
         dedupe_threshold: float = 0.02,
         seed: int | None = None,
+        control_outputs: Sequence[str] | None = None,
+        candidate_outputs: Sequence[str] | None = None,
     ):
         if candidate is not None and candidate.task != control.task:
             raise ValueError(f"candidate task {candidate.task!r} differs from control {control.task!r}")
         self.control_manifest = control
         self.candidate_manifest = candidate
+        self.control_outputs = list(control_outputs) if control_outputs is not None else None
+        self.candidate_outputs = list(candidate_outputs) if candidate_outputs is not None else None
         self.comparator = comparator or comparator_for(control)
         self.near_band = near_band  # the device's own values, where the policy leaves them unset
         self.cooldown_s = cooldown_s
@@ -74,7 +82,7 @@ class ShadowMonitor:
         self.budget.apply_policy(policy, cooldown_s=self.cooldown_s, dedupe_threshold=self.dedupe_threshold)
 
     def decode_control(self, outputs: Sequence[np.ndarray]) -> Prediction:
-        return decode(outputs, self.control_manifest)
+        return decode(outputs, self.control_manifest, self.control_outputs)
 
     def observe(
         self,
@@ -90,11 +98,12 @@ class ShadowMonitor:
         Raises:
             OutputDecodeError: raw outputs that do not fit their manifest.
         """
-        ctl = control if isinstance(control, Prediction) else decode(control, self.control_manifest)
+        ctl = control if isinstance(control, Prediction) else self.decode_control(control)
         cand: Prediction | None = None
         comparison: Comparison | None = None
         if candidate is not None and self.candidate_manifest is not None:
-            cand = candidate if isinstance(candidate, Prediction) else decode(candidate, self.candidate_manifest)
+            cand = (candidate if isinstance(candidate, Prediction)
+                    else decode(candidate, self.candidate_manifest, self.candidate_outputs))
             comparison = self.comparator.compare(ctl, cand)
             self.stats.add(comparison, latency_ms=candidate_latency_ms, candidate_finite=cand.finite)
         fired = self.triggers.evaluate(ctl, comparison, self.rng)

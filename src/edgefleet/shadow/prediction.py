@@ -1,7 +1,11 @@
 """Raw model outputs → a typed ``Prediction``, per the manifest's task.
 
 The backend hands back ``list[np.ndarray]`` in the model's output order; this module
-reads the first output (classification, detection) or all of them (regression):
+reads the primary output (classification, detection) or all of them (regression). Given
+the outputs' names (``decode(..., names=...)``), the primary output is the one the
+manifest's ``output`` names, else the first that is not its ``embedding`` output — a model
+with several outputs never has its embedding read as class scores. Without names, the
+first output:
 
 * classification: a vector of ``len(manifest.labels)`` class scores, optionally with a
   leading batch dimension of 1. ``output_kind="logits"`` is put through a stable
@@ -181,12 +185,36 @@ def split_outputs(outputs: Sequence[np.ndarray], index: int | None) -> tuple[lis
     return [o for i, o in enumerate(outputs) if i != index], emb
 
 
-def decode(outputs: Sequence[np.ndarray], manifest: Manifest) -> Prediction:
-    """Decode one frame's raw outputs per ``manifest.task``.
+def primary_index(output_names: Sequence[str], manifest: Manifest) -> int:
+    """Where the task's output sits among the model's outputs: the one ``manifest.output``
+    names, else the first that is not the manifest's embedding output (else the first)."""
+    names = list(output_names)
+    if manifest.output is not None and manifest.output.name in names:
+        return names.index(manifest.output.name)
+    emb = manifest.embedding.output if manifest.embedding is not None else None
+    return next((i for i, n in enumerate(names) if n != emb), 0)
+
+
+def task_outputs(outputs: Sequence[np.ndarray], names: Sequence[str], manifest: Manifest) -> list[np.ndarray]:
+    """The outputs the task decodes, picked by name: the primary one (classification,
+    detection), or every output but the embedding (regression)."""
+    if len(names) != len(outputs):
+        raise OutputDecodeError(f"the model returned {len(outputs)} outputs for {len(names)} output names")
+    if manifest.task == "regression":
+        emb = manifest.embedding.output if manifest.embedding is not None else None
+        return [o for o, n in zip(outputs, names) if n != emb]
+    return [outputs[primary_index(names, manifest)]]
+
+
+def decode(outputs: Sequence[np.ndarray], manifest: Manifest, names: Sequence[str] | None = None) -> Prediction:
+    """Decode one frame's raw outputs per ``manifest.task``; with ``names`` (the outputs'
+    names, in order) the task's output is picked by name (``task_outputs``).
 
     Raises:
         OutputDecodeError: the outputs do not have the shape the task needs.
     """
+    if names is not None:
+        outputs = task_outputs(outputs, names, manifest)
     if manifest.task == "classification":
         return decode_classification(outputs, manifest.labels, manifest.output_kind)
     if manifest.task == "detection":

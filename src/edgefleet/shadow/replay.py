@@ -15,7 +15,10 @@ clock is passed in (``clock=time.perf_counter``).
 
 The model callables take the input tensor and return the outputs in model order, e.g.
 ``lambda x: backend.infer({backend.inputs[0].name: x})`` for any hardware backend, or an
-ONNX Runtime session: ``lambda x: session.run(None, {name: x})``. This module imports
+ONNX Runtime session: ``lambda x: session.run(None, {name: x})``. A model with several
+outputs (class scores and a named embedding) is decoded by output name: wrap it as
+``NamedModel(fn, output_names)`` (or pass ``control_outputs``/``candidate_outputs``), and the
+manifest's ``output`` — never its ``embedding`` — is read as the scores. This module imports
 no backend itself (``shadow`` depends only on ``protocols``).
 """
 
@@ -41,6 +44,24 @@ from .stats import AgreementStats
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 Model = Callable[[np.ndarray], Sequence[np.ndarray]]
 FrameItem = Union[np.ndarray, tuple[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    """A model callable with its outputs' names, in the order it returns them."""
+
+    fn: Model
+    output_names: tuple[str, ...]
+
+    def __call__(self, x: np.ndarray) -> Sequence[np.ndarray]:
+        return self.fn(x)
+
+
+def _names(model: Model, given: Sequence[str] | None) -> list[str] | None:
+    if given is not None:
+        return list(given)
+    names = getattr(model, "output_names", None)
+    return list(names) if names is not None and len(names) > 1 else None
 
 
 @dataclass(frozen=True)
@@ -170,6 +191,8 @@ def replay(
     clock: Callable[[], float] = time.perf_counter,
     warmup: int = 1,
     repeats: int = 1,
+    control_outputs: Sequence[str] | None = None,
+    candidate_outputs: Sequence[str] | None = None,
 ) -> ReplayReport:
     """Compare the two models frame by frame.
 
@@ -183,6 +206,8 @@ def replay(
         repeats: run each model this many times per frame and keep the fastest time (what
             the model costs rather than what a busy machine's neighbours did); the
             outputs are those of the first run.
+        control_outputs, candidate_outputs: the models' output names in order (default: a
+            ``NamedModel``'s); with them the task's output is picked by name.
 
     Raises:
         PreprocessError, OutputDecodeError: a model and its manifest do not fit.
@@ -193,6 +218,7 @@ def replay(
             f"cannot compare a {manifest_control.task} model with a {manifest_candidate.task} model"
         )
     judge = comparator or comparator_for(manifest_control)
+    names_control, names_candidate = _names(control, control_outputs), _names(candidate, candidate_outputs)
     pre_control = make_preprocessor(manifest_control)
     pre_candidate = make_preprocessor(manifest_candidate)
     stats = AgreementStats()
@@ -231,14 +257,14 @@ def replay(
             (out_cand, ms_cand), (out_ctl, ms_ctl) = run_candidate(x_cand), timed(control, x_ctl)
         n += 1
         control_ms.append(ms_ctl)
-        ctl = decode(out_ctl, manifest_control)
+        ctl = decode(out_ctl, manifest_control, names_control)
         if ctl.label is not None:
             counts[ctl.label] += 1
         if out_cand is None:
             stats.add_error()
             continue
         candidate_ms.append(ms_cand)
-        cand = decode(out_cand, manifest_candidate)
+        cand = decode(out_cand, manifest_candidate, names_candidate)
         cmp = judge.compare(ctl, cand)
         stats.add(cmp, latency_ms=ms_cand, candidate_finite=cand.finite)
         if not cmp.agree and len(examples) < max_examples:

@@ -19,20 +19,29 @@ captures when the quota is met are bounded by that per-device quota.
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
-from ...protocols import Event
-from ...protocols.campaigns import CAMPAIGN_NAME_PATTERN, CampaignSpec, Like
+from ...protocols import Embedding, Event
+from ...protocols.campaigns import (
+    CAMPAIGN_NAME_PATTERN,
+    LEGACY_VECTOR_DIM,
+    MAX_L2_THRESHOLD,
+    MAX_SETTINGS_EMBEDDING_BYTES,
+    CampaignSpec,
+    Like,
+    Metric,
+)
 from ...protocols.conditions import ConditionError, parse_condition
+from ...protocols.embedding import pack
 from ..devices.fleet import DesiredPublisher
 from ..errors import BadRequest, Conflict, NotFound
 from ..rollout.errors import SpecError
@@ -54,6 +63,8 @@ class StartRequest:
     when: str | None = None
     like_event: str | None = None
     threshold: float | None = None
+    metric: Metric = "cosine"
+    like_embedding: Embedding | None = None  # the reference itself, instead of a capture's
     quota: int = 100
     per_device: int | None = None
     until_s: float | None = None
@@ -79,18 +90,58 @@ def _selector(text: str) -> Selector:
         raise BadRequest(f"--select: {exc}") from None
 
 
-def like_vector(session: Session, event_id: str) -> list[float]:
-    """The embedding of a reviewed capture: the control model's output vector in its record."""
+def like_embedding(session: Session, event_id: str) -> Embedding:
+    """The embedding of a reviewed capture: the control model's manifest-named embedding in its
+    record (with the tensor name and the model digest), else its class scores (output vector).
+
+    Raises:
+        NotFound: no capture with that event id. BadRequest: it carries neither.
+    """
     from ..shadow_index import ShadowEvent
 
     row = session.exec(select(ShadowEvent).where(ShadowEvent.event_id == event_id)).first()
     if row is None:
         raise NotFound(f"no capture with event id {event_id!r}")
-    scores = ((row.record or {}).get("control") or {}).get("scores") or []
+    record = row.record or {}
+    control = record.get("control") or {}
+    if record.get("embedding"):
+        try:
+            emb = Embedding.model_validate(record["embedding"])
+        except ValidationError as exc:  # checked at ingest; a row written by hand or an older schema
+            raise BadRequest(f"capture {event_id}: its embedding is not usable ({exc.errors()[0]['msg']})") from None
+        if emb.model_digest is None:
+            digest = (control.get("model") or {}).get("digest")
+            emb = emb.model_copy(update={"model_digest": digest}) if isinstance(digest, str) else emb
+        return emb
+    scores = control.get("scores") or []
     vector = [float(v) for v in scores if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if not vector or not all(math.isfinite(v) for v in vector):
-        raise BadRequest(f"capture {event_id} carries no output vector of the control model to compare with")
-    return vector
+    try:
+        # class scores: the same space for every model with these labels, so no model digest
+        return pack(vector, dtype="float32")
+    except ValueError:
+        raise BadRequest(f"capture {event_id} carries no embedding or output vector of the control model "
+                         "to compare with") from None
+
+
+def like_vector(session: Session, event_id: str) -> list[float]:
+    """The reference vector ``--like EVENT_ID`` sends (``like_embedding``'s values)."""
+    return like_embedding(session, event_id).values()
+
+
+def make_like(emb: Embedding, *, threshold: float, metric: Metric, source_event: str = "") -> Like:
+    """The campaign's ``like``: the compact embedding, plus the plain ``vector`` for agents that
+    predate it where it is as short as the old scores vectors were (cosine only: they knew no other).
+
+    Raises:
+        BadRequest: a threshold outside its metric's bounds.
+    """
+    if metric == "cosine" and not 0.0 < threshold <= 2.0:
+        raise BadRequest(f"--threshold {threshold}: a cosine distance lies in (0, 2]")
+    if metric == "l2" and not 0.0 < threshold <= MAX_L2_THRESHOLD:
+        raise BadRequest(f"--threshold {threshold}: an l2 distance threshold lies in (0, {MAX_L2_THRESHOLD:g}]")
+    # 7 significant digits give back the decimal a float32 was made from (0.1, not 0.10000000149)
+    legacy = [float(f"{v:.7g}") for v in emb.values()] if emb.dim <= LEGACY_VECTOR_DIM and metric == "cosine" else None
+    return Like(embedding=emb, vector=legacy, metric=metric, threshold=threshold, source_event=source_event)
 
 
 def start(session: Session, publisher: DesiredPublisher | None, req: StartRequest, *, by: str,
@@ -116,10 +167,13 @@ def start(session: Session, publisher: DesiredPublisher | None, req: StartReques
         except ConditionError as exc:
             raise BadRequest(f"--when: {exc}") from None
     like: Like | None = None
-    if req.like_event is not None:
+    if req.like_event is not None and req.like_embedding is not None:
+        raise BadRequest("--like takes an event id or an embedding, not both")
+    if req.like_event is not None or req.like_embedding is not None:
         if req.threshold is None:
-            raise BadRequest("--like needs --threshold (cosine distance, e.g. 0.05)")
-        like = Like(vector=like_vector(session, req.like_event), threshold=req.threshold, source_event=req.like_event)
+            raise BadRequest("--like needs --threshold (cosine distance, e.g. 0.05; or an l2 distance with --metric l2)")
+        emb = req.like_embedding or like_embedding(session, req.like_event or "")
+        like = make_like(emb, threshold=req.threshold, metric=req.metric, source_event=req.like_event or "")
     elif req.threshold is not None:
         raise BadRequest("--threshold goes with --like EVENT_ID")
     if condition is None and like is None:
@@ -132,6 +186,8 @@ def start(session: Session, publisher: DesiredPublisher | None, req: StartReques
     running = session.exec(select(func.count()).select_from(Campaign).where(Campaign.state == RUNNING)).one()
     if int(running) >= MAX_RUNNING:
         raise Conflict(f"{MAX_RUNNING} campaigns are running already; stop one first")
+    if like is not None:
+        _check_settings_room(session, like)
     row = Campaign(
         name=req.name, selector=str(selector), condition_text=req.when or "",
         condition=condition.to_json() if condition else None,
@@ -152,6 +208,22 @@ def start(session: Session, publisher: DesiredPublisher | None, req: StartReques
              row.name, by, row.selector, row.condition_text, " like " + req.like_event if req.like_event else "",
              row.quota, row.per_device_quota, n)
     return row
+
+
+def _check_settings_room(session: Session, like: Like) -> None:
+    """The like vectors of every running campaign and this one must fit one device's signed
+    settings (``MAX_SETTINGS_EMBEDDING_BYTES``), whichever devices they select."""
+    rows = session.exec(select(Campaign.like).where(Campaign.state == RUNNING)).all()
+    used = 0
+    for raw in rows:
+        if raw:
+            try:
+                used += Like.model_validate(raw).nbytes
+            except ValidationError:
+                continue
+    if used + like.nbytes > MAX_SETTINGS_EMBEDDING_BYTES:
+        raise Conflict(f"the running campaigns' like vectors take {used} bytes; this one's {like.nbytes} would pass "
+                       f"the {MAX_SETTINGS_EMBEDDING_BYTES} a device's signed settings carry — stop one first")
 
 
 def spec(row: Campaign) -> CampaignSpec:
@@ -341,11 +413,35 @@ def list_all(session: Session, state: str | None = None) -> list[Campaign]:
     return list(session.exec(q).all())
 
 
+def _like_public(raw: dict[str, Any]) -> dict[str, Any]:
+    emb = raw.get("embedding") or {}
+    vector = raw.get("vector") or []
+    return {"event_id": raw.get("source_event") or None, "threshold": raw.get("threshold"),
+            "metric": raw.get("metric") or "cosine", "dim": emb.get("dim") or len(vector) or None,
+            "output": emb.get("output") or None, "model_digest": emb.get("model_digest")}
+
+
+def skipped(session: Session, row: Campaign) -> dict[str, str]:
+    """Selected devices that do not compare this campaign's embedding, and why: their control
+    model (as last reported) is not the one the embedding came from. Empty without one."""
+    like = row.like or {}
+    want = (like.get("embedding") or {}).get("model_digest")
+    if not want:
+        return {}
+    out: dict[str, str] = {}
+    for d in selected_devices(session, [row]):
+        installed = (((d.reported or {}).get("slots") or {}).get("control") or {}).get("installed") or {}
+        have = installed.get("digest")
+        if have != want:
+            what = f"{installed.get('name')}:{installed.get('version')} ({str(have)[:12]})" if have else "no control model"
+            out[d.id] = f"control model {what} is not the model the embedding came from ({want[:12]}); like not compared"
+    return out
+
+
 def as_dict(row: Campaign) -> dict[str, Any]:
     return {
         "name": row.name, "state": row.state, "select": row.selector, "when": row.condition_text or None,
-        "like": ({"event_id": row.like.get("source_event"), "threshold": row.like.get("threshold")}
-                 if row.like else None),
+        "like": _like_public(row.like) if row.like else None,
         "quota": row.quota, "per_device": row.per_device_quota, "max_per_minute": row.max_per_minute,
         "priority": row.priority, "clip": [row.pre_seconds, row.post_seconds], "frames_only": row.frames_only,
         "created_at": _aware(row.created_at), "created_by": row.created_by, "ends_at": _aware(row.ends_at),

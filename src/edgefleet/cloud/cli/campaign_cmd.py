@@ -35,7 +35,9 @@ def _clip(text: str | None) -> tuple[float, float] | None:
 def _row(c: dict[str, Any]) -> list[str]:
     what = c.get("when") or ""
     if c.get("like"):
-        what = (what + " " if what else "") + f"like {c['like']['event_id']} (≤ {c['like']['threshold']})"
+        lk = c["like"]
+        space = f"{lk.get('output') or 'scores'}[{lk.get('dim')}]" if lk.get("dim") else ""
+        what = (what + " " if what else "") + f"like {lk['event_id']} {space} ({lk.get('metric') or 'cosine'} ≤ {lk['threshold']})"
     return [escape(c["name"]), c["state"], f"{c['captured']}/{c['quota']}", str(c["per_device"]),
             escape(c["select"]), escape(what), str(c.get("ends_at") or "")[:19]]
 
@@ -46,7 +48,8 @@ def start(
     select: Annotated[str, typer.Option("--select", help="devices, as rollouts select them (tag:site=7,hw:orin)")] = "all",
     when: Annotated[str | None, typer.Option("--when", help="condition on each frame (see `fleet campaign --help`)")] = None,
     like: Annotated[str | None, typer.Option("--like", help="EVENT_ID of a reviewed capture: frames like it")] = None,
-    threshold: Annotated[float | None, typer.Option(help="with --like: cosine distance of the embedding, e.g. 0.05")] = None,
+    threshold: Annotated[float | None, typer.Option(help="with --like: distance of the embedding (cosine e.g. 0.05)")] = None,
+    metric: Annotated[str, typer.Option(help="with --like: cosine (threshold in (0, 2]) or l2")] = "cosine",
     quota: Annotated[int, typer.Option(help="captures wanted fleet-wide; the campaign completes there")] = 100,
     per_device: Annotated[int | None, typer.Option(help="at most this many from one device (default: the quota)")] = None,
     until: Annotated[str | None, typer.Option(help="end after this long (30m, 2h, 7d)")] = None,
@@ -58,8 +61,12 @@ def start(
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
     """Start a campaign. Errors in --select or --when point at the problem with a caret."""
+    if metric not in ("cosine", "l2"):
+        fail(f"--metric takes cosine or l2, not {metric!r}")
     body: dict[str, Any] = {"name": name, "select": select, "quota": quota, "frames_only": frames_only,
                             "priority": priority, "max_per_minute": max_per_minute}
+    if like is not None:
+        body["metric"] = metric
     for key, value in (("when", when), ("like_event", like), ("threshold", threshold), ("per_device", per_device),
                        ("until", until)):
         if value is not None:
@@ -113,6 +120,11 @@ def status(
     for device, n in sorted(res["devices"].items()):
         devices.add_row(escape(device), str(n))
     console.print(devices)
+    if res.get("skipped"):
+        skipped = Table("device", "why", title="not comparing the like embedding")
+        for device, why in sorted(res["skipped"].items()):
+            skipped.add_row(escape(device), escape(why))
+        console.print(skipped)
 
 
 @app.command()

@@ -41,7 +41,9 @@ def _session(model_path: Path) -> Any:
     opts.intra_op_num_threads = 1  # both models alike: the latency figures compare like with like
     session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {input_name: x})
+    from ...shadow.replay import NamedModel
+
+    return NamedModel(lambda x: session.run(None, {input_name: x}), tuple(o.name for o in session.get_outputs()))
 
 
 def _load_local(ref: str, manifest_file: Path | None, labels: list[str] | None, workdir: Path) -> tuple[Any, Any]:

@@ -125,7 +125,9 @@ def _session(path: Path) -> Any:
     opts.intra_op_num_threads = 1
     s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = s.get_inputs()[0].name
-    return lambda x: s.run(None, {name: x})
+    from ...shadow.replay import NamedModel
+
+    return NamedModel(lambda x: s.run(None, {name: x}), tuple(o.name for o in s.get_outputs()))
 
 
 def replay_frames(seed: int = 0) -> list[np.ndarray]:

@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from ....protocols.campaigns import CAMPAIGN_NAME_PATTERN
+from ....protocols import Embedding
+from ....protocols.campaigns import CAMPAIGN_NAME_PATTERN, MAX_L2_THRESHOLD, Metric
 from ...campaigns import store
 from ...campaigns.tables import STATES
 from ...errors import BadRequest
@@ -41,7 +42,11 @@ class CampaignCreate(BaseModel):
     when: str | None = Field(default=None, min_length=1, max_length=1000, description="condition on each frame")
     like_event: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
                                    description="event id of a capture: frames near its embedding")
-    threshold: float | None = Field(default=None, gt=0.0, le=2.0, description="cosine distance for like_event")
+    like_embedding: Embedding | None = Field(default=None, description="the reference itself (base64 float16/float32 "
+                                             "little-endian, dim, output, model_digest), instead of like_event")
+    threshold: float | None = Field(default=None, gt=0.0, le=MAX_L2_THRESHOLD,
+                                    description="distance for like: cosine in (0, 2], l2 in (0, 1e6]")
+    metric: Metric = Field(default="cosine", description="like distance: cosine or l2")
     quota: int = Field(ge=1, le=1_000_000, description="captures wanted fleet-wide")
     per_device: int | None = Field(default=None, ge=1, le=1_000_000, description="at most this many per device")
     until: str | None = Field(default=None, min_length=1, max_length=32, description="ends after (30m, 2h, 7d)")
@@ -55,6 +60,10 @@ class CampaignCreate(BaseModel):
 class LikePublic(BaseModel):
     event_id: str | None
     threshold: float | None
+    metric: Metric = "cosine"
+    dim: int | None = None
+    output: str | None = Field(default=None, description="the embedding's tensor; none: the class scores")
+    model_digest: str | None = Field(default=None, description="the control model the embedding came from")
 
 
 class CampaignPublic(BaseModel):
@@ -86,13 +95,15 @@ class GroupProgress(BaseModel):
 class CampaignStatus(CampaignPublic):
     devices: dict[str, int] = Field(description="captures counted per device")
     groups: dict[str, GroupProgress] = Field(description="per hardware profile: devices selected, captures")
+    skipped: dict[str, str] = Field(default_factory=dict, description="devices that do not compare the like "
+                                    "embedding (another control model), and why")
 
 
 def _public(session: Any, row: store.Campaign, cls: type[CampaignPublic] = CampaignPublic, **extra: Any) -> Any:
     p = store.progress(session, row)
     body: dict[str, Any] = {**store.as_dict(row), "captured": p.captured, **extra}
     if cls is CampaignStatus:
-        body.update(devices=p.devices, groups=p.groups)
+        body.update(devices=p.devices, groups=p.groups, skipped=store.skipped(session, row))
     return cls.model_validate(body)
 
 
@@ -110,6 +121,7 @@ def start_campaign(session: SessionDep, controller: ControllerDep, principal: Op
             raise BadRequest("until: between 1s and 366d")
     req = store.StartRequest(
         name=body.name, select=body.select, when=body.when, like_event=body.like_event, threshold=body.threshold,
+        metric=body.metric, like_embedding=body.like_embedding,
         quota=body.quota, per_device=body.per_device, until_s=until_s, pre_seconds=body.pre_seconds,
         post_seconds=body.post_seconds, frames_only=body.frames_only, priority=body.priority,
         max_per_minute=body.max_per_minute,
