@@ -115,7 +115,7 @@ def push_model(
     manifest_json = m.model_dump(mode="json", by_alias=True)
     target_name = None
     if trust is not None:
-        target = trust.release(digest, manifest_json)
+        target = trust.release(digest, manifest_json, session=session)  # commits with the push
         counter, target_name = target.release_counter, target.name
     else:
         counter = _next_release_counter(session, name)

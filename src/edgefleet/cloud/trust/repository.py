@@ -26,13 +26,16 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from securesystemslib.signer import Key, Signature
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from ...registry import BlobStore
 from ...registry.tuf import (
@@ -51,6 +54,8 @@ from ...registry.tuf.keys import KEYRING_FILE, KeyEntry
 from ...registry.tuf.signing import PendingRoot
 from ..errors import BadRequest, Conflict, KeysOffline
 
+if TYPE_CHECKING:
+    from .image_store import DatabaseImageStore
 log = logging.getLogger(__name__)
 
 KEYS_DIR = "keys"
@@ -74,12 +79,62 @@ class Trust:
         self._lock = threading.RLock()
         self._pending: dict[str, PendingRoot] = {}  # repo → root change waiting for offline signatures
         self.engine: Engine | None = None  # set by attach_database: per-device director metadata lives there
+        self.image_store: DatabaseImageStore | None = None  # set by attach_database: image metadata too
 
     def attach_database(self, engine: Engine) -> None:
-        """Keep and serve per-device director metadata in the controller's database
-        (``signing``, ``director_store``) rather than in files: the resolver reads it there,
-        expiry refreshes and key rotations re-sign it there."""
+        """Keep and serve per-device director metadata and the image repository's online
+        metadata in the controller's database (``signing``, ``director_store``,
+        ``image_store``) rather than in files, so every replica signs and serves the same:
+        the resolver reads them there, pushes, expiry refreshes and key rotations sign them
+        there. Touches no table (the controller migrates afterwards); the image metadata
+        is read from the files until ``import_image_files`` (or the first signature)
+        copies it into the database."""
+        from .image_store import DatabaseImageStore
+
         self.engine = engine
+        self.image_store = DatabaseImageStore(engine, self.store, prefix=self.image.repo.prefix)
+        self.image = ImageRepository(self.image_store, self.blobs, self.keyring,
+                                     expiry=self.image.repo.expiry, clock=self.image.repo.clock)
+        self.director.image = self.image
+        self.image_store.on_abort.append(self._forget_unsaved_image)
+
+    def _forget_unsaved_image(self) -> None:
+        """A signing transaction rolled back: drop what the repository cached or staged from it."""
+        self.image.repo._cache.clear()
+        self.image._staged.clear()
+
+    @contextmanager
+    def _image_writing(self, session: Session | None = None) -> Iterator[None]:
+        """One locked transaction for the image repository (the caller's ``session`` when
+        given); nothing without a database."""
+        if self.image_store is None:
+            yield
+            return
+        with self.image_store.writing(session):
+            yield
+
+    def import_image_files(self, session: Session) -> bool:
+        """Copy the file-based image metadata into the database once (an upgraded
+        controller; a replica that finds it there already does nothing), so signing
+        continues above the versions devices trust. Commits. Returns whether it imported."""
+        if self.image_store is None:
+            return False
+        done = self.image_store.import_files(session)
+        session.commit()
+        if done:
+            log.info("image repository metadata imported into the database (timestamp v%d)",
+                     self.image.repo.timestamp().signed.version)
+        return done
+
+    def image_expiry(self) -> dict[str, dict[str, Any]]:
+        """role → {"version", "expires"} of the image repository's current targets,
+        snapshot and timestamp (wherever they are kept), for ``fleet keys status``."""
+        repo = self.image.repo
+        out: dict[str, dict[str, Any]] = {}
+        for role, md in (("timestamp", repo.timestamp()), ("snapshot", repo.snapshot()), ("targets", repo.targets())):
+            out[role] = {"version": md.signed.version,
+                         "expires": md.signed.expires.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return out
 
     # ----- set-up -----
 
@@ -136,8 +191,6 @@ class Trust:
         """After a director key rotation: re-sign the devices kept in the database."""
         if self.engine is None or role == "root":
             return
-        from sqlmodel import Session
-
         from .signing import resign_all
 
         with Session(self.engine, expire_on_commit=False) as s:
@@ -146,10 +199,13 @@ class Trust:
 
     # ----- releases -----
 
-    def release(self, digest: str, manifest: dict) -> ImageTarget:
-        """Sign a bundle as a new image target under the next global release counter."""
+    def release(self, digest: str, manifest: dict, *, session: Session | None = None) -> ImageTarget:
+        """Sign a bundle as a new image target under the next global release counter.
+
+        With a database, one locked transaction: ``session``'s (the caller commits: the push
+        and its signed metadata together), else its own, committed here."""
         manifest_digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-        with self._lock:
+        with self._lock, self._image_writing(session):
             return self.image.release(
                 digest, model=manifest["name"], version=manifest["version"],
                 hardware_ids=list(manifest.get("hardware_ids") or []), manifest_digest=manifest_digest,
@@ -190,7 +246,8 @@ class Trust:
                 if not self.keyring.online(name, "root"):
                     raise KeysOffline(_offline_message(self.keyring, name, f"rotating the {role} key"))
             if repo in ("image", "both"):
-                done["image"] = self.image.rotate(role)
+                with self._image_writing():
+                    done["image"] = self.image.rotate(role)
             if repo in ("director", "both"):
                 done["director"] = self.director.rotate(role)
                 self._resign_database(role)
@@ -249,7 +306,8 @@ class Trust:
                     raise BadRequest(f"bad signature entry for {name}: {exc}") from None
                 target = self.image if name == "image" else self.director
                 try:
-                    target.finish_rotation(pending, parsed)
+                    with self._image_writing() if name == "image" else nullcontext():
+                        target.finish_rotation(pending, parsed)
                 except SignatureError as exc:
                     raise BadRequest(str(exc)) from None
                 except RepositoryStateError as exc:
@@ -272,11 +330,10 @@ class Trust:
 
     def refresh_expiring(self) -> None:
         with self._lock:
-            renewed = self.image.refresh_expiring()
+            with self._image_writing():  # two replicas: one re-signs, the other then finds it fresh
+                renewed = self.image.refresh_expiring()
             devices = self.director.refresh_expiring()  # files left by an older controller, if any
         if self.engine is not None:
-            from sqlmodel import Session
-
             from .signing import refresh_expiring
 
             with Session(self.engine, expire_on_commit=False) as s:

@@ -211,7 +211,7 @@ def _sign_batch(session: Session, trust: Trust, devices: Sequence[Device],
                 continue
             already = known[d.id].slots.get(slot)
             if mv.target_name is None or (mv.release_counter < floor.get(slot, 0) and already != mv.target_name):
-                target = trust.release(mv.digest, mv.manifest)
+                target = trust.release(mv.digest, mv.manifest, session=session)
                 log.info("re-released %s:%s as %s (counter %d > floor %d of device %s)", mv.name, mv.version,
                          target.name, target.release_counter, floor.get(slot, 0), d.id)
                 mv.target_name, mv.release_counter = target.name, target.release_counter
