@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ...registry.tuf import KeyringError
 from .. import audit
 from ..auth import hash_token, new_token
 from ..client import write_cli_config
@@ -131,7 +132,12 @@ def serve(
     controller = Controller(settings)
     if broker is not None and controller.broker_auth is not None:
         controller.broker_auth.set_reload(broker.reload)  # enrolment/revocation reach the broker at once
-    controller.start()
+    try:
+        controller.start()
+    except KeyringError as exc:  # a partial trust setup, named, with how to recover
+        if broker:
+            broker.stop()
+        fail(str(exc))
     try:
         uvicorn.run(create_app(controller), host=settings.http_host, port=settings.http_port, log_level=log_level.lower(),
                     **ssl_options)

@@ -56,6 +56,8 @@ from ..errors import BadRequest, Conflict, KeysOffline
 
 if TYPE_CHECKING:
     from .image_store import DatabaseImageStore
+from . import first_setup
+
 log = logging.getLogger(__name__)
 
 KEYS_DIR = "keys"
@@ -149,20 +151,35 @@ class Trust:
 
         With ``placement``, root private keys go where it says and are forgotten once root
         v1 is signed: this process (and the controller) cannot use them afterwards.
+        The setup is all or nothing (``first_setup``): built aside and moved into place last, so a
+        process killed at any point leaves a whole setup or none.
+
+        Raises:
+            KeyringError: keys exist already, bad threshold, or an unusable signer URI.
+            PartialTrustSetup: an older version's interrupted setup is there (never overwritten).
         """
-        keyring = KeyRing.init(data_dir / KEYS_DIR, root_threshold=root_threshold, root_keys=root_keys,
-                               placement=placement)
-        store = LocalMetadataStore(data_dir / TUF_DIR)
-        image = ImageRepository.create(store, blobs, keyring)
-        Director.create(store, keyring, image)
-        keyring.forget_offline()
+        with first_setup.setup_lock(data_dir):
+            first_setup.recover(data_dir)
+            if cls.exists(data_dir):
+                raise KeyringError(f"a keyring exists already in {data_dir / KEYS_DIR}")
+            first_setup.refuse_partial(data_dir)
+            first_setup.build(data_dir, blobs, root_threshold=root_threshold, root_keys=root_keys,
+                              placement=placement)
+        keyring = KeyRing.load(data_dir / KEYS_DIR)
         log.info("trust initialised in %s (root threshold %d of %d, root in %s)", data_dir, root_threshold,
                  len(keyring.role("image", "root").keys), placement.summary() if placement else "data dir")
-        return cls(data_dir, blobs, keyring, store)
+        return cls(data_dir, blobs, keyring, LocalMetadataStore(data_dir / TUF_DIR))
 
     @classmethod
     def load(cls, data_dir: Path, blobs: BlobStore) -> Trust:
-        """Load keys and metadata; key files group or others can read are tightened, with a WARNING."""
+        """Load keys and metadata; key files group or others can read are tightened, with a WARNING.
+
+        Raises:
+            PartialTrustSetup: key files or roots the keyring needs are missing (named).
+        """
+        with first_setup.setup_lock(data_dir):
+            first_setup.recover(data_dir)
+            first_setup.refuse_partial(data_dir)
         for problem in permission_problems(data_dir / KEYS_DIR, public_files=(KEYRING_FILE,), fix=True):
             log.warning("signing keys were exposed: %s; fixed (0600 files, 0700 directory). "
                         "Rotate keys someone may have copied: fleet keys rotate", problem)
@@ -170,12 +187,22 @@ class Trust:
 
     @classmethod
     def open(cls, data_dir: Path, blobs: BlobStore) -> Trust:
-        """Load the trust state, creating a 1-of-1 demo setup (every key online) on first use."""
+        """Load the trust state, creating a 1-of-1 demo setup (every key online) on first use.
+
+        An interrupted setup is finished or removed first; a partial one is refused (``first_setup``).
+        """
+        with first_setup.setup_lock(data_dir):
+            first_setup.recover(data_dir)
         if cls.exists(data_dir):
             return cls.load(data_dir, blobs)
         log.warning("no signing keys in %s: creating a 1-of-1 demo setup with the root key online; for "
                     "production run `fleet keys init --offline-dir DIR` before the first start", data_dir / KEYS_DIR)
-        return cls.init(data_dir, blobs)
+        try:
+            return cls.init(data_dir, blobs)
+        except KeyringError:
+            if cls.exists(data_dir):  # another process set it up meanwhile
+                return cls.load(data_dir, blobs)
+            raise
 
     def roots(self) -> Roots:
         return Roots(director=self.director.root_bytes(), image=self.image.root_bytes())

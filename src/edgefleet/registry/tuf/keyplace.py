@@ -46,13 +46,16 @@ class Placement:
 
     ``directory`` set: written there (offline). ``passphrase`` set: encrypted. ``external``
     set: those roles use these existing keys (signer URI, public key) instead of new ones.
-    Nothing set: the default, online PEMs in the keyring directory.
+    Nothing set: the default, online PEMs in the keyring directory. ``stage_dir``: where
+    ``init`` writes the files meant for ``directory`` meanwhile (the first setup builds
+    everything aside and moves it into place at the end); the keyring records ``directory``.
     """
 
     roles: frozenset[str] = frozenset({"root"})
     directory: Path | None = None
     passphrase: bytes | None = None
     external: tuple[tuple[str, Key], ...] = ()
+    stage_dir: Path | None = None
 
     @property
     def active(self) -> bool:

@@ -240,7 +240,7 @@ class KeyRing:
             return KeyEntry(signer.public_key, f"{CryptoSigner.SCHEME}:{name}")
         public, pem = new_key_pem(place.passphrase)
         name = f"{repo}-{role}-{public.keyid[:12]}.pem"
-        write_key_file(place.directory or self.path, name, pem)
+        write_key_file(place.stage_dir or place.directory or self.path, name, pem)
         self._offline[public.keyid] = signer_from_pem(pem, public, place.passphrase, name)
         location = {"kind": "file", "dir": str(place.directory) if place.directory else None, "file": name,
                     "encrypted": bool(place.passphrase)}
