@@ -34,15 +34,16 @@ XSS = "</script><script>window.__pwned=1</script>"
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
-def table_book(calls: list[str] | None = None) -> LabelBook:
-    table = {CONTROL.digest: ["0", "1", "8"], CANDIDATE.digest: ["0", "1", "8", "9"], BARE.digest: []}
+def table_book(calls: list[str] | None = None, clock=None, table=None) -> LabelBook:  # type: ignore[no-untyped-def]
+    if table is None:
+        table = {CONTROL.digest: ["0", "1", "8"], CANDIDATE.digest: ["0", "1", "8", "9"], BARE.digest: []}
 
     def lookup(digest: str) -> list[str] | None:
         if calls is not None:
             calls.append(digest)
         return table.get(digest)
 
-    return LabelBook(lookup)
+    return LabelBook(lookup, **({"clock": clock} if clock else {}))
 
 
 def telemetry(**kw) -> Telemetry:  # type: ignore[no-untyped-def]
@@ -70,14 +71,22 @@ def test_manifest_labels_decide_and_plain_names_apply_only_without_them() -> Non
     assert book.allows(NONE_LABEL, CONTROL)  # the comparator's "no box" marker
 
 
-def test_manifests_are_cached_by_digest_and_unknown_digests_are_asked_again() -> None:
+def test_manifests_are_cached_by_digest_and_unknown_digests_are_asked_again_once_the_miss_expires() -> None:
     calls: list[str] = []
-    book = table_book(calls)
+    now = [100.0]
+    table = {CONTROL.digest: ["0", "1", "8"]}
+    book = table_book(calls, clock=lambda: now[0], table=table)
     for _ in range(3):
         book.allows("8", CONTROL)
         book.allows("x", STRANGER)
     assert calls.count(CONTROL.digest) == 1
-    assert calls.count(STRANGER.digest) == 3  # may be pushed later
+    assert calls.count(STRANGER.digest) == 1  # a fleet reporting an unknown model: one read, not one per message
+    table[STRANGER.digest] = ["ghost"]  # pushed later
+    now[0] += 4.0
+    assert book.allows("x", STRANGER) and calls.count(STRANGER.digest) == 1  # still taken as missing
+    now[0] += 2.0
+    assert not book.allows("x", STRANGER) and book.allows("ghost", STRANGER)  # its manifest decides now
+    assert calls.count(STRANGER.digest) == 2
 
 
 def test_unknown_labels_are_dropped_from_every_telemetry_breakdown_and_the_rest_kept() -> None:

@@ -14,7 +14,9 @@ counted per device and logged with the device id, before anything is stored.
 
 Flow: ``LabelBook(lookup)`` is the pure part (``lookup(digest)`` returns the manifest's
 labels, ``[]`` for a manifest without labels, ``None`` for a digest not in the catalog;
-found manifests are cached by digest, since a digest's manifest never changes);
+found manifests are cached by digest, since a digest's manifest never changes; a digest not
+in the catalog is remembered as such for ``miss_ttl_s``, so a fleet reporting a model the
+catalog lacks costs one read per digest per few seconds, not one per message);
 ``catalog_lookup(session_factory)`` is the one database read.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,12 +53,18 @@ class LabelBook:
     Args:
         lookup: digest → the manifest's labels (``[]``: none listed; ``None``: not in the catalog).
         cache_size: manifests kept (least recently used go first).
+        miss_ttl_s: how long a digest the catalog lacks is taken as still missing.
+        clock: monotonic seconds (tests pass their own).
     """
 
-    def __init__(self, lookup: Lookup, *, cache_size: int = 1024):
+    def __init__(self, lookup: Lookup, *, cache_size: int = 1024, miss_ttl_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
         self._lookup = lookup
         self._cache: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._misses: OrderedDict[str, float] = OrderedDict()  # digest → until when it counts as missing
         self._cache_size = cache_size
+        self._miss_ttl_s = miss_ttl_s
+        self._clock = clock
         self._lock = threading.Lock()
         self.dropped: Counter[str] = Counter()  # device id → labels dropped so far
 
@@ -67,13 +76,22 @@ class LabelBook:
             if ref.digest in self._cache:
                 self._cache.move_to_end(ref.digest)
                 return self._cache[ref.digest]
+            until = self._misses.get(ref.digest)
+            if until is not None and self._clock() < until:
+                return frozenset()
         found = self._lookup(ref.digest)
         labels = frozenset(found or ())
-        if found is not None:  # a digest not in the catalog (yet) is looked up again next time
-            with self._lock:
+        with self._lock:
+            if found is not None:
+                self._misses.pop(ref.digest, None)
                 self._cache[ref.digest] = labels
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
+            else:  # not in the catalog (yet): looked up again once the miss expires
+                self._misses[ref.digest] = self._clock() + self._miss_ttl_s
+                self._misses.move_to_end(ref.digest)
+                while len(self._misses) > self._cache_size:
+                    self._misses.popitem(last=False)
         return labels
 
     def allows(self, label: str, *refs: ModelRef | None) -> bool:

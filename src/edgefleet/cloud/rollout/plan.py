@@ -111,6 +111,10 @@ class _Pass:
         for o in observations:
             self.obs.setdefault(o.device_id, o)
         self.actions: list[Action] = []
+        # classify() per (observation, state) once per pass: keyed by identity, since an
+        # action replaces the observation (``_apply``) and a state change replaces ``st``
+        self._statuses: dict[int, tuple[DeviceObservation, RolloutState, DeviceStatus]] = {}
+        self._starts: tuple[RolloutState, dict[int, float]] | None = None
 
     # --- sequencing -------------------------------------------------------------------------
 
@@ -186,11 +190,18 @@ class _Pass:
 
     def _status(self, o: DeviceObservation) -> DeviceStatus:
         assert o.wave is not None
-        started = self.st.wave_starts().get(o.wave)
+        hit = self._statuses.get(id(o))
+        if hit is not None and hit[0] is o and hit[1] is self.st:
+            return hit[2]
+        if self._starts is None or self._starts[0] is not self.st:
+            self._starts = (self.st, self.st.wave_starts())
+        started = self._starts[1].get(o.wave)
         if self.st.state == "completed" and started is None:
             started = self.st.finished_at
-        return classify(o, model=self.spec.model, device_timeout_s=self.spec.device_timeout_s,
-                        wave_started_at=started, now=self.now)
+        status = classify(o, model=self.spec.model, device_timeout_s=self.spec.device_timeout_s,
+                          wave_started_at=started, now=self.now)
+        self._statuses[id(o)] = (o, self.st, status)
+        return status
 
     def _metrics(self, wave: int) -> WaveMetrics:
         return wave_metrics(wave, ((o, self._status(o)) for o in self._members(wave)))

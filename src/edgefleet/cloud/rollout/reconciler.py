@@ -61,6 +61,7 @@ from ..devices.fleet import DesiredPublisher
 from ..tables import Device, ModelVersion
 from . import archive, dirty
 from .commands import apply_command
+from .device_view import DeviceView, DeviceViews
 from .model import (
     QUIET_STATES,
     AssignWave,
@@ -83,10 +84,10 @@ from .store import (
     assignment_owners,
     baseline_p99,
     desired_refs,
-    load_devices,
     lock_rollout,
     members_of,
     observation,
+    observe,
     ref_dict,
     seed_agreement,
     slot_report,
@@ -164,6 +165,7 @@ class Reconciler:
         self.full_every_s = full_every_s
         self.archive_batch = 2000
         self._quiet: dict[str, _Quiet] = {}
+        self._views = DeviceViews()  # the fleet as the last pass read it (device_view.py)
         self._leased_at: float | None = None  # the last pass that held the lease
         self._marks: dict[str, int] = {}  # dirty marks read at the start of this pass
         self._dirty_devices: list[Device] | None = None
@@ -266,7 +268,7 @@ class Reconciler:
             full_at = now
             with s.no_autoflush:  # nothing written before the devices are locked (_assign)
                 members = members_of(s, rollout_id)
-                devices = load_devices(s)
+                devices = self._views.load(s)  # the planner's columns, decoded only where they changed
                 by_id = {d.id: d for d in devices}
                 for device_id, m in members.items():
                     d = by_id.get(device_id)
@@ -274,7 +276,8 @@ class Reconciler:
                         s.add(m)
                         _note_failure(s, row, m, d, now)
                 desired = desired_refs(s, row.slot)
-                obs = [observation(d, members.get(d.id), desired.get(d.id), row.slot) for d in devices]
+                obs = [observe(self._views.fields(d.id, row.slot), members.get(d.id), desired.get(d.id))
+                       for d in devices]
                 if any(str(g).startswith("latency_p99_ratio") for g in row.gates or ()):
                     obs = with_latency(s, row, obs)  # per-period p99s: the latency gate's interval
                 if floor is not None:
@@ -290,7 +293,7 @@ class Reconciler:
                                                      wake_at=next_deadline(spec, state, obs, now), full_at=full_at)
                     return 0
                 owners = assignment_owners(s, row.slot)
-                changed = self._apply(s, row, spec, actions, members, by_id, owners, now, done)
+                changed = self._apply(s, row, spec, actions, members, owners, now, done)
             s.commit()
             result.set_desired += done.set_desired
             result.reverted += done.reverted
@@ -326,8 +329,8 @@ class Reconciler:
     # ----- applying a plan -------------------------------------------------------------------
 
     def _apply(self, s: Session, row: Rollout, spec: RolloutSpec, actions: tuple,
-               members: dict[str, RolloutMember], devices: dict[str, Device],
-               owners: dict[str, str | None], now: float, result: PassResult) -> list[Device]:
+               members: dict[str, RolloutMember], owners: dict[str, str | None], now: float,
+               result: PassResult) -> list[Device]:
         wanted: dict[str, ModelRef | None] = {}  # device -> final desired ref this pass
         new_members: list[str] = []
 
@@ -360,7 +363,7 @@ class Reconciler:
                     m.frames = m.errors = m.nan_outputs = 0
                     m.candidate_p99_ms, m.candidate_periods = None, 0
                     if row.slot == "control":  # the latency of the model it replaces, measured before
-                        p99, n = baseline_p99(s, devices.get(a.device_id), a.previous, row.digest)
+                        p99, n = baseline_p99(s, s.get(Device, a.device_id), a.previous, row.digest)
                         if p99 is not None:
                             m.baseline_p99_ms, m.baseline_periods = p99, n
                 s.add(m)
@@ -532,7 +535,7 @@ def _with_hold(rollout_id: str, state: RolloutState, actions: tuple, held: str |
     return (*rest, *((note,) if note else ()), UpdateRollout(final.model_copy(update={"held": held})))
 
 
-def _note_failure(s: Session, row: Rollout, m: RolloutMember, d: Device, now: float) -> None:
+def _note_failure(s: Session, row: Rollout, m: RolloutMember, d: DeviceView, now: float) -> None:
     """Log a member that reports failed/rolled_back for the rollout's model, with its error."""
     if m.seen_phase not in ("failed", "rolled_back") or m.dispatched_at is None:
         return

@@ -62,6 +62,24 @@ def ref_of(data: dict[str, Any] | None) -> ModelRef | None:
         return None
 
 
+_REFS: dict[tuple[Any, Any, Any], ModelRef | None] = {}
+
+
+def ref_cached(data: Any) -> ModelRef | None:
+    """``ref_of``, remembered by (name, version, digest): a fleet names few models, and a
+    pass builds one per device and slot (``ModelRef`` is never changed after it is built)."""
+    if not isinstance(data, dict) or len(data) != 3:
+        return ref_of(data)
+    key = (data.get("name"), data.get("version"), data.get("digest"))
+    if not all(isinstance(k, str) for k in key):
+        return ref_of(data)
+    if key not in _REFS:
+        if len(_REFS) > 10_000:
+            _REFS.clear()
+        _REFS[key] = ref_of(data)
+    return _REFS[key]
+
+
 def ref_dict(ref: ModelRef | None) -> dict[str, Any] | None:
     return None if ref is None else {"name": ref.name, "version": ref.version, "digest": ref.digest}
 
@@ -155,7 +173,7 @@ def desired_refs(session: Session, slot: str) -> dict[str, ModelRef]:
         .where(SlotAssignment.slot == slot)
         .where(SlotAssignment.model_version_id == ModelVersion.id)
     ).all()
-    return {d: ModelRef(name=n, version=v, digest=g) for d, n, v, g in rows}
+    return {d: ref for d, n, v, g in rows if (ref := ref_cached({"name": n, "version": v, "digest": g}))}
 
 
 def assignment_owners(session: Session, slot: str) -> dict[str, str | None]:
@@ -207,23 +225,32 @@ def track_phase(member: RolloutMember, device: Device, slot: str, now: float) ->
     return True
 
 
-def observation(device: Device, member: RolloutMember | None, desired: ModelRef | None,
-                slot: str) -> DeviceObservation:
+def device_fields(device: Any, slot: str) -> dict[str, Any]:
+    """The device's part of its observation for ``slot`` (everything but ``desired`` and the
+    membership); ``device`` is a ``Device`` or a ``device_view.DeviceView``."""
     rep = slot_report(device, slot)
-    phase = effective_phase(rep)
-    common: dict[str, Any] = dict(
+    return dict(
         device_id=device.id, hardware_id=device.hardware_id, tags=dict(device.tags or {}),
-        online=bool(device.online), last_seen=ts(device.last_seen), desired=desired,
-        installed=ref_of(rep.get("installed")), reported_target=ref_of(rep.get("target")),
-        last_known_good=ref_of(rep.get("last_known_good")), phase=phase,
+        online=bool(device.online), last_seen=ts(device.last_seen),
+        installed=ref_cached(rep.get("installed")), reported_target=ref_cached(rep.get("target")),
+        last_known_good=ref_cached(rep.get("last_known_good")), phase=effective_phase(rep),
         error_code=rep.get("error_code"), lagging_since=ts(device.lagging_since), stale_since=ts(device.stale_since),
         window_opens_at=iso_ts(rep.get("window_opens_at")),
     )
+
+
+def observation(device: Device, member: RolloutMember | None, desired: ModelRef | None,
+                slot: str) -> DeviceObservation:
+    return observe(device_fields(device, slot), member, desired)
+
+
+def observe(fields: dict[str, Any], member: RolloutMember | None, desired: ModelRef | None) -> DeviceObservation:
+    """An observation from the device's part (``device_fields``), its member row and what is desired."""
     if member is None:
-        return DeviceObservation(**common)
+        return DeviceObservation(**fields, desired=desired)
     return DeviceObservation(
-        **common, phase_since=member.phase_since, wave=member.wave, assigned_at=member.assigned_at,
-        dispatched_at=member.dispatched_at, previous=ref_of(member.previous),
+        **fields, desired=desired, phase_since=member.phase_since, wave=member.wave, assigned_at=member.assigned_at,
+        dispatched_at=member.dispatched_at, previous=ref_cached(member.previous),
         reverted_at=member.reverted_at, timed_out_at=member.timed_out_at,
         frames=member.frames, errors=member.errors, nan_outputs=member.nan_outputs,
         candidate_p99_ms=member.candidate_p99_ms, baseline_p99_ms=member.baseline_p99_ms,
