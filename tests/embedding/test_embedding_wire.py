@@ -28,7 +28,16 @@ from edgefleet.cloud.errors import BadRequest, Conflict
 from edgefleet.cloud.runtime import Controller
 from edgefleet.cloud.settings import load_settings
 from edgefleet.edge_agent.campaigns import Campaigns
-from edgefleet.protocols import DeviceSettings, Embedding, Event, InvalidPayload, ModelOutput, ModelRef, decode, encode
+from edgefleet.protocols import (
+    DeviceSettings,
+    Embedding,
+    Event,
+    InvalidPayload,
+    ModelOutput,
+    ModelRef,
+    decode,
+    encode,
+)
 from edgefleet.protocols.campaigns import MAX_SETTINGS_EMBEDDING_BYTES, CampaignSpec, Like
 from edgefleet.protocols.embedding import MAX_DIM, pack
 from edgefleet.shadow.prediction import Prediction
