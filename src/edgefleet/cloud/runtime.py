@@ -149,6 +149,8 @@ class Controller:
     def start(self, *, mqtt: bool = True) -> None:
         self.trust  # noqa: B018 - load the keys (and check their permissions) before serving
         self.migrate()
+        with self.session() as db:  # an upgraded controller's image metadata files, once (cloud/trust/image_store.py)
+            self.trust.import_image_files(db)
         with self.session() as db:  # an upgraded controller's per-device director files (cloud/trust/signing.py)
             signing.import_files(db, self.trust)
         self.sync_broker_auth()

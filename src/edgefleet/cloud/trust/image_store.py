@@ -251,11 +251,10 @@ class DatabaseImageStore:
         except FileNotFoundError:
             counter = 0
         now = datetime.now(timezone.utc)
-        got = session.connection().execute(_insert_ignore(session, ImageHead, ("repo",)), {  # type: ignore[arg-type]
-            "repo": HEAD_ID, "release_counter": counter, "snapshot_version": snap_version,
-            "timestamp_version": ts_version, "snapshot_expires": snap_expires, "timestamp_expires": ts_expires,
-            "updated_at": now})
-        if got.rowcount != 1:  # another replica imported first (it waited for us, or we for it)
+        stmt = _insert_ignore(session, ImageHead, ("repo",)).values(  # type: ignore[arg-type]
+            repo=HEAD_ID, release_counter=counter, snapshot_version=snap_version, timestamp_version=ts_version,
+            snapshot_expires=snap_expires, timestamp_expires=ts_expires, updated_at=now)
+        if session.execute(stmt.returning(_HEAD.c.repo)).first() is None:  # another replica imported first
             return False
         session.execute(insert(_META), [{"role": role, "version": v, "data": data, "created_at": now}
                                         for role, (v, data) in docs.items()])

@@ -30,13 +30,16 @@ def _expiry(path: Path) -> tuple[int | None, str | None]:
 
 
 def _role_metadata(tuf_dir: Path, repo: str, role: str,
-                   director_db: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                   director_db: dict[str, dict[str, Any]] | None = None,
+                   image_db: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Version and expiry of one role's current metadata (director online roles: the
     earliest expiry over the devices, with their count; ``director_db``: the same figures
     for devices whose metadata lives in the database, from ``director_store.expiry_summary``)."""
     if role == "root":
         version, expires = _expiry(tuf_dir / repo / "root.json")
         return {"version": version, "expires": expires}
+    if repo == "image" and image_db is not None and role in image_db:
+        return dict(image_db[role])  # kept in the database (a running controller: Trust.image_expiry)
     if repo == "image":
         version, expires = _expiry(tuf_dir / "image" / "timestamp.json")
         if role == "timestamp":
@@ -72,9 +75,11 @@ def _via_timestamp(base: Path, role: str) -> dict[str, Any]:
 
 
 def key_status(data_dir: Path, *, now: datetime | None = None,
-               director_db: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+               director_db: dict[str, dict[str, Any]] | None = None,
+               image_db: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The status document (JSON-ready). ``now`` marks expired metadata; ``None``: not judged.
-    ``director_db``: per-device director expiry kept in the database (a running controller)."""
+    ``director_db``: per-device director expiry kept in the database (a running controller);
+    ``image_db``: role → {version, expires} of the image metadata kept there."""
     keys_dir = data_dir / KEYS_DIR
     if not (keys_dir / KEYRING_FILE).exists():
         return {"keys_dir": str(keys_dir), "initialised": False, "problems": [], "roles": []}
@@ -92,7 +97,7 @@ def key_status(data_dir: Path, *, now: datetime | None = None,
                     offline_dirs.add(Path(str(d["path"])).parent)
                 keys.append({"keyid": entry.keyid, "public": entry.public.to_dict(),
                              "location": entry.location, **d})
-            md = _role_metadata(data_dir / TUF_DIR, repo, role, director_db)
+            md = _role_metadata(data_dir / TUF_DIR, repo, role, director_db, image_db)
             expired = None
             if now is not None and md.get("expires"):
                 expired = datetime.fromisoformat(str(md["expires"]).replace("Z", "+00:00")) <= now

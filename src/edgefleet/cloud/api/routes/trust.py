@@ -77,7 +77,8 @@ def keys(controller: ControllerDep, _: Admin) -> dict:
     controller.trust  # noqa: B018 - loaded (created on first use) like everywhere else
     with controller.session() as s:  # per-device director metadata lives in the database
         director_db = director_store.expiry_summary(s)
-    doc = key_status(controller.settings.data_dir, now=datetime.now(timezone.utc), director_db=director_db)
+    doc = key_status(controller.settings.data_dir, now=datetime.now(timezone.utc), director_db=director_db,
+                     image_db=controller.trust.image_expiry())  # image metadata: the database too
     doc["root_expiring"] = controller.trust.root_expiring()
     return doc
 
