@@ -246,3 +246,14 @@ def test_api_refuses_forged_embeddings_with_422_and_stores_nothing(stack: Stack)
     assert r.status_code == 201, r.text
     assert r.json()["like"] == {"event_id": None, "threshold": 4.0, "metric": "l2", "dim": 2, "output": None,
                                 "model_digest": DIGEST_A}
+
+
+def test_a_scores_like_compares_with_the_scores_where_the_embedding_has_the_same_size() -> None:
+    pred = Prediction("classification", label="0", score=0.9, labels=("0", "1"), probs=np.array([0.9, 0.1]),
+                      embedding=np.array([0.0, 1.0], dtype=np.float32))  # as long as the scores, another direction
+    by_scores = Like(embedding=pack([0.9, 0.1], dtype="float32"), threshold=0.001)  # output "": class scores
+    by_features = Like(embedding=pack([0.0, 1.0], output="features", model_digest=DIGEST_A), threshold=0.001)
+    for like in (by_scores, by_features):
+        campaigns = Campaigns(None)
+        campaigns.update([CampaignSpec(name="c", like=like, per_device_quota=10, max_per_minute=6000)])
+        assert campaigns.match(pred, None, None, now=1.0, control_digest=DIGEST_A)[0] is not None

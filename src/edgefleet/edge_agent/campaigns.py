@@ -58,15 +58,17 @@ def _vector(raw: object) -> np.ndarray | None:
     return v if v.size and np.all(np.isfinite(v)) else None
 
 
-def embedding(prediction: Prediction, size: int | None = None) -> np.ndarray | None:
+def embedding(prediction: Prediction, size: int | None = None, *, named_first: bool = True) -> np.ndarray | None:
     """The frame's embedding for ``like``: the output the control model's manifest names
     (``embedding``), else its output vector. With ``size`` (the campaign vector's length),
     the one of the two of that length: a vector the controller built from a capture's
-    scores is compared with the output vector, not with a named embedding of another size."""
+    scores is compared with the output vector, not with a named embedding of another size
+    (``named_first=False``, for a campaign built from scores, prefers the output vector
+    where both have that length)."""
     named = _vector(prediction.embedding)
     output = _vector(prediction.probs if prediction.probs is not None else prediction.values)
     if size is not None:
-        for v in (named, output):
+        for v in ((named, output) if named_first else (output, named)):
             if v is not None and v.size == size:
                 return v
         return None
@@ -91,6 +93,12 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     if na == 0.0 or nb == 0.0:
         return math.inf
     return 1.0 - float(np.dot(a, b)) / (na * nb)
+
+
+def _named(spec: CampaignSpec) -> bool:
+    """A like built from a named embedding (vs. from class scores, ``output`` empty)."""
+    like = spec.like
+    return like is None or like.embedding is None or bool(like.embedding.output)
 
 
 @dataclass
@@ -210,7 +218,7 @@ class Campaigns:
         ctx = self.context(now)
         facts = Facts(control=facts_output(control), candidate=facts_output(candidate) if candidate else None,
                       disagree=disagree, context=ctx, now=datetime.fromtimestamp(now).astimezone())
-        embs: dict[int, np.ndarray | None] = {}
+        embs: dict[tuple[int, bool], np.ndarray | None] = {}
         with self._lock:
             ordered = sorted(self._running.values(), key=lambda r: (-r.spec.priority, r.spec.name))
             for run in ordered:
@@ -224,10 +232,10 @@ class Campaigns:
                     if run.model_digest is not None and control_digest != run.model_digest:
                         self._skip(spec.name, run.model_digest, control_digest)
                         continue
-                    size = int(run.vector.size)
-                    if size not in embs:
-                        embs[size] = embedding(control, size)
-                    emb = embs[size]
+                    key = (int(run.vector.size), _named(spec))
+                    if key not in embs:
+                        embs[key] = embedding(control, key[0], named_first=key[1])
+                    emb = embs[key]
                     if emb is None or distance(spec.like.metric, emb, run.vector) > spec.like.threshold:
                         continue
                 if self._counts.get(spec.name, 0) >= spec.per_device_quota:
