@@ -29,6 +29,7 @@ from ..tables import MODEL_REF_MAX, MODEL_REF_PATTERN, Device, ModelVersion
 from . import build_spec, parse_duration, rollout_status, supersede, supersedes
 from .commands import COMMANDS, reschedule
 from .errors import IllegalTransition, SpecError
+from .listing import RowFigures, page_rollouts, row_figures
 from .members import member_count, member_observations, member_row
 from .model import RolloutSpec, RolloutState
 from .pace import parse_pace, parse_start_at
@@ -286,21 +287,32 @@ def get_row(session: Session, rollout_id: str) -> Rollout:
     return row
 
 
-def summary(session: Session, row: Rollout) -> RolloutSummary:
+def summary(session: Session, row: Rollout, *, devices: int | None = None) -> RolloutSummary:
+    """The list row of one rollout (``devices``: its member count when the caller read it already)."""
     st = state_of(row)
     return RolloutSummary(
         id=row.id, model=f"{row.model_name}:{row.model_version}", slot=row.slot, select=row.select,
         state=st.state, current_wave=st.current_wave, waves=row.waves,
-        devices=member_count(session, row.id), reason=st.reason, created_at=row.created_at,
-        updated_at=row.updated_at, superseded_by=st.superseded_by, start_at=st.start_at,
+        devices=member_count(session, row.id) if devices is None else devices, reason=st.reason,
+        created_at=row.created_at, updated_at=row.updated_at, superseded_by=st.superseded_by, start_at=st.start_at,
         rate=row.rate or row.ramp)
 
 
+def list_page(session: Session, *, state: str | None = None, limit: int = 100,
+              cursor: str | None = None) -> tuple[list[tuple[RolloutSummary, RowFigures]], str | None]:
+    """One page of rollouts, newest first, each with its member figures; a constant number of
+    statements whatever the history (``listing``). Returns (rows, next cursor).
+
+    Raises:
+        BadCursor: the cursor is not one issued for this filter.
+    """
+    page = page_rollouts(session, state=state, limit=limit, cursor=cursor)
+    figures = row_figures(session, page.rows)
+    return [(summary(session, r, devices=figures[r.id].members), figures[r.id]) for r in page.rows], page.next_cursor
+
+
 def list_rollouts(session: Session, *, state: str | None = None, limit: int = 100) -> list[RolloutSummary]:
-    stmt = select(Rollout).order_by(col(Rollout.created_at).desc()).limit(limit)
-    if state:
-        stmt = stmt.where(Rollout.state == state)
-    return [summary(session, r) for r in session.exec(stmt).all()]
+    return [s for s, _ in list_page(session, state=state, limit=limit)[0]]
 
 
 def list_rollouts_of(session: Session, model_version_id: int, *, limit: int = 20) -> list[dict[str, Any]]:
@@ -386,5 +398,5 @@ def events(session: Session, rollout_id: str, limit: int = 200) -> list[dict[str
 
 
 __all__ = ["RolloutCommand", "RolloutCreate", "RolloutReschedule", "RolloutSummary", "reschedule_rollout",
-           "supersede_overlapping", "events", "list_rollouts", "list_rollouts_of",
+           "supersede_overlapping", "events", "list_page", "list_rollouts", "list_rollouts_of",
            "run_command", "start_rollout", "status"]

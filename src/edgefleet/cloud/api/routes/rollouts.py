@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
@@ -46,10 +46,25 @@ def start(body: RolloutStart, session: SessionDep, controller: ControllerDep, wh
     return out
 
 
-@router.get("", response_model=list[RolloutSummary], summary="Rollouts, newest first")
-def list_rollouts(session: SessionDep, _: Viewer, state: State | None = None,
-                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[RolloutSummary]:
-    return service.list_rollouts(session, state=state, limit=limit)
+NEXT_CURSOR_HEADER = "X-Next-Cursor"
+
+
+@router.get("", response_model=list[RolloutSummary],
+            responses={200: {"headers": {NEXT_CURSOR_HEADER: {
+                "description": "the cursor of the next (older) page; absent on the last page",
+                "schema": {"type": "string"}}}},
+                **responses(400, _400="the cursor is not one this API issued for this filter: E_BAD_CURSOR")},
+            summary="Rollouts, newest first, a page at a time (the next page's cursor in X-Next-Cursor)")
+def list_rollouts(session: SessionDep, _: Viewer, response: Response, state: State | None = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  cursor: Annotated[str | None, Query(max_length=cursors.MAX_LENGTH,
+                                                      description="X-Next-Cursor of the previous page, with the "
+                                                                  "same state filter")] = None,
+                  ) -> list[RolloutSummary]:
+    rows, nxt = service.list_page(session, state=state, limit=limit, cursor=cursor)
+    if nxt:
+        response.headers[NEXT_CURSOR_HEADER] = nxt
+    return [summary for summary, _ in rows]
 
 
 @router.get("/{rollout_id}", summary="Status: waves, counts by device status, gate figures, progress",

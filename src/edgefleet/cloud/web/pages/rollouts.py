@@ -20,8 +20,9 @@ from fastapi.responses import HTMLResponse
 from ...api.deps import SessionDep
 from ...api.routes.rollouts import member_page_sql
 from ...devices.cursor import BadCursor
-from ...rollout import service
+from ...rollout import listing, service
 from ...rollout.gates import evidence_text
+from ...rollout.store import spec_of
 from ..auth import PagePrincipal
 from ..nav import NAV_ORDER, NavItem
 from ..render import render
@@ -56,16 +57,34 @@ def gate_text(g: dict[str, Any]) -> str:
     return f"{g['metric']} {value} (limit {g['op']} {g['limit']:g})"
 
 
+ROLLOUTS_PER_PAGE = 100
+
+
 @router.get("", response_class=HTMLResponse)
 def rollouts_page(request: Request, session: SessionDep, principal: PagePrincipal,
-                  state: str | None = None) -> HTMLResponse:
-    now = time.time()
+                  state: str | None = None, cursor: str | None = None) -> HTMLResponse:
+    """A page of rollouts, newest first: a constant number of statements (``rollout.listing``),
+    each row's progress from one GROUP BY over the page's members, not a status fold per row."""
+    state = state or None
+    notice = None
+    try:
+        page = listing.page_rollouts(session, state=state, limit=ROLLOUTS_PER_PAGE, cursor=cursor)
+    except BadCursor:
+        notice = "That page link does not fit this list (or was altered); showing the newest rollouts."
+        page = listing.page_rollouts(session, state=state, limit=ROLLOUTS_PER_PAGE, cursor=None)
+    figures = listing.row_figures(session, page.rows)
     rows = []
-    for r in service.list_rollouts(session, state=state or None, limit=200):
-        st = service.status(session, r.id, now, devices=False, events=0)
-        rows.append({"summary": r, "status": st})
+    for r in page.rows:
+        f = figures[r.id]
+        rows.append({"summary": service.summary(session, r, devices=f.members),
+                     "status": {"waves": spec_of(r).waves, "progress": f.progress, "on_model": f.on_model,
+                                "devices": f.devices, "gates_spec": list(r.gates or ())}})
+    keep = [("state", state)] if state else []
     return render(request, "rollouts.html", principal, active="rollouts", rows=rows, state=state or "",
-                  when=when, commands=COMMANDS, allowed=allowed_commands)
+                  when=when, commands=COMMANDS, allowed=allowed_commands, notice=notice,
+                  next_href="/ui/rollouts?" + urlencode(keep + [("cursor", page.next_cursor)])
+                  if page.next_cursor else None,
+                  first_href="/ui/rollouts?" + urlencode(keep) if cursor and notice is None else None)
 
 
 MEMBERS_PER_PAGE = 100
