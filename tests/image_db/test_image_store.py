@@ -7,6 +7,7 @@ a client trusts."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,7 +120,12 @@ def test_a_push_rolled_back_with_its_caller_leaves_nothing_signed_and_nothing_ca
     digest = a.blobs.put(b"rolled back " * 100)
     with a.session() as s:  # the push's own transaction (catalog.push_model passes it)
         t = a.trust.release(digest, {"name": "digits", "version": "2.0.0"}, session=s)
-        assert a.trust.image.get_target(t.name) is None  # nothing is served before it commits
+        assert a.trust.image.get_target(t.name) is not None  # this thread signs on in the transaction
+        elsewhere: list[object] = []
+        reader = threading.Thread(target=lambda: elsewhere.append(a.trust.image.get_target(t.name)))
+        reader.start()
+        reader.join(timeout=30)
+        assert elsewhere == [None]  # nothing is served before it commits
         assert ("snapshot", 3) in a.trust.image.repo._cache
         s.rollback()  # e.g. the model row lost a race: the signed metadata goes with it
     assert ("snapshot", 3) not in a.trust.image.repo._cache  # another replica may sign v3 otherwise

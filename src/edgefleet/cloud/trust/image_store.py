@@ -14,6 +14,7 @@ A signer (any replica) works inside ``writing(session)``, one transaction per pu
    versions it signed and signs above them);
 2. the repository reads the current metadata through the transaction and writes the new
    versions: plain INSERTs, so a version signed twice is refused by the primary key;
+   the signing thread keeps reading through that transaction until it ends;
 3. the transaction commits (the caller's, when one is passed). If it rolls back instead,
    ``on_abort`` callbacks drop what the repository cached from the signing.
 
@@ -181,7 +182,9 @@ class DatabaseImageStore:
         """Lock the image head row for one signing transaction (nested calls join it).
 
         With ``session`` the caller's transaction is used and the caller commits (the push
-        and its signed metadata commit together); without, this commits on success.
+        and its signed metadata commit together); until it does, this thread reads the image
+        metadata through that session (the director, signing in the same transaction, sees
+        the target it just released). Without, this commits on success.
         """
         current = self._current()
         if current is not None:
@@ -196,8 +199,8 @@ class DatabaseImageStore:
                 self._watch(s)
             self._local.session = s
             yield s
-            self._local.session = None
             if own:
+                self._local.session = None
                 s.commit()
         except BaseException:
             self._local.session = None
@@ -217,6 +220,7 @@ class DatabaseImageStore:
     def _watch(self, s: Session) -> None:
         """Call ``on_abort`` if the caller's transaction ends without a commit."""
         state = {"committed": False, "done": False}
+        local = self._local
 
         def committed(_s: Session) -> None:
             state["committed"] = True
@@ -224,6 +228,8 @@ class DatabaseImageStore:
         def ended(_s: Session, transaction: Any) -> None:
             if transaction.parent is None and not state["done"]:
                 state["done"] = True
+                if getattr(local, "session", None) is _s:
+                    local.session = None
                 if not state["committed"]:
                     self._abort()
 
