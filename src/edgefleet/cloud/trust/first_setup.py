@@ -54,8 +54,8 @@ LOCK_FILE = ".trust-setup.lock"
 COMMIT_SCHEMA = "edgefleet.trust-setup/1"
 KILL_ENV = "EDGEFLEET_TEST_TRUST_SETUP_KILL_AT"
 TRUST_KEY_PREFIXES = ("image-", "director-")  # the keyring's PEMs (keys/ also holds the audit key)
-REQUIRED_METADATA = ("image/1.root.json", "image/root.json", "image/timestamp.json",
-                     "director/1.root.json", "director/root.json")
+#: what a keyring needs beside it: the roots (the rest of the image metadata may live in the database)
+REQUIRED_METADATA = ("image/1.root.json", "image/root.json", "director/1.root.json", "director/root.json")
 RECOVER_HINT = ("If no device was ever provisioned with these keys, move them and {tuf} aside and start again "
                 "(a new setup is made); otherwise restore the data dir from a backup (fleet cloud restore)")
 
