@@ -85,3 +85,27 @@ def test_devices_without_history_or_outside_the_current_wave_keep_their_running_
     [a, b] = with_latency(session, _rollout("control"), [_obs("d9"), later])
     assert a.candidate_p99_periods == () and a.candidate_p99_ms == 9.0
     assert b == later
+
+
+def test_baseline_at_dispatch_is_the_median_of_the_last_periods_on_the_previous_model_for_many_devices(session):
+    from edgefleet.cloud.rollout.store import baseline_p99_many
+    from edgefleet.cloud.tables import Device
+
+    other = ModelRef(name="det", version="0", digest="0" * 64)
+    for i in range(15):  # d1: 15 periods on V1, the last 10 count (p99 = 5.0 … 14.0 → median 10.0)
+        session.add(_period("d1", T0 + timedelta(seconds=10 * i), V1, float(i)))
+    session.add(_period("d1", T0 + timedelta(seconds=500), other, 99.0))  # another model: not counted
+    session.add(_period("d1", T0 + timedelta(seconds=510), V1, 50.0, frames=0))  # no frames: not counted
+    for i in range(3):  # d2: three periods → their median
+        session.add(_period("d2", T0 + timedelta(seconds=10 * i), V1, [7.0, 1.0, 4.0][i]))
+    latest = {"control": {"digest": V1.digest}, "frames": 40, "latency_ms": {"p99": 6.5}}
+    session.add(Device(id="d3", hardware_id="x", telemetry=latest))  # no history: its latest period
+    session.add(Device(id="d4", hardware_id="x", telemetry={**latest, "control": {"digest": V2.digest}}))
+    session.add(Device(id="d5", hardware_id="x"))
+    session.commit()
+    got = baseline_p99_many(session, {"d1": V1, "d2": V1, "d3": V1, "d4": V1, "d5": None, "gone": V1}, V2.digest)
+    assert got["d1"] == (10.0, 10)
+    assert got["d2"] == (4.0, 3)
+    assert got["d3"] == (6.5, 1)
+    assert got["d4"] == (None, 0)  # its latest period ran the rollout's own model
+    assert got["d5"] == (None, 0) and got["gone"] == (None, 0)

@@ -42,9 +42,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Union
 
-from sqlalchemy import Table, bindparam, insert, or_, update
+from sqlalchemy import Table, bindparam, insert, or_, type_coerce, update
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, col, select
+from sqlalchemy.types import NullType
+from sqlmodel import Session
 
 from ...protocols import Reported, Status, Telemetry
 from ..db import is_conflict, is_unavailable
@@ -91,7 +92,7 @@ def _utcnow() -> datetime:
 
 @dataclass
 class _Staged:
-    devices: dict[str, Device]
+    devices: dict[str, DeviceRecord]
     before: dict[str, dict[str, Any]]
     results: list[Result]
     guards: dict[str, dict[str, Any]] = field(default_factory=dict)  # device → rseq / tseq / pstart
@@ -101,12 +102,35 @@ class _Staged:
     telemetry: list[Telemetry] = field(default_factory=list)
 
 
-def _load(session: Session, msgs: Sequence[Message]) -> tuple[dict[str, Device], dict[PairKey, dict[str, Any]]]:
-    """The batch's device rows (detached: the batch writes them itself) and its pair rows (values)."""
+class DeviceRecord:
+    """A device row as plain attributes, for the pure functions that fold messages onto it
+    (``ingest.*_onto``, ``report_verify.check_*``, ``freshness.update``): no ORM object per
+    device per batch. The columns the ingest path only overwrites (``RAW``) are kept as the
+    driver returned them, undecoded: compared unchanged, they are not written."""
+
+    __slots__ = ("id", *_COLUMNS)
+    RAW = ("telemetry", "release_floor")
+
+
+def _record_query() -> Any:
+    return sa_select(*(type_coerce(_DEVICE.c[c], NullType()).label(c) if c in DeviceRecord.RAW else _DEVICE.c[c]
+                       for c in ("id", *_COLUMNS)))
+
+
+_RECORD_QUERY = _record_query()
+
+
+def _load(session: Session, msgs: Sequence[Message]) -> tuple[dict[str, DeviceRecord], dict[PairKey, dict[str, Any]]]:
+    """The batch's device rows (plain records: the batch writes them itself) and its pair rows (values)."""
     ids = sorted({m.device_id for m in msgs})
-    devices = {d.id: d for d in session.exec(select(Device).where(col(Device.id).in_(ids))).all()}
-    for d in devices.values():
-        session.expunge(d)
+    devices: dict[str, DeviceRecord] = {}
+    conn = session.connection()
+    for i in range(0, len(ids), 500):
+        for row in conn.execute(_RECORD_QUERY.where(_DEVICE.c.id.in_(ids[i:i + 500]))):
+            record = DeviceRecord()
+            for name, value in row._mapping.items():
+                setattr(record, name, value)
+            devices[record.id] = record
     pair_devices = sorted({m.device_id for m in msgs if isinstance(m, Telemetry) and pair_key(m) is not None})
     pairs: dict[PairKey, dict[str, Any]] = {}
     if pair_devices:

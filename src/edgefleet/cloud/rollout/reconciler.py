@@ -82,7 +82,7 @@ from .store import (
     acquire_lease,
     add_event,
     assignment_owners,
-    baseline_p99,
+    baseline_p99_many,
     desired_refs,
     lock_rollout,
     members_of,
@@ -335,6 +335,10 @@ class Reconciler:
         new_members: list[str] = []
 
         dispatched = {d for d, m in members.items() if m.dispatched_at is not None}
+        baselines = {}  # control slot: the latency of the model each newly dispatched device replaces
+        if row.slot == "control":
+            baselines = baseline_p99_many(s, {a.device_id: a.previous for a in actions if isinstance(a, SetDesired)
+                                              and getattr(members.get(a.device_id), "dispatched_at", None) is None}, row.digest)
 
         def overridden(device_id: str) -> bool:
             """Once a device was sent this rollout's model, an assignment made since by someone
@@ -363,7 +367,7 @@ class Reconciler:
                     m.frames = m.errors = m.nan_outputs = 0
                     m.candidate_p99_ms, m.candidate_periods = None, 0
                     if row.slot == "control":  # the latency of the model it replaces, measured before
-                        p99, n = baseline_p99(s, s.get(Device, a.device_id), a.previous, row.digest)
+                        p99, n = baselines.get(a.device_id, (None, 0))
                         if p99 is not None:
                             m.baseline_p99_ms, m.baseline_periods = p99, n
                 s.add(m)

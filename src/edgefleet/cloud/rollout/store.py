@@ -18,7 +18,7 @@ the device still ran its previous model), and the shadow agreement of the rollou
 with the control model (periods in which it ran as shadow candidate). The model's p99 is a
 running mean over its last ``P99_WINDOW`` periods (its first period is left out: it also
 holds frames of the previous model); the baseline recorded at dispatch is the median of
-the device's last ``P99_WINDOW`` periods on its previous model (``baseline_p99``).
+the device's last ``P99_WINDOW`` periods on its previous model (``baseline_p99_many``).
 """
 
 from __future__ import annotations
@@ -449,24 +449,49 @@ def _fold(m: RolloutMember, r: Rollout, msg: Telemetry) -> bool:
     return changed
 
 
-def baseline_p99(session: Session, device: Device | None, previous: ModelRef | None,
-                 exclude_digest: str) -> tuple[float | None, int]:
-    """p99 of the model a device runs before it is sent a rollout's model: the median over its
-    last ``P99_WINDOW`` telemetry periods on ``previous`` (history), else its latest period."""
-    if device is None:
-        return None, 0
-    if previous is not None:
-        rows = session.exec(
-            select(TelemetryPeriod.latency_p99)
-            .where(TelemetryPeriod.device_id == device.id)
-            .where(TelemetryPeriod.control_name == previous.name)
-            .where(TelemetryPeriod.control_version == previous.version)
-            .where(TelemetryPeriod.frames > 0)
-            .order_by(col(TelemetryPeriod.period_end).desc()).limit(P99_WINDOW)).all()
-        values = sorted(v for v in rows if v and v > 0)
-        if values:  # the median: robust to a period disturbed by an install or a hiccup
-            return values[len(values) // 2], len(values)
-    t = device.telemetry or {}
+def baseline_p99_many(session: Session, previous: dict[str, ModelRef | None],
+                      exclude_digest: str) -> dict[str, tuple[float | None, int]]:
+    """p99 of the model each device runs before it is sent a rollout's model (device id →
+    that model): the median over its last ``P99_WINDOW`` telemetry periods on it (history;
+    robust to a period disturbed by an install or a hiccup), else its latest period if that
+    was another model than ``exclude_digest``. A few queries per 500 devices, not two per
+    device: one window-function read of the history, one of the latest telemetry."""
+    from sqlalchemy import func
+
+    out: dict[str, tuple[float | None, int]] = {}
+    ids = sorted(previous)
+    t = TelemetryPeriod.__table__  # type: ignore[attr-defined]
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        by_model: dict[tuple[str, str], list[str]] = {}
+        for d in chunk:
+            ref = previous[d]
+            if ref is not None:
+                by_model.setdefault((ref.name, ref.version), []).append(d)
+        history: dict[str, list[float]] = {}
+        for (name, version), devs in by_model.items():
+            rank = func.row_number().over(partition_by=t.c.device_id, order_by=t.c.period_end.desc()).label("rank")
+            inner = (select(t.c.device_id, t.c.latency_p99, rank)
+                     .where(col(t.c.device_id).in_(devs)).where(t.c.control_name == name)
+                     .where(t.c.control_version == version).where(t.c.frames > 0).subquery())
+            for device_id, p99 in session.exec(select(inner.c.device_id, inner.c.latency_p99)  # type: ignore[call-overload]
+                                               .where(inner.c.rank <= P99_WINDOW)).all():
+                if p99 and p99 > 0:
+                    history.setdefault(device_id, []).append(p99)
+        latest = dict(session.exec(select(Device.id, Device.telemetry)  # type: ignore[call-overload]
+                                   .where(col(Device.id).in_([d for d in chunk if d not in history]))).all())
+        for d in chunk:
+            values = sorted(history.get(d, ()))
+            if values:
+                out[d] = (values[len(values) // 2], len(values))
+            elif d in latest:
+                out[d] = _latest_p99(latest[d] or {}, exclude_digest)
+            else:
+                out[d] = (None, 0)
+    return out
+
+
+def _latest_p99(t: dict[str, Any], exclude_digest: str) -> tuple[float | None, int]:
     control = (t.get("control") or {}).get("digest")
     p99 = (t.get("latency_ms") or {}).get("p99") or 0.0
     if control and control != exclude_digest and t.get("frames", 0) > 0 and p99 > 0:
