@@ -79,7 +79,9 @@ def test_signed_telemetry_is_counted_and_every_forgery_is_refused(stack) -> None
     tampered["nan_outputs"] = 500  # altered after signing
     cases["bad_signature (altered)"] = json.dumps(tampered).encode()
     cases["replayed"] = good
-    cases["replayed (reordered)"] = key.sign(poisoned, seq=key.seq - 5)
+    cases["replayed (older than the window)"] = key.sign(poisoned, seq=key.seq - 100)
+    # in the window (a message sent earlier, applied late) but its period lies after the newest counted one
+    cases["overlap (late, after the newest)"] = key.sign(poisoned, seq=key.seq - 5)
     cases["overlap"] = key.sign(_telemetry("cam-1", t0 + timedelta(seconds=5), nan=500))
     cases["overlap (future)"] = key.sign(_telemetry("cam-1", datetime.now(timezone.utc) + timedelta(days=365), nan=500))
     for expected, payload in cases.items():
@@ -90,7 +92,7 @@ def test_signed_telemetry_is_counted_and_every_forgery_is_refused(stack) -> None
     assert _device(stack, "cam-1").telemetry["nan_outputs"] == 0
     c = bridge.counters
     assert (c[("telemetry", "unsigned")], c[("telemetry", "bad_signature")], c[("telemetry", "replayed")],
-            c[("telemetry", "overlap")]) == (1, 3, 2, 2)
+            c[("telemetry", "overlap")]) == (1, 3, 2, 3)
     # and the device's next honest period still counts
     assert bridge.handle(topic, key.sign(_telemetry("cam-1", later))) == "ok"
     assert len(_periods(stack, "cam-1")) == 2
@@ -111,13 +113,15 @@ def _reported(device_id: str, phase: Phase, generation: int = 1) -> Reported:
 
 
 def test_replayed_or_reordered_reported_never_changes_the_device(stack) -> None:
+    """A late report (in the window) is counted once, but the newest seq's state stands."""
     bridge = stack.controller.bridge
     key = _enrolled(stack, "cam-r")
     topic = reported_topic("cam-r")
     older = key.sign(_reported("cam-r", Phase.DOWNLOADING))
     newer = key.sign(_reported("cam-r", Phase.HEALTHY, generation=2))
     assert bridge.handle(topic, newer) == "ok"
-    assert bridge.handle(topic, older) == "replayed"  # sent first, arrived late: out of order
+    assert bridge.handle(topic, older) == "ok"  # sent first, arrived late: counted (history), state kept
+    assert bridge.handle(topic, older) == "replayed"
     assert bridge.handle(topic, newer) == "replayed"
     forged = SimKey("cam-r", seed="forger").sign(_reported("cam-r", Phase.FAILED, generation=9))
     assert bridge.handle(topic, forged) == "bad_signature"

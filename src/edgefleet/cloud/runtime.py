@@ -305,7 +305,10 @@ class Controller:
 
     def _on_reported(self, msg: Reported) -> None:
         with self.ingest_session() as s:
-            report_verify.verify_reported(s, msg)  # signed by the device's key, fresh seq: else refused
+            verdict = report_verify.verify_reported(s, msg, self.settings.replay_window)  # signed, fresh seq
+            if verdict.late:  # a newer report was applied first: history only, the newest state stands
+                ingest.apply_late_reported(s, verdict.device, msg, verdict.placed.seq)
+                return
             device = ingest.apply_reported(s, msg)
             if freshness.update(device):  # does its signed state now match what was signed for it?
                 s.add(device)
@@ -313,16 +316,19 @@ class Controller:
 
     def _on_telemetry(self, msg: Telemetry) -> None:
         with self.ingest_session() as s:
-            report_verify.verify_telemetry(s, msg)  # signed, fresh seq, a period not yet counted: else refused
+            # signed, fresh seq, a period not yet counted: else refused
+            verdict = report_verify.verify_telemetry(s, msg, window=self.settings.replay_window)
             msg = self.labels.check_telemetry(msg)  # unknown class names dropped before anything is stored
-            ingest.apply_telemetry(s, msg)
+            if not verdict.late:  # a late period is counted, but the device's latest stays the newest
+                ingest.apply_telemetry(s, msg)
             telemetry_store.record_telemetry(s, msg)
             shadow_index.record_pair_stats(s, msg)
             rollout_store.record_telemetry(s, msg)
 
     def _on_batch(self, msgs: list[Status | Reported | Telemetry]) -> list[BaseException | None]:
         """status/reported/telemetry taken together: one transaction (cloud/devices/batch.py)."""
-        return batch.apply(self.ingest_session, msgs, check_labels=self.labels.check_telemetry)
+        return batch.apply(self.ingest_session, msgs, check_labels=self.labels.check_telemetry,
+                           replay_window=self.settings.replay_window)
 
     def _on_event(self, msg: Event) -> None:
         with self.session() as s:

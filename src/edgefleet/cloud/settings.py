@@ -67,6 +67,9 @@ class CloudSettings(BaseModel):
     reconcile_interval_s: float = Field(default=2.0, gt=0)
     # a device whose signed state lags its desired state this long is stale (cloud/trust/freshness.py)
     stale_after_s: float = Field(default=120.0, gt=0)
+    # signed reports (cloud/devices/replay_window.py): a seq up to this far below a channel's
+    # highest, not accepted yet, still counts (replicas may commit out of order); 1: strict order
+    replay_window: int = Field(default=64, ge=1, le=64)
     # outages (docs/outages.md): nothing acknowledged before it is stored; gates do not punish the infrastructure
     replica_id: str = Field(default="0", pattern=r"^[A-Za-z0-9_.-]{1,32}$")  # distinct per controller replica
     mqtt_session_expiry_s: float = Field(default=86400.0, ge=0, le=4294967295)  # the broker queues for us this long

@@ -57,6 +57,10 @@ class Device(SQLModel, table=True):
     report_seq: int | None = Field(default=None, sa_type=BigInteger)
     telemetry_seq: int | None = Field(default=None, sa_type=BigInteger)
     report_period_end: datetime | None = None
+    # the anti-replay window below each highest seq (cloud/devices/replay_window.py): bit i set
+    # when seq highest-1-i was accepted too (a late message, e.g. another replica committed first)
+    report_window: int | None = Field(default=None, sa_type=BigInteger)
+    telemetry_window: int | None = Field(default=None, sa_type=BigInteger)
     hardware_id_reported: str | None = Field(default=None, max_length=128)
     # freshness (cloud/trust/freshness.py): the director version signed for the device, since when
     # its signed state (reported director version, generation) lags what was signed, and,

@@ -97,5 +97,6 @@ def render_controller_toml(chosen: dict[str, Any]) -> str:
         line("telemetry_period_s", 10.0, "seconds between a device's telemetry messages"),
         line("reconcile_interval_s", 2.0, "seconds between rollout reconciler passes"),
         line("stale_after_s", 120.0, "a device whose signed state lags this long is stale"),
+        line("replay_window", 64, "signed reports: a seq this far below the highest, not yet seen, still counts (1: strict)"),
     ]
     return "".join(out)

@@ -13,11 +13,15 @@ Inside the transaction:
    its device's row by the same pure functions as the per-message path
    (``ingest.admitted``/``*_onto``, ``report_verify.check_*``, ``freshness.update``,
    ``history.reported_rows``, ``telemetry_store.values_from_message``,
-   ``shadow_index.fold_pair_values``). A device's seq and period end advance in memory, so a
-   replay of a message in the same batch is refused like any other;
+   ``shadow_index.fold_pair_values``). A device's anti-replay windows and period end advance
+   in memory, so a replay of a message in the same batch is refused like any other. A late
+   message (its seq below the highest, ``replay_window``) changes only what
+   ``report_verify`` says it does; the late periods are checked against the counted ones
+   with one query for the whole batch (``report_verify.counted_periods``, before staging:
+   the signed telemetry whose seq is below one already seen for its device);
 3. ``_write``: per changed device one UPDATE of the columns that changed, guarded like
-   ``report_verify._advance`` (no other writer accepted a seq at or above the batch's first
-   one for that device meanwhile), grouped into one executemany per statement shape; one
+   ``report_verify._advance`` (a compare-and-set: each window the batch moved is still the
+   (highest seq, bitmap) pair it read), grouped into one executemany per statement shape; one
    executemany INSERT each for device history, telemetry history and new pair statistics
    (existing ones: one executemany UPDATE by id); the rollout members
    (``rollout.store.record_telemetry_many``, one SELECT) flushed; the reconciler's dirty marks (``rollout.dirty.mark``) for devices whose planner-relevant
@@ -27,7 +31,8 @@ Isolation: a refusal (``ingest.Refused``) is that message's result and costs the
 nothing. A message that raises while staged is taken out (its result: the exception) and
 the batch is staged again without it. A write that fails for a reason that is not an
 outage is retried one message at a time, so only the bad message is lost. A guard that
-does not hold (another replica accepted one of the devices' reports meanwhile), or a lost
+does not hold (another replica accepted one of the devices' reports meanwhile: the batch
+is staged again on what it committed, so its message, now late, still counts), or a lost
 race (deadlock), retries the batch; after ``CONFLICT_RETRIES`` the messages go one at a
 time. A database outage (``db.is_unavailable``) raises: the bridge retries the whole batch
 and acknowledges none of it before it commits.
@@ -42,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Union
 
-from sqlalchemy import Table, bindparam, insert, or_, type_coerce, update
+from sqlalchemy import BigInteger, Table, bindparam, insert, type_coerce, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.types import NullType
 from sqlmodel import Session
@@ -56,6 +61,7 @@ from ..tables import Device
 from ..trust import freshness
 from . import history, ingest, report_verify, telemetry_store
 from .ingest import Refused
+from .replay_window import DEFAULT_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +101,8 @@ class _Staged:
     devices: dict[str, DeviceRecord]
     before: dict[str, dict[str, Any]]
     results: list[Result]
-    guards: dict[str, dict[str, Any]] = field(default_factory=dict)  # device → rseq / tseq / pstart
+    guards: dict[str, set[str]] = field(default_factory=dict)  # device → the channels whose window moved
+    counted: dict[str, list[report_verify.Period]] = field(default_factory=dict)  # device → periods counted
     history_rows: list[dict[str, Any]] = field(default_factory=list)
     telemetry_rows: list[dict[str, Any]] = field(default_factory=list)
     pairs: dict[PairKey, dict[str, Any]] = field(default_factory=dict)  # folded values (with "id" when stored)
@@ -143,14 +150,38 @@ def _load(session: Session, msgs: Sequence[Message]) -> tuple[dict[str, DeviceRe
     return devices, pairs
 
 
+def _late_spans(devices: dict[str, DeviceRecord], msgs: Sequence[Message]) -> list[tuple[str, datetime, datetime]]:
+    """The periods of the telemetry that may be late (signed by the device, a seq below one
+    already accepted or earlier in the batch, ending by the period watermark): what to look
+    up in the telemetry history, once for the batch. A forgery costs no query."""
+    top: dict[str, int | None] = {d: r.telemetry_seq for d, r in devices.items()}
+    spans = []
+    for msg in msgs:
+        if not isinstance(msg, Telemetry) or msg.seq is None or msg.device_id not in devices:
+            continue
+        device, highest = devices[msg.device_id], top[msg.device_id]
+        if highest is not None and msg.seq < highest:
+            try:
+                report_verify._check_signature(device, msg, "telemetry")  # type: ignore[arg-type]
+            except Refused:
+                continue
+            start, end = report_verify._aware(msg.period_start), report_verify._aware(msg.period_end)
+            spans.append((msg.device_id, start, end))
+        top[msg.device_id] = msg.seq if highest is None else max(highest, msg.seq)
+    return spans
+
+
 def _stage(session: Session, msgs: Sequence[Message], check_labels: LabelCheck | None,
-           clock: Callable[[], datetime]) -> _Staged:
+           clock: Callable[[], datetime], window: int) -> _Staged:
     devices, pairs = _load(session, msgs)
     st = _Staged(devices, {i: {c: getattr(d, c) for c in _COLUMNS} for i, d in devices.items()},
                  results=[None] * len(msgs))
+    spans = _late_spans(devices, msgs)
+    if spans:
+        st.counted = report_verify.counted_periods(session, spans)
     for index, msg in enumerate(msgs):
         try:
-            _stage_one(st, msg, pairs, check_labels, clock())
+            _stage_one(st, msg, pairs, check_labels, clock(), window)
         except Refused as exc:
             st.results[index] = exc
         except Exception as exc:  # a bug or a payload the validators let through: this message alone
@@ -160,26 +191,34 @@ def _stage(session: Session, msgs: Sequence[Message], check_labels: LabelCheck |
 
 
 def _stage_one(st: _Staged, msg: Message, pairs: dict[PairKey, dict[str, Any]],
-               check_labels: LabelCheck | None, now: datetime) -> None:
+               check_labels: LabelCheck | None, now: datetime, window: int) -> None:
     device = ingest.admitted(st.devices.get(msg.device_id), msg.device_id)
     if isinstance(msg, Status):
         ingest.status_onto(device, msg, now)
     elif isinstance(msg, Reported):
-        seq = report_verify.check_reported(device, msg)  # signed, fresh seq: else refused
-        device.report_seq = seq
-        st.guards.setdefault(device.id, {}).setdefault("rseq", seq)
+        placed = report_verify.check_reported(device, msg, window)  # signed, seq in the window: else refused
+        report_verify.accept(device, "reported", placed)
+        st.guards.setdefault(device.id, set()).add("reported")
+        if placed.late:  # a newer report was applied first: its history only, the newest state stands
+            st.history_rows.extend(ingest.late_reported_rows(device, msg, placed.seq, now))
+            return
         previous = ingest.reported_onto(device, msg, now)
         st.history_rows.extend(history.reported_rows(device.id, previous, msg.slots, at=now))
         freshness.update(device, now)
     else:
-        seq, start, end = report_verify.check_telemetry(device, msg, now)
-        device.telemetry_seq, device.report_period_end = seq, end
-        guard = st.guards.setdefault(device.id, {})
-        guard.setdefault("tseq", seq)
-        guard.setdefault("pstart", start)
+        placed, start, end = report_verify.check_telemetry(device, msg, now, window)
+        counted = st.counted.setdefault(device.id, [])
+        if placed.late:  # overlapping no period counted, stored or earlier in this batch
+            report_verify.late_overlap(device.id, placed.seq, start, end, counted)
+        report_verify.accept(device, "telemetry", placed)
+        if not placed.late:
+            device.report_period_end = end
+        st.guards.setdefault(device.id, set()).add("telemetry")
         if check_labels is not None:
             msg = check_labels(msg)  # unknown class names dropped before anything is stored
-        ingest.telemetry_onto(device, msg, now)
+        counted.append((start, end))
+        if not placed.late:  # the device's latest period stays the newest seq's
+            ingest.telemetry_onto(device, msg, now)
         st.telemetry_rows.append(telemetry_store.values_from_message(msg, now))
         key = pair_key(msg)
         if key is not None:
@@ -188,14 +227,12 @@ def _stage_one(st: _Staged, msg: Message, pairs: dict[PairKey, dict[str, Any]],
 
 
 def _update_statement(columns: tuple[str, ...], guards: tuple[str, ...]) -> Any:
+    """One device UPDATE; for each channel in ``guards`` a compare-and-set on its window."""
     t = _DEVICE
     stmt = update(t).where(t.c.id == bindparam("k_id"))
-    if "rseq" in guards:
-        stmt = stmt.where(or_(t.c.report_seq.is_(None), t.c.report_seq < bindparam("g_rseq")))
-    if "tseq" in guards:
-        stmt = stmt.where(or_(t.c.telemetry_seq.is_(None), t.c.telemetry_seq < bindparam("g_tseq")))
-    if "pstart" in guards:
-        stmt = stmt.where(or_(t.c.report_period_end.is_(None), t.c.report_period_end <= bindparam("g_pstart")))
+    for channel in guards:
+        for c in report_verify.WINDOW_COLUMNS[channel]:
+            stmt = stmt.where(t.c[c].is_not_distinct_from(bindparam(f"g_{c}", type_=BigInteger)))
     return stmt.values({t.c[c]: bindparam(f"v_{c}", type_=t.c[c].type) for c in columns})
 
 
@@ -206,13 +243,14 @@ def _write(session: Session, st: _Staged) -> None:
     for device_id in sorted(st.devices):  # one lock order for every replica
         device, before = st.devices[device_id], st.before[device_id]
         changed = {c: getattr(device, c) for c in _COLUMNS if getattr(device, c) != before[c]}
-        guard = st.guards.get(device_id, {})
+        guard = st.guards.get(device_id, set())
         if not changed and not guard:
             continue
         if any(c in changed for c in dirty.DEVICE_FIELDS):
             planner_moved.append(device_id)
         params = {f"v_{c}": v for c, v in changed.items()}
-        params.update({f"g_{k}": v for k, v in guard.items()}, k_id=device_id)
+        params.update({f"g_{c}": before[c] for channel in guard for c in report_verify.WINDOW_COLUMNS[channel]},
+                      k_id=device_id)
         shapes.setdefault((tuple(sorted(changed)), tuple(sorted(guard))), []).append(params)
     multi = conn.dialect.supports_sane_multi_rowcount
     for (columns, guards), rows in shapes.items():
@@ -242,7 +280,7 @@ def _write(session: Session, st: _Staged) -> None:
 
 
 def apply(transaction: Transaction, msgs: Sequence[Message], *, check_labels: LabelCheck | None = None,
-          clock: Callable[[], datetime] = _utcnow) -> list[Result]:
+          clock: Callable[[], datetime] = _utcnow, replay_window: int = DEFAULT_SIZE) -> list[Result]:
     """Apply ``msgs`` (arrival order) in one transaction; one ``Result`` per message.
 
     Args:
@@ -250,6 +288,7 @@ def apply(transaction: Transaction, msgs: Sequence[Message], *, check_labels: La
             without an error (``Controller.ingest_session``).
         check_labels: the label book's ``check_telemetry`` (class names a model lacks dropped).
         clock: the receive time of each message (tests pass a fixed one).
+        replay_window: ``[controller] replay_window`` (``replay_window.place``; 1: strict order).
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database is unavailable (``db.is_unavailable``):
@@ -262,7 +301,7 @@ def apply(transaction: Transaction, msgs: Sequence[Message], *, check_labels: La
         batch = [msgs[i] for i in todo]
         try:
             with transaction() as session:
-                staged = _stage(session, batch, check_labels, clock)
+                staged = _stage(session, batch, check_labels, clock, replay_window)
                 _write(session, staged)
         except _Poison as poison:
             index = todo.pop(poison.index)
@@ -282,7 +321,8 @@ def apply(transaction: Transaction, msgs: Sequence[Message], *, check_labels: La
             log.warning("a batch of %d messages could not be written (%s); applying them one at a time",
                         len(todo), str(exc).splitlines()[0][:200])
             for i in todo:
-                results[i] = apply(transaction, [msgs[i]], check_labels=check_labels, clock=clock)[0]
+                results[i] = apply(transaction, [msgs[i]], check_labels=check_labels, clock=clock,
+                                   replay_window=replay_window)[0]
             return results
         for i, result in zip(todo, staged.results):
             results[i] = result

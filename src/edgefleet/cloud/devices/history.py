@@ -75,15 +75,23 @@ def model_label(ref: dict[str, Any] | None) -> str:
 
 
 def reported_rows(device_id: str, previous: dict[str, Any], slots: dict[Any, Any],
-                  at: datetime | None = None) -> list[dict[str, Any]]:
+                  at: datetime | None = None, *, late_seq: int | None = None) -> list[dict[str, Any]]:
     """The history rows (column values) for the phase transitions of a verified ``reported``
     (``slots``: slot → SlotReport) against the previous report's slots (dicts). Pure: the
-    batched ingest (``devices.batch``) inserts them in one statement."""
+    batched ingest (``devices.batch``) inserts them in one statement.
+
+    ``late_seq``: the report is late (its seq below the highest accepted, cloud/devices/
+    replay_window.py) and ``previous`` is the *current*, newer report: a row for each slot
+    whose phase differs from it, marked ``late`` with the seq (data ``late``, ``seq``,
+    ``current``; ``from`` unknown), so the phase the device passed through is not lost."""
     rows = []
     for slot, rep in slots.items():
         before = (previous.get(slot) or {}).get("phase")
         phase = rep.phase.value
         if before == phase:
+            continue
+        if late_seq is not None:
+            rows.append(_late_row(device_id, slot, rep, before, late_seq, at))
             continue
         installed = rep.installed.model_dump(mode="json") if rep.installed else None
         target = rep.target.model_dump(mode="json") if rep.target else None
@@ -102,11 +110,26 @@ def reported_rows(device_id: str, previous: dict[str, Any], slots: dict[Any, Any
     return rows
 
 
+def _late_row(device_id: str, slot: str, rep: Any, current: str | None, seq: int, at: datetime | None) -> dict[str, Any]:
+    phase = rep.phase.value
+    installed = rep.installed.model_dump(mode="json") if rep.installed else None
+    target = rep.target.model_dump(mode="json") if rep.target else None
+    data = {"from": None, "to": phase, "current": current, "late": True, "seq": seq, "error_code": rep.error_code,
+            "error": (rep.error or "")[:500] or None, "installed": model_label(installed) if installed else None,
+            "target": model_label(target) if target else None}
+    text = f"{slot}: was {phase} (late report seq {seq}, applied after a newer one; now {current or '-'})"
+    if rep.error_code:
+        text += f" ({rep.error_code}: {(rep.error or '')[:200]})"
+    kind = "rollback" if phase == "rolled_back" else "phase"
+    return {"device_id": device_id, "kind": kind, "slot": slot, "message": text[:1024], "data": data, "at": at or _now()}
+
+
 def record_reported(session: Session, device_id: str, previous: dict[str, Any], slots: dict[Any, Any],
-                    at: datetime | None = None) -> int:
+                    at: datetime | None = None, *, late_seq: int | None = None) -> int:
     """Phase transitions of a verified ``reported`` (``slots``: slot → SlotReport), against
-    the previous report's slots (dicts). Returns how many rows were added."""
-    rows = reported_rows(device_id, previous, slots, at)
+    the previous report's slots (dicts; a late one: the current report's, ``reported_rows``).
+    Returns how many rows were added."""
+    rows = reported_rows(device_id, previous, slots, at, late_seq=late_seq)
     for row in rows:
         session.add(DeviceHistory(**row))
     return len(rows)

@@ -159,6 +159,24 @@ def apply_reported(session: Session, msg: Reported, now: datetime | None = None)
     return device
 
 
+def late_reported_rows(device: Any, msg: Reported, seq: int, now: datetime) -> list[dict[str, Any]]:
+    """What a *late* verified ``reported`` (its seq below the highest accepted,
+    ``report_verify``) adds (pure): history rows for its slots whose phase differs from the
+    current report's, nothing on the device row — the newest seq's state stands."""
+    current: dict[str, Any] = (device.reported or {}).get("slots", {})
+    return history.reported_rows(device.id, current, msg.slots, at=now, late_seq=seq)
+
+
+def apply_late_reported(session: Session, device: Device, msg: Reported, seq: int, now: datetime | None = None) -> int:
+    rows = late_reported_rows(device, msg, seq, now or _now())
+    for row in rows:
+        session.add(history.DeviceHistory(**row))
+    if rows:
+        log.info("device %s: late reported seq %d (a newer one was applied first): %d phase(s) recorded in history",
+                 device.id, seq, len(rows))
+    return len(rows)
+
+
 def apply_telemetry(session: Session, msg: Telemetry, now: datetime | None = None) -> Device:
     device = _device(session, msg.device_id)
     telemetry_onto(device, msg, now or _now())
