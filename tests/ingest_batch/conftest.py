@@ -59,7 +59,8 @@ def outcome(result: BaseException | None) -> str:
 
 def batched(controller: Controller, msgs: list[Any]) -> list[str]:
     return [outcome(r) for r in batch.apply(controller.ingest_session, msgs,
-                                            check_labels=controller.labels.check_telemetry)]
+                                            check_labels=controller.labels.check_telemetry,
+                                            replay_window=controller.settings.replay_window)]
 
 
 @dataclass
