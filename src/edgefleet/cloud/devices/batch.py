@@ -154,7 +154,7 @@ def _late_spans(devices: dict[str, DeviceRecord], msgs: Sequence[Message]) -> li
     """The periods of the telemetry that may be late (signed by the device, a seq below one
     already accepted or earlier in the batch, ending by the period watermark): what to look
     up in the telemetry history, once for the batch. A forgery costs no query."""
-    top: dict[str, int | None] = {d: r.telemetry_seq for d, r in devices.items()}
+    top: dict[str, int | None] = {d: r.telemetry_seq for d, r in devices.items()}  # type: ignore[attr-defined]
     spans = []
     for msg in msgs:
         if not isinstance(msg, Telemetry) or msg.seq is None or msg.device_id not in devices:
