@@ -512,6 +512,10 @@ def _silence_from(o: DeviceObservation, floor: float) -> DeviceObservation:
     no earlier than ``floor``, for the planner only (nothing of it is stored)."""
     if o.wave is None:
         return o
+    if (o.last_seen or 0.0) >= floor and (o.phase_since or 0.0) >= floor \
+            and (o.stale_since is None or o.stale_since >= floor) and (o.assigned_at is None or o.assigned_at >= floor):
+        return o  # nothing before the floor: unchanged (no copy per member per pass)
+
     def later(t: float | None) -> float | None:
         return None if t is None else max(t, floor)
 
