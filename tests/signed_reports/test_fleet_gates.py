@@ -20,6 +20,7 @@ import pytest
 
 from edgefleet.cloud.broker import EmbeddedBroker, MosquittoBroker
 from edgefleet.cloud.demo.train import TrainedModel
+from edgefleet.cloud.tables import Device
 from edgefleet.protocols import LatencyStats, ModelRef, Telemetry, telemetry_topic
 from edgefleet.registry import report_sig
 
@@ -90,9 +91,19 @@ class Forger:
         neighbour = next(d for d in self.fleet.agents if d != victim)
         impostor = SimKey(victim, seed="forger")
         impostor.key_id = real.key_id
-        replayed = {**obj, "seq": 1, "device_time": "2026-01-01T00:00:00Z", "key_id": real.key_id}
-        report_sig.sign_report(real.key, replayed)  # … so this stands for a message it signed long ago
-        old = json.loads(self._msg(victim, now - timedelta(hours=1)).model_dump_json(by_alias=True))
+        # … so this stands for a message it already sent: the seq the controller accepted last on
+        # this channel (a replay, always refused — also inside the anti-replay window)
+        with self.fleet.stack.controller.session() as s:
+            row = s.get(Device, victim)
+            accepted = row.telemetry_seq if row is not None and row.telemetry_seq is not None else 1
+            counted_end = row.report_period_end if row is not None else None
+        replayed = {**obj, "seq": accepted, "device_time": "2026-01-01T00:00:00Z", "key_id": real.key_id}
+        report_sig.sign_report(real.key, replayed)
+        # the period the controller counted last for this device, again: refused as an overlap
+        # whether it arrives as the newest seq or late, inside the anti-replay window
+        counted_end = counted_end if counted_end is not None else now - timedelta(hours=1)
+        counted_end = counted_end if counted_end.tzinfo else counted_end.replace(tzinfo=timezone.utc)
+        old = json.loads(self._msg(victim, counted_end - timedelta(seconds=0.5)).model_dump_json(by_alias=True))
         return [
             msg.model_dump_json(by_alias=True).encode(),  # unsigned
             impostor.sign(msg),  # a key that is not the device's
