@@ -40,7 +40,7 @@ def test_scheduled_rollout_starts_on_time_after_a_controller_restart(tmp_path, b
         devices = [agents(stack, f"sch-{i}", fps=5.0).device_id for i in range(2)]
         wait_until(lambda: all(stack.client.get_device(d)["online"] for d in devices), message="agents online")
         push(stack, digit_models[0])
-        res = stack.client.start_rollout(MODEL, waves="100", soak="0", gates=[], start_at="+4s")
+        res = stack.client.start_rollout(MODEL, waves="100", soak="0", gates=[], start_at="+10s")  # lead: a restart on a loaded CI machine
         rid, start_at = res["id"], res["start_at"]
         assert res["state"] == "scheduled" and res["devices"] == 0
         assert [r["id"] for r in stack.client.list_rollouts("scheduled")] == [rid]
