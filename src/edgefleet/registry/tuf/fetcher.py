@@ -229,6 +229,7 @@ class ResumableFetcher(FetcherInterface):
                 if have + len(chunk) > length:
                     raise LengthMismatch(f"server sent more than the {length} signed bytes")
                 out.write(chunk)
+                out.flush()  # what arrived is in the part file at once: a kill or a stall keeps it for resume
                 for h in hashers.values():
                     h.update(chunk)
                 have += len(chunk)
