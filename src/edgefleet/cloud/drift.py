@@ -29,7 +29,8 @@ import html
 import logging
 import math
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, Protocol
@@ -265,12 +266,51 @@ def evidently_loaded() -> bool:
     return _EV.get("mod") is not None
 
 
-def warm_evidently() -> None:
+#: how long a deferred warm-up waits for a quiet moment before importing anyway
+WARM_MAX_WAIT_S = 300.0
+WARM_QUIET_S = 3.0
+
+
+def wait_for_quiet(quiet: Callable[[], bool], *, quiet_for_s: float, max_wait_s: float, poll_s: float = 0.5,
+                   done: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Poll ``quiet()`` until it has held for ``quiet_for_s`` (True), or ``max_wait_s`` passed
+    or ``done()`` (False). A ``quiet`` that raises counts as quiet."""
+    deadline = clock() + max_wait_s
+    calm_since: float | None = None
+    while not done() and clock() < deadline:
+        try:
+            calm = bool(quiet())
+        except Exception:  # a gate that fails must not cost the import
+            calm = True
+        now = clock()
+        calm_since = (now if calm_since is None else calm_since) if calm else None
+        if calm_since is not None and now - calm_since >= quiet_for_s:
+            return True
+        sleep(poll_s)
+    return False
+
+
+def warm_evidently(quiet: Callable[[], bool] | None = None, *, poll_s: float = 0.5,
+                   quiet_for_s: float = WARM_QUIET_S, max_wait_s: float = WARM_MAX_WAIT_S) -> None:
     """Import Evidently on a background thread, so the first page that shows drift does not
-    wait seconds for it (or time out on a busy host)."""
+    wait seconds for it (or time out on a busy host).
+
+    With ``quiet`` (the controller passes "connected to the broker, nothing queued for
+    ingest"), the import waits until ``quiet()`` has held for ``quiet_for_s``, at most
+    ``max_wait_s``: the import holds the interpreter for seconds, and a controller that
+    restarts into a backlog of queued reports should drain it first. A drift report asked
+    for meanwhile imports it at once (``load_evidently``)."""
     if "mod" in _EV or not evidently_installed():
         return
-    threading.Thread(target=load_evidently, name="evidently-import", daemon=True).start()
+
+    def deferred() -> None:
+        if quiet is not None:
+            wait_for_quiet(quiet, quiet_for_s=quiet_for_s, max_wait_s=max_wait_s, poll_s=poll_s,
+                           done=lambda: "mod" in _EV)
+        load_evidently()
+
+    threading.Thread(target=deferred, name="evidently-import", daemon=True).start()
 
 
 def evidently_snapshot(reference: WindowInfo, current: WindowInfo, config: DriftConfig) -> Any:

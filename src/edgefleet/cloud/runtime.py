@@ -178,6 +178,14 @@ class Controller:
         self._thread.start()
         self.webhooks.start()
 
+    def ingest_quiet(self) -> bool:
+        """Nothing waiting to be applied: no bridge (no MQTT, or not started), or one that is
+        connected with no backlog. Background work that holds the interpreter for seconds
+        (the Evidently import) waits for this, so a restart into a broker-side backlog of
+        queued reports drains it first."""
+        b = self.bridge
+        return b is None or (b.connected.is_set() and b.backlog == 0)
+
     def _register_health_gauges(self) -> None:
         """Readiness figures on /metrics, computed at scrape (api/routes/health.py reads the same)."""
         m = ensure_metrics(self)

@@ -47,7 +47,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.include_router(_tuf_router(controller))  # /tuf/… (device or API token; devices see only their own)
     app.add_middleware(JsonBodyLimitMiddleware)
     app.add_middleware(HttpMetricsMiddleware, metrics=ensure_metrics(controller))
-    install_web(app)  # /ui pages, /ui/static, login
+    install_web(app, quiet=controller.ingest_quiet)  # /ui pages, /ui/static, login
     return app
 
 

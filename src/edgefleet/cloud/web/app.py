@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -51,14 +52,15 @@ def make_web_router() -> APIRouter:
     return router
 
 
-def install_web(app: FastAPI) -> None:
+def install_web(app: FastAPI, *, quiet: Callable[[], bool] | None = None) -> None:
     """Mount the UI on ``app``: pages, ``/ui/static``, the 401/403 page handlers, and the
-    security headers (strict CSP, nosniff, …) on every response (``security.py``)."""
+    security headers (strict CSP, nosniff, …) on every response (``security.py``). Evidently
+    is imported in the background once ``quiet()`` holds (``drift.warm_evidently``)."""
     app.add_middleware(SecurityHeadersMiddleware,
                        docs_paths=(app.docs_url or "", app.redoc_url or "", app.swagger_ui_oauth2_redirect_url or ""))
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="ui-static")
     app.include_router(make_web_router())
-    warm_evidently()  # the model page's drift report needs it; its import takes seconds
+    warm_evidently(quiet)  # the model page's drift report needs it; its import takes seconds
 
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, exc: LoginRequired) -> HTMLResponse:
