@@ -57,6 +57,8 @@ from .webhooks.worker import WebhookWorker
 log = logging.getLogger(__name__)
 
 RESEND_AFTER = timedelta(seconds=15)
+#: an assigned device nobody has signed for this long: the sync loop signs and sends it
+UNSIGNED_GRACE = timedelta(seconds=10)
 
 
 def lagging_clause() -> ColumnElement[bool]:
@@ -89,6 +91,7 @@ class Controller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_sent: dict[str, tuple[int, datetime]] = {}
+        self._unsigned_seen: dict[str, tuple[int, datetime]] = {}  # sync_once: assigned, not signed, since
         self._kick = threading.Event()  # wake() runs the next pass now
         self._next_trust_refresh = 0.0
         # Rollouts: only the holder of the lease in the database runs reconcile passes.
@@ -444,9 +447,21 @@ class Controller:
         with self.session() as s:
             # only the lagging ones (partial index ix_device_dirty_lagging, migration 0020)
             lagging = s.exec(select(Device).where(lagging_clause()).order_by(Device.id)).all()
+            unsigned_seen, self._unsigned_seen = self._unsigned_seen, {}
             for device in lagging:
                 if device.reported_generation is not None and device.reported_generation >= device.desired_generation:
                     continue
+                if device.director_generation < device.desired_generation:
+                    # assigned, not signed yet: whoever assigned it (an API deploy on another
+                    # thread, another replica) is signing it now; signing it here as well only
+                    # doubles the work and races it. Taken over once it stays so (a crash
+                    # between the assignment and its signing).
+                    seen = unsigned_seen.get(device.id)
+                    if seen is None or seen[0] != device.desired_generation:
+                        seen = (device.desired_generation, now)
+                    self._unsigned_seen[device.id] = seen
+                    if now - seen[1] < UNSIGNED_GRACE:
+                        continue
                 last = self._last_sent.get(device.id)
                 if last and last[0] == device.desired_generation and now - last[1] < RESEND_AFTER:
                     continue

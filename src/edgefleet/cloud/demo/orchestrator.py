@@ -108,10 +108,14 @@ class UvicornThread:
 
     def start(self) -> None:
         self.thread.start()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 45  # a loaded machine imports and builds the app slowly
         while not self.server.started:
+            if not self.thread.is_alive():
+                cfg = self.server.config
+                raise DemoError(f"the controller's HTTP server exited before serving on {cfg.host}:{cfg.port} "
+                                "(is the port in use? its error is logged above)")
             if time.monotonic() > deadline:
-                raise DemoError("the controller's HTTP server did not start")
+                raise DemoError("the controller's HTTP server did not start within 45 s")
             time.sleep(0.05)
 
     def stop(self) -> None:

@@ -9,7 +9,7 @@ still gets it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -78,6 +78,20 @@ def get_device(session: Session, device_id: str) -> Device:
     return device
 
 
+def devices_by_id(session: Session, device_ids: Sequence[str]) -> dict[str, Device]:
+    """``get_device`` for many ids: one query per 500 (the session's own objects, pending
+    changes included, are the ones returned). Raises ``NotFound`` naming the first missing id."""
+    wanted = list(dict.fromkeys(device_ids))
+    out: dict[str, Device] = {}
+    for i in range(0, len(wanted), 500):
+        for d in session.exec(select(Device).where(col(Device.id).in_(wanted[i:i + 500]))).all():
+            out[d.id] = d
+    if len(out) < len(wanted):
+        missing = next(d for d in wanted if d not in out)
+        raise NotFound(f"no device {missing!r}")
+    return out
+
+
 def list_devices(session: Session, *, include_revoked: bool = True) -> list[Device]:
     query = select(Device).order_by(Device.id)
     if not include_revoked:
@@ -143,9 +157,16 @@ def assign(
     if slot not in SLOTS:
         raise BadRequest(f"slot must be one of {', '.join(SLOTS)}, got {slot!r}")
     changed: list[Device] = []
-    for device_id in device_ids:
-        device = get_device(session, device_id)
-        current = session.get(SlotAssignment, (device_id, slot))
+    ids = list(dict.fromkeys(device_ids))
+    devices = devices_by_id(session, ids)  # one query per 500 devices, not two per device
+    currents: dict[str, SlotAssignment] = {}
+    for i in range(0, len(ids), 500):
+        for a in session.exec(select(SlotAssignment).where(SlotAssignment.slot == slot)
+                              .where(col(SlotAssignment.device_id).in_(ids[i:i + 500]))).all():
+            currents[a.device_id] = a
+    for device_id in ids:
+        device = devices[device_id]
+        current = currents.get(device_id)
         if model is None:
             if current is None:
                 continue
@@ -177,7 +198,8 @@ def check_hardware(session: Session, model: ModelVersion, device_ids: Iterable[s
     allowed = model.manifest.get("hardware_ids") or []
     if not allowed:
         return
-    wrong = [d for d in device_ids if get_device(session, d).hardware_id not in allowed]
+    devices = devices_by_id(session, list(device_ids))
+    wrong = [d for d in device_ids if devices[d].hardware_id not in allowed]
     if wrong:
         raise BadRequest(f"{model.name}:{model.version} is built for {allowed}; not for devices {wrong[:10]}")
 
@@ -197,10 +219,12 @@ def deploy(
     from ..lifecycle import check_deployable
 
     check_deployable(model)
-    ids = device_ids if device_ids is not None else [d.id for d in list_devices(session, include_revoked=False)]
+    everyone = list_devices(session, include_revoked=False) if device_ids is None else None
+    ids = device_ids if device_ids is not None else [d.id for d in everyone or ()]
     if not ids:
         raise Conflict("no devices to deploy to; enrol devices first (fleet device add)")
-    revoked = [d for d in ids if get_device(session, d).revoked_at is not None]
+    devices = devices_by_id(session, ids)  # held here: the session's identity map keeps them for assign
+    revoked = [d for d in ids if devices[d].revoked_at is not None]
     if revoked:
         raise Conflict(f"devices {revoked[:10]} are revoked; enrol them again before deploying to them")
     check_hardware(session, model, ids)
