@@ -93,6 +93,9 @@ def run(args: argparse.Namespace, tmp: Path, stack: SimStack, sim: SimProcesses,
         time.sleep(0.5)
     print(f"# fleet connected and every device's first reported applied in {time.perf_counter() - t_connect:.1f}s",
           flush=True)
+    from edgefleet.cloud.drift import load_evidently
+
+    load_evidently()  # the controller's one-off background import (seconds), done before any clock starts
     time.sleep(2.0)
     rows: dict[str, dict[str, float]] = {}
     states: dict[str, str] = {}

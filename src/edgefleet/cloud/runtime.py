@@ -39,6 +39,7 @@ from .broker_auth import BrokerAuthFiles
 from .campaigns import store as campaign_store
 from .db import is_conflict, is_unavailable, make_engine, migrate, ping, secure_data_dir
 from .devices import batch, fleet, fleet_settings, identity, ingest, report_verify, telemetry_store
+from .devices.assigned import models_assigned
 from .devices.labels import LabelBook, catalog_lookup
 from .devices.presence import IngestWatch, mark_unheard
 from .errors import CloudError, NoFleetCA
@@ -413,7 +414,7 @@ class Controller:
             if freshness.update(device):
                 session.add(device)
         session.commit()
-        assigned = fleet.assignments_of_many(session, [d.id for d in signed])
+        assigned = models_assigned(session, [d.id for d in signed])
         for device in signed:
             desired = fleet.desired_for(session, device, settings[device.id], assigned=assigned[device.id])
             desired.director_version = result.versions[device.id]

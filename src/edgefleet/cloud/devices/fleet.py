@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlmodel import Session, col, select
 
@@ -108,25 +108,14 @@ def assignments_of(session: Session, device_id: str) -> dict[str, tuple[SlotAssi
     return {a.slot: (a, mv) for a, mv in rows}
 
 
-def assignments_of_many(session: Session, device_ids: list[str]) -> dict[str, dict[str, tuple[SlotAssignment, ModelVersion]]]:
-    """``assignments_of`` for many devices: one query per 500 ids, not one per device."""
-    out: dict[str, dict[str, tuple[SlotAssignment, ModelVersion]]] = {d: {} for d in device_ids}
-    for i in range(0, len(device_ids), 500):
-        rows = session.exec(
-            select(SlotAssignment, ModelVersion)
-            .where(col(SlotAssignment.device_id).in_(device_ids[i:i + 500]))
-            .where(SlotAssignment.model_version_id == ModelVersion.id)
-        ).all()
-        for a, mv in rows:
-            out[a.device_id][a.slot] = (a, mv)
-    return out
-
-
 def desired_for(session: Session, device: Device, settings: DeviceSettings | None = None, now: datetime | None = None,
-                assigned: dict[str, tuple[SlotAssignment, ModelVersion]] | None = None) -> Desired:
-    """The device's desired state; ``assigned``: its assignments when read already (``assignments_of_many``)."""
+                assigned: dict[str, ModelVersion] | None = None) -> Desired:
+    """The device's desired state; ``assigned``: slot → its model version, when read already
+    (``devices.assigned.models_assigned``)."""
     slots: dict[str, SlotTarget | None] = {slot: None for slot in SLOTS}
-    for slot, (_a, mv) in (assignments_of(session, device.id) if assigned is None else assigned).items():
+    if assigned is None:
+        assigned = {slot: mv for slot, (_a, mv) in assignments_of(session, device.id).items()}
+    for slot, mv in assigned.items():
         slots[slot] = SlotTarget(
             name=mv.name, version=mv.version, digest=mv.digest, size=mv.size,
             path=bundle_path(mv.digest), release_counter=mv.release_counter,
@@ -157,6 +146,7 @@ def assign(
     if slot not in SLOTS:
         raise BadRequest(f"slot must be one of {', '.join(SLOTS)}, got {slot!r}")
     changed: list[Device] = []
+    rows: list[dict[str, Any]] = []  # history, one executemany
     ids = list(dict.fromkeys(device_ids))
     devices = devices_by_id(session, ids)  # one query per 500 devices, not two per device
     currents: dict[str, SlotAssignment] = {}
@@ -183,9 +173,10 @@ def assign(
         session.add(device)
         changed.append(device)
         label = f"{model.name}:{model.version}" if model is not None else None
-        history.record(session, device_id, "desired", f"{slot}: desired {label or 'nothing'}"
-                       + (f" (rollout {rollout_id})" if rollout_id else ""), slot=slot,
-                       data={"model": label, "rollout": rollout_id, "generation": device.desired_generation})
+        rows.append(history.new_row(device_id, "desired", f"{slot}: desired {label or 'nothing'}"
+                                    + (f" (rollout {rollout_id})" if rollout_id else ""), slot=slot,
+                                    data={"model": label, "rollout": rollout_id, "generation": device.desired_generation}))
+    history.insert_rows(session, rows)
     if commit:
         session.commit()
     else:

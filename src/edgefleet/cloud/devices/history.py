@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 from sqlalchemy import JSON, Column, Index, Text, and_, cast
+from sqlalchemy import insert as sa_insert
 from sqlmodel import Field, Session, SQLModel, col, or_, select
 
 HistoryKind = Literal["desired", "signed", "phase", "rollback", "rollout", "tags", "audit"]
@@ -66,6 +67,20 @@ def record(session: Session, device_id: str, kind: str, message: str, *, slot: s
     """Add one history row to the caller's transaction (no commit)."""
     session.add(DeviceHistory(device_id=device_id, kind=kind, slot=slot, message=message[:1024],
                               data=data or {}, at=at or _now()))
+
+
+def new_row(device_id: str, kind: str, message: str, *, slot: str | None = None,
+        data: dict[str, Any] | None = None, at: datetime | None = None) -> dict[str, Any]:
+    """The column values of one history row (``insert_rows`` writes many in one statement)."""
+    return {"device_id": device_id, "kind": kind, "slot": slot, "message": message[:1024],
+            "data": data or {}, "at": at or _now()}
+
+
+def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Many history rows (``new_row``) in one executemany, in the caller's transaction; no ORM
+    object per row (building one costs more than the insert: issue 14)."""
+    if rows:
+        session.execute(sa_insert(DeviceHistory.__table__), rows)  # type: ignore[attr-defined]
 
 
 def model_label(ref: dict[str, Any] | None) -> str:

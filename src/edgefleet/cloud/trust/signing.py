@@ -49,8 +49,9 @@ from ...registry.tuf import KeyringError, LocalMetadataStore, RepositoryStateErr
 from ...registry.tuf.device_meta import DeviceSigner, SignedDevice, decode_binding
 from ..db import is_conflict
 from ..devices import history
+from ..devices.assigned import models_assigned
 from ..errors import BadRequest, CloudError, KeysOffline
-from ..tables import Device, ModelVersion, SlotAssignment
+from ..tables import Device
 from . import director_store
 from .director_tables import DirectorHead
 from .repository import Trust
@@ -161,17 +162,6 @@ def _with_retry(session: Session, run: Any) -> None:
             time.sleep(0.01 * attempt)
 
 
-def _assignments(session: Session, device_ids: list[str]) -> dict[str, dict[str, ModelVersion]]:
-    out: dict[str, dict[str, ModelVersion]] = {d: {} for d in device_ids}
-    for i in range(0, len(device_ids), 500):
-        rows = session.exec(select(SlotAssignment, ModelVersion)
-                            .where(col(SlotAssignment.device_id).in_(device_ids[i:i + 500]))
-                            .where(SlotAssignment.model_version_id == ModelVersion.id)).all()
-        for a, mv in rows:
-            out[a.device_id][a.slot] = mv
-    return out
-
-
 def _current(binding: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return all(binding.get(k) == v for k, v in wanted.items())
 
@@ -199,7 +189,7 @@ def _sign_batch(session: Session, trust: Trust, devices: Sequence[Device],
     if not todo:
         session.commit()
         return
-    assigned = _assignments(session, [d.id for d in todo])
+    assigned = models_assigned(session, [d.id for d in todo])
     plans = []
     for d in todo:
         floor = dict(d.release_floor or {})
