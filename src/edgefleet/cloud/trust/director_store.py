@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, update
+from sqlalchemy import bindparam, delete, func, insert, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -157,18 +157,20 @@ def write(session: Session, signed: list[SignedDevice], new_heads: dict[str, dic
     _prune(session, signed)
 
 
+_META = DirectorMetadata.__table__  # type: ignore[attr-defined]
+_PRUNE = delete(_META).where(_META.c.device_id == bindparam("b_device")).where(
+    _META.c.role == bindparam("b_role")).where(_META.c.version <= bindparam("b_upto"))
+
+
 def _prune(session: Session, signed: list[SignedDevice]) -> None:
     by_role: dict[str, list[tuple[str, int]]] = {}
     for s in signed:
         for role, (v, _data) in s.files().items():
             if v > KEEP_VERSIONS:
                 by_role.setdefault(role, []).append((s.device_id, v - KEEP_VERSIONS))
-    for role, pairs in by_role.items():
-        for i in range(0, len(pairs), 200):
-            chunk = pairs[i:i + 200]
-            session.execute(delete(DirectorMetadata).where(col(DirectorMetadata.role) == role).where(or_(*(
-                and_(col(DirectorMetadata.device_id) == d, col(DirectorMetadata.version) <= upto)
-                for d, upto in chunk))))
+    rows = [{"b_device": d, "b_role": role, "b_upto": upto} for role, pairs in by_role.items() for d, upto in pairs]
+    if rows:  # one statement, executed per device: each a range of the primary key (device, role, version)
+        session.connection().execute(_PRUNE, rows)
 
 
 def read(session: Session, device_id: str, name: str) -> bytes | None:
