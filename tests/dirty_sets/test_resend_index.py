@@ -64,3 +64,38 @@ def test_an_assigned_device_not_signed_yet_is_left_to_its_assigner_then_taken_ov
     c.sync_once(t0 + runtime.UNSIGNED_GRACE * 1.5)
     assert "cam-unsigned" not in sent[-1]
     c.engine.dispose()
+
+
+def test_the_resend_pass_waits_for_an_ingest_backlog_but_not_for_ever(tmp_path: Path) -> None:
+    """Reports still queued for ingest make devices look behind: no resend while there is a
+    backlog, up to ``RESEND_MAX_DEFER``; then it resends all the same."""
+    from datetime import datetime, timezone
+
+    from edgefleet.cloud import runtime
+    from edgefleet.cloud.bridge import MqttBridge
+    from edgefleet.cloud.devices import fleet
+
+    from ..ingest_batch.conftest import controller_on
+
+    c = controller_on(tmp_path)
+    with c.session() as s:
+        fleet.enrol_device(s, "cam-behind", "cpu-x86_64")
+        d = s.get(Device, "cam-behind")
+        assert d is not None
+        d.online, d.desired_generation, d.director_generation, d.reported_generation = True, 2, 2, 1
+        s.add(d)
+        s.commit()
+    sent: list[list[str]] = []
+    c.publish_devices = lambda _s, devices: sent.append([d.id for d in devices]) or len(devices)  # type: ignore[method-assign]
+    bridge = MqttBridge("127.0.0.1", 1, handlers={})
+    c.bridge = bridge
+    bridge._inbox.put_nowait(object())  # a report waiting to be applied
+    t0 = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
+    assert c.sync_once(t0) == 0 and sent == []
+    assert c.sync_once(t0 + runtime.RESEND_MAX_DEFER / 2) == 0 and sent == []
+    assert c.sync_once(t0 + runtime.RESEND_MAX_DEFER) == 1 and sent == [["cam-behind"]]  # not for ever
+    bridge._inbox.get_nowait()
+    c._last_sent.clear()
+    assert c.sync_once(t0 + runtime.RESEND_MAX_DEFER * 2) == 1  # no backlog: at once
+    c.bridge = None
+    c.engine.dispose()

@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 RESEND_AFTER = timedelta(seconds=15)
 #: an assigned device nobody has signed for this long: the sync loop signs and sends it
 UNSIGNED_GRACE = timedelta(seconds=10)
+#: the resend loop waits for an ingest backlog to drain at most this long
+RESEND_MAX_DEFER = timedelta(seconds=120)
 
 
 def lagging_clause() -> ColumnElement[bool]:
@@ -93,6 +95,7 @@ class Controller:
         self._thread: threading.Thread | None = None
         self._last_sent: dict[str, tuple[int, datetime]] = {}
         self._unsigned_seen: dict[str, tuple[int, datetime]] = {}  # sync_once: assigned, not signed, since
+        self._resend_deferred_since: datetime | None = None  # sync_once: put off behind an ingest backlog, since
         self._kick = threading.Event()  # wake() runs the next pass now
         self._next_trust_refresh = 0.0
         # Rollouts: only the holder of the lease in the database runs reconcile passes.
@@ -442,12 +445,27 @@ class Controller:
         self.republisher.run("new broker session")
 
     def sync_once(self, now: datetime | None = None) -> int:
-        """Re-send desired state to online devices that lag behind; returns how many."""
+        """Re-send desired state to online devices that lag behind; returns how many.
+
+        While reports wait in the ingest queue the lag may be ours, not the device's: a
+        device that answered long ago looks behind until its answer is applied, and a resend
+        then only makes it answer again, deepening the queue (seen at 10,000 devices: 17
+        messages per device instead of 10). So the pass is put off while ingest has a
+        backlog, for at most ``RESEND_MAX_DEFER``."""
         now = now or datetime.now(timezone.utc)
-        due = []
+        bridge = self.bridge
+        if bridge is not None and bridge.backlog > 0:
+            if self._resend_deferred_since is None:
+                self._resend_deferred_since = now
+            if now - self._resend_deferred_since < RESEND_MAX_DEFER:
+                return 0
+        self._resend_deferred_since = None
+        due_ids: list[str] = []
         with self.session() as s:
-            # only the lagging ones (partial index ix_device_dirty_lagging, migration 0020)
-            lagging = s.exec(select(Device).where(lagging_clause()).order_by(Device.id)).all()
+            # only the lagging ones (partial index ix_device_dirty_lagging, migration 0020), and
+            # only the columns that decide; whole rows for the devices due alone
+            lagging = s.exec(select(Device.id, Device.desired_generation, Device.reported_generation,
+                                    Device.director_generation).where(lagging_clause()).order_by(Device.id)).all()
             unsigned_seen, self._unsigned_seen = self._unsigned_seen, {}
             for device in lagging:
                 if device.reported_generation is not None and device.reported_generation >= device.desired_generation:
@@ -466,7 +484,8 @@ class Controller:
                 last = self._last_sent.get(device.id)
                 if last and last[0] == device.desired_generation and now - last[1] < RESEND_AFTER:
                     continue
-                due.append(device)
+                due_ids.append(device.id)
+            due = sorted(fleet.devices_by_id(s, due_ids, strict=False).values(), key=lambda d: d.id) if due_ids else []
             self.publish_devices(s, due)  # signed in bulk, published after the commit
         return len(due)
 
