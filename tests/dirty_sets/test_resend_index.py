@@ -99,3 +99,10 @@ def test_the_resend_pass_waits_for_an_ingest_backlog_but_not_for_ever(tmp_path: 
     assert c.sync_once(t0 + runtime.RESEND_MAX_DEFER * 2) == 1  # no backlog: at once
     c.bridge = None
     c.engine.dispose()
+
+
+def test_a_slow_controller_loop_pass_waits_as_long_as_it_took() -> None:
+    from edgefleet.cloud.runtime import loop_delay
+
+    assert loop_delay(0.5, 0.01) == 0.5  # a quick pass: the interval
+    assert loop_delay(0.5, 1.8) == 1.8  # a pass over a large fleet: no back-to-back passes

@@ -64,6 +64,12 @@ UNSIGNED_GRACE = timedelta(seconds=10)
 RESEND_MAX_DEFER = timedelta(seconds=120)
 
 
+def loop_delay(interval_s: float, spent_s: float) -> float:
+    """The wait before the controller loop's next pass: the interval, or as long as the last
+    pass took when that was longer (the loop takes at most half the interpreter's time)."""
+    return max(interval_s, spent_s)
+
+
 def lagging_clause() -> ColumnElement[bool]:
     """Online and behind: the predicate of the partial index ``ix_device_dirty_lagging``."""
     return and_(col(Device.online), or_(col(Device.reported_generation).is_(None),
@@ -605,6 +611,7 @@ class Controller:
             if self._stop.is_set():
                 break
             delay = self.settings.reconcile_interval_s
+            started = time.monotonic()
             try:
                 self.observe_ingest()
                 self._replica_heartbeat()
@@ -627,6 +634,10 @@ class Controller:
                 if self._db_down_since is not None:
                     log.warning("database reachable again after %.1fs", time.monotonic() - self._db_down_since)
                     self._db_down_since = None
+                # at most half the time in this loop: a pass over a large fleet that takes longer
+                # than the interval would otherwise run back to back and starve ingest (an
+                # operator's command still wakes it at once)
+                delay = loop_delay(delay, time.monotonic() - started)
             except Exception as exc:
                 if not is_unavailable(exc) or is_conflict(exc):  # a lost race (deadlock) is no outage
                     log.exception("sync pass failed; retrying")
