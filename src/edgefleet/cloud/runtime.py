@@ -60,8 +60,8 @@ log = logging.getLogger(__name__)
 RESEND_AFTER = timedelta(seconds=15)
 #: an assigned device nobody has signed for this long: the sync loop signs and sends it
 UNSIGNED_GRACE = timedelta(seconds=10)
-#: the resend loop waits for an ingest backlog to drain at most this long
-RESEND_MAX_DEFER = timedelta(seconds=120)
+#: the resend loop waits for an ingest backlog to drain at most this long (well inside any device timeout)
+RESEND_MAX_DEFER = timedelta(seconds=30)
 
 
 def loop_delay(interval_s: float, spent_s: float) -> float:
@@ -457,7 +457,7 @@ class Controller:
         device that answered long ago looks behind until its answer is applied, and a resend
         then only makes it answer again, deepening the queue (seen at 10,000 devices: 17
         messages per device instead of 10). So the pass is put off while ingest has a
-        backlog, for at most ``RESEND_MAX_DEFER``."""
+        backlog, for at most ``RESEND_MAX_DEFER`` (30 s)."""
         now = now or datetime.now(timezone.utc)
         bridge = self.bridge
         if bridge is not None and bridge.backlog > 0:
