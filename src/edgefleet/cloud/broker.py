@@ -120,6 +120,7 @@ class EmbeddedBroker:
     """amqtt (MQTT 3.1.1) in a background thread. Retained messages live in memory."""
 
     kind = "amqtt"
+    bind_retry_s = 15.0  # how long start() retries a port that is still in use
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, *,
                  auth_dir: str | os.PathLike[str] | None = None,
@@ -136,11 +137,21 @@ class EmbeddedBroker:
         self._error: BaseException | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="amqtt-broker", daemon=True)
-        self._thread.start()
-        self._started.wait(15)
-        if self._error is not None:
-            raise BrokerError(f"amqtt failed to start: {self._error}") from self._error
+        deadline = time.monotonic() + self.bind_retry_s
+        while True:
+            self._error = None
+            self._started.clear()
+            self._thread = threading.Thread(target=self._run, name="amqtt-broker", daemon=True)
+            self._thread.start()
+            self._started.wait(15)
+            if self._error is None:
+                break
+            # A restart on the same port may find it still held for a moment (the old listener's
+            # socket closing, or a client's connection in TIME_WAIT on some kernels): try again.
+            if not _address_in_use(self._error) or time.monotonic() > deadline:
+                raise BrokerError(f"amqtt failed to start: {self._error}") from self._error
+            log.info("embedded amqtt broker: %s:%d still in use, retrying", self.host, self.port)
+            time.sleep(0.5)
         wait_for_port(self.host, self.port)
         log.info("embedded amqtt broker listening on %s:%d", self.host, self.port)
         if self.tls_port is not None:
@@ -208,10 +219,33 @@ class EmbeddedBroker:
             fut.result(timeout=8)
         except Exception:
             pass
+        # If the shutdown timed out, its listeners are still bound: close them so the port is free.
+        loop.call_soon_threadsafe(_close_listeners, broker)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread:
             self._thread.join(timeout=5)
         self._loop = self._broker = None
+
+
+def _close_listeners(broker: object) -> None:
+    for server in getattr(broker, "_servers", {}).values():
+        instance = getattr(server, "instance", None)
+        if instance is not None:
+            try:
+                instance.close()
+            except Exception as exc:  # best effort at shutdown
+                log.debug("amqtt listener close: %s", exc)
+
+
+def _address_in_use(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (98, 48):  # EADDRINUSE (Linux, BSD)
+            return True
+        if "address already in use" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class MosquittoBroker:
