@@ -51,7 +51,15 @@ def main() -> None:
                     "(default: one per 1,000 devices)")
     ap.add_argument("--telemetry-period", type=float, default=60.0, help="seconds between a device's telemetry")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per deployment")
+    ap.add_argument("--log", type=Path, default=None, help="write the controller's log (INFO) to this file")
     args = ap.parse_args()
+    if args.log is not None:
+        import logging
+
+        handler = logging.FileHandler(args.log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s"))
+        logging.getLogger("edgefleet").addHandler(handler)
+        logging.getLogger("edgefleet").setLevel(logging.INFO)
     procs = args.processes or max(1, min(4, -(-args.devices // 5000)))
     conns = args.connections or max(1, -(-args.devices // (1000 * procs)))
     devices = device_ids(args.devices)
@@ -121,6 +129,11 @@ def run(args: argparse.Namespace, tmp: Path, stack: SimStack, sim: SimProcesses,
         rows[name] = {"wall_s": wall, "cpu_s": cpu, "cpu_ms_per_device": cpu / done * 1000, "msgs_per_device": msgs / done}
         states[name] = state if state == "completed" else f"TIMED OUT after {args.timeout:.0f}s: {state}"
         print(f"# {name}: {states[name]} in {wall:.1f}s", flush=True)
+        if name == "rollout" and state != "completed":  # what the controller says happened
+            status = client.rollout_status(res["id"], devices=False, events=40)
+            print(f"# rollout state {status['state']}; events:", flush=True)
+            for event in status.get("events", []):
+                print(f"#   {event}", flush=True)
         if state != "completed":
             break
     rss, peak = rss_mib()

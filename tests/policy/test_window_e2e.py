@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,15 @@ from edgefleet.edge_agent.maintenance import WindowGate
 from ..conftest import RunningAgent, Stack, push, slot_of, wait_until, write_roots
 
 UTC = timezone.utc
-NIGHT = {"days": ["daily"], "start": "02:00", "duration": "1h", "timezone": "Europe/Berlin"}  # 01:00–02:00 UTC in winter
+NIGHT = {"days": ["daily"], "start": "01:00", "duration": "1h", "timezone": "UTC"}
+# The agent's clock is simulated, the controller's is real: it counts a waiting device's timeout
+# from when the window opens on its own clock, so every simulated time here lies in the future
+# (a week from today), never on a fixed date that real time overtakes.
+DAY0 = (datetime.now(timezone.utc) + timedelta(days=7)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _at(days: int, hour: int, minute: int = 0) -> datetime:
+    return DAY0 + timedelta(days=days, hours=hour, minutes=minute)
 
 
 class SimClock:
@@ -76,7 +84,7 @@ def _reported_slot(stack: Stack, device_id: str) -> dict[str, Any]:
 
 def test_outside_its_window_a_device_downloads_but_switches_only_when_the_window_opens(
         stack: Stack, window_agent: Any, digit_models: Any) -> None:
-    clock = SimClock(datetime(2026, 12, 2, 12, 0, tzinfo=UTC))  # a Wednesday noon: outside
+    clock = SimClock(_at(0, 12))  # noon: outside
     ra = window_agent(stack, "cam-night", clock)
     wait_until(lambda: stack.client.get_device("cam-night")["online"], message="online")
     res = stack.client.put_policy("night", {"select": "tag:site=night", "windows": [NIGHT]})
@@ -89,14 +97,14 @@ def test_outside_its_window_a_device_downloads_but_switches_only_when_the_window
     rep = wait_until(lambda: _reported_slot(stack, "cam-night").get("phase") == "awaiting_window"
                      and _reported_slot(stack, "cam-night"), timeout=60, message="awaiting_window reported")
     assert rep["installed"] is None and not rep.get("error_code")
-    assert datetime.fromisoformat(rep["window_opens_at"]) == datetime(2026, 12, 3, 1, 0, tzinfo=UTC)
+    assert datetime.fromisoformat(rep["window_opens_at"]) == _at(1, 1)
     target = rep["target"]["digest"]
     assert (ra.agent.data_dir / "bundles" / target).is_dir()  # downloaded and verified already
     slot = slot_of(stack, "cam-night")
     assert slot["phase"] == "awaiting_window" and slot["installed"] is None
-    assert datetime.fromisoformat(slot["window_opens_at"].replace("Z", "+00:00")) == datetime(2026, 12, 3, 1, 0, tzinfo=UTC)
+    assert datetime.fromisoformat(slot["window_opens_at"].replace("Z", "+00:00")) == _at(1, 1)
     shown = CliRunner().invoke(app, ["device", "ls", "--url", stack.url, "--token", stack.token])
-    assert "awaiting_window" in shown.output and "window opens 2026-12-03 01:00Z" in shown.output, shown.output
+    assert "awaiting_window" in shown.output and f"window opens {_at(1, 1):%Y-%m-%d %H:%M}Z" in shown.output, shown.output
     time.sleep(5)  # past the 3 s device timeout, several reconcile passes: waiting is neither failed nor timed out
     st = stack.client.rollout_status(rid)
     assert st["state"] == "running" and not st.get("breach"), st.get("reason")
@@ -104,15 +112,15 @@ def test_outside_its_window_a_device_downloads_but_switches_only_when_the_window
 
     # offline across the window: stopped before it opens, back after it closed → still waits
     ra.stop()
-    clock.now = datetime(2026, 12, 3, 2, 30, tzinfo=UTC)
+    clock.now = _at(1, 2, 30)
     ra = window_agent(stack, "cam-night", clock)
     wait_until(lambda: stack.client.get_device("cam-night")["online"], message="back online")
     wait_until(lambda: datetime.fromisoformat(_reported_slot(stack, "cam-night").get("window_opens_at") or
-                                              "2000-01-01T00:00:00+00:00") == datetime(2026, 12, 4, 1, 0, tzinfo=UTC),
+                                              "2000-01-01T00:00:00+00:00") == _at(2, 1),
                timeout=60, message="the next window reported after coming back")
     assert ra.agent.state.slot("control").installed is None
 
-    clock.now = datetime(2026, 12, 4, 1, 5, tzinfo=UTC)  # inside the next window
+    clock.now = _at(2, 1, 5)  # inside the next window
     wait_until(lambda: slot_of(stack, "cam-night")["installed"] == "digits:1.0", timeout=60, message="switched in the window")
     assert _reported_slot(stack, "cam-night").get("window_opens_at") is None
     wait_until(lambda: stack.client.rollout_status(rid, devices=False)["state"] == "completed", timeout=60,
