@@ -43,7 +43,7 @@ SIM_ACCOUNT = "edgefleet-sim"
 class SimBroker(MosquittoBroker):
     """mosquitto: the controller's listener (``port``) and the simulator's (``sim_port``)."""
 
-    def __init__(self, *, data_dir: Path, auth_dir: Path, max_queued_messages: int = 10000):
+    def __init__(self, *, data_dir: Path, auth_dir: Path, max_queued_messages: int = 1_000_000):
         super().__init__(data_dir=data_dir, auth_dir=auth_dir)
         self.sim_port = free_port(self.host)
         self.sim_auth = (SIM_ACCOUNT, new_password())

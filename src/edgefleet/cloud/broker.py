@@ -286,7 +286,7 @@ class MosquittoBroker:
             "log_dest stderr",
             "log_type error",
             "log_type warning",
-            "max_queued_messages 10000",
+            "max_queued_messages 1000000",  # the controller's queue holds a whole wave's reports (see docs/outages.md)
         ]
         from .broker_auth import ACL_FILE, PASSWD_FILE
 

@@ -59,7 +59,7 @@ from .. import audit, db, lifecycle
 from ..devices import fleet, history
 from ..devices.fleet import DesiredPublisher
 from ..tables import Device, ModelVersion
-from . import archive, dirty
+from . import archive, dirty, nudge
 from .commands import apply_command
 from .device_view import DeviceView, DeviceViews
 from .model import (
@@ -165,6 +165,7 @@ class Reconciler:
         self.full_every_s = full_every_s
         self.archive_batch = 2000
         self._quiet: dict[str, _Quiet] = {}
+        self._nudged: dict[str, float] = {}  # device -> the quiet spell it was last asked to report in (nudge.py)
         self._views = DeviceViews()  # the fleet as the last pass read it (device_view.py)
         self._leased_at: float | None = None  # the last pass that held the lease
         self._marks: dict[str, int] = {}  # dirty marks read at the start of this pass
@@ -286,15 +287,22 @@ class Reconciler:
                 p = plan(planned, state, obs, now)
                 actions = _with_hold(rollout_id, state, p.actions, held, now)
                 result.rollouts += 1
+                nudges = nudge.due(planned, state, obs, now, self._nudged) if self.publisher is not None else []
+                self._nudged.update(nudges)
                 if not actions:
                     revision = row.revision
                     s.commit()
+                    wake_at = next_deadline(spec, state, obs, now)
+                    if self.publisher is not None:
+                        wake_at = min(wake_at, nudge.nudge_at(planned, state, obs, now, self._nudged))
                     self._quiet[rollout_id] = _Quiet(revision=revision, held=held, floor=floor,
-                                                     wake_at=next_deadline(spec, state, obs, now), full_at=full_at)
+                                                     wake_at=wake_at, full_at=full_at)
+                    self._nudge(s, row, nudges, now)
                     return 0
                 owners = assignment_owners(s, row.slot)
                 changed = self._apply(s, row, spec, actions, members, owners, now, done)
             s.commit()
+            self._nudge(s, row, [n for n in nudges if n[0] not in {d.id for d in changed}], now)
             result.set_desired += done.set_desired
             result.reverted += done.reverted
             result.actions += len(actions)
@@ -305,6 +313,29 @@ class Reconciler:
                 except Exception:  # the sync loop re-sends lagging devices
                     log.exception("publishing desired state to %d devices (%s…) failed", len(changed), changed[0].id)
         return len(actions)
+
+    def _nudge(self, s: Session, row: Rollout, nudges: list[tuple[str, float]], now: float) -> int:
+        """Re-send desired state to members quiet for half their device timeout (nudge.py):
+        each answers with its current signed report. Returns how many were sent."""
+        if not nudges or self.publisher is None:
+            return 0
+        ids = [device_id for device_id, _ in nudges]
+        devices: list[Device] = []
+        for i in range(0, len(ids), 500):
+            devices += s.exec(select(Device).where(col(Device.id).in_(ids[i:i + 500]))
+                              .where(col(Device.revoked_at).is_(None))).all()
+        if not devices:
+            return 0
+        message = (f"asked {len(devices)} device(s) quiet for half the device timeout to report again "
+                   f"({', '.join(d.id for d in devices[:5])}{', …' if len(devices) > 5 else ''})")
+        add_event(s, row.id, now, message, data={"devices": [d.id for d in devices[:100]]})
+        s.commit()
+        log.info("rollout %s: %s", row.id, message)
+        try:
+            return self.publisher.publish_devices(s, devices)
+        except Exception:  # the next spell, or the timeout, decides
+            log.exception("rollout %s: re-sending desired state to %d quiet devices failed", row.id, len(devices))
+            return 0
 
     def _still_quiet(self, s: Session, row: Rollout, spec: RolloutSpec, quiet: _Quiet, held: str | None,
                      floor: float | None, now: float) -> bool:
