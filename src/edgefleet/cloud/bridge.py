@@ -317,9 +317,12 @@ class MqttBridge:
                 except queue.Full:  # QoS 0 is at most once by contract: counted, never blocks the wire
                     channel = message.topic.rsplit("/", 1)[-1]
                     self._count(channel, "overflow")
-                    self.warnings.warn(_device_of(message.topic), "overflow",
+                    # the controller's own overload, not any device's doing: one line for the fleet,
+                    # then one summary a minute (per device, a wave's backlog wrote 15,000 lines)
+                    self.warnings.warn("*", "overflow",
                                        "ingest queue full (database slow or down): dropped a QoS 0 %s message "
-                                       "from device %s", channel, _device_of(message.topic))
+                                       "from device %s (QoS 0 drops from any device are summarised once a "
+                                       "minute; counted under outcome overflow)", channel, _device_of(message.topic))
                 return
             while not self._ingest_stop.is_set():  # QoS 1: never dropped; the broker waits for our ack
                 try:

@@ -1,0 +1,30 @@
+"""A full ingest queue drops QoS 0 messages (at most once by contract), counts every drop, and
+says so in one line for the whole fleet plus a summary — not one line per device."""
+
+from __future__ import annotations
+
+import logging
+
+import paho.mqtt.client as mqtt
+
+from edgefleet.cloud.bridge import MqttBridge
+from edgefleet.protocols.topics import telemetry_topic
+
+
+def _message(device_id: str, qos: int = 0) -> mqtt.MQTTMessage:
+    m = mqtt.MQTTMessage(mid=0, topic=telemetry_topic(device_id).encode())
+    m.payload, m.qos = b"{}", qos
+    return m
+
+
+def test_overflow_from_many_devices_is_one_line_and_every_drop_is_counted(caplog) -> None:  # type: ignore[no-untyped-def]
+    bridge = MqttBridge("127.0.0.1", 1, handlers={}, queue_size=1)  # never started: the callback alone
+    caplog.set_level(logging.WARNING, logger="edgefleet.cloud.bridge")
+    for i in range(500):
+        bridge._on_message(None, None, _message(f"cam-{i:03d}"))  # type: ignore[arg-type]
+    assert bridge.counters[("telemetry", "overflow")] == 499  # the first one was queued
+    lines = [r.getMessage() for r in caplog.records if "ingest queue full" in r.getMessage()]
+    assert len(lines) == 1 and "cam-001" in lines[0]
+    bridge.warnings.flush(bridge.warnings.clock() + 120)
+    summary = [r.getMessage() for r in caplog.records if "more overflow message(s)" in r.getMessage()]
+    assert len(summary) == 1 and "498 more" in summary[0]
