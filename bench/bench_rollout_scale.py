@@ -113,6 +113,7 @@ def run(args: argparse.Namespace, tmp: Path, stack: SimStack, sim: SimProcesses,
                                                          gates=["failure<=0.02"], device_timeout="2m")),
     ):
         msgs0, cpu0, t0 = sim.messages(), time.process_time(), time.perf_counter()
+        loop0 = dict(stack.controller.loop_cpu_s)
         res = start()
         deadline = t0 + args.timeout
         while (on := sim.healthy_on(digests[version])) < n and time.perf_counter() < deadline:
@@ -127,6 +128,9 @@ def run(args: argparse.Namespace, tmp: Path, stack: SimStack, sim: SimProcesses,
         msgs = sim.messages() - msgs0
         done = max(on, 1)  # per device: of those that got there (all, unless it timed out)
         rows[name] = {"wall_s": wall, "cpu_s": cpu, "cpu_ms_per_device": cpu / done * 1000, "msgs_per_device": msgs / done}
+        loop = {k: v - loop0.get(k, 0.0) for k, v in stack.controller.loop_cpu_s.items()}
+        print(f"# {name}: controller loop CPU {loop.get('pass', 0):.1f}s of {cpu:.1f}s (reconcile "
+              f"{loop.get('reconcile', 0):.1f}s, resend {loop.get('resend', 0):.1f}s)", flush=True)
         states[name] = state if state == "completed" else f"TIMED OUT after {args.timeout:.0f}s: {state}"
         print(f"# {name}: {states[name]} in {wall:.1f}s", flush=True)
         if name == "rollout" and state != "completed":  # what the controller says happened

@@ -28,3 +28,21 @@ def test_overflow_from_many_devices_is_one_line_and_every_drop_is_counted(caplog
     bridge.warnings.flush(bridge.warnings.clock() + 120)
     summary = [r.getMessage() for r in caplog.records if "more overflow message(s)" in r.getMessage()]
     assert len(summary) == 1 and "498 more" in summary[0]
+
+
+def test_replays_from_many_devices_are_one_line_and_every_one_is_counted(caplog) -> None:  # type: ignore[no-untyped-def]
+    from edgefleet.cloud.devices.report_verify import ReportRefused
+    from edgefleet.protocols import Channel, Reported, encode
+    from edgefleet.protocols.topics import reported_topic
+
+    def refuse(msg: Reported) -> None:
+        raise ReportRefused("replayed", f"reported seq 7 from device {msg.device_id} was accepted already; dropped")
+
+    bridge = MqttBridge("127.0.0.1", 1, handlers={Channel.REPORTED: refuse})
+    caplog.set_level(logging.WARNING, logger="edgefleet.cloud.bridge")
+    for i in range(300):  # as after a reconnect: the broker redelivers what was applied but not acknowledged
+        device = f"cam-{i:03d}"
+        assert bridge.handle(reported_topic(device), encode(Reported(device_id=device, generation=1))) == "replayed"
+    assert bridge.counters[("reported", "replayed")] == 300
+    lines = [r.getMessage() for r in caplog.records if "was accepted already" in r.getMessage()]
+    assert len(lines) == 1 and "cam-000" in lines[0]

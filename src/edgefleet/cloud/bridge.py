@@ -91,6 +91,16 @@ class _Inbound:
     connection: int  # which connection it arrived on (an ack is only valid on that one)
 
 
+#: refusals logged once for the fleet (then a summary a minute), not once per device: after a
+#: reconnect the broker redelivers every message the controller had applied but not yet
+#: acknowledged, each refused as a replay of itself (10,001 lines at 100,000 devices)
+FLEET_LOGGED = frozenset({"replayed"})
+
+
+def _log_key(device_id: str, outcome: str) -> str:
+    return "*" if outcome in FLEET_LOGGED else device_id
+
+
 def probe_topic(client_id: str) -> str:
     """The watchdog's own topic: under ``fleet/v1/`` (the controller's ACL), never a device's."""
     safe = "".join("_" if c in "/+#" else c for c in client_id) or "controller"
@@ -480,7 +490,8 @@ class MqttBridge:
         outcome = getattr(result, "outcome", None)  # a deliberate refusal (ingest.Refused)
         if isinstance(outcome, str):
             self._count(channel, outcome)
-            self.warnings.warn(device_id, outcome, "dropped %s from device %s: %s", channel, device_id, result)
+            self.warnings.warn(_log_key(device_id, outcome), outcome, "dropped %s from device %s: %s", channel,
+                               device_id, result)
             return outcome
         self._count(channel, "error")
         log.error("failed to apply %s from device %s", channel, device_id, exc_info=result)
@@ -620,7 +631,8 @@ class MqttBridge:
             outcome = getattr(exc, "outcome", None)  # a handler's deliberate refusal (ingest.Refused)
             if isinstance(outcome, str):
                 self._count(channel, outcome)
-                self.warnings.warn(device_id, outcome, "dropped %s from device %s: %s", channel, device_id, exc)
+                self.warnings.warn(_log_key(device_id, outcome), outcome, "dropped %s from device %s: %s", channel,
+                                   device_id, exc)
                 return outcome
             self._count(channel, "error")
             log.exception("failed to apply %s from device %s", channel, device_id)

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -103,6 +104,8 @@ class Controller:
         self._unsigned_seen: dict[str, tuple[int, datetime]] = {}  # sync_once: assigned, not signed, since
         self._resend_deferred_since: datetime | None = None  # sync_once: put off behind an ingest backlog, since
         self._kick = threading.Event()  # wake() runs the next pass now
+        #: CPU seconds of the controller loop's thread, by part ("reconcile", "resend", "other"): benchmarks read it
+        self.loop_cpu_s: Counter[str] = Counter()
         self._next_trust_refresh = 0.0
         # Rollouts: only the holder of the lease in the database runs reconcile passes.
         # can the controller hear the fleet? (cloud/devices/presence.py): holds rollouts while it cannot
@@ -611,14 +614,18 @@ class Controller:
             if self._stop.is_set():
                 break
             delay = self.settings.reconcile_interval_s
-            started = time.monotonic()
+            started, cpu = time.monotonic(), time.thread_time()
             try:
                 self.observe_ingest()
                 self._replica_heartbeat()
+                t = time.thread_time()
                 self.reconcile_once()
+                self.loop_cpu_s["reconcile"] += time.thread_time() - t
                 with self.session() as s:  # rollouts that ended: their own window/network policy ends (cloud/policy)
                     policy.release_finished(s, self)
+                t = time.thread_time()
                 self.sync_once()
+                self.loop_cpu_s["resend"] += time.thread_time() - t
                 self.mark_unheard()
                 with self.session() as s:  # signed state lagging too long: stale (cloud/trust/freshness.py)
                     freshness.mark_stale(s, datetime.now(timezone.utc), self.settings.stale_after_s)
@@ -638,6 +645,7 @@ class Controller:
                 # than the interval would otherwise run back to back and starve ingest (an
                 # operator's command still wakes it at once)
                 delay = loop_delay(delay, time.monotonic() - started)
+                self.loop_cpu_s["pass"] += time.thread_time() - cpu
             except Exception as exc:
                 if not is_unavailable(exc) or is_conflict(exc):  # a lost race (deadlock) is no outage
                     log.exception("sync pass failed; retrying")
