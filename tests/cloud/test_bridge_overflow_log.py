@@ -46,3 +46,26 @@ def test_replays_from_many_devices_are_one_line_and_every_one_is_counted(caplog)
     assert bridge.counters[("reported", "replayed")] == 300
     lines = [r.getMessage() for r in caplog.records if "was accepted already" in r.getMessage()]
     assert len(lines) == 1 and "cam-000" in lines[0]
+
+
+def test_qos1_never_blocks_the_network_thread_under_mqtt5_and_is_never_dropped() -> None:
+    # While paho's thread waits it sends no acknowledgement and no PINGREQ: the broker then drops
+    # the connection. Under MQTT 5 the broker sends at most Receive Maximum unacknowledged QoS 1
+    # messages, so they are queued whatever the QoS 0 backlog; QoS 0 is still bounded.
+    import threading
+
+    bridge = MqttBridge("127.0.0.1", 1, handlers={}, protocol="5", queue_size=10)
+    for i in range(10):
+        bridge._on_message(None, None, _message(f"cam-{i:03d}"))  # type: ignore[arg-type]
+    done = threading.Event()
+
+    def deliver() -> None:
+        for i in range(64):  # a whole Receive Maximum of QoS 1 on top of a full queue
+            bridge._on_message(None, None, _message(f"dev-{i:03d}", qos=1))  # type: ignore[arg-type]
+        done.set()
+
+    threading.Thread(target=deliver, daemon=True).start()
+    assert done.wait(5), "paho's thread blocked on a full ingest queue"
+    assert bridge._inbox.qsize() == 74 and bridge.counters[("telemetry", "overflow")] == 0
+    bridge._on_message(None, None, _message("cam-late"))  # type: ignore[arg-type]
+    assert bridge.counters[("telemetry", "overflow")] == 1  # QoS 0 beyond the bound: dropped, counted

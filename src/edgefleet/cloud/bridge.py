@@ -173,7 +173,13 @@ class MqttBridge:
         self.client_id = client_id
         self.session_expiry_s, self.receive_maximum = session_expiry_s, receive_maximum
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
-        self._inbox: queue.Queue[_Inbound] = queue.Queue(maxsize=queue_size)
+        # Unbounded as a queue, bounded by who may add: QoS 0 while fewer than ``queue_size`` wait
+        # (else dropped), QoS 1 always under MQTT 5 — the broker sends at most Receive Maximum
+        # unacknowledged ones, and we acknowledge only after the commit. paho's network thread
+        # must never block here: while it waits it sends no acknowledgement and no PINGREQ, and
+        # the broker drops the connection (seen at 100,000 devices: a disconnect a minute).
+        self.queue_size = queue_size
+        self._inbox: queue.Queue[_Inbound] = queue.Queue()
         self._ingest_thread: threading.Thread | None = None
         self._ingest_stop = threading.Event()
         self._connection = 0  # grows with every successful connect
@@ -322,9 +328,9 @@ class MqttBridge:
             item = _Inbound(message.topic, bytes(message.payload), message.mid, message.qos, bool(message.retain),
                             self._connection)
             if message.qos == 0:
-                try:
+                if self._inbox.qsize() < self.queue_size:
                     self._inbox.put_nowait(item)
-                except queue.Full:  # QoS 0 is at most once by contract: counted, never blocks the wire
+                else:  # QoS 0 is at most once by contract: counted, never blocks the wire
                     channel = message.topic.rsplit("/", 1)[-1]
                     self._count(channel, "overflow")
                     # the controller's own overload, not any device's doing: one line for the fleet,
@@ -334,12 +340,11 @@ class MqttBridge:
                                        "from device %s (QoS 0 drops from any device are summarised once a "
                                        "minute; counted under outcome overflow)", channel, _device_of(message.topic))
                 return
-            while not self._ingest_stop.is_set():  # QoS 1: never dropped; the broker waits for our ack
-                try:
-                    self._inbox.put(item, timeout=0.5)
-                    return
-                except queue.Full:
-                    continue
+            # QoS 1: never dropped. MQTT 3.1.1 has no Receive Maximum: there the wire waits for room
+            # (twice the QoS 0 bound), as the embedded broker's small fleets allow.
+            while not self._v5 and self._inbox.qsize() >= 2 * self.queue_size and not self._ingest_stop.is_set():
+                time.sleep(0.01)
+            self._inbox.put_nowait(item)
         except Exception:
             self._count("unknown", "error")
             log.exception("message on %s could not be queued (device %s)", message.topic, _device_of(message.topic))
