@@ -95,6 +95,7 @@ class _Inbound:
 #: reconnect the broker redelivers every message the controller had applied but not yet
 #: acknowledged, each refused as a replay of itself (10,001 lines at 100,000 devices)
 FLEET_LOGGED = frozenset({"replayed"})
+QOS1_CAP_FACTOR = 100  # MQTT 5: QoS 1 queued beyond 100 x queue_size waits (a memory bound, not flow control)
 
 
 def _log_key(device_id: str, outcome: str) -> str:
@@ -180,6 +181,7 @@ class MqttBridge:
         # the broker drops the connection (seen at 100,000 devices: a disconnect a minute).
         self.queue_size = queue_size
         self._inbox: queue.Queue[_Inbound] = queue.Queue()
+        self._queued_qos1 = 0  # of the queue: QoS 1 (the rest QoS 0)
         self._ingest_thread: threading.Thread | None = None
         self._ingest_stop = threading.Event()
         self._connection = 0  # grows with every successful connect
@@ -341,9 +343,13 @@ class MqttBridge:
                                        "minute; counted under outcome overflow)", channel, _device_of(message.topic))
                 return
             # QoS 1: never dropped. MQTT 3.1.1 has no Receive Maximum: there the wire waits for room
-            # (twice the QoS 0 bound), as the embedded broker's small fleets allow.
-            while not self._v5 and self._inbox.qsize() >= 2 * self.queue_size and not self._ingest_stop.is_set():
+            # (twice the QoS 0 bound), as the embedded broker's small fleets allow; under MQTT 5 only
+            # past a hard cap (memory), which flow control should never let it reach.
+            cap = QOS1_CAP_FACTOR * self.queue_size if self._v5 else 2 * self.queue_size
+            while self._inbox.qsize() >= cap and not self._ingest_stop.is_set():
                 time.sleep(0.01)
+            with self._lock:
+                self._queued_qos1 += 1
             self._inbox.put_nowait(item)
         except Exception:
             self._count("unknown", "error")
@@ -415,6 +421,10 @@ class MqttBridge:
                 items.append(item)
                 inflight += 1 if item.qos else 0
         self._in_hand = len(items)
+        qos1 = sum(1 for i in items if i.qos)
+        if qos1:
+            with self._lock:
+                self._queued_qos1 -= qos1
         return items
 
     def _process_guarded(self, item: _Inbound) -> None:
@@ -710,7 +720,8 @@ class MqttBridge:
 
     def health(self, now: float | None = None) -> dict[str, Any]:
         """``mqtt_connected``, ``ingest_alive``, ``last_message_age_s``, ``probe_rtt_s``, and
-        ``consuming``, ``backlog``, ``database_retrying_s`` (None unless in a database outage)."""
+        ``consuming``, ``backlog`` (of it ``backlog_qos1``), ``database_retrying_s`` (None unless in a
+        database outage)."""
         now = time.monotonic() if now is None else now
         last = self.last_message_at
         down = self.db_unavailable_since
@@ -721,6 +732,7 @@ class MqttBridge:
             "probe_rtt_s": None if self.last_probe_rtt_s is None else round(self.last_probe_rtt_s, 4),
             "consuming": self.consuming(now),
             "backlog": self.backlog,
+            "backlog_qos1": self._queued_qos1,
             "database_retrying_s": None if down is None else round(now - down, 3),
         }
 
