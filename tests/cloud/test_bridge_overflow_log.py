@@ -67,5 +67,6 @@ def test_qos1_never_blocks_the_network_thread_under_mqtt5_and_is_never_dropped()
     threading.Thread(target=deliver, daemon=True).start()
     assert done.wait(5), "paho's thread blocked on a full ingest queue"
     assert bridge._inbox.qsize() == 74 and bridge.counters[("telemetry", "overflow")] == 0
+    assert bridge.health()["backlog"] == 74 and bridge.health()["backlog_qos1"] == 64  # what /health/ready shows
     bridge._on_message(None, None, _message("cam-late"))  # type: ignore[arg-type]
     assert bridge.counters[("telemetry", "overflow")] == 1  # QoS 0 beyond the bound: dropped, counted

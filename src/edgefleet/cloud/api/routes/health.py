@@ -57,7 +57,7 @@ def readiness(controller: Any) -> tuple[bool, dict[str, Any]]:
         b = bridge.health(now)
         checks["broker"] = {"ok": b["mqtt_connected"]}
         checks["ingest"] = {"ok": b["consuming"], "alive": b["ingest_alive"], "backlog": b["backlog"],
-                            "last_message_age_s": b["last_message_age_s"], "probe_rtt_s": b["probe_rtt_s"],
+                            "backlog_qos1": b["backlog_qos1"], "last_message_age_s": b["last_message_age_s"], "probe_rtt_s": b["probe_rtt_s"],
                             "database_retrying_s": b["database_retrying_s"]}
         failing += [name for name in ("broker", "ingest") if not checks[name]["ok"]]
     body = {"status": "ready" if not failing else "not_ready", "failing": failing, "checks": checks,
