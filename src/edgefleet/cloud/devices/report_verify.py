@@ -80,8 +80,22 @@ def _aware(t: datetime) -> datetime:
 # ----- verification -----
 
 
-def _check_signature(device: Device, msg: Reported | Telemetry, kind: str) -> int:
-    """The message's seq once its signature is the device's; raises ``ReportRefused``."""
+def signature_input(device: Any, msg: Reported | Telemetry) -> tuple[str, bytes, str] | None:
+    """``(public key, signed bytes, signature)`` to check, or None when ``_check_signature``
+    refuses the message before any check (unsigned, no key, another key, not canonical)."""
+    if msg.sig is None or msg.seq is None or msg.key_id is None or device.report_public_key is None \
+            or msg.key_id != device.report_key_id:
+        return None
+    try:
+        return device.report_public_key, msg.signed_bytes(), msg.sig
+    except NotCanonical:
+        return None
+
+
+def _check_signature(device: Device, msg: Reported | Telemetry, kind: str, verified: bool | None = None) -> int:
+    """The message's seq once its signature is the device's; raises ``ReportRefused``.
+    ``verified``: the outcome of ``report_sig.verify`` on ``signature_input`` when it was
+    checked already (a batch checks its signatures on several threads at once)."""
     if msg.sig is None or msg.seq is None or msg.key_id is None:
         raise ReportRefused("unsigned", f"unsigned {kind} from device {device.id} dropped (reports must be signed)")
     if device.report_public_key is None:
@@ -90,11 +104,14 @@ def _check_signature(device: Device, msg: Reported | Telemetry, kind: str) -> in
     if msg.key_id != device.report_key_id:
         raise ReportRefused("bad_signature", f"{kind} from device {device.id} signed by key {msg.key_id[:32]!r}, "
                                              f"not its registered key {device.report_key_id}; dropped")
-    try:
-        data = msg.signed_bytes()
-    except NotCanonical as exc:
-        raise ReportRefused("bad_signature", f"{kind} from device {device.id} cannot be checked ({exc}); dropped") from None
-    if not report_sig.verify(device.report_public_key, data, msg.sig):
+    if verified is None:
+        try:
+            data = msg.signed_bytes()
+        except NotCanonical as exc:
+            raise ReportRefused("bad_signature", f"{kind} from device {device.id} cannot be checked ({exc}); "
+                                                 "dropped") from None
+        verified = report_sig.verify(device.report_public_key, data, msg.sig)
+    if not verified:
         raise ReportRefused("bad_signature", f"{kind} from device {device.id}: signature does not verify; dropped")
     return msg.seq
 
@@ -118,20 +135,20 @@ def accept(device: Any, kind: str, placed: Placed) -> None:
     setattr(device, bits_col, placed.bits)
 
 
-def check_reported(device: Device, msg: Reported, window: int = DEFAULT_SIZE) -> Placed:
+def check_reported(device: Device, msg: Reported, window: int = DEFAULT_SIZE, verified: bool | None = None) -> Placed:
     """The signature and seq checks of a ``reported`` against the device row as it stands
     (pure: the batched ingest, ``devices.batch``, checks against its in-memory rows, so a
     replay within one batch is refused too). Returns where the seq falls in the window
     (``late``: below the highest); raises ``ReportRefused``. Nothing is recorded (``accept``)."""
-    return _window(device, "reported", _check_signature(device, msg, "reported"), window)
+    return _window(device, "reported", _check_signature(device, msg, "reported", verified), window)
 
 
 def check_telemetry(device: Device, msg: Telemetry, now: datetime | None = None,
-                    window: int = DEFAULT_SIZE) -> tuple[Placed, datetime, datetime]:
+                    window: int = DEFAULT_SIZE, verified: bool | None = None) -> tuple[Placed, datetime, datetime]:
     """The signature, seq and period checks of a ``telemetry`` (pure, as ``check_reported``).
     Returns (placement, period start, period end), both times aware. A late one (``late``)
     must still be checked against the periods counted (``late_overlap``). Raises ``ReportRefused``."""
-    placed = _window(device, "telemetry", _check_signature(device, msg, "telemetry"), window)
+    placed = _window(device, "telemetry", _check_signature(device, msg, "telemetry", verified), window)
     start, end = _aware(msg.period_start), _aware(msg.period_end)
     if end < start:
         raise ReportRefused("overlap", f"telemetry period from device {device.id} ends before it starts; dropped")
