@@ -75,3 +75,11 @@ def test_a_large_batch_checked_in_parallel_refuses_exactly_the_bad_ones(
             msgs.append(decode(raw, Reported))
             want.append("ok")
     assert batched(controller, msgs) == want
+
+
+def test_the_thread_setting_is_checked() -> None:
+    assert report_sig.verify_threads(None, 2) == 2 and report_sig.verify_threads("", 16) == 4
+    assert report_sig.verify_threads("3", 2) == 3
+    for bad in ("zero", "0", "-1", "100000", "1.5"):
+        with pytest.raises(report_sig.ReportKeyError, match="EDGEFLEET_VERIFY_THREADS must be a whole number"):
+            report_sig.verify_threads(bad, 2)

@@ -31,17 +31,35 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ..protocols.canonical import SIG_FIELD, canonical_bytes, rotation_statement
 from .errors import RegistryError
 
-PUBLIC_KEY_BYTES = 32
-#: threads ``verify_many`` spreads a batch over (1: in the caller's thread); the environment's
-#: ``EDGEFLEET_VERIFY_THREADS`` overrides the default of one per CPU, at most 4
-VERIFY_THREADS = max(1, int(os.environ.get("EDGEFLEET_VERIFY_THREADS") or min(4, os.cpu_count() or 1)))
-PARALLEL_FROM = 16  # fewer checks than this: in the caller's thread (a thread hand-off costs more)
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
 
 class ReportKeyError(RegistryError):
     """Key material that cannot be used (not Ed25519, not base64, damaged PEM)."""
+
+
+PUBLIC_KEY_BYTES = 32
+#: threads ``verify_many`` spreads a batch over (1: in the caller's thread); the environment's
+#: ``EDGEFLEET_VERIFY_THREADS`` overrides the default of one per CPU, at most 4
+MAX_VERIFY_THREADS = 64
+
+
+def verify_threads(value: str | None, cpus: int | None) -> int:
+    """The thread count from ``EDGEFLEET_VERIFY_THREADS`` (``value``), else one per CPU, at most 4."""
+    if not value:
+        return max(1, min(4, cpus or 1))
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_VERIFY_THREADS:
+        raise ReportKeyError(f"EDGEFLEET_VERIFY_THREADS must be a whole number from 1 to {MAX_VERIFY_THREADS}, "
+                             f"not {value[:40]!r}")
+    return n
+
+
+VERIFY_THREADS = verify_threads(os.environ.get("EDGEFLEET_VERIFY_THREADS"), os.cpu_count())
+PARALLEL_FROM = 16  # fewer checks than this: in the caller's thread (a thread hand-off costs more)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def generate() -> Ed25519PrivateKey:

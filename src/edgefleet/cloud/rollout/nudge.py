@@ -10,8 +10,8 @@ once per quiet spell; every agent answers a desired hint with its current signed
 One whose report was lost is then counted as what it is; one that is really stuck reports
 the same phase and times out at the full timeout, as before.
 
-``due`` returns the members to nudge; ``nudge_at`` the moment the next one comes due
-(the reconciler's wake deadline, ``wake.next_deadline``). ``nudged`` maps a device to the
+``plan`` returns the members to nudge and the moment the next one comes due (the
+reconciler's wake deadline, beside ``wake.next_deadline``). ``nudged`` maps a device to the
 start of the quiet spell it was last nudged in (kept by the reconciler, in memory: after a
 restart or a lease change a device may be nudged once more, never more than once a spell).
 """
@@ -54,20 +54,19 @@ def _candidates(spec: RolloutSpec, state: RolloutState, observations: Iterable[D
             yield o, since
 
 
-def due(spec: RolloutSpec, state: RolloutState, observations: Iterable[DeviceObservation], now: float,
-        nudged: Mapping[str, float]) -> list[tuple[str, float]]:
-    """``(device id, quiet since)`` of the members to re-send desired state to now."""
+def plan(spec: RolloutSpec, state: RolloutState, observations: Iterable[DeviceObservation], now: float,
+         nudged: Mapping[str, float]) -> tuple[list[tuple[str, float]], float]:
+    """``(due, next_at)``: the members to re-send desired state to now, as ``(device id, quiet
+    since)``, and the earliest moment after ``now`` another one comes due (``math.inf``: none;
+    the reconciler's wake deadline). One classification per member."""
     wait = spec.device_timeout_s * NUDGE_FRACTION
-    return [(o.device_id, since) for o, since in _candidates(spec, state, observations, now)
-            if now - since >= wait and nudged.get(o.device_id, -math.inf) < since]
-
-
-def nudge_at(spec: RolloutSpec, state: RolloutState, observations: Iterable[DeviceObservation], now: float,
-             nudged: Mapping[str, float]) -> float:
-    """The earliest moment after ``now`` a member comes due (``math.inf``: none)."""
-    wait = spec.device_timeout_s * NUDGE_FRACTION
-    at = math.inf
+    due: list[tuple[str, float]] = []
+    next_at = math.inf
     for o, since in _candidates(spec, state, observations, now):
-        if nudged.get(o.device_id, -math.inf) < since:
-            at = min(at, max(now, since + wait))
-    return at
+        if nudged.get(o.device_id, -math.inf) >= since:
+            continue  # asked already in this quiet spell
+        if now - since >= wait:
+            due.append((o.device_id, since))
+        else:
+            next_at = min(next_at, since + wait)
+    return due, next_at

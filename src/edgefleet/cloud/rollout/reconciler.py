@@ -287,14 +287,13 @@ class Reconciler:
                 p = plan(planned, state, obs, now)
                 actions = _with_hold(rollout_id, state, p.actions, held, now)
                 result.rollouts += 1
-                nudges = nudge.due(planned, state, obs, now, self._nudged) if self.publisher is not None else []
+                nudges, nudge_at = (nudge.plan(planned, state, obs, now, self._nudged) if self.publisher is not None
+                                    else ([], float("inf")))
                 self._nudged.update(nudges)
                 if not actions:
                     revision = row.revision
                     s.commit()
-                    wake_at = next_deadline(spec, state, obs, now)
-                    if self.publisher is not None:
-                        wake_at = min(wake_at, nudge.nudge_at(planned, state, obs, now, self._nudged))
+                    wake_at = min(next_deadline(spec, state, obs, now), nudge_at)
                     self._quiet[rollout_id] = _Quiet(revision=revision, held=held, floor=floor,
                                                      wake_at=wake_at, full_at=full_at)
                     self._nudge(s, row, nudges, now)
@@ -302,7 +301,9 @@ class Reconciler:
                 owners = assignment_owners(s, row.slot)
                 changed = self._apply(s, row, spec, actions, members, owners, now, done)
             s.commit()
-            self._nudge(s, row, [n for n in nudges if n[0] not in {d.id for d in changed}], now)
+            if nudges:  # those the plan re-sent anyway are not asked twice
+                sent = {d.id for d in changed}
+                self._nudge(s, row, [n for n in nudges if n[0] not in sent], now)
             result.set_desired += done.set_desired
             result.reverted += done.reverted
             result.actions += len(actions)
