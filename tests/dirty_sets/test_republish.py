@@ -20,7 +20,7 @@ import pytest
 from edgefleet.cloud.broker import MosquittoBroker
 from edgefleet.cloud.devices import fleet
 from edgefleet.cloud.errors import ConfigError
-from edgefleet.cloud.republish import pace_delay
+from edgefleet.cloud.republish import CATCH_UP_S, pace_delay, rebase
 from edgefleet.cloud.settings import load_settings
 from edgefleet.cloud.tables import Device
 from edgefleet.protocols import Status
@@ -71,6 +71,16 @@ def test_pacing_keeps_the_average_rate_and_never_waits_unpaced() -> None:
     assert pace_delay(10_000, 100.0, 100.0, 0.0) == 0.0
 
 
+def test_a_walk_behind_schedule_catches_up_by_a_bounded_burst_only() -> None:
+    assert rebase(10, 100.0, 101.05, 10.0) == 100.0  # 0.05 s behind: the schedule stands
+    # 1 s behind (a slow page): the schedule moves so the walk is 0.1 s behind, no further
+    origin = rebase(10, 100.0, 102.0, 10.0)
+    assert origin == pytest.approx(100.9)
+    assert pace_delay(10, origin, 102.0, 10.0) == 0.0  # the one message due goes now
+    assert pace_delay(12, origin, 102.0, 10.0) == pytest.approx(0.1)  # the rest at the rate again
+    assert rebase(10, 100.0, 500.0, 0.0) == 100.0  # unpaced: nothing to move
+
+
 def test_a_rate_below_zero_is_refused(tmp_path: Path) -> None:
     (tmp_path / "controller.toml").write_text("[controller]\nrepublish_rate_per_s = -1\n")
     with pytest.raises(ConfigError, match="republish_rate_per_s"):
@@ -88,6 +98,15 @@ def test_a_new_session_republishes_every_device_paced_while_ingest_goes_on(stack
     try:
         time.sleep(0.5)  # the subscription is in place (nothing retained for these devices yet)
         c.republisher.rate_per_s = RATE
+        sends: list[tuple[float, int]] = []  # when each page left the walker, and its size
+        publish_many = c.republisher.publish_many
+        assert publish_many is not None
+
+        def timed(s: Any, chunk: list[Any]) -> int:
+            sends.append((time.monotonic(), len(chunk)))
+            return publish_many(s, chunk)  # the controller's real signing and publishing
+
+        c.republisher.publish_many = timed
         walker = c.republisher.start("test: broker lost its state")
         wait_until(lambda: c.republisher.last is not None and c.republisher.last.sent >= 5, timeout=30,
                    message="the walk under way")
@@ -108,10 +127,13 @@ def test_a_new_session_republishes_every_device_paced_while_ingest_goes_on(stack
         assert (walk.sent, walk.failed) == (N + 1, 0)
         assert applied_during_walk  # ingest was not held up behind the re-publish
         wait_until(lambda: sub.devices() >= {*ids, "rp-live"}, timeout=30, message="every device's desired seen")
-        times = sorted(t for t, _ in sub.arrivals)
-        assert (len(times) - 1) / (times[-1] - times[0]) <= RATE * 1.25  # paced over the run
-        per_window = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
-        assert per_window <= RATE + 10  # and in any one second (slack: delivery jitter)
+        # paced, as the walker sends (arrival times at a subscriber bunch up on a loaded
+        # machine, so they are not the measure): the last page waits until the pages before it
+        # are due, and no second sees more than the rate, its bounded catch-up and one page
+        last_page = c.republisher._step()
+        assert walk.finished_at - walk.started_at >= (N + 1 - last_page) / RATE * 0.99
+        per_window = max(sum(n for u, n in sends if t <= u < t + 1.0) for t, _ in sends)
+        assert per_window <= RATE * (1 + CATCH_UP_S) + last_page
     finally:
         sub.close()
         device.loop_stop()

@@ -111,3 +111,40 @@ def test_a_device_with_malformed_report_fields_reads_as_the_orm_path_does(engine
     _same_as_orm(engine, views)
     odd = views.fields("cam-odd", "control")
     assert odd["installed"] is None and odd["phase"].value == "idle" and odd["window_opens_at"] is None
+
+
+def test_views_of_a_subset_sees_every_change_and_keeps_the_other_devices(engine: object) -> None:
+    """The rollout status path (``members.py``) reads only a rollout's members' rows."""
+    from sqlalchemy import select as core_select
+
+    from edgefleet.cloud.rollout.device_view import raw_columns
+
+    views = DeviceViews()
+    with Session(engine) as s:  # type: ignore[arg-type]
+        for i in range(4):
+            _add(s, f"cam-{i}")
+        s.commit()
+
+    def some(ids: list[str]) -> list[object]:
+        with Session(engine) as s:  # type: ignore[arg-type]
+            rows = s.connection().execute(core_select(*raw_columns()).where(Device.id.in_(ids))  # type: ignore[attr-defined]
+                                          .order_by(Device.id)).all()
+            got = views.views_of(s, rows)
+            orm = {d.id: d for d in s.exec(select(Device).where(Device.id.in_(ids))).all()}  # type: ignore[attr-defined]
+        for v in got:
+            assert views.fields_of(v, "control") == device_fields(orm[v.id], "control")
+        return got
+
+    first = some(["cam-0", "cam-1"])
+    assert [v.id for v in first] == ["cam-0", "cam-1"]  # type: ignore[attr-defined]
+    with Session(engine) as s:  # type: ignore[arg-type]
+        d = s.get(Device, "cam-0")
+        assert d is not None
+        d.reported = {"slots": {"control": {"installed": REF, "target": REF, "phase": "failed"}}}
+        d.last_seen = T0 + timedelta(minutes=1)
+        s.commit()
+    again = some(["cam-0", "cam-2"])
+    assert views.fields_of(again[0], "control")["phase"].value == "failed"  # type: ignore[arg-type]
+    assert views.fields_of(again[0], "control")["last_seen"] == (T0 + timedelta(minutes=1)).timestamp()  # type: ignore[arg-type]
+    assert views.fields("cam-1", "control")["phase"].value == "healthy"  # read before, still cached
+    assert views.fields_of(first[1], "control") == views.fields("cam-1", "control")  # type: ignore[arg-type]

@@ -38,6 +38,20 @@ def pace_delay(sent: int, started: float, now: float, rate_per_s: float) -> floa
     return max(0.0, started + sent / rate_per_s - now)
 
 
+CATCH_UP_S = 0.1  # a walk behind its schedule makes up at most this much of it in a burst
+
+
+def rebase(sent: int, started: float, now: float, rate_per_s: float, *, slack_s: float = CATCH_UP_S) -> float:
+    """The schedule's start for message ``sent``: unchanged while the walk is at most
+    ``slack_s`` behind it, else moved so that it is that far behind — a page that took long to
+    sign is not made up for with a burst at the broker (any one second sees at most
+    ``rate_per_s * (1 + slack_s)`` plus one page)."""
+    if rate_per_s <= 0:
+        return started
+    due = started + sent / rate_per_s
+    return started if now - due <= slack_s else now - slack_s - sent / rate_per_s
+
+
 @dataclass
 class Walk:
     """One re-publish: how far it got (for logs, health and the benchmark)."""
@@ -90,7 +104,7 @@ class Republisher:
         self.last = walk
         log.info("re-publishing desired state to every device (%s), %s", reason,
                  f"at most {self.rate_per_s:g}/s" if self.rate_per_s > 0 else "unpaced")
-        cursor = ""
+        cursor, origin = "", walk.started_at
         while True:
             with self.session() as s:
                 devices = s.exec(select(Device).where(Device.revoked_at == None)  # noqa: E711
@@ -98,7 +112,9 @@ class Republisher:
                 step = self._step()
                 for i in range(0, len(devices), step):
                     chunk = list(devices[i:i + step])
-                    wait = pace_delay(walk.sent + walk.failed, walk.started_at, self.clock(), self.rate_per_s)
+                    n, now = walk.sent + walk.failed, self.clock()
+                    origin = rebase(n, origin, now, self.rate_per_s)
+                    wait = pace_delay(n, origin, now, self.rate_per_s)
                     if (wait > 0 and self._stop.wait(wait)) or self._stop.is_set() or self._epoch != epoch:
                         walk.cancelled = True
                         log.info("re-publish (%s) stopped after %d devices", reason, walk.sent)

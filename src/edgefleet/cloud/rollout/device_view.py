@@ -10,13 +10,18 @@ the ones seen last pass costs a tuple comparison; one that changed is decoded ag
 the cache can never serve a stale value (no invalidation to forget). ``last_seen`` moves
 with every message, so it is kept apart from the rest.
 
-The cache belongs to one reconciler; it holds one small entry per device (100,000 devices:
-tens of MiB) and forgets devices that are gone.
+The reconciler's cache holds one small entry per device (100,000 devices: tens of MiB)
+and forgets devices that are gone. The rollout status and member views (``members.py``)
+read only a rollout's members the same way (``raw_columns`` in their select, then
+``views_of``) through one shared, locked cache of at most ``MAX_ENTRIES`` devices: the
+status of a 10,000-member rollout decodes only the members that changed since the last
+request (before: an ORM ``Device`` per member per request, 2.8 s p99).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +36,15 @@ from .store import device_fields, ts
 _TABLE: Table = Device.__table__  # type: ignore[attr-defined]
 _STABLE = ("hardware_id", "tags", "online", "reported", "lagging_since", "stale_since")
 _COLUMNS = ("id", "last_seen", *_STABLE)
+#: how many raw columns a row given to ``views_of`` starts with
+WIDTH = len(_COLUMNS)
+MAX_ENTRIES = 250_000  # a shared cache that grew past this (devices come and go) starts afresh
+
+
+def raw_columns() -> list[Any]:
+    """The planner's device columns, undecoded: put them first in a select whose rows go to
+    ``DeviceViews.views_of``."""
+    return [type_coerce(_TABLE.c[c], NullType()) for c in _COLUMNS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +79,7 @@ class DeviceViews:
         self._entries: dict[str, _Entry] = {}
         self._decoders: dict[str, Callable[[Any], Any]] | None = None
         self._dialect: str | None = None
+        self._lock = threading.Lock()  # views_of may be called from several API threads at once
 
     def _decode_with(self, session: Session) -> dict[str, Callable[[Any], Any]]:
         dialect = session.get_bind().dialect
@@ -79,25 +94,43 @@ class DeviceViews:
 
     def load(self, session: Session) -> list[DeviceView]:
         """Every device (id order), decoding only what changed since the last call."""
-        decode = self._decode_with(session)
-        stmt = select(*(type_coerce(_TABLE.c[c], NullType()) for c in _COLUMNS)).order_by(_TABLE.c.id)
-        entries, fresh = self._entries, {}
-        out = []
-        for row in session.connection().execute(stmt):
-            device_id, raw_seen, raw = row[0], row[1], tuple(row[2:])
-            entry = entries.get(device_id)
-            if entry is None or entry.raw != raw:
-                entry = self._build(device_id, raw_seen, raw, decode)
-            elif entry.raw_seen != raw_seen:
-                seen = decode["last_seen"](raw_seen)
-                entry.raw_seen, entry.last_seen, entry.last_seen_ts = raw_seen, seen, ts(seen)
-                v = entry.view
-                entry.view = DeviceView(v.id, v.hardware_id, v.tags, v.online, seen, v.reported,
-                                        v.lagging_since, v.stale_since)
-            fresh[device_id] = entry
-            out.append(entry.view)
-        self._entries = fresh  # devices removed since are forgotten
+        stmt = select(*raw_columns()).order_by(_TABLE.c.id)
+        with self._lock:
+            decode = self._decode_with(session)
+            entries, fresh = self._entries, {}
+            out = []
+            for row in session.connection().execute(stmt):
+                entry = fresh[row[0]] = self._entry(row, entries, decode)
+                out.append(entry.view)
+            self._entries = fresh  # devices removed since are forgotten
         return out
+
+    def views_of(self, session: Session, rows: Iterable[Sequence[Any]]) -> list[DeviceView]:
+        """The views of ``rows`` (each starts with the ``raw_columns()`` values), decoding only
+        the devices that changed; devices not in ``rows`` stay cached."""
+        with self._lock:
+            decode = self._decode_with(session)
+            entries = self._entries
+            if len(entries) > MAX_ENTRIES:
+                entries.clear()
+            out = []
+            for row in rows:
+                entry = entries[row[0]] = self._entry(row, entries, decode)
+                out.append(entry.view)
+        return out
+
+    def _entry(self, row: Sequence[Any], entries: dict[str, _Entry], decode: dict[str, Callable[[Any], Any]]) -> _Entry:
+        device_id, raw_seen, raw = row[0], row[1], tuple(row[2:WIDTH])
+        entry = entries.get(device_id)
+        if entry is None or entry.raw != raw:
+            return self._build(device_id, raw_seen, raw, decode)
+        if entry.raw_seen != raw_seen:
+            seen = decode["last_seen"](raw_seen)
+            v = entry.view
+            view = DeviceView(v.id, v.hardware_id, v.tags, v.online, seen, v.reported, v.lagging_since, v.stale_since)
+            return _Entry(raw=raw, view=view, fields=entry.fields, raw_seen=raw_seen, last_seen=seen,
+                          last_seen_ts=ts(seen))
+        return entry
 
     @staticmethod
     def _build(device_id: str, raw_seen: Any, raw: tuple[Any, ...], decode: dict[str, Callable[[Any], Any]]) -> _Entry:
@@ -114,8 +147,14 @@ class DeviceViews:
         cached = entry.fields.get(slot)
         if cached is None:
             cached = entry.fields[slot] = device_fields(entry.view, slot)
-        cached["last_seen"] = entry.last_seen_ts
-        return cached
+        return {**cached, "last_seen": entry.last_seen_ts}
+
+    def fields_of(self, view: DeviceView, slot: str) -> dict[str, Any]:
+        """``fields`` of a view ``views_of`` returned (decoded afresh if the cache moved on)."""
+        entry = self._entries.get(view.id)
+        if entry is None or entry.view is not view:
+            return device_fields(view, slot)
+        return self.fields(view.id, slot)
 
 
 __all__ = ["DeviceView", "DeviceViews"]

@@ -20,20 +20,23 @@ hot member rows is read from the archive, as ``store.members_of`` does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections import namedtuple
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, false, func, select
+from sqlalchemy import Table, and_, false, func, select, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import NullType
 from sqlmodel import Session, col
 
 from ..devices import cursor as cursors
 from ..tables import Device, ModelVersion, SlotAssignment
+from .device_view import WIDTH, DeviceView, DeviceViews, raw_columns
 from .metrics import DeviceStatus, classify, same_ref
 from .model import DeviceObservation, RolloutSpec, RolloutState
-from .store import observation, ref_of, with_drift, with_latency
+from .store import observe, ref_cached, with_drift, with_latency
 from .tables import Rollout, RolloutMember, rollout_member_archive
 
 _HOT: Table = RolloutMember.__table__  # type: ignore[attr-defined]
@@ -42,6 +45,9 @@ _SETTLING = frozenset({"dispatched", "installing", "silent", "timed_out"})
 #: every status a member row can have (``member_row``)
 STATUSES = frozenset({s.value for s in DeviceStatus} | {"reverted"})
 CHUNK = 500  # rows per read while a status filter looks for a page's worth
+#: the members' devices as these views last read them: only the planner's columns, each
+#: device decoded once per change of it, not an ORM ``Device`` per member per request
+_VIEWS = DeviceViews()
 
 
 def _table(session: Session, rollout_id: str) -> Table:
@@ -59,26 +65,54 @@ def member_count(session: Session, rollout_id: str) -> int:
     return 0
 
 
+_MemberRow = namedtuple("_MemberRow", _COLUMNS)  # type: ignore[misc]  # the member columns, read-only
+_AT_PREVIOUS = WIDTH + _COLUMNS.index("previous")
+_PREVIOUS: dict[str, Any] = {}  # a member's ``previous`` as stored → decoded (a rollout names few models)
+
+
+def _previous(raw: Any) -> Any:
+    if raw is None or not isinstance(raw, str):
+        return raw
+    value = _PREVIOUS.get(raw)
+    if value is None:
+        if len(_PREVIOUS) > 10_000:
+            _PREVIOUS.clear()
+        value = _PREVIOUS[raw] = json.loads(raw)
+    return value
+
+
 def _member(r: Any) -> RolloutMember:
-    """The member columns of a row as a read-only stand-in for ``RolloutMember``: building the
-    SQLModel instance costs more than the rest of a row's work, and nothing here writes it."""
-    m = r._mapping
-    return cast(RolloutMember, SimpleNamespace(**{k: m[k] for k in _COLUMNS}))
+    """The member columns of a row (after the device's ``raw_columns``) as a read-only
+    stand-in for ``RolloutMember``: building the SQLModel instance costs more than the rest of
+    a row's work, and nothing here writes it (``previous`` is read raw and decoded once per
+    distinct value, shared: read-only)."""
+    return cast(RolloutMember, _MemberRow._make((*r[WIDTH:_AT_PREVIOUS], _previous(r[_AT_PREVIOUS]), *r[_AT_PREVIOUS + 1:])))
+
+
+def _select(t: Table) -> Any:
+    """Device (its planner columns, raw) and member columns of each member row."""
+    members = [type_coerce(t.c[k], NullType()) if k == "previous" else t.c[k] for k in _COLUMNS]
+    return select(*raw_columns(), *members).join(t, t.c.device_id == col(Device.id))
+
+
+def _observations(session: Session, rows: Sequence[Any], slot: str,
+                  desired: dict[str, Any] | None = None) -> list[DeviceObservation]:
+    views: list[DeviceView] = _VIEWS.views_of(session, rows)
+    desired = desired or {}
+    return [observe(_VIEWS.fields_of(v, slot), _member(r), desired.get(v.id)) for v, r in zip(views, rows)]
 
 
 def member_observations(session: Session, row: Rollout) -> list[DeviceObservation]:
     """Each member's observation (device id order), with the drift and latency figures its
     gates read — what ``store.observations`` gives for the members, without the rest."""
     t = _table(session, row.id)
-    rows = session.execute(select(Device, *(t.c[k] for k in _COLUMNS))
-                           .join(t, and_(t.c.device_id == col(Device.id), t.c.rollout_id == row.id))
-                           .order_by(col(Device.id))).all()
-    desired = {d: ref_of({"name": n, "version": v, "digest": g}) for d, n, v, g in session.execute(
+    rows = session.connection().execute(_select(t).where(t.c.rollout_id == row.id).order_by(col(Device.id))).all()
+    desired = {d: ref_cached({"name": n, "version": v, "digest": g}) for d, n, v, g in session.connection().execute(
         select(t.c.device_id, col(ModelVersion.name), col(ModelVersion.version), col(ModelVersion.digest))
         .join(SlotAssignment, and_(col(SlotAssignment.device_id) == t.c.device_id, col(SlotAssignment.slot) == row.slot))
         .join(ModelVersion, col(ModelVersion.id) == col(SlotAssignment.model_version_id))
         .where(t.c.rollout_id == row.id)).all()}
-    out = [observation(r[0], _member(r), desired.get(r[0].id), row.slot) for r in rows]
+    out = _observations(session, rows, row.slot, desired)
     if any(str(g).startswith("drift") for g in row.gates or ()):
         out = with_drift(session, row, out)
     if any(str(g).startswith("latency_p99_ratio") for g in row.gates or ()):
@@ -149,20 +183,18 @@ class _Reader:
     def _rows(self, ascending: bool, bound: str | None, chunk: int) -> Iterator[dict[str, Any]]:
         t = self.t
         while True:
-            q = (select(Device, *(t.c[k] for k in _COLUMNS)).join(t, t.c.device_id == col(Device.id))
-                 .where(*self.where))
+            q = _select(t).where(*self.where)
             if bound is not None:
                 q = q.where(t.c.device_id > bound if ascending else t.c.device_id < bound)
             q = q.order_by(t.c.device_id.asc() if ascending else t.c.device_id.desc()).limit(chunk)
-            rows = self.session.execute(q).all()
-            for r in rows:
-                o = observation(r[0], _member(r), None, self.row.slot)
+            rows = self.session.connection().execute(q).all()
+            for o in _observations(self.session, rows, self.row.slot):
                 item = member_row(o, self.spec, self.starts, self.now)
                 if self.status is None or item["status"] == self.status:
                     yield item
             if len(rows) < chunk:
                 return
-            bound = rows[-1]._mapping["device_id"]
+            bound = rows[-1][0]
 
     def take(self, ascending: bool, bound: str | None, n: int) -> list[dict[str, Any]]:
         chunk = n if self.status is None else max(n, CHUNK)

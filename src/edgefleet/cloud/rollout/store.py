@@ -63,21 +63,23 @@ def ref_of(data: dict[str, Any] | None) -> ModelRef | None:
 
 
 _REFS: dict[tuple[Any, Any, Any], ModelRef | None] = {}
+_MISSING: Any = object()
 
 
 def ref_cached(data: Any) -> ModelRef | None:
     """``ref_of``, remembered by (name, version, digest): a fleet names few models, and a
     pass builds one per device and slot (``ModelRef`` is never changed after it is built)."""
-    if not isinstance(data, dict) or len(data) != 3:
+    if type(data) is not dict or len(data) != 3:
         return ref_of(data)
     key = (data.get("name"), data.get("version"), data.get("digest"))
-    if not all(isinstance(k, str) for k in key):
+    if type(key[0]) is not str or type(key[1]) is not str or type(key[2]) is not str:
         return ref_of(data)
-    if key not in _REFS:
+    ref = _REFS.get(key, _MISSING)
+    if ref is _MISSING:
         if len(_REFS) > 10_000:
             _REFS.clear()
-        _REFS[key] = ref_of(data)
-    return _REFS[key]
+        ref = _REFS[key] = ref_of(data)
+    return ref  # type: ignore[no-any-return]
 
 
 def ref_dict(ref: ModelRef | None) -> dict[str, Any] | None:
