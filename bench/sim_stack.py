@@ -130,7 +130,15 @@ class IngestProbe:
     # CPU of the handling thread inside the handlers (applied and refused): the cost per
     # message, much less sensitive to a busy machine than wall time
     cpu_s: dict[str, float] = field(default_factory=lambda: {"reported": 0.0, "telemetry": 0.0})
+    # per device, the control slot (installed digest, phase) of its last applied report: what
+    # the controller has taken in, as against what the simulator says it sent
+    control: dict[str, tuple[str | None, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def applied_healthy_on(self, digest: str) -> int:
+        """Devices whose last report the controller applied says ``digest`` is healthy in control."""
+        with self._lock:
+            return sum(1 for d, p in self.control.values() if d == digest and p == "healthy")
 
     def install(self, controller: Any) -> None:
         """Before ``controller.start()``: the per-message handlers and the batch handler the
@@ -157,6 +165,9 @@ class IngestProbe:
                     if result is not None:
                         self.refused[kind] += 1
                         continue
+                    if kind == "reported" and (slot := msg.slots.get("control")) is not None:
+                        self.control[msg.device_id] = (slot.installed.digest if slot.installed else None,
+                                                       getattr(slot.phase, "value", str(slot.phase)))
                     dt = msg.device_time
                     if dt is not None:
                         dt = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)

@@ -20,19 +20,17 @@ hot member rows is read from the archive, as ``store.members_of`` does.
 
 from __future__ import annotations
 
-import json
-from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, false, func, select, type_coerce
+from sqlalchemy import Table, and_, false, func, select
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.types import NullType
 from sqlmodel import Session, col
 
 from ..devices import cursor as cursors
 from ..tables import Device, ModelVersion, SlotAssignment
+from . import member_rows
 from .device_view import WIDTH, DeviceView, DeviceViews, raw_columns
 from .metrics import DeviceStatus, classify, same_ref
 from .model import DeviceObservation, RolloutSpec, RolloutState
@@ -40,7 +38,6 @@ from .store import observe, ref_cached, with_drift, with_latency
 from .tables import Rollout, RolloutMember, rollout_member_archive
 
 _HOT: Table = RolloutMember.__table__  # type: ignore[attr-defined]
-_COLUMNS = [c.name for c in _HOT.columns]
 _SETTLING = frozenset({"dispatched", "installing", "silent", "timed_out"})
 #: every status a member row can have (``member_row``)
 STATUSES = frozenset({s.value for s in DeviceStatus} | {"reverted"})
@@ -65,34 +62,16 @@ def member_count(session: Session, rollout_id: str) -> int:
     return 0
 
 
-_MemberRow = namedtuple("_MemberRow", _COLUMNS)  # type: ignore[misc]  # the member columns, read-only
-_AT_PREVIOUS = WIDTH + _COLUMNS.index("previous")
-_PREVIOUS: dict[str, Any] = {}  # a member's ``previous`` as stored → decoded (a rollout names few models)
-
-
-def _previous(raw: Any) -> Any:
-    if raw is None or not isinstance(raw, str):
-        return raw
-    value = _PREVIOUS.get(raw)
-    if value is None:
-        if len(_PREVIOUS) > 10_000:
-            _PREVIOUS.clear()
-        value = _PREVIOUS[raw] = json.loads(raw)
-    return value
-
-
 def _member(r: Any) -> RolloutMember:
     """The member columns of a row (after the device's ``raw_columns``) as a read-only
-    stand-in for ``RolloutMember``: building the SQLModel instance costs more than the rest of
-    a row's work, and nothing here writes it (``previous`` is read raw and decoded once per
-    distinct value, shared: read-only)."""
-    return cast(RolloutMember, _MemberRow._make((*r[WIDTH:_AT_PREVIOUS], _previous(r[_AT_PREVIOUS]), *r[_AT_PREVIOUS + 1:])))
+    ``MemberRow``: building the SQLModel instance costs more than the rest of a row's work,
+    and nothing here writes it."""
+    return cast(RolloutMember, member_rows.from_values(r[WIDTH:]))
 
 
 def _select(t: Table) -> Any:
     """Device (its planner columns, raw) and member columns of each member row."""
-    members = [type_coerce(t.c[k], NullType()) if k == "previous" else t.c[k] for k in _COLUMNS]
-    return select(*raw_columns(), *members).join(t, t.c.device_id == col(Device.id))
+    return select(*raw_columns(), *member_rows.columns(t)).join(t, t.c.device_id == col(Device.id))
 
 
 def _observations(session: Session, rows: Sequence[Any], slot: str,

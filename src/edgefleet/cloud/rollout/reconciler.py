@@ -50,6 +50,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -59,7 +60,7 @@ from .. import audit, db, lifecycle
 from ..devices import fleet, history
 from ..devices.fleet import DesiredPublisher
 from ..tables import Device, ModelVersion
-from . import archive, dirty, nudge
+from . import archive, dirty, member_rows, nudge
 from .commands import apply_command
 from .device_view import DeviceView, DeviceViews
 from .model import (
@@ -85,7 +86,6 @@ from .store import (
     baseline_p99_many,
     desired_refs,
     lock_rollout,
-    members_of,
     observation,
     observe,
     ref_dict,
@@ -268,13 +268,14 @@ class Reconciler:
                 return 0
             full_at = now
             with s.no_autoflush:  # nothing written before the devices are locked (_assign)
-                members = members_of(s, rollout_id)
+                members: dict[str, Any] = member_rows.read(s, rollout_id)  # plain rows, not ORM (member_rows.py)
                 devices = self._views.load(s)  # the planner's columns, decoded only where they changed
                 by_id = {d.id: d for d in devices}
+                phased: list[str] = []  # members whose phase columns moved (written after any device lock)
                 for device_id, m in members.items():
                     d = by_id.get(device_id)
                     if d is not None and track_phase(m, d, row.slot, now):
-                        s.add(m)
+                        phased.append(device_id)
                         _note_failure(s, row, m, d, now)
                 desired = desired_refs(s, row.slot)
                 obs = [observe(self._views.fields(d.id, row.slot), members.get(d.id), desired.get(d.id))
@@ -292,6 +293,7 @@ class Reconciler:
                 self._nudged.update(nudges)
                 if not actions:
                     revision = row.revision
+                    member_rows.write_phases(s, [members[d] for d in phased])
                     s.commit()
                     wake_at = min(next_deadline(spec, state, obs, now), nudge_at)
                     self._quiet[rollout_id] = _Quiet(revision=revision, held=held, floor=floor,
@@ -299,7 +301,7 @@ class Reconciler:
                     self._nudge(s, row, nudges, now)
                     return 0
                 owners = assignment_owners(s, row.slot)
-                changed = self._apply(s, row, spec, actions, members, owners, now, done)
+                changed = self._apply(s, row, spec, actions, members, phased, owners, now, done)
             s.commit()
             if nudges:  # those the plan re-sent anyway are not asked twice
                 sent = {d.id for d in changed}
@@ -360,11 +362,22 @@ class Reconciler:
 
     # ----- applying a plan -------------------------------------------------------------------
 
-    def _apply(self, s: Session, row: Rollout, spec: RolloutSpec, actions: tuple,
-               members: dict[str, RolloutMember], owners: dict[str, str | None], now: float,
-               result: PassResult) -> list[Device]:
+    def _apply(self, s: Session, row: Rollout, spec: RolloutSpec, actions: tuple, members: dict[str, Any],
+               phased: list[str], owners: dict[str, str | None], now: float, result: PassResult) -> list[Device]:
+        """Apply ``actions``: the members they change as ORM rows (flushed at commit, with the
+        phases the pass saw), every other member whose phase moved in one executemany."""
         wanted: dict[str, ModelRef | None] = {}  # device -> final desired ref this pass
         new_members: list[str] = []
+        touched = {d for a in actions if (d := getattr(a, "device_id", None)) is not None and d in members}
+        orm = member_rows.orm_rows(s, row.id, touched)
+        moved = set(phased)
+        for device_id, loaded in orm.items():
+            if device_id in moved:  # what track_phase saw on the plain row
+                plain = members[device_id]
+                loaded.seen_phase, loaded.seen_target, loaded.phase_since = (plain.seen_phase, plain.seen_target,
+                                                                             plain.phase_since)
+                s.add(loaded)
+            members[device_id] = loaded
 
         dispatched = {d for d, m in members.items() if m.dispatched_at is not None}
         baselines = {}  # control slot: the latency of the model each newly dispatched device replaces
@@ -437,7 +450,9 @@ class Reconciler:
                 m = members[device_id]
                 m.agreement, m.agreement_frames = agreement, frames
                 s.add(m)
-        return self._assign(s, row, wanted)
+        changed = self._assign(s, row, wanted)  # locks the devices it assigns (PostgreSQL)
+        member_rows.write_phases(s, [members[d] for d in phased if d not in orm])
+        return changed
 
     def _assign(self, s: Session, row: Rollout, wanted: dict[str, ModelRef | None]) -> list[Device]:
         groups: dict[str | None, list[str]] = defaultdict(list)
