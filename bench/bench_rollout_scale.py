@@ -16,8 +16,9 @@ Two deployments of the same size, one after the other, on the same fleet:
   gate failure<=0.02.
 
 For each: wall time until every device reports the model healthy and the controller has
-applied each of those reports (and, for the rollout, the controller says ``completed``), controller CPU seconds (``time.process_time`` of this
-process: the controller's threads, plus this script's light polling), CPU per device, and
+applied each of those reports (and, for the rollout, the controller says ``completed``),
+controller CPU seconds (``time.process_time`` of this process: the controller's threads,
+plus this script's light polling), CPU per device, and
 MQTT messages per device (both directions, counted by the simulator). Prints one table
 and the ratio rollout ÷ direct.
 
@@ -120,10 +121,9 @@ def run(args: argparse.Namespace, tmp: Path, stack: SimStack, sim: SimProcesses,
             time.sleep(0.5)
         # done when the controller has applied every device's healthy report, not when the
         # devices sent it (a backlog left in ingest would be charged to the next deployment)
-        while on == n and stack.probe.applied_healthy_on(digests[version]) < n and time.perf_counter() < deadline:
-            time.sleep(0.5)
-        if on == n and (applied := stack.probe.applied_healthy_on(digests[version])) < n:
-            on = applied
+        if on == n:
+            while (on := stack.probe.applied_healthy_on(digests[version])) < n and time.perf_counter() < deadline:
+                time.sleep(0.5)
         state = "completed" if on == n else f"{on}/{n} healthy"
         if name == "rollout" and on == n:  # and the controller says so (status every 2 s, as `--watch` would)
             while (state := client.rollout_status(res["id"], devices=False, events=0)["state"]) != "completed" \

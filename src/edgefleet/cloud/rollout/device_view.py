@@ -143,18 +143,21 @@ class DeviceViews:
 
     def fields(self, device_id: str, slot: str) -> dict[str, Any]:
         """``store.device_fields`` of the device for ``slot``, built once per change of the device."""
-        entry = self._entries[device_id]
-        cached = entry.fields.get(slot)
-        if cached is None:
-            cached = entry.fields[slot] = device_fields(entry.view, slot)
-        return {**cached, "last_seen": entry.last_seen_ts}
+        return _fields_of(self._entries[device_id], slot)
 
     def fields_of(self, view: DeviceView, slot: str) -> dict[str, Any]:
         """``fields`` of a view ``views_of`` returned (decoded afresh if the cache moved on)."""
-        entry = self._entries.get(view.id)
+        entry = self._entries.get(view.id)  # one read: another thread may clear the cache meanwhile
         if entry is None or entry.view is not view:
             return device_fields(view, slot)
-        return self.fields(view.id, slot)
+        return _fields_of(entry, slot)
+
+
+def _fields_of(entry: _Entry, slot: str) -> dict[str, Any]:
+    cached = entry.fields.get(slot)
+    if cached is None:
+        cached = entry.fields[slot] = device_fields(entry.view, slot)
+    return {**cached, "last_seen": entry.last_seen_ts}
 
 
 __all__ = ["DeviceView", "DeviceViews"]
