@@ -79,8 +79,10 @@ class DirEnv:
         state = self.root / f"state-{device_id}"
         if not (state / "trusted" / "image-root.json").exists():
             provision(state, director_root=self.trust.director.root_bytes(1), image_root=self.trust.image.root_bytes(1))
-        return DeviceVerifier.for_controller(self.url, device_id, HW, state,
-                                             fetcher=ResumableFetcher(gap_timeout=2.0, deadline=20.0, backoff=0.01))
+        # generous timeouts: these tests are about what is signed, not fetch latency, and a loaded
+        # CI machine (two test workers next to PostgreSQL) has stalled a loopback read past 2 s
+        fetcher = ResumableFetcher(gap_timeout=15.0, deadline=60.0, backoff=0.01)
+        return DeviceVerifier.for_controller(self.url, device_id, HW, state, fetcher=fetcher)
 
     def close(self) -> None:
         if self.server is not None:
