@@ -22,7 +22,12 @@ from ..rollout_e2e.conftest import BASE, Fleet, wait_state
 pytestmark = pytest.mark.slow
 
 DEVICES = [("gate-nano-0", "jetson-orin-nano"), ("gate-nano-1", "jetson-orin-nano"), ("gate-agx-0", "jetson-orin-agx")]
-GATES = ["failure<=0.02", "latency_p99_ratio<=1.2;min=20", "nan_rate<=0;min=20"]
+# The floor is this test's machine, not the product: the old model's p99 periods are measured
+# before the switch and the new one's after, and in CI two workers run fleets side by side; one
+# run saw a busy stretch lift the identical graph's p99 from 0.43 ms to 11.9 ms and the gate
+# (rightly, on that evidence) rolled it back. How the gate tells noise from a slower model at
+# the default 2 ms floor is tests/gates/test_identical_graph.py's subject.
+GATES = ["failure<=0.02", "latency_p99_ratio<=1.2;min=20;floor=50ms", "nan_rate<=0;min=20"]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ into files, ``(path, bytes)`` in order, for ``iter_training_zip`` to stream:
      detectors): ``train/<class>/<file>.png`` and ``test/<class>/<file>.png`` (``val`` is
      optional there; Ultralytics validates on ``test`` without it); captures are split by
      a hash of the event id (``test_fraction``, default 0.2), so a re-export keeps them
-     where they were;
+     where they were (and neither folder is left empty: ``assign_splits``);
    * ``coco`` — ``images/<file>.png`` and ``annotations.json`` (``images``, ``annotations``
      with ``category_id`` and a whole-image ``bbox``, ``categories`` with ids 1..N in the
      control manifest's label order);
@@ -42,7 +42,7 @@ import json
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -135,6 +135,23 @@ def split_of(event_id: str, test_fraction: float) -> str:
     return "test" if h < test_fraction else "train"
 
 
+def assign_splits(captures: Mapping[str, str], test_fraction: float, *, both: bool) -> dict[str, str]:
+    """Each capture's split (``captures``: event id -> the key its hash is taken of).
+
+    With ``both`` (Ultralytics wants ``train/`` and ``test/``), a non-zero fraction and at
+    least two captures, neither split is left empty: the hash alone puts every capture in
+    ``test/`` with probability ``test_fraction ** n``; then one capture, chosen by its event
+    id's hash so a re-export chooses the same one, moves over."""
+    splits = {event: split_of(key, test_fraction) for event, key in captures.items()}
+    if both and test_fraction > 0 and len(splits) > 1:
+        by_hash = sorted(splits, key=lambda e: hashlib.sha256(e.encode()).hexdigest())
+        if "test" not in splits.values():
+            splits[by_hash[-1]] = "test"
+        elif "train" not in splits.values():
+            splits[by_hash[0]] = "train"
+    return splits
+
+
 def categories(items: Sequence[ExportItem], known: Sequence[str]) -> list[str]:
     """Class names in a stable order: ``known`` (the models' manifest labels), then any
     other label the export holds, sorted."""
@@ -194,10 +211,9 @@ def build(items: Sequence[ExportItem], store: BlobStore, fmt: str, *, all_frames
     rows: list[dict[str, Any]] = []
     coco_images: list[dict[str, Any]] = []
     coco_annotations: list[dict[str, Any]] = []
-    splits = {it.row["event_id"]: split_of(f"{it.row['device_id']}/{it.row['event_id']}", test_fraction)
-              for it in items if it.row.get("label")}  # only what is exported: the forced test pick must count
-    if fmt == "yolo" and test_fraction > 0 and len(splits) > 1 and "test" not in splits.values():
-        splits[max(splits, key=lambda e: hashlib.sha256(e.encode()).hexdigest())] = "test"  # never an empty test/
+    splits = assign_splits({it.row["event_id"]: f"{it.row['device_id']}/{it.row['event_id']}"
+                            for it in items if it.row.get("label")},  # only what is exported
+                           test_fraction, both=fmt == "yolo")
     for it in items:
         row = it.row
         if not row.get("label"):
