@@ -155,3 +155,26 @@ def test_another_process_writing_the_database_directly_marks_too(db: Db) -> None
     finally:
         other.dispose()
     assert db.marks() == {"cam-07"}
+
+
+def test_a_json_column_changed_in_place_or_replaced_marks_its_device(db: Db) -> None:
+    from sqlalchemy.orm.attributes import flag_modified
+
+    from edgefleet.cloud.tables import Device
+
+    _start(db)
+    _settle(db, time.time())
+    with db.session() as s:
+        d = s.get(Device, "cam-03")
+        assert d is not None
+        d.reported = d.reported if d.reported is not None else {}
+        s.commit()
+        assert db.marks() <= {"cam-03"}
+        db.clear_marks()
+        d.reported["note"] = "changed in place"  # a mutated dict: the writer flags it
+        flag_modified(d, "reported")
+        e = s.get(Device, "cam-04")
+        assert e is not None
+        e.tags = {**(e.tags or {}), "site": "elsewhere"}  # a new value for a planner column
+        s.commit()
+    assert db.marks() == {"cam-03", "cam-04"}

@@ -71,8 +71,13 @@ def enabled(session: OrmSession) -> bool:
 
 
 def _changed(obj: object, fields: Iterable[str]) -> bool:
-    state = inspect(obj)
-    return any(state.attrs[f].history.has_changes() for f in fields)
+    """Whether the flush may write one of ``fields`` of ``obj``: the attribute was set since
+    the last flush (its committed value is kept in ``committed_state``). Setting a column
+    to the value it had counts too; a spare mark costs the reconciler one device, and this
+    avoids ``state.attrs[…].history``, which builds every attribute's state (a tenth of a
+    wave's reconcile CPU at 10,000 devices)."""
+    committed = inspect(obj).committed_state
+    return bool(committed) and any(f in committed for f in fields)
 
 
 def devices_in_flush(session: OrmSession) -> set[str]:
@@ -88,7 +93,7 @@ def devices_in_flush(session: OrmSession) -> set[str]:
             if _changed(obj, DEVICE_FIELDS):
                 out.add(obj.id)
         elif (isinstance(obj, SlotAssignment) and _changed(obj, ("model_version_id", "rollout_id"))) \
-                or (isinstance(obj, RolloutMember) and session.is_modified(obj, include_collections=False)):
+                or (isinstance(obj, RolloutMember) and inspect(obj).committed_state):
             out.add(obj.device_id)
     out.discard(None)  # type: ignore[arg-type]
     return out
