@@ -13,15 +13,25 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy import Table, bindparam
+from sqlalchemy import delete as sa_delete
+from sqlalchemy import insert as sa_insert
+from sqlalchemy import select as sa_select
+from sqlalchemy import update as sa_update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from ...protocols import SLOTS, Desired, DeviceSettings, SlotTarget, is_valid_device_id
 from ..errors import BadRequest, Conflict, NotFound
-from ..tables import Device, DevicePublic, ModelVersion, SlotAssignment, SlotPublic
+from ..rollout import dirty
+from ..tables import Device, DevicePublic, ModelVersion, SlotAssignment, SlotPublic, utcnow
 from ..trust import freshness
 from . import history, identity, report_verify
 
 log = logging.getLogger(__name__)
+
+_ASSIGNMENT: Table = SlotAssignment.__table__  # type: ignore[attr-defined]
+_DEVICES: Table = Device.__table__  # type: ignore[attr-defined]
 
 
 class DesiredPublisher(Protocol):
@@ -141,48 +151,83 @@ def assign(
 ) -> list[Device]:
     """Put ``model`` (or nothing) into ``slot`` on each device; returns the devices that changed.
 
-    ``commit=False`` only flushes, so a caller (the rollout reconciler) can make the
-    assignment part of its own transaction.
+    Written with Core statements, not one ORM object per device (issue 14: the unit of work
+    of 10,000 assignment and device objects was a fifth of a rollout's reconciler): one read
+    of the current assignments per 500 devices, then one executemany each for the
+    assignments inserted, changed and removed, the devices' desired generations and their
+    history rows, and the reconciler's dirty marks. The ``Device`` objects returned carry the
+    new generation as their committed value. ``commit=False`` leaves the transaction open,
+    so a caller (the rollout reconciler) can make the assignment part of its own.
     """
     if slot not in SLOTS:
         raise BadRequest(f"slot must be one of {', '.join(SLOTS)}, got {slot!r}")
-    changed: list[Device] = []
-    rows: list[dict[str, Any]] = []  # history, one executemany
     ids = list(dict.fromkeys(device_ids))
     devices = devices_by_id(session, ids)  # one query per 500 devices, not two per device
-    currents: dict[str, SlotAssignment] = {}
+    t = _ASSIGNMENT
+    conn = session.connection()
+    currents: dict[str, tuple[int, str | None]] = {}  # device -> (model version id, rollout id)
     for i in range(0, len(ids), 500):
-        for a in session.exec(select(SlotAssignment).where(SlotAssignment.slot == slot)
-                              .where(col(SlotAssignment.device_id).in_(ids[i:i + 500]))).all():
-            currents[a.device_id] = a
+        for device_id, model_version_id, owner in conn.execute(
+                sa_select(t.c.device_id, t.c.model_version_id, t.c.rollout_id).where(t.c.slot == slot)
+                .where(t.c.device_id.in_(ids[i:i + 500]))):
+            currents[device_id] = (model_version_id, owner)
+    now = utcnow()
+    label = f"{model.name}:{model.version}" if model is not None else None
+    added: list[dict[str, Any]] = []
+    moved: list[dict[str, Any]] = []
+    removed: list[dict[str, Any]] = []
+    bumped: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []  # history
+    changed: list[Device] = []
     for device_id in ids:
         device = devices[device_id]
         current = currents.get(device_id)
         if model is None:
             if current is None:
                 continue
-            session.delete(current)
+            removed.append({"b_device": device_id})
+        elif current is None:
+            added.append({"device_id": device_id, "slot": slot, "model_version_id": model.id or 0,
+                          "rollout_id": rollout_id, "assigned_at": now})
+        elif current == (model.id, rollout_id):
+            continue
         else:
-            if current is not None and current.model_version_id == model.id and current.rollout_id == rollout_id:
-                continue
-            if current is None:
-                current = SlotAssignment(device_id=device_id, slot=slot, model_version_id=model.id or 0)
-            current.model_version_id = model.id or 0
-            current.rollout_id = rollout_id
-            session.add(current)
-        device.desired_generation += 1
-        session.add(device)
+            moved.append({"b_device": device_id, "b_model": model.id or 0, "b_rollout": rollout_id})
+        generation = device.desired_generation + 1
+        bumped.append({"b_id": device_id, "b_generation": generation})
         changed.append(device)
-        label = f"{model.name}:{model.version}" if model is not None else None
         rows.append(history.new_row(device_id, "desired", f"{slot}: desired {label or 'nothing'}"
                                     + (f" (rollout {rollout_id})" if rollout_id else ""), slot=slot,
-                                    data={"model": label, "rollout": rollout_id, "generation": device.desired_generation}))
+                                    data={"model": label, "rollout": rollout_id, "generation": generation}))
+    if added:
+        conn.execute(sa_insert(t), added)
+    if moved:
+        conn.execute(sa_update(t).where(t.c.device_id == bindparam("b_device")).where(t.c.slot == slot)
+                     .values(model_version_id=bindparam("b_model"), rollout_id=bindparam("b_rollout")), moved)
+    if removed:
+        conn.execute(sa_delete(t).where(t.c.device_id == bindparam("b_device")).where(t.c.slot == slot), removed)
+    if bumped:
+        d = _DEVICES
+        conn.execute(sa_update(d).where(d.c.id == bindparam("b_id"))
+                     .values(desired_generation=bindparam("b_generation")), bumped)
+    for device, bump in zip(changed, bumped):
+        set_committed_value(device, "desired_generation", bump["b_generation"])  # what the row now holds
+        _forget_assignment(session, device.id, slot)
     history.insert_rows(session, rows)
+    dirty.mark(session, [d.id for d in changed])  # what the ORM flush hook marked before
     if commit:
         session.commit()
     else:
         session.flush()
     return changed
+
+
+def _forget_assignment(session: Session, device_id: str, slot: str) -> None:
+    """An assignment object this session loaded before a Core write changed its row: dropped,
+    so a later read loads the row as it is."""
+    obj = session.identity_map.get(Session.identity_key(SlotAssignment, (device_id, slot)))
+    if obj is not None:
+        session.expunge(obj)
 
 
 def check_hardware(session: Session, model: ModelVersion, device_ids: Iterable[str]) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import Table, bindparam, select, type_coerce, update
+from sqlalchemy import insert as sa_insert
 from sqlalchemy.types import NullType
 from sqlmodel import Session, col
 
@@ -102,6 +103,14 @@ def orm_rows(session: Session, rollout_id: str, device_ids: Iterable[str]) -> di
     return out
 
 
+def insert(session: Session, rows: list[MemberRow]) -> int:
+    """Insert ``rows`` (new members, every column) in one executemany; returns how many."""
+    if not rows:
+        return 0
+    session.connection().execute(sa_insert(_HOT), [{k: getattr(m, k) for k in FIELDS} for m in rows])
+    return len(rows)
+
+
 def write_phases(session: Session, rows: list[MemberRow]) -> int:
     """Write the phase columns of ``rows`` (one executemany); returns how many."""
     if not rows:
@@ -115,5 +124,5 @@ def write_phases(session: Session, rows: list[MemberRow]) -> int:
     return len(rows)
 
 
-__all__ = ["FIELDS", "PHASE_FIELDS", "MemberRow", "columns", "decode_previous", "from_values", "orm_rows", "read",
+__all__ = ["FIELDS", "PHASE_FIELDS", "MemberRow", "columns", "decode_previous", "from_values", "insert", "orm_rows", "read",
            "write_phases"]

@@ -63,6 +63,7 @@ from ..tables import Device, ModelVersion
 from . import archive, dirty, member_rows, nudge
 from .commands import apply_command
 from .device_view import DeviceView, DeviceViews
+from .member_rows import MemberRow
 from .model import (
     QUIET_STATES,
     AssignWave,
@@ -364,8 +365,10 @@ class Reconciler:
 
     def _apply(self, s: Session, row: Rollout, spec: RolloutSpec, actions: tuple, members: dict[str, Any],
                phased: list[str], owners: dict[str, str | None], now: float, result: PassResult) -> list[Device]:
-        """Apply ``actions``: the members they change as ORM rows (flushed at commit, with the
-        phases the pass saw), every other member whose phase moved in one executemany."""
+        """Apply ``actions``: the existing members they change as ORM rows (flushed at commit,
+        with the phases the pass saw), the members a wave adds as plain rows inserted with
+        their history in two executemany statements, every other member whose phase moved in
+        one executemany."""
         wanted: dict[str, ModelRef | None] = {}  # device -> final desired ref this pass
         new_members: list[str] = []
         touched = {d for a in actions if (d := getattr(a, "device_id", None)) is not None and d in members}
@@ -385,6 +388,13 @@ class Reconciler:
             baselines = baseline_p99_many(s, {a.device_id: a.previous for a in actions if isinstance(a, SetDesired)
                                               and getattr(members.get(a.device_id), "dispatched_at", None) is None}, row.digest)
 
+        def keep(m: Any) -> None:
+            """An ORM member goes into the session; a new (plain) one is inserted below."""
+            if not isinstance(m, MemberRow):
+                s.add(m)
+
+        joined: list[dict[str, Any]] = []  # history rows of the members added
+
         def overridden(device_id: str) -> bool:
             """Once a device was sent this rollout's model, an assignment made since by someone
             else (a direct ``fleet deploy``) wins: the rollout no longer changes that slot."""
@@ -393,17 +403,16 @@ class Reconciler:
         for a in actions:
             if isinstance(a, AssignWave):
                 m = members.get(a.device_id)
-                if m is None:
-                    m = RolloutMember(rollout_id=row.id, device_id=a.device_id, wave=a.wave,
-                                      assigned_at=a.at)
+                if m is None:  # a plain row, inserted after the devices are locked (no ORM object each)
+                    m = MemberRow(rollout_id=row.id, device_id=a.device_id, wave=a.wave, assigned_at=a.at)
                     members[a.device_id] = m
                     new_members.append(a.device_id)
-                    history.record(s, a.device_id, "rollout", f"joined rollout {row.id} ({row.model_name}:"
-                                   f"{row.model_version} into {row.slot}), wave {a.wave}", slot=row.slot,
-                                   data={"rollout": row.id, "wave": a.wave})
+                    joined.append(history.new_row(a.device_id, "rollout", f"joined rollout {row.id} ("
+                                                  f"{row.model_name}:{row.model_version} into {row.slot}), wave "
+                                                  f"{a.wave}", slot=row.slot, data={"rollout": row.id, "wave": a.wave}))
                 else:
                     m.wave, m.assigned_at = a.wave, a.at
-                s.add(m)
+                keep(m)
             elif isinstance(a, SetDesired):
                 m = members[a.device_id]
                 if m.dispatched_at is None:
@@ -415,7 +424,7 @@ class Reconciler:
                         p99, n = baselines.get(a.device_id, (None, 0))
                         if p99 is not None:
                             m.baseline_p99_ms, m.baseline_periods = p99, n
-                s.add(m)
+                keep(m)
                 if not overridden(a.device_id):
                     wanted[a.device_id] = a.ref
                     result.set_desired += 1
@@ -423,14 +432,14 @@ class Reconciler:
                 m = members[a.device_id]
                 if m.reverted_at is None:
                     m.reverted_at = a.at
-                s.add(m)
+                keep(m)
                 if not overridden(a.device_id):
                     wanted[a.device_id] = a.to_ref
                     result.reverted += 1
             elif isinstance(a, MarkDeviceTimedOut):
                 m = members[a.device_id]
                 m.timed_out_at = a.at
-                s.add(m)
+                keep(m)
                 add_event(s, row.id, a.at, f"device {a.device_id} timed out: {a.reason}",
                           level="warning", data={"device": a.device_id})
             elif isinstance(a, RecordGateResults):
@@ -449,8 +458,11 @@ class Reconciler:
             for device_id, (agreement, frames) in seed_agreement(s, row, new_members).items():
                 m = members[device_id]
                 m.agreement, m.agreement_frames = agreement, frames
-                s.add(m)
+                keep(m)
         changed = self._assign(s, row, wanted)  # locks the devices it assigns (PostgreSQL)
+        member_rows.insert(s, [members[d] for d in new_members])
+        history.insert_rows(s, joined)
+        dirty.mark(s, new_members)  # as the ORM insert of a member marked its device
         member_rows.write_phases(s, [members[d] for d in phased if d not in orm])
         return changed
 

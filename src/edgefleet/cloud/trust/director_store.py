@@ -105,7 +105,10 @@ def lock_heads(session: Session, device_ids: Iterable[str],
     """Create the missing head rows (``seed(id)``), then lock and return every one of them,
     in device-id order. The locks last until the caller's transaction ends."""
     ids = sorted(set(device_ids))
-    known = set(heads(session, ids))
+    known: set[str] = set()
+    for i in range(0, len(ids), 500):  # which exist: the ids alone (the rows are read below, locked)
+        known.update(session.execute(sa_select(_HEAD.c.device_id).where(_HEAD.c.device_id.in_(ids[i:i + 500])))
+                     .scalars().all())
     missing = [seed(d).row() for d in ids if d not in known]
     if missing:
         session.execute(_insert_ignore(session, DirectorHead), missing)

@@ -32,6 +32,7 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from .canonical import FastCanonicalSerializer
 from .errors import KeyringError, RepositoryStateError, SignatureError
 from .keys import KeyEntry, KeyRing
 from .store import MetadataStore
@@ -39,6 +40,7 @@ from .store import MetadataStore
 Clock = Callable[[], datetime]
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")
 _SERIALIZER = JSONSerializer(compact=True)
+_SIGNED = FastCanonicalSerializer()  # the bytes of CanonicalJSONSerializer, by the C encoder (canonical.py)
 
 
 def utcnow() -> datetime:
@@ -95,7 +97,7 @@ class PendingRoot:
 def sign(md: Metadata, signers: Iterable[Signer]) -> bytes:
     md.signatures.clear()
     for s in signers:
-        md.sign(s, append=True)
+        md.sign(s, append=True, signed_serializer=_SIGNED)
     return md.to_bytes(_SERIALIZER)
 
 

@@ -1,0 +1,89 @@
+"""The C-encoder canonical JSON writes exactly what securesystemslib's encode_canonical writes
+(the bytes every TUF signature covers), and refuses what it refuses."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from securesystemslib.exceptions import FormatError
+from securesystemslib.formats import encode_canonical
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import Metadata, TargetFile, Targets
+from tuf.api.serialization.json import CanonicalJSONSerializer
+
+from edgefleet.registry.tuf.canonical import FastCanonicalSerializer, canonical_json
+from edgefleet.registry.tuf.signing import sign
+
+# strings that hit every escape rule: quotes, backslashes, control characters, non-ASCII,
+# and digits next to e/E/. inside strings (which are not floats)
+_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
+    ['"', "\\", "\n", "\x00", "\x1f", "\x7f", "é", "✓", "😀", "1.5", "2e3", "9E", "a\\\"b", ""])
+_scalars = (st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) | _text
+            | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([1.0, -0.0, 1e16, 5e-324]))
+_json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+                     | st.dictionaries(_text, inner, max_size=4), max_leaves=25)
+
+
+def _reference(obj: object) -> bytes | type[Exception]:
+    try:
+        text = encode_canonical(obj)  # type: ignore[arg-type]
+    except FormatError:
+        return FormatError
+    assert text is not None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return UnicodeEncodeError
+
+
+def _ours(obj: object) -> bytes | type[Exception]:
+    try:
+        return canonical_json(obj)
+    except FormatError:
+        return FormatError
+    except UnicodeEncodeError:
+        return UnicodeEncodeError
+
+
+@settings(max_examples=600, deadline=None)
+@given(_json)
+def test_the_same_bytes_or_the_same_refusal_as_encode_canonical(obj: object) -> None:
+    assert _ours(obj) == _reference(obj)
+
+
+@pytest.mark.parametrize("obj", [
+    {"b": 1, "a": [True, False, None], "c": {"z": "q\"uote", "y": "back\\slash"}},
+    {"line": "two\nlines", "tab": "\t", "nul": "\x00"},  # canonical JSON leaves control characters raw
+    {"k": "1.5e3", "n": 15, "big": 2**64},
+    {"ü": "ünïcödé ✓ 😀"},
+    [],
+    {},
+])
+def test_known_objects(obj: object) -> None:
+    assert canonical_json(obj) == encode_canonical(obj).encode()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("obj", [{"x": 1.5}, [0.0], {"a": [1, {"b": 2e20}]}, {"x": math.inf}, {"x": math.nan},
+                                 {1, 2}, {"x": datetime.now(timezone.utc)}])
+def test_what_canonical_json_refuses_is_refused(obj: object) -> None:
+    with pytest.raises(FormatError):
+        canonical_json(obj)
+
+
+def test_a_signature_made_with_it_verifies_under_python_tufs_own_serializer() -> None:
+    """What a device does: python-tuf recomputes the canonical bytes with its own serializer."""
+    signer = CryptoSigner.generate_ed25519()
+    t = Targets(version=3, expires=datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=1))
+    t.targets["model-é.bundle"] = TargetFile(length=123, hashes={"sha256": "ab" * 32}, path="model-é.bundle",
+                                             unrecognized_fields={"custom": {"slots": ["control"], "note": "a\nb"}})
+    t.unrecognized_fields["x-binding"] = {"generation": 7, "settings": "q\"\\"}
+    md = Metadata(t)
+    assert FastCanonicalSerializer().serialize(t) == CanonicalJSONSerializer().serialize(t)
+    data = sign(md, [signer])
+    parsed = Metadata.from_bytes(data)
+    signer.public_key.verify_signature(parsed.signatures[signer.public_key.keyid],
+                                       CanonicalJSONSerializer().serialize(parsed.signed))
