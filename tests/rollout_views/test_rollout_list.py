@@ -234,3 +234,40 @@ def test_api_pages_walk_newest_first_and_a_forged_cursor_is_a_400(site: Site) ->
     older = site.get(nxt.split("?", 1)[0], cursor=nxt.split("cursor=", 1)[1]).text
     assert 'id="rollouts-first"' in older and 'id="pager-notice"' not in older
     assert site.get("/api/v1/rollouts", role=None).status_code == 401
+
+
+def test_the_client_and_fleet_rollout_ls_follow_the_next_cursor(site: Site) -> None:
+    """``ApiClient.list_rollouts`` and ``fleet rollout ls --all`` walk every page; ``--limit N``
+    shows the newest N, across page boundaries."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from edgefleet.cloud.cli import app
+    from edgefleet.cloud.client import ApiClient
+
+    add_rollouts(site.controller.engine, 12, time.time(), first=900)  # more than a small page
+    walked: list[str] = []
+    cursor = None
+    while True:  # the reference: the raw pages
+        r = site.get("/api/v1/rollouts", limit=1000, **({"cursor": cursor} if cursor else {}))
+        walked += [x["id"] for x in r.json()]
+        cursor = r.headers.get("x-next-cursor")
+        if not cursor:
+            break
+    client = ApiClient(site.url, site.tokens["viewer"])
+    try:
+        assert [x["id"] for x in client.list_rollouts(limit=None, page_size=5)] == walked
+        assert [x["id"] for x in client.list_rollouts(limit=7, page_size=5)] == walked[:7]
+        page, nxt = client.list_rollouts_page(limit=3)
+        assert [x["id"] for x in page] == walked[:3] and nxt
+        assert [x["id"] for x in client.list_rollouts_page(limit=3, cursor=nxt)[0]] == walked[3:6]
+    finally:
+        client.close()
+    base = ["--url", site.url, "--token", site.tokens["viewer"], "--json"]
+    every = CliRunner().invoke(app, ["rollout", "ls", "--all", *base])
+    assert every.exit_code == 0, every.output
+    assert [x["id"] for x in json.loads(every.output)] == walked
+    newest = CliRunner().invoke(app, ["rollout", "ls", "--limit", "4", *base])
+    assert newest.exit_code == 0 and [x["id"] for x in json.loads(newest.output)] == walked[:4]
+    assert CliRunner().invoke(app, ["rollout", "ls", "--limit", "0", *base]).exit_code != 0  # validated

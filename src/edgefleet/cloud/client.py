@@ -51,6 +51,9 @@ def _error_of(resp: httpx.Response) -> ApiError:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+NEXT_CURSOR_HEADER = "X-Next-Cursor"  # the rollout list's next page (api/routes/rollouts.py)
+
+
 def operation(*operation_ids: str) -> Callable[[F], F]:
     """Mark a client method as the caller of these OpenAPI operations (``operationId``)."""
 
@@ -379,8 +382,35 @@ class ApiClient:
         return self._call("POST", "/rollouts", json=body)
 
     @operation("rollouts_list_rollouts")
-    def list_rollouts(self, state: str | None = None) -> list[dict[str, Any]]:
-        return self._call("GET", "/rollouts", params={"state": state} if state else None)
+    def list_rollouts_page(self, *, state: str | None = None, limit: int = 100,
+                           cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of rollouts, newest first, and the next (older) page's cursor (the
+        ``X-Next-Cursor`` header; None on the last page)."""
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = state
+        if cursor:
+            params["cursor"] = cursor
+        try:
+            resp = self.http.request("GET", "/rollouts", params=params)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"cannot reach the controller at {self.http.base_url}: {exc}") from None
+        if resp.status_code >= 400:
+            raise _error_of(resp)
+        return resp.json(), resp.headers.get(NEXT_CURSOR_HEADER) or None
+
+    def list_rollouts(self, state: str | None = None, *, limit: int | None = None,
+                      page_size: int = 100) -> list[dict[str, Any]]:
+        """Rollouts, newest first, page after page: the newest ``limit``, or every one (None)."""
+        out: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while limit is None or len(out) < limit:
+            size = page_size if limit is None else max(1, min(page_size, limit - len(out)))
+            rows, cursor = self.list_rollouts_page(state=state, limit=size, cursor=cursor)
+            out += rows
+            if not cursor:
+                break
+        return out if limit is None else out[:limit]
 
     @operation("rollouts_get_status")
     def rollout_status(self, rollout_id: str, *, devices: bool = True, events: int = 30) -> dict[str, Any]:

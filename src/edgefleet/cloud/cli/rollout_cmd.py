@@ -90,13 +90,16 @@ def start(
 def list_rollouts(
     state: Annotated[Optional[str], typer.Option("--state", help="only rollouts in this state")] = None,
     scheduled: Annotated[bool, typer.Option("--scheduled", help="only scheduled rollouts (not started yet), with their start times")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="the newest N rollouts")] = 100,
+    show_all: Annotated[bool, typer.Option("--all", help="every rollout, page after page (ignores --limit)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     data_dir: DataDirOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
-    """List rollouts, newest first."""
+    """List rollouts, newest first (the newest 100 unless --limit or --all)."""
     if scheduled and state not in (None, "scheduled"):
         fail("use either --scheduled or --state, not both")
-    rows = call(api_client(data_dir, url, token).list_rollouts, "scheduled" if scheduled else state)
+    rows = call(api_client(data_dir, url, token).list_rollouts, "scheduled" if scheduled else state,
+                limit=None if show_all else limit)
     if as_json:
         console.print_json(json.dumps(rows))
         return
@@ -115,6 +118,8 @@ def list_rollouts(
                       r["select"], (r.get("reason") or "")[:60],
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])))
     console.print(table)
+    if not show_all and len(rows) == limit:
+        console.print(f"[dim]the newest {limit} shown; older ones: --limit N or --all[/]")
 
 
 def _fmt(value: Any) -> str:
