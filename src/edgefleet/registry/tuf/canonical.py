@@ -1,10 +1,11 @@
 """OLPC canonical JSON, the bytes every TUF signature covers, written by the C JSON encoder.
 
-``securesystemslib.formats.encode_canonical`` walks the object in Python: about 0.13 ms for
-one device's targets document, three documents per device signed, so it was a fifth of
-the director's bulk signing (issue 14). ``json.dumps`` with sorted keys, no whitespace and
-UTF-8 left as is writes the same bytes, with two exceptions: it escapes control characters
-(canonical JSON escapes only ``"`` and ``\\``) and it writes floats (canonical JSON has
+``securesystemslib.formats.encode_canonical`` walks the object in Python; a director
+signs three documents per device per wave (issue 14), and for a device's targets document
+the C encoder takes the serialisation from 49 to 35 µs (``to_dict`` included).
+``json.dumps`` with sorted keys, no whitespace and UTF-8 left as is writes the same bytes,
+with two exceptions: it escapes control characters (canonical JSON escapes only ``"`` and
+``\\``) and it writes floats (canonical JSON has
 none, and refuses them). ``canonical_json`` therefore uses the C encoder and falls back to
 ``encode_canonical`` whenever its output holds a backslash (some escape) or a number with
 a fraction or exponent. Its bytes, and its errors, are those of ``encode_canonical``
@@ -21,8 +22,6 @@ import re
 from typing import Any
 
 from securesystemslib.formats import encode_canonical
-from tuf.api.metadata import Signed
-from tuf.api.serialization import SerializationError, SignedSerializer
 
 # A string literal (no backslash inside: those outputs never get this far), or a digit
 # followed by what only a float's digits are followed by.
@@ -53,14 +52,4 @@ def canonical_json(obj: Any) -> bytes:
     return text.encode("utf-8")
 
 
-class FastCanonicalSerializer(SignedSerializer):
-    """``CanonicalJSONSerializer`` (the same bytes) for ``Metadata.sign``."""
-
-    def serialize(self, signed_obj: Signed) -> bytes:
-        try:
-            return canonical_json(signed_obj.to_dict())
-        except Exception as exc:
-            raise SerializationError from exc
-
-
-__all__ = ["FastCanonicalSerializer", "canonical_json"]
+__all__ = ["canonical_json"]

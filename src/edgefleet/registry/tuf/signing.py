@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from securesystemslib.signer import Key, Signature, Signer
+from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import (
     SPECIFICATION_VERSION,
     Metadata,
@@ -32,7 +34,7 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from .canonical import FastCanonicalSerializer
+from .canonical import canonical_json
 from .errors import KeyringError, RepositoryStateError, SignatureError
 from .keys import KeyEntry, KeyRing
 from .store import MetadataStore
@@ -40,7 +42,6 @@ from .store import MetadataStore
 Clock = Callable[[], datetime]
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")
 _SERIALIZER = JSONSerializer(compact=True)
-_SIGNED = FastCanonicalSerializer()  # the bytes of CanonicalJSONSerializer, by the C encoder (canonical.py)
 
 
 def utcnow() -> datetime:
@@ -95,10 +96,28 @@ class PendingRoot:
 
 
 def sign(md: Metadata, signers: Iterable[Signer]) -> bytes:
+    """Sign ``md`` with each of ``signers`` (its signatures replaced); returns its bytes.
+
+    The same bytes as ``md.sign(s, append=True)`` for each signer then
+    ``md.to_bytes(JSONSerializer(compact=True))``, with the signed part turned into a dict
+    once instead of once per signer and again for the bytes (a device's three documents
+    are signed per wave: issue 14); ``canonical_json`` writes what the signatures cover.
+
+    Raises:
+        UnsignedMetadataError: a signer failed.
+    """
     md.signatures.clear()
-    for s in signers:
-        md.sign(s, append=True, signed_serializer=_SIGNED)
-    return md.to_bytes(_SERIALIZER)
+    signed = md.signed.to_dict()
+    payload = canonical_json(signed)
+    for signer in signers:
+        try:
+            signature = signer.sign(payload)
+        except Exception as exc:
+            raise UnsignedMetadataError(f"Failed to sign: {exc}") from exc
+        md.signatures[signature.keyid] = signature
+    doc = {"signatures": [sig.to_dict() for sig in md.signatures.values()], "signed": signed,
+           **md.unrecognized_fields}
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode("utf-8")  # JSONSerializer(compact=True)
 
 
 class SignedRepo:
