@@ -263,3 +263,49 @@ def test_bad_shadow_candidate_is_removed_from_the_shadow_slot():
     assert fleet.state("r1").state == "rolled_back"
     assert all(d.installed is None and d.desired is None for d in fleet.devices.values())
     assert fleet.ever_had(V2) <= fleet.members("r1", 0)
+
+
+def test_the_pass_s_remembered_statuses_and_metrics_equal_a_fresh_fold_at_every_step():
+    """The planner classifies a member once per wave start and folds a wave once per change
+    (plan.py); its figures must equal ``classify`` + ``wave_metrics`` done from scratch."""
+    from edgefleet.cloud.rollout.metrics import classify, wave_metrics
+
+    fleet, spec = make_fleet(behaviour="slow", on="jetson-xavier-nx"), spec_for(max_concurrent=None)
+    compared = []
+
+    def check(f: Fleet, step: int) -> None:
+        state, obs = f.state(spec.id), f.observations(spec)
+        p = plan(spec, state, obs, f.now)
+        if p.actions:  # judged after its own actions: compare on the quiet passes
+            return
+        st = p.next_state
+        started = st.wave_starts().get(st.current_wave)
+        if st.state == "completed" and started is None:
+            started = st.finished_at
+        members = [(o, classify(o, model=spec.model, device_timeout_s=spec.device_timeout_s,
+                                wave_started_at=started, now=f.now)) for o in obs if o.wave == st.current_wave]
+        assert p.metrics == wave_metrics(st.current_wave, members), step
+        compared.append(step)
+
+    drive(fleet, spec, check=check)
+    assert len(compared) >= 4
+
+
+def test_a_remembered_wave_fold_is_dropped_once_an_observation_or_the_wave_start_changes():
+    from edgefleet.cloud.rollout.plan import _Pass
+    from edgefleet.protocols import Phase
+
+    fleet, spec = make_fleet(), spec_for(max_concurrent=None)
+    drive(fleet, spec, until=lambda s: s.state == "running" and s.current_wave == 1)
+    state, obs = fleet.state(spec.id), fleet.observations(spec)
+    p = _Pass(spec, state, obs, fleet.now)
+    first = p._metrics(1)
+    assert p._metrics(1) is first  # nothing changed: the same fold
+    member = next(o for o in obs if o.wave == 1)
+    p._apply(member.device_id, dispatched_at=member.dispatched_at or fleet.now, phase=Phase.FAILED,
+             reported_target=spec.model)  # whatever it was: failed now
+    after = p._metrics(1)
+    assert after.counts.get("failed", 0) == first.counts.get("failed", 0) + 1
+    assert after is not first and after.counts != first.counts
+    p._set(wave_started_at=None, current_wave=1)  # wave 2 has not started in this state
+    assert set(p._metrics(1).counts) == {"waiting"}

@@ -111,10 +111,14 @@ class _Pass:
         for o in observations:
             self.obs.setdefault(o.device_id, o)
         self.actions: list[Action] = []
-        # classify() per (observation, state) once per pass: keyed by identity, since an
-        # action replaces the observation (``_apply``) and a state change replaces ``st``
-        self._statuses: dict[int, tuple[DeviceObservation, RolloutState, DeviceStatus]] = {}
+        # classify() once per observation and wave start: all it reads besides the pass's
+        # constants (model, timeout, now). Keyed by the observation's identity, since an
+        # action replaces it (``_apply``); a state change that leaves the wave's start as it
+        # was (most do: gates, soak, rate) keeps the status.
+        self._statuses: dict[int, tuple[DeviceObservation, float | None, DeviceStatus]] = {}
         self._starts: tuple[RolloutState, dict[int, float]] | None = None
+        self._changes = 0  # observations replaced so far (``_apply``): a wave's metrics are kept until one is
+        self._wave_metrics: dict[int, tuple[int, float | None, WaveMetrics]] = {}
 
     # --- sequencing -------------------------------------------------------------------------
 
@@ -158,6 +162,7 @@ class _Pass:
     def _apply(self, device_id: str, **changes: object) -> None:
         """Reflect an action on the in-memory view, so later steps of this pass see it."""
         self.obs[device_id] = replace(self.obs[device_id], **changes)  # type: ignore[arg-type]
+        self._changes += 1
 
     # --- membership ---------------------------------------------------------------------
 
@@ -188,23 +193,35 @@ class _Pass:
         return [o for o in self.obs.values()
                 if o.wave is not None and (wave is None or o.wave == wave)]
 
-    def _status(self, o: DeviceObservation) -> DeviceStatus:
-        assert o.wave is not None
-        hit = self._statuses.get(id(o))
-        if hit is not None and hit[0] is o and hit[1] is self.st:
-            return hit[2]
+    def _started(self, wave: int) -> float | None:
+        """When ``wave`` began in the current state (None: not yet), as ``classify`` takes it."""
         if self._starts is None or self._starts[0] is not self.st:
             self._starts = (self.st, self.st.wave_starts())
-        started = self._starts[1].get(o.wave)
+        started = self._starts[1].get(wave)
         if self.st.state == "completed" and started is None:
             started = self.st.finished_at
+        return started
+
+    def _status(self, o: DeviceObservation) -> DeviceStatus:
+        assert o.wave is not None
+        started = self._started(o.wave)
+        hit = self._statuses.get(id(o))
+        if hit is not None and hit[0] is o and hit[1] == started:
+            return hit[2]
         status = classify(o, model=self.spec.model, device_timeout_s=self.spec.device_timeout_s,
                           wave_started_at=started, now=self.now)
-        self._statuses[id(o)] = (o, self.st, status)
+        self._statuses[id(o)] = (o, started, status)
         return status
 
     def _metrics(self, wave: int) -> WaveMetrics:
-        return wave_metrics(wave, ((o, self._status(o)) for o in self._members(wave)))
+        """The wave's figures; computed again only once an observation or the wave's start changed."""
+        started = self._started(wave)
+        hit = self._wave_metrics.get(wave)
+        if hit is not None and hit[0] == self._changes and hit[1] == started:
+            return hit[2]
+        m = wave_metrics(wave, ((o, self._status(o)) for o in self._members(wave)))
+        self._wave_metrics[wave] = (self._changes, started, m)
+        return m
 
     # --- devices ------------------------------------------------------------------------
 
