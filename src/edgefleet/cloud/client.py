@@ -98,13 +98,18 @@ class ApiClient:
     def close(self) -> None:
         self.http.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The controller's answer; ``ApiError`` when it cannot be reached or says no."""
         try:
             resp = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ApiError(0, f"cannot reach the controller at {self.http.base_url}: {exc}") from None
         if resp.status_code >= 400:
             raise _error_of(resp)
+        return resp
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._response(method, path, **kwargs)
         return resp.json() if resp.content else None
 
     @operation("health_health")
@@ -391,12 +396,7 @@ class ApiClient:
             params["state"] = state
         if cursor:
             params["cursor"] = cursor
-        try:
-            resp = self.http.request("GET", "/rollouts", params=params)
-        except httpx.HTTPError as exc:
-            raise ApiError(0, f"cannot reach the controller at {self.http.base_url}: {exc}") from None
-        if resp.status_code >= 400:
-            raise _error_of(resp)
+        resp = self._response("GET", "/rollouts", params=params)
         return resp.json(), resp.headers.get(NEXT_CURSOR_HEADER) or None
 
     def list_rollouts(self, state: str | None = None, *, limit: int | None = None,
@@ -618,13 +618,7 @@ class ApiClient:
 
     def _bytes(self, method: str, path: str, **kwargs: Any) -> bytes:
         """A call whose answer is not JSON (bytes, text); errors as ``_call``'s."""
-        try:
-            resp = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ApiError(0, f"cannot reach the controller at {self.http.base_url}: {exc}") from None
-        if resp.status_code >= 400:
-            raise _error_of(resp)
-        return resp.content
+        return self._response(method, path, **kwargs).content
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._call(method, path, **kwargs)
