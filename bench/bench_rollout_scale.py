@@ -29,6 +29,7 @@ and the ratio rollout ÷ direct.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace, tmp: Path, stack: SimStack, sim: SimProcesses,
     ):
         msgs0, cpu0, t0 = sim.messages(), time.process_time(), time.perf_counter()
         loop0 = dict(stack.controller.loop_cpu_s)
+        totals0 = dataclasses.replace(stack.controller.reconciler.totals)
         res = start()
         deadline = t0 + args.timeout
         while (on := sim.healthy_on(digests[version])) < n and time.perf_counter() < deadline:
@@ -137,6 +139,10 @@ def run(args: argparse.Namespace, tmp: Path, stack: SimStack, sim: SimProcesses,
         loop = {k: v - loop0.get(k, 0.0) for k, v in stack.controller.loop_cpu_s.items()}
         print(f"# {name}: controller loop CPU {loop.get('pass', 0):.1f}s of {cpu:.1f}s (reconcile "
               f"{loop.get('reconcile', 0):.1f}s, resend {loop.get('resend', 0):.1f}s)", flush=True)
+        tot = stack.controller.reconciler.totals
+        print(f"# {name}: reconcile passes over the rollout: {tot.read_full - totals0.read_full} read every device, "
+              f"{tot.read_changed - totals0.read_changed} only those changed ({tot.reread - totals0.reread} devices), "
+              f"{tot.skipped - totals0.skipped} skipped", flush=True)
         states[name] = state if state == "completed" else f"TIMED OUT after {args.timeout:.0f}s: {state}"
         print(f"# {name}: {states[name]} in {wall:.1f}s", flush=True)
         if name == "rollout" and state != "completed":  # what the controller says happened

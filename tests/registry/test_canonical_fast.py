@@ -55,6 +55,20 @@ def test_the_same_bytes_or_the_same_refusal_as_encode_canonical(obj: object) -> 
     assert _ours(obj) == _reference(obj)
 
 
+def test_a_json_string_inside_a_document_takes_the_fast_path_and_control_characters_do_not() -> None:
+    """A device's settings travel as a JSON string in its targets document: quotes and floats
+    inside a string are not the C encoder's differences, so no slow fallback per device."""
+    from edgefleet.registry.tuf.canonical import _fast
+
+    settings = '{"capture":{"post_seconds":1.0,"path":"C:\\\\x"},"telemetry_period_s":60.0}'
+    doc = {"x-edgefleet": {"settings": settings, "generation": 3}, "version": 1}
+    assert _fast(doc) is not None and _fast(doc).encode() == _reference(doc)
+    for tricky in ("a\\nb", "a\\\nb", 'q\\"', "\\"):  # escaped backslashes next to n, a quote
+        assert _ours({"s": tricky}) == _reference({"s": tricky})
+    assert _fast({"s": "two\nlines"}) is None and _ours({"s": "two\nlines"}) == _reference({"s": "two\nlines"})
+    assert _fast({"f": 1.5}) is None and _ours({"f": 1.5}) is FormatError
+
+
 @pytest.mark.parametrize("obj", [
     {"b": 1, "a": [True, False, None], "c": {"z": "q\"uote", "y": "back\\slash"}},
     {"line": "two\nlines", "tab": "\t", "nul": "\x00"},  # canonical JSON leaves control characters raw

@@ -263,7 +263,7 @@ def _write(session: Session, st: _Staged) -> None:
         guard = st.guards.get(device_id, set())
         if not changed and not guard:
             continue
-        if any(c in changed for c in dirty.DEVICE_FIELDS):
+        if any(c in changed for c in dirty.DEVICE_FIELDS) or ("last_seen" in changed and not device.online):
             planner_moved.append(device_id)
         params = {f"v_{c}": v for c, v in changed.items()}
         params.update({f"g_{c}": before[c] for channel in guard for c in report_verify.WINDOW_COLUMNS[channel]},

@@ -105,6 +105,26 @@ class DeviceViews:
             self._entries = fresh  # devices removed since are forgotten
         return out
 
+    def refresh(self, session: Session, device_ids: Iterable[str], chunk: int = 500) -> dict[str, DeviceView]:
+        """Read these devices again (``chunk`` ids a query) and return the views of those that
+        exist; a device no longer in the table is forgotten. The rest of the cache stays as
+        it is (a reconcile pass that reads only the devices marked dirty)."""
+        ids = sorted(set(device_ids))
+        out: dict[str, DeviceView] = {}
+        with self._lock:
+            decode = self._decode_with(session)
+            entries = self._entries
+            for i in range(0, len(ids), chunk):
+                part = ids[i:i + chunk]
+                stmt = select(*raw_columns()).where(_TABLE.c.id.in_(part))
+                for row in session.connection().execute(stmt):
+                    entry = entries[row[0]] = self._entry(row, entries, decode)
+                    out[entry.view.id] = entry.view
+            for device_id in ids:
+                if device_id not in out:
+                    entries.pop(device_id, None)
+        return out
+
     def views_of(self, session: Session, rows: Iterable[Sequence[Any]]) -> list[DeviceView]:
         """The views of ``rows`` (each starts with the ``raw_columns()`` values), decoding only
         the devices that changed; devices not in ``rows`` stay cached."""

@@ -6,7 +6,9 @@ changed, not to the fleet. Writers do nothing special for it: one session event
 planner-relevant state moved in that flush —
 
 * a ``Device`` row added, removed, or changed in what the planner reads (reported state,
-  presence, tags, hardware, desired generation, freshness, revocation);
+  presence, tags, hardware, desired generation, freshness, revocation, and ``last_seen``
+  while the device is offline: the clock an offline member's timeout runs from — an
+  online device's ``last_seen`` moves with every message and the planner does not read it);
 * a ``SlotAssignment`` made, changed or removed (what the controller wants);
 * a ``RolloutMember`` row changed (phase seen, dispatch, telemetry figures) —
 
@@ -90,7 +92,7 @@ def devices_in_flush(session: OrmSession) -> set[str]:
             out.add(obj.device_id)
     for obj in session.dirty:
         if isinstance(obj, Device):
-            if _changed(obj, DEVICE_FIELDS):
+            if _changed(obj, DEVICE_FIELDS) or (not obj.online and _changed(obj, ("last_seen",))):
                 out.add(obj.id)
         elif (isinstance(obj, SlotAssignment) and _changed(obj, ("model_version_id", "rollout_id"))) \
                 or (isinstance(obj, RolloutMember) and inspect(obj).committed_state):

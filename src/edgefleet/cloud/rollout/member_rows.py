@@ -86,10 +86,19 @@ def from_values(values: Any) -> MemberRow:
     return MemberRow(*v)
 
 
-def read(session: Session, rollout_id: str) -> dict[str, MemberRow]:
-    """The rollout's (hot) member rows by device id."""
-    rows = session.connection().execute(select(*columns()).where(_HOT.c.rollout_id == rollout_id)).all()
-    return {r[1]: from_values(r) for r in rows}
+def read(session: Session, rollout_id: str, device_ids: Iterable[str] | None = None,
+         chunk: int = 500) -> dict[str, MemberRow]:
+    """The rollout's (hot) member rows by device id: all of them, or those of ``device_ids``
+    (``chunk`` ids a query)."""
+    stmt = select(*columns()).where(_HOT.c.rollout_id == rollout_id)
+    if device_ids is None:
+        return {r[1]: from_values(r) for r in session.connection().execute(stmt).all()}
+    ids = sorted(set(device_ids))
+    out: dict[str, MemberRow] = {}
+    for i in range(0, len(ids), chunk):
+        for r in session.connection().execute(stmt.where(_HOT.c.device_id.in_(ids[i:i + chunk]))).all():
+            out[r[1]] = from_values(r)
+    return out
 
 
 def orm_rows(session: Session, rollout_id: str, device_ids: Iterable[str]) -> dict[str, RolloutMember]:

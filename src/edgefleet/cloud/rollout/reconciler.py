@@ -48,7 +48,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,7 @@ from .wake import next_deadline
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "rollout-reconciler"
+MARK_LIMIT = 100_000  # more dirty marks than this at once: every rollout is read in full
 
 
 @dataclass
@@ -121,6 +122,9 @@ class PassResult:
     skipped: int = 0  # rollouts left alone: nothing of theirs changed, no deadline came
     dirty: int = 0  # devices marked dirty at the start of the pass
     archived: int = 0  # member rows of finished rollouts moved to the archive (archive.py)
+    read_full: int = 0  # rollouts whose pass read every device
+    read_changed: int = 0  # rollouts whose pass read only the devices that changed (``_Seen``)
+    reread: int = 0  # devices those passes read again
     by_rollout: dict[str, int] = field(default_factory=dict)
 
 
@@ -133,6 +137,27 @@ class _Quiet:
     floor: float | None
     wake_at: float
     full_at: float
+    stale: frozenset[str] = frozenset()  # devices marked while the rollout was skipped
+
+
+@dataclass
+class _Seen:
+    """What a rollout's last committed pass planned from, for the next pass to read again
+    only what may have changed since: the devices marked dirty (``dirty.py``) and those
+    the pass's own actions changed (``stale``). Every column the planner reads is marked
+    when it changes (an online device's ``last_seen`` is not, and the planner reads it
+    only for an offline device, whose ``last_seen`` cannot move unmarked).
+
+    ``members``: the rollout's member rows (``MemberRow``); ``obs``: every device's
+    observation before the latency figures and the silence floor, in device id order."""
+
+    revision: int
+    full_at: float
+    members: dict[str, Any]
+    obs: dict[str, DeviceObservation]
+    stale: set[str] = field(default_factory=set)
+    full: bool = False  # this pass read everything
+    reread: int = 0  # … or this many devices again
 
 
 class Reconciler:
@@ -171,6 +196,10 @@ class Reconciler:
         self._leased_at: float | None = None  # the last pass that held the lease
         self._marks: dict[str, int] = {}  # dirty marks read at the start of this pass
         self._dirty_devices: list[Device] | None = None
+        self._seen: dict[str, _Seen] = {}  # rollout -> what its last committed pass read
+        self._marks_complete = True  # the marks read are every mark (not cut at the read limit)
+        #: a pass reads everything again when more devices than this share of the fleet changed
+        self.refresh_fraction = 0.5
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -184,15 +213,18 @@ class Reconciler:
         with self.session() as s:
             if not acquire_lease(s, LEASE_NAME, self.holder, self.lease_ttl_s, now):
                 self._quiet.clear()  # another replica acts: what we knew goes stale
+                self._seen.clear()
                 self._leased_at = None
                 return result
             if self._leased_at is None or now - self._leased_at > self.lease_ttl_s:
                 self._quiet.clear()  # the lease may have been someone else's meanwhile
+                self._seen.clear()
             self._leased_at = now
             result.leader = True
             ids = s.exec(select(Rollout.id).where(col(Rollout.state).in_(ACTIVE_STATES))
                          .order_by(Rollout.created_at)).all()
-            self._marks = dirty.read(s)
+            self._marks = dirty.read(s, limit=MARK_LIMIT)
+            self._marks_complete = len(self._marks) < MARK_LIMIT
             self._dirty_devices = None
             result.dirty = len(self._marks)
         complete = True
@@ -232,7 +264,7 @@ class Reconciler:
         if not skip_quiet:
             quiet = None
         try:
-            return self._reconcile(rollout_id, now, result, quiet)
+            return self._reconcile(rollout_id, now, result, quiet, skip_quiet)
         except StaleState:
             raise
         except Exception as exc:
@@ -241,7 +273,7 @@ class Reconciler:
             raise
 
     def _reconcile(self, rollout_id: str, now: float, result: PassResult | None = None,
-                   quiet: _Quiet | None = None) -> int:
+                   quiet: _Quiet | None = None, skip_ok: bool = False) -> int:
         result = result or PassResult()
         done = PassResult()  # merged into result only once the transaction committed
         changed: list[Device] = []
@@ -263,24 +295,23 @@ class Reconciler:
             held = self.hold(now, spec.device_timeout_s) if self.hold is not None else None
             floor = self.heard_from() if self.heard_from is not None else None
             if quiet is not None and self._still_quiet(s, row, spec, quiet, held, floor, now):
-                self._quiet[rollout_id] = quiet
+                self._quiet[rollout_id] = dataclasses.replace(quiet, stale=quiet.stale | frozenset(self._marks))
                 result.skipped += 1
                 s.commit()
                 return 0
-            full_at = now
+            seen = self._seen.pop(rollout_id, None)  # set again only by a pass that commits
+            if quiet is not None and seen is not None:  # skipped passes left these marks unread
+                seen.stale |= quiet.stale
             with s.no_autoflush:  # nothing written before the devices are locked (_assign)
-                members: dict[str, Any] = member_rows.read(s, rollout_id)  # plain rows, not ORM (member_rows.py)
-                devices = self._views.load(s)  # the planner's columns, decoded only where they changed
-                by_id = {d.id: d for d in devices}
-                phased: list[str] = []  # members whose phase columns moved (written after any device lock)
-                for device_id, m in members.items():
-                    d = by_id.get(device_id)
-                    if d is not None and track_phase(m, d, row.slot, now):
-                        phased.append(device_id)
-                        _note_failure(s, row, m, d, now)
-                desired = desired_refs(s, row.slot)
-                obs = [observe(self._views.fields(d.id, row.slot), members.get(d.id), desired.get(d.id))
-                       for d in devices]
+                seen, phased = self._read(s, row, seen if skip_ok else None, now)
+                if seen.full:
+                    result.read_full += 1
+                else:
+                    result.read_changed += 1
+                    result.reread += seen.reread
+                full_at = seen.full_at
+                members = seen.members
+                obs = list(seen.obs.values())
                 if any(str(g).startswith("latency_p99_ratio") for g in row.gates or ()):
                     obs = with_latency(s, row, obs)  # per-period p99s: the latency gate's interval
                 if floor is not None:
@@ -299,11 +330,15 @@ class Reconciler:
                     wake_at = min(next_deadline(spec, state, obs, now), nudge_at)
                     self._quiet[rollout_id] = _Quiet(revision=revision, held=held, floor=floor,
                                                      wake_at=wake_at, full_at=full_at)
+                    self._keep(rollout_id, seen, revision, full_at, ())
                     self._nudge(s, row, nudges, now)
                     return 0
                 owners = assignment_owners(s, row.slot)
                 changed = self._apply(s, row, spec, actions, members, phased, owners, now, done)
             s.commit()
+            # what the actions changed is read again by the next pass (members now hold ORM rows)
+            self._keep(rollout_id, seen, row.revision, full_at,
+                       [d for a in actions if (d := getattr(a, "device_id", None)) is not None])
             if nudges:  # those the plan re-sent anyway are not asked twice
                 sent = {d.id for d in changed}
                 self._nudge(s, row, [n for n in nudges if n[0] not in sent], now)
@@ -317,6 +352,64 @@ class Reconciler:
                 except Exception:  # the sync loop re-sends lagging devices
                     log.exception("publishing desired state to %d devices (%s…) failed", len(changed), changed[0].id)
         return len(actions)
+
+    def _read(self, s: Session, row: Rollout, seen: _Seen | None, now: float) -> tuple[_Seen, list[str]]:
+        """What the pass plans from: ``seen`` brought up to date by reading again only the
+        devices marked dirty and those ``seen`` says are stale, or (no ``seen``, the lease
+        or the rollout's revision moved, the periodic full pass is due, too much changed)
+        everything. Returns it and the members whose phase columns moved (to be written)."""
+        marked = set(self._marks)
+        if seen is not None and (not self._marks_complete or row.revision != seen.revision
+                                 or now - seen.full_at >= self.full_every_s
+                                 or len(marked | seen.stale) > self.refresh_fraction * max(len(seen.obs), 1)):
+            seen = None
+        phased: list[str] = []  # members whose phase columns moved (written after any device lock)
+        if seen is None:
+            members: dict[str, Any] = member_rows.read(s, row.id)  # plain rows, not ORM (member_rows.py)
+            devices = self._views.load(s)  # the planner's columns, decoded only where they changed
+            desired = desired_refs(s, row.slot)
+            obs: dict[str, DeviceObservation] = {}
+            for d in devices:
+                m = members.get(d.id)
+                if m is not None and track_phase(m, d, row.slot, now):
+                    phased.append(d.id)
+                    _note_failure(s, row, m, d, now)
+                obs[d.id] = observe(self._views.fields(d.id, row.slot), m, desired.get(d.id))
+            return _Seen(revision=row.revision, full_at=now, members=members, obs=obs, full=True), phased
+        ids = marked | seen.stale
+        seen.stale, seen.full, seen.reread = set(), False, len(ids)
+        if not ids:
+            return seen, phased
+        views = self._views.refresh(s, ids)
+        fresh = member_rows.read(s, row.id, ids)
+        desired = desired_refs(s, row.slot, ids)
+        added = False
+        for device_id in sorted(ids):
+            m = fresh.get(device_id)
+            if m is None:
+                seen.members.pop(device_id, None)
+            else:
+                seen.members[device_id] = m
+            d = views.get(device_id)
+            if d is None:  # the device is gone
+                seen.obs.pop(device_id, None)
+                continue
+            if m is not None and track_phase(m, d, row.slot, now):
+                phased.append(device_id)
+                _note_failure(s, row, m, d, now)
+            added = added or device_id not in seen.obs
+            seen.obs[device_id] = observe(self._views.fields(device_id, row.slot), m, desired.get(device_id))
+        if added:  # a new device: keep the full pass's (id) order
+            seen.obs = dict(sorted(seen.obs.items()))
+        return seen, phased
+
+    def _keep(self, rollout_id: str, seen: _Seen, revision: int, full_at: float, touched: Iterable[str]) -> None:
+        """Remember what a committed pass read; the devices it ``touched`` are read again."""
+        stale = set(touched)
+        for device_id in stale:
+            seen.members.pop(device_id, None)  # an ORM row or a row just inserted: read afresh
+        seen.revision, seen.full_at, seen.stale = revision, full_at, stale
+        self._seen[rollout_id] = seen
 
     def _nudge(self, s: Session, row: Rollout, nudges: list[tuple[str, float]], now: float) -> int:
         """Re-send desired state to members quiet for half their device timeout (nudge.py):
@@ -544,6 +637,9 @@ class Reconciler:
         t.conflicts += r.conflicts
         t.skipped += r.skipped
         t.archived += r.archived
+        t.read_full += r.read_full
+        t.read_changed += r.read_changed
+        t.reread += r.reread
 
 
 def _lock_devices(s: Session, device_ids: list[str]) -> None:

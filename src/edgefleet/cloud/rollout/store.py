@@ -168,13 +168,19 @@ def members_of(session: Session, rollout_id: str) -> dict[str, RolloutMember]:
     return {m.device_id: m for m in rows}
 
 
-def desired_refs(session: Session, slot: str) -> dict[str, ModelRef]:
-    """What the controller currently wants in ``slot``, per device."""
-    rows = session.exec(
-        select(SlotAssignment.device_id, ModelVersion.name, ModelVersion.version, ModelVersion.digest)
-        .where(SlotAssignment.slot == slot)
-        .where(SlotAssignment.model_version_id == ModelVersion.id)
-    ).all()
+def desired_refs(session: Session, slot: str, device_ids: Iterable[str] | None = None,
+                 chunk: int = 500) -> dict[str, ModelRef]:
+    """What the controller currently wants in ``slot``, per device: every device, or only
+    ``device_ids`` (``chunk`` ids a query)."""
+    stmt = (select(SlotAssignment.device_id, ModelVersion.name, ModelVersion.version, ModelVersion.digest)
+            .where(SlotAssignment.slot == slot)
+            .where(SlotAssignment.model_version_id == ModelVersion.id))
+    if device_ids is None:
+        rows = list(session.exec(stmt).all())
+    else:
+        ids, rows = sorted(set(device_ids)), []
+        for i in range(0, len(ids), chunk):
+            rows += session.exec(stmt.where(col(SlotAssignment.device_id).in_(ids[i:i + chunk]))).all()
     return {d: ref for d, n, v, g in rows if (ref := ref_cached({"name": n, "version": v, "digest": g}))}
 
 
