@@ -60,3 +60,30 @@ def test_phase_writes_change_only_the_phase_columns_of_those_rows(tmp_path: Path
     assert (again["cam-2"].seen_phase, again["cam-2"].seen_target, again["cam-2"].phase_since) == ("healthy", "b" * 64, 99.0)
     assert again["cam-2"].frames == 2 and again["cam-1"].seen_phase is None
     assert list(orm) == ["cam-2"] and orm["cam-2"].phase_since == 99.0
+
+
+def test_an_action_writes_only_the_columns_it_changed_and_never_the_keys(tmp_path: Path) -> None:
+    import pytest
+
+    eng = _engine(tmp_path)
+    with Session(eng) as s:  # type: ignore[arg-type]
+        plain = member_rows.read(s, "r-1")
+    with Session(eng) as s:  # type: ignore[arg-type]  # meanwhile ingest folds a telemetry period in
+        m = s.get(RolloutMember, ("r-1", "cam-1"))
+        assert m is not None
+        m.frames = 500
+        s.add(m)
+        s.commit()
+    a, b = plain["cam-1"], plain["cam-2"]
+    a.reverted_at, a.frames = 30.0, 1  # the pass's copy still says frames=1 …
+    b.previous, b.timed_out_at = {**PREV, "version": "0.9"}, 31.0
+    with Session(eng) as s:  # type: ignore[arg-type]
+        assert member_rows.write(s, [(a, ["reverted_at"]), (b, ["previous", "timed_out_at"]), (plain["cam-0"], [])]) == 2
+        with pytest.raises(ValueError, match="device_id"):
+            member_rows.write(s, [(a, ["device_id"])])
+        s.commit()
+    with Session(eng) as s:  # type: ignore[arg-type]
+        again = member_rows.read(s, "r-1")
+    assert again["cam-1"].reverted_at == 30.0 and again["cam-1"].frames == 500  # … which is not written back
+    assert again["cam-2"].previous == {**PREV, "version": "0.9"} and again["cam-2"].timed_out_at == 31.0
+    assert again["cam-0"] == plain["cam-0"]

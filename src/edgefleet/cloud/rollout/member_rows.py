@@ -4,11 +4,11 @@ A full pass reads every member of a rollout. Building a ``RolloutMember`` ORM in
 member (pydantic private attributes, instrumented attributes, ``previous`` decoded from
 JSON) cost about half of a 10,000-member pass (issue 14). ``read`` returns ``MemberRow``
 objects (the same attribute names, slots, ``previous`` decoded once per distinct value);
-the pass changes them freely. What it writes goes back two ways: the rows an action
-changes are loaded as ORM objects (``orm_rows``, then the session flushes them as before),
-and the phase columns ``store.track_phase`` moved on every other member go in one
-``executemany`` (``write_phases``), after the pass has locked the devices it assigns, so
-the lock order stays device row, then member rows.
+the pass changes them freely. What it writes goes back as Core ``executemany`` statements,
+after the pass has locked the devices it assigns, so the lock order stays device row, then
+member rows: the columns an action changed (``write``: one statement per set of columns,
+only those columns), and the phase columns ``store.track_phase`` moved on every other
+member (``write_phases``). ``orm_rows`` loads members as ORM objects for other writers.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def columns(table: Table = _HOT) -> list[Any]:
 
 
 _AT_PREVIOUS = FIELDS.index("previous")
+_WRITABLE = frozenset(FIELDS) - {"rollout_id", "device_id"}
 
 
 def from_values(values: Any) -> MemberRow:
@@ -120,6 +121,29 @@ def insert(session: Session, rows: list[MemberRow]) -> int:
     return len(rows)
 
 
+def write(session: Session, rows: list[tuple[MemberRow, Iterable[str]]]) -> int:
+    """Write the named columns of each row (``(row, columns)``): one executemany per set of
+    columns, so a column an action did not change — a telemetry figure ingest moved
+    meanwhile — is never written back. Returns how many rows."""
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for m, names in rows:
+        key = tuple(sorted(set(names)))
+        if not key:
+            continue
+        if not set(key) <= _WRITABLE:
+            raise ValueError(f"not a member column that may be written: {sorted(set(key) - _WRITABLE)}")
+        shapes.setdefault(key, []).append({"k_rollout": m.rollout_id, "k_device": m.device_id,
+                                           **{f"v_{c}": getattr(m, c) for c in key}})
+    n = 0
+    for key, params in shapes.items():
+        stmt = (update(_HOT).where(_HOT.c.rollout_id == bindparam("k_rollout"))
+                .where(_HOT.c.device_id == bindparam("k_device"))
+                .values({_HOT.c[c]: bindparam(f"v_{c}", type_=_HOT.c[c].type) for c in key}))
+        session.connection().execute(stmt, params)
+        n += len(params)
+    return n
+
+
 def write_phases(session: Session, rows: list[MemberRow]) -> int:
     """Write the phase columns of ``rows`` (one executemany); returns how many."""
     if not rows:
@@ -134,4 +158,4 @@ def write_phases(session: Session, rows: list[MemberRow]) -> int:
 
 
 __all__ = ["FIELDS", "PHASE_FIELDS", "MemberRow", "columns", "decode_previous", "from_values", "insert", "orm_rows", "read",
-           "write_phases"]
+           "write", "write_phases"]

@@ -458,22 +458,14 @@ class Reconciler:
 
     def _apply(self, s: Session, row: Rollout, spec: RolloutSpec, actions: tuple, members: dict[str, Any],
                phased: list[str], owners: dict[str, str | None], now: float, result: PassResult) -> list[Device]:
-        """Apply ``actions``: the existing members they change as ORM rows (flushed at commit,
-        with the phases the pass saw), the members a wave adds as plain rows inserted with
-        their history in two executemany statements, every other member whose phase moved in
-        one executemany."""
+        """Apply ``actions``: the columns they change of existing members (and the phases the
+        pass saw there) in one executemany per set of columns, the members a wave adds as
+        plain rows inserted with their history in two executemany statements, every other
+        member whose phase moved in one executemany — all after the devices are locked."""
         wanted: dict[str, ModelRef | None] = {}  # device -> final desired ref this pass
         new_members: list[str] = []
-        touched = {d for a in actions if (d := getattr(a, "device_id", None)) is not None and d in members}
-        orm = member_rows.orm_rows(s, row.id, touched)
+        written: dict[str, set[str]] = defaultdict(set)  # existing member -> the columns changed
         moved = set(phased)
-        for device_id, loaded in orm.items():
-            if device_id in moved:  # what track_phase saw on the plain row
-                plain = members[device_id]
-                loaded.seen_phase, loaded.seen_target, loaded.phase_since = (plain.seen_phase, plain.seen_target,
-                                                                             plain.phase_since)
-                s.add(loaded)
-            members[device_id] = loaded
 
         dispatched = {d for d, m in members.items() if m.dispatched_at is not None}
         baselines = {}  # control slot: the latency of the model each newly dispatched device replaces
@@ -481,10 +473,15 @@ class Reconciler:
             baselines = baseline_p99_many(s, {a.device_id: a.previous for a in actions if isinstance(a, SetDesired)
                                               and getattr(members.get(a.device_id), "dispatched_at", None) is None}, row.digest)
 
-        def keep(m: Any) -> None:
-            """An ORM member goes into the session; a new (plain) one is inserted below."""
-            if not isinstance(m, MemberRow):
-                s.add(m)
+        def keep(m: Any, *columns: str) -> None:
+            """An existing member's changed columns are written below (with its phase, if it
+            moved); a new one is inserted whole."""
+            if m.device_id not in new_set:
+                written[m.device_id].update(columns)
+                if m.device_id in moved:
+                    written[m.device_id].update(member_rows.PHASE_FIELDS)
+
+        new_set: set[str] = set()
 
         joined: list[dict[str, Any]] = []  # history rows of the members added
 
@@ -500,12 +497,13 @@ class Reconciler:
                     m = MemberRow(rollout_id=row.id, device_id=a.device_id, wave=a.wave, assigned_at=a.at)
                     members[a.device_id] = m
                     new_members.append(a.device_id)
+                    new_set.add(a.device_id)
                     joined.append(history.new_row(a.device_id, "rollout", f"joined rollout {row.id} ("
                                                   f"{row.model_name}:{row.model_version} into {row.slot}), wave "
                                                   f"{a.wave}", slot=row.slot, data={"rollout": row.id, "wave": a.wave}))
                 else:
                     m.wave, m.assigned_at = a.wave, a.at
-                keep(m)
+                keep(m, "wave", "assigned_at")
             elif isinstance(a, SetDesired):
                 m = members[a.device_id]
                 if m.dispatched_at is None:
@@ -513,11 +511,13 @@ class Reconciler:
                     m.previous = ref_dict(a.previous)
                     m.frames = m.errors = m.nan_outputs = 0
                     m.candidate_p99_ms, m.candidate_periods = None, 0
+                    keep(m, "dispatched_at", "previous", "frames", "errors", "nan_outputs", "candidate_p99_ms",
+                         "candidate_periods")
                     if row.slot == "control":  # the latency of the model it replaces, measured before
                         p99, n = baselines.get(a.device_id, (None, 0))
                         if p99 is not None:
                             m.baseline_p99_ms, m.baseline_periods = p99, n
-                keep(m)
+                            keep(m, "baseline_p99_ms", "baseline_periods")
                 if not overridden(a.device_id):
                     wanted[a.device_id] = a.ref
                     result.set_desired += 1
@@ -525,14 +525,14 @@ class Reconciler:
                 m = members[a.device_id]
                 if m.reverted_at is None:
                     m.reverted_at = a.at
-                keep(m)
+                    keep(m, "reverted_at")
                 if not overridden(a.device_id):
                     wanted[a.device_id] = a.to_ref
                     result.reverted += 1
             elif isinstance(a, MarkDeviceTimedOut):
                 m = members[a.device_id]
                 m.timed_out_at = a.at
-                keep(m)
+                keep(m, "timed_out_at")
                 add_event(s, row.id, a.at, f"device {a.device_id} timed out: {a.reason}",
                           level="warning", data={"device": a.device_id})
             elif isinstance(a, RecordGateResults):
@@ -551,12 +551,12 @@ class Reconciler:
             for device_id, (agreement, frames) in seed_agreement(s, row, new_members).items():
                 m = members[device_id]
                 m.agreement, m.agreement_frames = agreement, frames
-                keep(m)
         changed = self._assign(s, row, wanted)  # locks the devices it assigns (PostgreSQL)
         member_rows.insert(s, [members[d] for d in new_members])
         history.insert_rows(s, joined)
-        dirty.mark(s, new_members)  # as the ORM insert of a member marked its device
-        member_rows.write_phases(s, [members[d] for d in phased if d not in orm])
+        member_rows.write(s, [(members[d], cols) for d, cols in written.items()])
+        member_rows.write_phases(s, [members[d] for d in phased if d not in written and d not in new_set])
+        dirty.mark(s, [*new_members, *written])  # as the ORM flush of a member row marked its device
         return changed
 
     def _assign(self, s: Session, row: Rollout, wanted: dict[str, ModelRef | None]) -> list[Device]:
