@@ -25,12 +25,11 @@ from typing import Any
 
 from securesystemslib.formats import encode_canonical
 
-# A string literal (escapes included), or a digit followed by what only a float's digits
-# are followed by.
-_FLOAT_OR_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|[0-9][.eE]')
-# One escape of json.dumps's output: a backslash and the character after it (left to right,
-# so a backslash, a backslash and an n are an escaped backslash, then a plain n).
-_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+# A string literal, escapes included (the unrolled form: no alternation per character);
+# a digit followed by what only a float's digits are followed by; an escape other than \\".
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_FLOAT = re.compile(r"[0-9][.eE]")
+_OTHER_ESCAPE = re.compile(r'\\[^"]')
 
 
 def _fast(obj: Any) -> str | None:
@@ -39,13 +38,13 @@ def _fast(obj: Any) -> str | None:
         text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):  # what encode_canonical refuses too: let it say so
         return None
-    if "\\" in text:
-        for m in _ESCAPE.finditer(text):
-            if m.group(1) not in '"\\':
-                return None  # a control character: canonical JSON leaves it raw
-    for m in _FLOAT_OR_STRING.finditer(text):
-        if m.group()[0] != '"':
-            return None
+    # Escapes, left to right: every run of backslashes in the output starts on an escape, so
+    # dropping the escaped backslashes (pairs) leaves a backslash only before the escaped
+    # character of a quote or of a control character, which canonical JSON leaves raw.
+    if "\\" in text and _OTHER_ESCAPE.search(text.replace("\\\\", "")):
+        return None
+    if _FLOAT.search(text) and _FLOAT.search(_STRING.sub('""', text)):
+        return None  # a float outside every string: encode_canonical refuses it
     return text
 
 
