@@ -41,6 +41,7 @@ and acknowledges none of it before it commits.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -100,7 +101,7 @@ def _utcnow() -> datetime:
 @dataclass
 class _Staged:
     devices: dict[str, DeviceRecord]
-    before: dict[str, dict[str, Any]]
+    before: dict[str, tuple[Any, ...]]  # device → its columns as read (``_COLUMNS`` order)
     results: list[Result]
     guards: dict[str, set[str]] = field(default_factory=dict)  # device → the channels whose window moved
     counted: dict[str, list[report_verify.Period]] = field(default_factory=dict)  # device → periods counted
@@ -126,6 +127,8 @@ def _record_query() -> Any:
 
 
 _RECORD_QUERY = _record_query()
+_NAMES = ("id", *_COLUMNS)  # the query's columns, in order
+_VALUES = operator.attrgetter(*_COLUMNS)  # a record's columns as one tuple (C, not a Python loop)
 
 
 def _load(session: Session, msgs: Sequence[Message]) -> tuple[dict[str, DeviceRecord], dict[PairKey, dict[str, Any]]]:
@@ -136,7 +139,7 @@ def _load(session: Session, msgs: Sequence[Message]) -> tuple[dict[str, DeviceRe
     for i in range(0, len(ids), 500):
         for row in conn.execute(_RECORD_QUERY.where(_DEVICE.c.id.in_(ids[i:i + 500]))):
             record = DeviceRecord()
-            for name, value in row._mapping.items():
+            for name, value in zip(_NAMES, row):
                 setattr(record, name, value)
             devices[record.id] = record
     pair_devices = sorted({m.device_id for m in msgs if isinstance(m, Telemetry) and pair_key(m) is not None})
@@ -175,8 +178,7 @@ def _late_spans(devices: dict[str, DeviceRecord], msgs: Sequence[Message]) -> li
 def _stage(session: Session, msgs: Sequence[Message], check_labels: LabelCheck | None,
            clock: Callable[[], datetime], window: int) -> _Staged:
     devices, pairs = _load(session, msgs)
-    st = _Staged(devices, {i: {c: getattr(d, c) for c in _COLUMNS} for i, d in devices.items()},
-                 results=[None] * len(msgs))
+    st = _Staged(devices, {i: _VALUES(d) for i, d in devices.items()}, results=[None] * len(msgs))
     spans = _late_spans(devices, msgs)
     if spans:
         st.counted = report_verify.counted_periods(session, spans)
@@ -258,11 +260,13 @@ def _write(session: Session, st: _Staged) -> None:
     shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
     planner_moved = []  # devices whose planner-relevant state changed: dirty marks (rollout/dirty.py)
     for device_id in sorted(st.devices):  # one lock order for every replica
-        device, before = st.devices[device_id], st.before[device_id]
-        changed = {c: getattr(device, c) for c in _COLUMNS if getattr(device, c) != before[c]}
+        device, values = st.devices[device_id], st.before[device_id]
+        after = _VALUES(device)
         guard = st.guards.get(device_id, set())
-        if not changed and not guard:
+        if after == values and not guard:
             continue
+        before = dict(zip(_COLUMNS, values))
+        changed = {c: a for c, a, b in zip(_COLUMNS, after, values) if a != b}
         if any(c in changed for c in dirty.DEVICE_FIELDS) or ("last_seen" in changed and not device.online):
             planner_moved.append(device_id)
         params = {f"v_{c}": v for c, v in changed.items()}
