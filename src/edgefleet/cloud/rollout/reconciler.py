@@ -336,7 +336,7 @@ class Reconciler:
                 owners = assignment_owners(s, row.slot)
                 changed = self._apply(s, row, spec, actions, members, phased, owners, now, done)
             s.commit()
-            # what the actions changed is read again by the next pass (members now hold ORM rows)
+            # what the actions changed (desired state, member columns) is read again by the next pass
             self._keep(rollout_id, seen, row.revision, full_at,
                        [d for a in actions if (d := getattr(a, "device_id", None)) is not None])
             if nudges:  # those the plan re-sent anyway are not asked twice
@@ -407,7 +407,7 @@ class Reconciler:
         """Remember what a committed pass read; the devices it ``touched`` are read again."""
         stale = set(touched)
         for device_id in stale:
-            seen.members.pop(device_id, None)  # an ORM row or a row just inserted: read afresh
+            seen.members.pop(device_id, None)  # read afresh with its device and assignment
         seen.revision, seen.full_at, seen.stale = revision, full_at, stale
         self._seen[rollout_id] = seen
 
