@@ -358,10 +358,10 @@ class Reconciler:
         devices marked dirty and those ``seen`` says are stale, or (no ``seen``, the lease
         or the rollout's revision moved, the periodic full pass is due, too much changed)
         everything. Returns it and the members whose phase columns moved (to be written)."""
-        marked = set(self._marks)
+        ids = set(self._marks) | (seen.stale if seen is not None else set())  # what a refresh reads
         if seen is not None and (not self._marks_complete or row.revision != seen.revision
                                  or now - seen.full_at >= self.full_every_s
-                                 or len(marked | seen.stale) > self.refresh_fraction * max(len(seen.obs), 1)):
+                                 or len(ids) > self.refresh_fraction * max(len(seen.obs), 1)):
             seen = None
         phased: list[str] = []  # members whose phase columns moved (written after any device lock)
         if seen is None:
@@ -376,7 +376,6 @@ class Reconciler:
                     _note_failure(s, row, m, d, now)
                 obs[d.id] = observe(self._views.fields(d.id, row.slot), m, desired.get(d.id))
             return _Seen(revision=row.revision, full_at=now, members=members, obs=obs, full=True), phased
-        ids = marked | seen.stale
         seen.stale, seen.full, seen.reread = set(), False, len(ids)
         if not ids:
             return seen, phased
