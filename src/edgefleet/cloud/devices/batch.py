@@ -267,7 +267,7 @@ def _write(session: Session, st: _Staged) -> None:
             continue
         before = dict(zip(_COLUMNS, values))
         changed = {c: a for c, a, b in zip(_COLUMNS, after, values) if a != b}
-        if any(c in changed for c in dirty.DEVICE_FIELDS) or ("last_seen" in changed and not device.online):
+        if any(c in changed for c in dirty.DEVICE_FIELDS) or ("last_seen" in changed and not device.online):  # type: ignore[attr-defined]
             planner_moved.append(device_id)
         params = {f"v_{c}": v for c, v in changed.items()}
         params.update({f"g_{c}": before[c] for channel in guard for c in report_verify.WINDOW_COLUMNS[channel]},

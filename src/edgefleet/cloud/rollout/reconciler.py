@@ -384,20 +384,20 @@ class Reconciler:
         desired = desired_refs(s, row.slot, ids)
         added = False
         for device_id in sorted(ids):
-            m = fresh.get(device_id)
-            if m is None:
+            member: Any = fresh.get(device_id)  # a MemberRow: the names of a RolloutMember (member_rows.py)
+            if member is None:
                 seen.members.pop(device_id, None)
             else:
-                seen.members[device_id] = m
-            d = views.get(device_id)
-            if d is None:  # the device is gone
+                seen.members[device_id] = member
+            view: Any = views.get(device_id)  # a DeviceView: the names of a Device (device_view.py)
+            if view is None:  # the device is gone
                 seen.obs.pop(device_id, None)
                 continue
-            if m is not None and track_phase(m, d, row.slot, now):
+            if member is not None and track_phase(member, view, row.slot, now):
                 phased.append(device_id)
-                _note_failure(s, row, m, d, now)
+                _note_failure(s, row, member, view, now)
             added = added or device_id not in seen.obs
-            seen.obs[device_id] = observe(self._views.fields(device_id, row.slot), m, desired.get(device_id))
+            seen.obs[device_id] = observe(self._views.fields(device_id, row.slot), member, desired.get(device_id))
         if added:  # a new device: keep the full pass's (id) order
             seen.obs = dict(sorted(seen.obs.items()))
         return seen, phased
