@@ -36,13 +36,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import JSON, Column, Text, cast, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from ..protocols import fast_json
 from .errors import CloudError
 
 _quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
@@ -59,6 +62,23 @@ class AuditError(CloudError):
 # ----- tables -----------------------------------------------------------------------------
 
 
+class _SummaryJSON(TypeDecorator):  # type: ignore[type-arg]
+    """The summary column, stored as its ``canonical_text`` (what ``verify`` hashes as it is).
+
+    An engine of ``db.make_engine`` writes JSON columns compactly (``fast_json``); this
+    column hands it the canonical text as an ``orjson.Fragment``, written unchanged. Any
+    other engine writes ``json.dumps`` of the summary, whose keys are already sorted: the
+    same text."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is not None and getattr(dialect, "_json_serializer", None) is fast_json.dumps_column:
+            return orjson.Fragment(canonical_text(value))
+        return value
+
+
 class AuditEntry(SQLModel, table=True):
     __tablename__ = "audit_entry"
 
@@ -68,7 +88,7 @@ class AuditEntry(SQLModel, table=True):
     role: str = Field(max_length=16)
     action: str = Field(max_length=64, index=True)
     target: str = Field(default="", max_length=256)
-    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(_SummaryJSON, nullable=False))
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64, index=True)
 

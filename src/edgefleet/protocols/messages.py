@@ -8,7 +8,6 @@ and dropped without harming the process that received it.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from datetime import datetime, timezone
@@ -26,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import fast_json
 from .campaigns import (
     MAX_CAMPAIGNS,
     MAX_SETTINGS_EMBEDDING_BYTES,
@@ -448,7 +448,7 @@ def _parse_json(data: bytes | bytearray | memoryview | str, max_bytes: int) -> A
     if depth > MAX_DEPTH:
         raise InvalidPayload(f"nested deeper than {MAX_DEPTH} levels ({depth})")
     try:
-        return json.loads(text)
+        return fast_json.loads(text)  # json.loads's value, by orjson where that is the same
     except ValueError as exc:
         raise InvalidPayload(f"not valid JSON: {exc}") from None
     except Exception as exc:  # RecursionError, MemoryError: never past this boundary

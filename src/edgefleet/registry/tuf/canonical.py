@@ -19,43 +19,44 @@ Devices verify with python-tuf's own serializer: nothing changes on their side.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from securesystemslib.formats import encode_canonical
 
+from ...protocols import fast_json
+
 # A string literal, escapes included (the unrolled form: no alternation per character);
 # a digit followed by what only a float's digits are followed by; an escape other than \\".
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-_FLOAT = re.compile(r"[0-9][.eE]")
-_OTHER_ESCAPE = re.compile(r'\\[^"]')
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_FLOAT = re.compile(rb"[0-9][.eE]")
+_OTHER_ESCAPE = re.compile(rb'\\[^"]')
 
 
-def _fast(obj: Any) -> str | None:
-    """The canonical text by the C encoder, or None where it may differ from ``encode_canonical``."""
-    try:
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError):  # what encode_canonical refuses too: let it say so
+def _fast(obj: Any) -> bytes | None:
+    """The canonical bytes by the C encoder, or None where they may differ from ``encode_canonical``."""
+    out = fast_json.canonical(obj)  # json.dumps's sorted compact UTF-8, by orjson where equal
+    if out is None:  # a float, NaN, a non-string key or a huge integer: encode_canonical decides
         return None
     # Escapes, left to right: every run of backslashes in the output starts on an escape, so
     # dropping the escaped backslashes (pairs) leaves a backslash only before the escaped
     # character of a quote or of a control character, which canonical JSON leaves raw.
-    if "\\" in text and _OTHER_ESCAPE.search(text.replace("\\\\", "")):
+    if b"\\" in out and _OTHER_ESCAPE.search(out.replace(b"\\\\", b"")):
         return None
-    if _FLOAT.search(text) and _FLOAT.search(_STRING.sub('""', text)):
+    if _FLOAT.search(out) and _FLOAT.search(_STRING.sub(b'""', out)):
         return None  # a float outside every string: encode_canonical refuses it
-    return text
+    return out
 
 
 def canonical_json(obj: Any) -> bytes:
     """``encode_canonical(obj)`` as UTF-8 bytes. Raises what ``encode_canonical`` raises
     (``FormatError`` for a float or a value JSON cannot carry)."""
-    text = _fast(obj)
-    if text is None:
+    out = _fast(obj)
+    if out is None:
         text = encode_canonical(obj)
         assert text is not None  # noqa: S101 - no output_function: it returns the text
-    return text.encode("utf-8")
+        out = text.encode("utf-8")
+    return out
 
 
 __all__ = ["canonical_json"]
