@@ -18,6 +18,10 @@ from .conftest import Fleet, wait_state
 
 WAVES = "10,50,100"
 LKG = "digits:1.0"
+#: Frames the latency gate waits for before judging wave 0 (one device at 5 fps: ~50 s). At
+#: the default 100, a 1.9x slowdown on one device under the load of a full test run was at
+#: times not significant (99% interval reaching under 1.2), so wave 0 passed and wave 1 broke.
+LATENCY_FRAMES = 250
 
 pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=1)]  # 10 agents on 2 shared cores: one rerun under load
 
@@ -73,27 +77,30 @@ def test_three_times_slower_candidate_breaks_the_latency_gate_at_wave_1(fleet: F
     slow = candidates.heavy(digit_models[0], tmp_path, "1.1-slow", layers=48)
     ratio = candidates.latency_ratio(slow, base)
     assert ratio > 2.0, f"calibration: the slow candidate is only {ratio:.2f}x slower here (the gate allows 1.2)"
-    fleet.push(base)
-    mv = fleet.push(slow)
-    fleet.client.deploy("digits:1.1-base", "control", devices)
-    fleet.all_on("digits:1.1-base", devices=devices)
-    time.sleep(4.0)  # telemetry periods of the current model under steady load: the baseline
-    rid = _start(fleet, "digits:1.1-slow", "failure<=0.02", "latency_p99_ratio<=1.2", select=select, soak="3s")
-    wait_state(fleet, rid, "rolled_back", "rolling_back", timeout=90)
-    full = fleet.client.rollout_status(rid, events=100)
-    assert full["breach"] is not None and full["breach"]["wave"] == 0, (
-        [(w["index"], [(g["metric"], g["value"]) for g in w["gates"]]) for w in full["waves"]],
-        [(m["device"], m["wave"], m["p99_ms"], m["baseline_p99_ms"]) for m in full["members"] if m["wave"] == 0])
-    gate = {g["metric"]: g for g in full["breach"]["gates"]}["latency_p99_ratio"]
-    assert gate["status"] == "failed" and gate["value"] > 1.2, gate
-    assert "latency_p99_ratio" in full["reason"] and "worst profile" in full["reason"]
-    st = wait_state(fleet, rid, "rolled_back", timeout=60)
-    wave0 = {m["device"] for m in full["members"] if m["wave"] == 0}
-    ran = fleet.ever_ran(mv["digest"])
-    assert ran and ran <= wave0
-    fleet.all_on("digits:1.1-base", devices=devices)
-    assert st["state"] == "rolled_back"
-    fleet.reset()
+    try:
+        fleet.push(base)
+        mv = fleet.push(slow)
+        fleet.client.deploy("digits:1.1-base", "control", devices)
+        fleet.all_on("digits:1.1-base", devices=devices)
+        time.sleep(4.0)  # telemetry periods of the current model under steady load: the baseline
+        rid = _start(fleet, "digits:1.1-slow", "failure<=0.02", f"latency_p99_ratio<=1.2;min={LATENCY_FRAMES}",
+                     select=select, soak="3s")
+        wait_state(fleet, rid, "rolled_back", "rolling_back", timeout=150)
+        full = fleet.client.rollout_status(rid, events=100)
+        assert full["breach"] is not None and full["breach"]["wave"] == 0, (
+            [(w["index"], [(g["metric"], g["value"]) for g in w["gates"]]) for w in full["waves"]],
+            [(m["device"], m["wave"], m["p99_ms"], m["baseline_p99_ms"]) for m in full["members"] if m["wave"] == 0])
+        gate = {g["metric"]: g for g in full["breach"]["gates"]}["latency_p99_ratio"]
+        assert gate["status"] == "failed" and gate["value"] > 1.2, gate
+        assert "latency_p99_ratio" in full["reason"] and "worst profile" in full["reason"]
+        st = wait_state(fleet, rid, "rolled_back", timeout=60)
+        wave0 = {m["device"] for m in full["members"] if m["wave"] == 0}
+        ran = fleet.ever_ran(mv["digest"])
+        assert ran and ran <= wave0
+        fleet.all_on("digits:1.1-base", devices=devices)
+        assert st["state"] == "rolled_back"
+    finally:  # the next test starts from every device on digits:1.0, whatever happened here
+        fleet.reset()
 
 
 def test_nan_candidate_in_the_shadow_slot_breaks_its_nan_rate_gate_at_wave_1(fleet: Fleet, digit_models,
