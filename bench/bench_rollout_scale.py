@@ -54,6 +54,8 @@ def main() -> None:
     ap.add_argument("--telemetry-period", type=float, default=60.0, help="seconds between a device's telemetry")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per deployment")
     ap.add_argument("--log", type=Path, default=None, help="write the controller's log (INFO) to this file")
+    ap.add_argument("--python-gc", action="store_true", help="keep Python's garbage-collector settings "
+                    "(the baseline of cloud/interpreter.py's tuning, which fleet cloud serve applies)")
     args = ap.parse_args()
     if args.log is not None:
         import logging
@@ -67,11 +69,12 @@ def main() -> None:
     devices = device_ids(args.devices)
     tmp = Path(tempfile.mkdtemp(prefix="bench-rollout-"))
     print(f"# {args.devices} simulated devices in {procs} process(es) x {conns} connection(s), db {args.db}, "
-          f"telemetry every {args.telemetry_period:.0f}s, {os.cpu_count()} CPUs, load average "
+          f"telemetry every {args.telemetry_period:.0f}s, "
+          f"{'Python' if args.python_gc else 'tuned'} garbage collection, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start", flush=True)
     with (postgres_url() if args.db == "postgres" else nullcontext(None)) as url, \
             sim_stack(tmp, devices, database_url=url, telemetry_period_s=args.telemetry_period, client_timeout=900,
-                      reconcile_interval_s=0.5) as stack:
+                      reconcile_interval_s=0.5, gc_gen0_threshold=0 if args.python_gc else 20_000) as stack:
         print(f"# enrolled in {stack.enrol_s:.1f}s", flush=True)
         sim = SimProcesses(stack.broker.host, stack.broker.sim_port, devices, processes=procs,
                            auth=stack.broker.sim_auth, connections=conns, step_s=0.05, health_s=0.5,

@@ -290,6 +290,7 @@ def sim_stack(tmp: Path, devices: list[tuple[str, str]], *, database_url: str | 
     from edgefleet.cloud.cli.cloud_cmd import create_admin_token
     from edgefleet.cloud.client import ApiClient
     from edgefleet.cloud.demo.orchestrator import UvicornThread
+    from edgefleet.cloud.interpreter import tune_gc
     from edgefleet.cloud.runtime import Controller
     from edgefleet.cloud.settings import load_settings
 
@@ -314,6 +315,7 @@ def sim_stack(tmp: Path, devices: list[tuple[str, str]], *, database_url: str | 
         controller.start()
         http = UvicornThread(create_app(controller), cfg.http_host, port)
         http.start()
+        tune_gc(cfg.gc_gen0_threshold)  # as fleet cloud serve does (0: Python's settings)
         client = ApiClient(cfg.base_url, token, timeout=client_timeout)
         yield SimStack(broker, cfg, controller, client, probe, enrol_s)
     finally:

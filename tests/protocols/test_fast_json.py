@@ -21,7 +21,7 @@ _floats = (st.floats(allow_nan=True, allow_infinity=True)
            | st.floats(min_value=-1e-3, max_value=1e-3)  # where json writes 1e-05 and orjson 0.00001
            | st.sampled_from([1e-5, 2.5e-5, 1e-7, -3e-9, 1e-10, 1e16, 1.5e16, 1e22, 5e-324, -0.0, 0.0001]))
 _scalars = (st.none() | st.booleans() | _text | _floats
-            | st.integers(min_value=-2**70, max_value=2**70) | st.sampled_from([2**63, -2**63 - 1, 2**64, 10**19]))
+            | st.integers(min_value=-2**70, max_value=2**70) | st.sampled_from([2**63, -2**63 - 1, 2**64, 10**19, 2**63 - 1, -2**63, 2**64 - 1]))
 _values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
                        | st.dictionaries(_text, inner, max_size=4), max_leaves=20)
 
@@ -84,6 +84,9 @@ def test_loads_reads_what_json_reads(value: object) -> None:
     "NaN", "[Infinity, -Infinity]", '"\\ud800"', '{"a": "\\udfff x"}', "18446744073709551616", "-9223372036854775809",
     "123456789012345678901234567890", "1e400", '{"a": 1, "a": 2}', "[1e-5, 1E5, -0, 0.1]", '"abc', "[1,]", "", "nul",
     '{"s": "1234567890123456789012"}', "\t[ 1 ]\n",
+    # either side of 64 bits, where orjson turns an integer into a float, and floats that large
+    "9223372036854775807", "9223372036854775808", "-9223372036854775808", "18446744073709551615",
+    "[1.0e19, 9.2e18, -9.3e18, 9199999999999999999]", '{"seq": 1796481394316889, "t": "2026-12-05T14:36:34Z"}',
 ])
 def test_loads_takes_and_refuses_what_json_does(text: str) -> None:
     try:

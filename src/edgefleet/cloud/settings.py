@@ -80,6 +80,9 @@ class CloudSettings(BaseModel):
     # most this long after the first for more; 1 applies each message in its own transaction
     ingest_batch_max: int = Field(default=256, ge=1, le=10000)
     ingest_batch_wait_s: float = Field(default=0.02, ge=0, le=1.0)
+    # the serving process's garbage collector (cloud/interpreter.py): the young generation every
+    # this many allocations, start-up's objects frozen; 0 keeps Python's own (700)
+    gc_gen0_threshold: int = Field(default=20_000, ge=0, le=10_000_000)
     offline_after_periods: float = Field(default=3.0, gt=0)  # not heard for k telemetry periods: offline
     offline_after_min_s: float = Field(default=30.0, ge=0)  # ... and at least this long
     ingest_hold_grace_s: float | None = Field(default=None, ge=0)  # after ingest recovers; None: 2x device timeout
@@ -168,6 +171,7 @@ _ENV = {
     "EDGEFLEET_MQTT_KEY_FILE": "mqtt_key_file",
     "EDGEFLEET_MQTT_TLS_PORT": "mqtt_tls_port",
     "EDGEFLEET_REPLICA_ID": "replica_id",
+    "EDGEFLEET_GC_GEN0_THRESHOLD": "gc_gen0_threshold",
 }
 
 

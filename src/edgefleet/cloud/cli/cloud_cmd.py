@@ -111,6 +111,7 @@ def serve(
     import uvicorn
 
     from ..api import create_app
+    from ..interpreter import tune_gc
     from ..tls_setup import embedded_broker as make_broker
     from ..tls_setup import http_ssl_options
 
@@ -138,8 +139,10 @@ def serve(
         if broker:
             broker.stop()
         fail(str(exc))
+    app = create_app(controller)
+    tune_gc(settings.gc_gen0_threshold)  # after start-up, whose objects it freezes
     try:
-        uvicorn.run(create_app(controller), host=settings.http_host, port=settings.http_port, log_level=log_level.lower(),
+        uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level=log_level.lower(),
                     **ssl_options)
     finally:
         controller.stop()
