@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--broker-restart", action="store_true", help="then restart the broker and time the recovery")
     ap.add_argument("--restart-timeout", type=float, default=600.0)
     ap.add_argument("--sim-only", action="store_true", help="no controller: simulator and broker only")
+    ap.add_argument("--python-gc", action="store_true", help="keep Python's garbage-collector settings "
+                    "(the baseline of cloud/interpreter.py's tuning, which fleet cloud serve applies)")
     args = ap.parse_args()
     procs = args.processes or max(1, -(-args.devices // 25_000))
     conns = args.connections or max(1, -(-args.devices // (1000 * procs)))
@@ -79,7 +81,7 @@ def main() -> None:
     t_ctl = time.perf_counter()
     with (postgres_url() if args.db == "postgres" else nullcontext(None)) as url, \
             sim_stack(tmp, devices, database_url=url, telemetry_period_s=args.telemetry_period,
-                      client_timeout=900) as stack:
+                      client_timeout=900, gc_gen0_threshold=0 if args.python_gc else 20_000) as stack:
         print(f"# enrolled in {stack.enrol_s:.1f}s; controller started in {time.perf_counter() - t_ctl:.1f}s",
               flush=True)
         sim = SimProcesses(stack.broker.host, stack.broker.sim_port, devices, processes=procs,
