@@ -126,3 +126,22 @@ def test_a_message_with_nan_or_a_huge_number_decodes_as_it_did() -> None:
     with_nan = decode(json.dumps({**base, "extra": float("nan")}).encode())  # an unknown field: ignored
     assert with_nan.device_id == "cam-1"
     assert repr(fast_json.loads(json.dumps({"n": 10**20}))) == repr({"n": 10**20})
+
+
+def _json_ascii(value: object) -> bytes | type[Exception]:
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        return type(exc)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_values)
+def test_canonical_ascii_is_jsons_default_escaped_bytes_or_none(value: object) -> None:
+    """What TUF metadata files and device settings are written with: json's default
+    ``ensure_ascii`` bytes, or None (a NaN, a character beyond ASCII: json writes those)."""
+    out = fast_json.canonical_ascii(value)
+    if out is not None:
+        assert out == _json_ascii(value)
+    assert fast_json.canonical_ascii({"name": "café"}) is None
+    assert fast_json.canonical_ascii({"b": 1, "a": [True, None, "x\n"]}) == b'{"a":[true,null,"x\\n"],"b":1}'

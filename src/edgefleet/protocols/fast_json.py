@@ -123,4 +123,14 @@ def canonical(value: Any) -> bytes | None:
     return out
 
 
-__all__ = ["canonical", "dumps_column", "finite", "loads"]
+def canonical_ascii(value: Any) -> bytes | None:
+    """``json.dumps(value, sort_keys=True, separators=(",", ":")).encode()`` (ASCII escapes,
+    as ``json`` writes by default), by orjson; None where the bytes could differ: a NaN or an
+    infinity, or any character beyond ASCII (``json`` writes it as ``\\uXXXX``), which the
+    caller then leaves to ``json``. Where orjson's output is ASCII, ``ensure_ascii`` changes
+    nothing, so ``canonical``'s bytes are the answer."""
+    out = canonical(value)
+    return out if out is not None and out.isascii() else None
+
+
+__all__ = ["canonical", "canonical_ascii", "dumps_column", "finite", "loads"]

@@ -34,6 +34,7 @@ from typing import Any
 from securesystemslib.signer import Signature
 from tuf.api.metadata import TargetFile, Targets
 
+from ...protocols import fast_json
 from ...protocols.topics import is_valid_device_id
 from .errors import RepositoryStateError
 from .keys import KeyEntry, KeyRing
@@ -51,6 +52,9 @@ def encode_settings(settings: Mapping[str, Any]) -> str:
     Raises:
         RepositoryStateError: settings JSON cannot carry (NaN, a non-JSON value).
     """
+    fast = fast_json.canonical_ascii(dict(settings))  # json.dumps's text, by orjson where they are equal
+    if fast is not None:
+        return fast.decode()
     try:
         return json.dumps(dict(settings), sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:

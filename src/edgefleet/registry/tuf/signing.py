@@ -34,6 +34,7 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from ...protocols import fast_json
 from .canonical import canonical_json
 from .errors import KeyringError, RepositoryStateError, SignatureError
 from .keys import KeyEntry, KeyRing
@@ -117,7 +118,8 @@ def sign(md: Metadata, signers: Iterable[Signer]) -> bytes:
         md.signatures[signature.keyid] = signature
     doc = {"signatures": [sig.to_dict() for sig in md.signatures.values()], "signed": signed,
            **md.unrecognized_fields}
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode("utf-8")  # JSONSerializer(compact=True)
+    fast = fast_json.canonical_ascii(doc)  # json.dumps's bytes, by orjson where they are equal
+    return fast if fast is not None else json.dumps(doc, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
 class SignedRepo:
