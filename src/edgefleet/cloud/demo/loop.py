@@ -52,6 +52,7 @@ class LoopSizes:
     soak: str = "5s"          # soak per promotion wave
     waves: str = "50,100"     # promotion waves (percent of the fleet)
     promote_gate: str = GATE  # the promotion rollout's gate (tests with tiny quotas may loosen it)
+    replay_gate: str = GATE   # the replay gate before the push (the same: 90 captures land near 0.97)
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -286,7 +287,7 @@ class DemoLoop(Demo):
         from .. import replay_gate
 
         report = replay(replay_frames(), _session(self.control.path), _session(path), self.control.manifest, manifest)
-        results = replay_gate.judge_replay(report, replay_gate.parse_replay_gates([GATE]))
+        results = replay_gate.judge_replay(report, replay_gate.parse_replay_gates([self.sizes.replay_gate]))
         figure = ", ".join(f"{r.gate} {r.status} ({'-' if r.value is None else f'{r.value:.3f}'})" for r in results)
         self.say(f"loop: gate — replay of {manifest.label} against {self.control.manifest.label} on "
                  f"{report.frames} held-out frames: {figure}")
