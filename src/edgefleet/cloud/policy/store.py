@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column
+from sqlalchemy import delete as sql_delete
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from ...protocols import CapturePolicy
@@ -247,11 +248,16 @@ def release_finished(session: Session, publisher: DesiredPublisher | None) -> in
         rollout = session.get(Rollout, row.rollout_id)
         if rollout is not None and rollout.state in (*RUNNING_ROLLOUT, "scheduled"):
             continue
-        members = select(RolloutMember.device_id).where(RolloutMember.rollout_id == row.rollout_id)
-        session.delete(row)
+        name, rollout_id = row.name, row.rollout_id
+        members = select(RolloutMember.device_id).where(RolloutMember.rollout_id == rollout_id)
+        # A statement, not session.delete: a concurrent pass (another thread or replica) may
+        # have released this policy since the SELECT; then it has told the members already.
+        gone = session.execute(sql_delete(ScopedPolicy).where(col(ScopedPolicy.name) == name)).rowcount  # type: ignore[attr-defined]
         session.commit()
+        if not gone:
+            continue
         devices = list(session.exec(select(Device).where(Device.revoked_at == None)  # noqa: E711  # its members, not the fleet
                                     .where(col(Device.id).in_(members)).order_by(col(Device.id))).all())
-        told += bump(session, publisher, devices, f"rollout {row.rollout_id} ended ({rollout.state if rollout else 'gone'}): "
+        told += bump(session, publisher, devices, f"rollout {rollout_id} ended ({rollout.state if rollout else 'gone'}): "
                                                   "its own window/network policy no longer applies")
     return told
