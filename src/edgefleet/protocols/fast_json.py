@@ -74,11 +74,12 @@ def _no_huge_float(value: Any) -> bool:
 
 
 def finite(value: Any) -> bool:
-    """No NaN or infinity anywhere in ``value`` (dicts and lists walked, no call per item)."""
+    """No NaN or infinity anywhere in ``value`` (dicts, lists and tuples walked — orjson
+    writes a tuple as a list —, no call per item)."""
     kind = type(value)
     if kind is float:
         return value - value == 0.0  # NaN and ±inf give NaN
-    if kind is not dict and kind is not list:
+    if kind is not dict and kind is not list and kind is not tuple:
         return True
     todo = [value]
     while todo:
@@ -88,7 +89,7 @@ def finite(value: Any) -> bool:
             if kind is float:
                 if item - item != 0.0:
                     return False
-            elif kind is dict or kind is list:
+            elif kind is dict or kind is list or kind is tuple:
                 todo.append(item)
     return True
 
