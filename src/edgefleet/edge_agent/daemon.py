@@ -435,6 +435,7 @@ class Agent:
                 log.error("device %s: cannot open the signal socket %s: %s", self.device_id, self.config.signals.socket, exc)
                 self.signal_source = None
         self.pipeline.start()
+        self.inventory()  # the runtimes probed once, here, not inside the first report
         threading.Thread(target=self._register_report_key, name="report-key", daemon=True).start()
         self._report_key_tried.wait(5.0)  # the first reported is then already verifiable
         self.mqtt.start()

@@ -121,10 +121,23 @@ class AgentMqtt:
             return
         client.subscribe(desired_topic(self.device_id), qos=1)
         self.connected.set()
-        self.publish_status(True)
+        try:
+            self.publish_status(True)
+        except Exception:  # paho's network thread: an exception here would end it
+            log.exception("device %s: could not publish its online status", self.device_id)
         log.info("device %s connected to %s:%d", self.device_id, self.cfg.host, self.cfg.port)
         if self.on_connect_cb:
+            # Not on paho's network thread: the callback builds and signs a report (the first
+            # one probes the runtimes, and a sequence reservation is fsynced), and while it
+            # runs that thread sends nothing, the status above and the keepalive included.
+            threading.Thread(target=self._run_on_connect, name=f"{self.device_id}-connected", daemon=True).start()
+
+    def _run_on_connect(self) -> None:
+        try:
+            assert self.on_connect_cb is not None
             self.on_connect_cb()
+        except Exception:
+            log.exception("device %s: the on-connect report failed", self.device_id)
 
     def refusal_hint(self, reason: Any) -> str:
         """What to check when the broker refuses us: the account and client id it saw, and where they come from."""
