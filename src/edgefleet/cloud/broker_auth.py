@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import subprocess
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,17 +171,23 @@ class AuthRules:
 
 
 Reload = Callable[[], None]
+#: a second reload this long after the last change of a burst (``BrokerAuthFiles.write``)
+RELOAD_AGAIN_S = 1.0
 
 
 class BrokerAuthFiles:
     """Writes ``passwd`` and ``acl`` atomically (0600) and asks the broker to reload them."""
 
     def __init__(self, directory: str | os.PathLike[str], *, reload: Reload | None = None,
-                 reload_command: str | None = None):
+                 reload_command: str | None = None, reload_again_s: float = RELOAD_AGAIN_S):
         self.dir = Path(directory)
         self._reload = reload
         self.reload_command = reload_command
+        self.reload_again_s = reload_again_s
         self.writes = 0
+        self.reloads = 0
+        self._again: threading.Timer | None = None
+        self._again_lock = threading.Lock()
 
     @property
     def passwd_path(self) -> Path:
@@ -202,12 +209,20 @@ class BrokerAuthFiles:
                 atomic_write(path, text.encode(), mode=0o600)
 
     def write(self, accounts: Iterable[Account]) -> bool:
-        """Write both files; reload the broker when anything changed. Returns whether it did."""
+        """Write both files; reload the broker when anything changed. Returns whether it did.
+
+        mosquitto reads the two files one after the other when it reloads, and clears its
+        reload flag only when done, so a SIGHUP that arrives during a reload is lost and that
+        reload may have read one new file and one old one. Hence the order — the ACL first,
+        so a half-read pair refuses a new device's CONNECT (it retries) instead of letting it
+        in with no topic allowed — and one more reload ``reload_again_s`` after the last
+        change of a burst, which loads the final pair. (A test of four enrolments in a row
+        once left the last device connected and deaf for a minute.)"""
         accounts = [a for a in accounts if a.kind == "controller" or is_valid_device_id(a.username)]
         self.dir.mkdir(parents=True, exist_ok=True)
         passwd, acl = render_passwd(accounts).encode(), render_acl(accounts).encode()
         changed = False
-        for path, data in ((self.passwd_path, passwd), (self.acl_path, acl)):
+        for path, data in ((self.acl_path, acl), (self.passwd_path, passwd)):
             try:
                 same = path.read_bytes() == data
             except OSError:
@@ -218,9 +233,35 @@ class BrokerAuthFiles:
         if changed:
             self.writes += 1
             self.reload()
+            self._reload_again()
         return changed
 
+    def _reload_again(self) -> None:
+        if self.reload_again_s <= 0:
+            return
+        with self._again_lock:
+            if self._again is not None:
+                self._again.cancel()  # a burst of changes: one trailing reload, after the last
+            timer = threading.Timer(self.reload_again_s, self._trailing_reload)
+            timer.daemon = True
+            timer.name = "broker-auth-reload"
+            self._again = timer
+            timer.start()
+
+    def _trailing_reload(self) -> None:
+        with self._again_lock:
+            self._again = None
+        self.reload()
+
+    def close(self) -> None:
+        """Cancel a pending trailing reload (the controller stops)."""
+        with self._again_lock:
+            if self._again is not None:
+                self._again.cancel()
+                self._again = None
+
     def reload(self) -> None:
+        self.reloads += 1
         if self._reload is not None:
             try:
                 self._reload()

@@ -238,6 +238,8 @@ class Controller:
         # go to it rather than wait for us; alone: keep it, the broker queues until we are back
         end_session = self._other_replicas_alive()
         self.webhooks.stop()
+        if self.broker_auth is not None:
+            self.broker_auth.close()
         if self.bridge:
             self.bridge.stop(end_session=end_session)
         self._release_replica_lease()
