@@ -6,7 +6,6 @@ after the last change of a burst (``BrokerAuthFiles.write``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +38,6 @@ class LossyReload:
             return
         self.done += 1
         self.broker.reload()
-
-
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    if not MosquittoBroker.available():
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto); its reload tests need it")
-    b = MosquittoBroker(data_dir=tmp_path / "mosq", auth_dir=tmp_path / "auth")
-    b.start()
-    yield b
-    b.stop()
 
 
 def _new_device_after_a_lost_reload(broker: MosquittoBroker, again_s: float) -> tuple[Client, Client, LossyReload]:
