@@ -321,6 +321,9 @@ class Updater:
                 continue
             if s.phase == Phase.WAITING_FOR_WINDOW and s.target is not None and s.target.digest == hint.digest:
                 continue  # staged and verified already: it waits (e.g. offline as its window opened), not failed
+            if s.phase == Phase.FAILED and s.error_code == exc.code and s.target is not None \
+                    and s.target.digest == hint.digest:
+                continue  # failed for this reason already (e.g. disk full mid-download): keep its own account
             s.target = InstalledModel(name=hint.name, version=hint.version, digest=hint.digest, release_counter=hint.release_counter)
             s.phase, s.error_code, s.error, s.progress = Phase.FAILED, exc.code, str(exc)[:2000], None
         self.store.save(self.state)
