@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from edgefleet.protocols import decode, fast_json
@@ -146,6 +146,7 @@ def _json_ascii(value: object) -> bytes | type[Exception]:
 
 @settings(max_examples=600, deadline=None)
 @given(_values)
+@example({"\x7f": None})
 def test_canonical_ascii_is_jsons_default_escaped_bytes_or_none(value: object) -> None:
     """What TUF metadata files and device settings are written with: json's default
     ``ensure_ascii`` bytes, or None (a NaN, a character beyond ASCII: json writes those)."""
@@ -153,4 +154,6 @@ def test_canonical_ascii_is_jsons_default_escaped_bytes_or_none(value: object) -
     if out is not None:
         assert out == _json_ascii(value)
     assert fast_json.canonical_ascii({"name": "café"}) is None
+    assert fast_json.canonical_ascii({"\x7f": None}) is None  # json escapes DEL, orjson does not
+    assert fast_json.canonical_ascii(["a\x7fb"]) is None
     assert fast_json.canonical_ascii({"b": 1, "a": [True, None, "x\n"]}) == b'{"a":[true,null,"x\\n"],"b":1}'

@@ -128,10 +128,11 @@ def canonical_ascii(value: Any) -> bytes | None:
     """``json.dumps(value, sort_keys=True, separators=(",", ":")).encode()`` (ASCII escapes,
     as ``json`` writes by default), by orjson; None where the bytes could differ: a NaN or an
     infinity, or any character beyond ASCII (``json`` writes it as ``\\uXXXX``), which the
-    caller then leaves to ``json``. Where orjson's output is ASCII, ``ensure_ascii`` changes
-    nothing, so ``canonical``'s bytes are the answer."""
+    caller then leaves to ``json``, and DEL (``\\x7f``: ASCII, but ``json`` writes it as
+    ``\\u007f`` and orjson as itself). Otherwise ``ensure_ascii`` changes nothing, so
+    ``canonical``'s bytes are the answer."""
     out = canonical(value)
-    return out if out is not None and out.isascii() else None
+    return out if out is not None and out.isascii() and b"\x7f" not in out else None
 
 
 __all__ = ["canonical", "canonical_ascii", "dumps_column", "finite", "loads"]
