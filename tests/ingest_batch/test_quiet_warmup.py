@@ -8,41 +8,31 @@ from pathlib import Path
 from edgefleet.cloud.bridge import MqttBridge
 from edgefleet.cloud.drift import wait_for_quiet
 
+from ..fake_clock import FakeClock
 from .conftest import controller_on
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.t += s
 
 
 def test_waits_until_quiet_has_held_for_the_whole_span() -> None:
     clock = FakeClock()
     busy_until = 10.0
-    assert wait_for_quiet(lambda: clock.t >= busy_until, quiet_for_s=3.0, max_wait_s=300.0, poll_s=0.5,
+    assert wait_for_quiet(lambda: clock.now >= busy_until, quiet_for_s=3.0, max_wait_s=300.0, poll_s=0.5,
                           clock=clock, sleep=clock.sleep)
-    assert busy_until + 3.0 <= clock.t < busy_until + 3.0 + 1.0
+    assert busy_until + 3.0 <= clock.now < busy_until + 3.0 + 1.0
 
 
 def test_a_busy_moment_starts_the_quiet_span_again() -> None:
     clock = FakeClock()
     # quiet, one busy poll at t=2, quiet again: the span counts from after the busy poll
-    assert wait_for_quiet(lambda: not (2.0 <= clock.t < 2.5), quiet_for_s=3.0, max_wait_s=300.0, poll_s=0.5,
+    assert wait_for_quiet(lambda: not (2.0 <= clock.now < 2.5), quiet_for_s=3.0, max_wait_s=300.0, poll_s=0.5,
                           clock=clock, sleep=clock.sleep)
-    assert clock.t >= 2.5 + 3.0
+    assert clock.now >= 2.5 + 3.0
 
 
 def test_never_quiet_gives_up_at_the_limit() -> None:
     clock = FakeClock()
     assert not wait_for_quiet(lambda: False, quiet_for_s=3.0, max_wait_s=20.0, poll_s=0.5,
                               clock=clock, sleep=clock.sleep)
-    assert 20.0 <= clock.t < 21.0
+    assert 20.0 <= clock.now < 21.0
 
 
 def test_a_gate_that_raises_counts_as_quiet_and_done_stops_the_wait() -> None:
@@ -54,8 +44,8 @@ def test_a_gate_that_raises_counts_as_quiet_and_done_stops_the_wait() -> None:
     assert wait_for_quiet(broken, quiet_for_s=1.0, max_wait_s=60.0, poll_s=0.5, clock=clock, sleep=clock.sleep)
     clock = FakeClock()
     assert not wait_for_quiet(lambda: False, quiet_for_s=1.0, max_wait_s=60.0, poll_s=0.5,
-                              done=lambda: clock.t >= 2.0, clock=clock, sleep=clock.sleep)
-    assert clock.t == 2.0  # someone imported it meanwhile: no more waiting
+                              done=lambda: clock.now >= 2.0, clock=clock, sleep=clock.sleep)
+    assert clock.now == 2.0  # someone imported it meanwhile: no more waiting
 
 
 def test_controller_is_quiet_only_when_connected_with_nothing_queued(tmp_path: Path) -> None:

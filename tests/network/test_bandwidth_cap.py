@@ -15,29 +15,20 @@ import pytest
 from edgefleet.registry.tuf.fetcher import ResumableFetcher
 from edgefleet.registry.tuf.ratelimit import TokenBucket, effective_rate
 
+from ..fake_clock import FakeClock
+
 CAP = 200_000  # bytes/s
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.now += s
-
-
 def test_bucket_starts_empty_so_the_first_bytes_wait_their_share() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     b = TokenBucket(1000, clock=clock, sleep=clock.sleep)
     assert b.consume(500) == pytest.approx(0.5)  # no initial burst: a restart never bursts
 
 
 @pytest.mark.parametrize("chunk", [1, 100, 4096, 50_000])
 def test_bucket_holds_any_chunk_size_to_the_rate(chunk: int) -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     b = TokenBucket(10_000, clock=clock, sleep=clock.sleep)
     start, sent = clock.now, 0
     while sent < 200_000:
@@ -47,7 +38,7 @@ def test_bucket_holds_any_chunk_size_to_the_rate(chunk: int) -> None:
 
 
 def test_idle_time_earns_at_most_the_burst() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     b = TokenBucket(1000, burst_s=0.1, clock=clock, sleep=clock.sleep)
     b.consume(0)
     clock.now += 3600  # an hour idle earns 0.1 s worth, not an hour's
@@ -56,7 +47,7 @@ def test_idle_time_earns_at_most_the_burst() -> None:
 
 
 def test_lowering_the_rate_keeps_the_debt_and_none_lifts_the_cap() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     b = TokenBucket(1000, clock=clock, sleep=clock.sleep)
     b.reserve(1000, clock.now)  # 1 s of debt at 1000 B/s
     b.set_rate(500)
