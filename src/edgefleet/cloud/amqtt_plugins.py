@@ -99,7 +99,7 @@ class FleetAuthPlugin(BaseAuthPlugin):
         if getattr(session, "client_id", None) != username:
             log.warning("broker refused device %r connecting with client id %r", username, session.client_id)
             return False
-        if getattr(session, "will_flag", False) and session.will_topic != status_topic(username):
+        if getattr(session, "will_flag", False) and session.will_topic != status_topic(str(username)):
             log.warning("broker refused device %r: last will on %r", username, session.will_topic)
             return False
         return True

@@ -127,8 +127,8 @@ class AuthRules:
         for line in passwd.splitlines():
             line = line.strip()
             if line and not line.startswith("#") and ":" in line:
-                user, _, h = line.partition(":")
-                rules.passwords[user] = h
+                name, _, h = line.partition(":")
+                rules.passwords[name] = h
         user: str | None = None
         for line in acl.splitlines():
             words = line.split()

@@ -379,7 +379,7 @@ class ApiClient:
                       max_concurrent: int | None = None, start_at: str | None = None,
                       rate: str | None = None, ramp: str | None = None,
                       windows: list[dict[str, Any]] | None = None, network: dict[str, Any] | None = None) -> dict[str, Any]:
-        body = {"model": model, "slot": slot, "select": select, "waves": waves, "soak": soak,
+        body: dict[str, Any] = {"model": model, "slot": slot, "select": select, "waves": waves, "soak": soak,
                 "gates": gates, "on_breach": on_breach, "device_timeout": device_timeout,
                 "max_concurrent": max_concurrent, "start_at": start_at, "rate": rate, "ramp": ramp}
         if windows is not None or network is not None:  # the rollout's own policy (cloud/policy)

@@ -29,12 +29,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
-from ..protocols import SLOTS, ModelRef
+from ..protocols import SLOTS, ModelRef, SlotName
 from . import audit, catalog, lifecycle
 from .devices import fleet
 from .devices.fleet import DesiredPublisher
@@ -227,7 +227,7 @@ def yank(session: Session, mv: ModelVersion, body: YankRequest, *, actor: str, r
             publisher.publish_devices(session, changed)  # signed in bulk
     for (slot, digest), device_ids in sorted(groups.items()):
         row = start_rollout(session, RolloutCreate(
-            model=labels[digest], slot=slot, select="device:" + "|".join(sorted(device_ids)), waves=body.waves,
+            model=labels[digest], slot=cast(SlotName, slot), select="device:" + "|".join(sorted(device_ids)), waves=body.waves,
             soak=body.soak, gates=body.gates, on_breach=body.on_breach, device_timeout=body.device_timeout,
             max_concurrent=body.max_concurrent), now, actor=actor)
         result.rollouts.append(YankRollout(id=row.id, slot=slot, target=labels[digest], devices=sorted(device_ids)))

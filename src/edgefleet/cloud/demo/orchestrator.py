@@ -208,7 +208,7 @@ class Demo:
             secret.parent.mkdir(parents=True, exist_ok=True)
             secret.touch(mode=0o600)
             secret.write_text(json.dumps(creds))  # as `fleet device add --out` writes it
-            cfg = {
+            cfg: dict[str, dict[str, Any]] = {
                 "agent": {"device_id": device_id, "data_dir": str(data_dir),
                           "controller_url": url, "health_window_s": 4.0,
                           "trust_roots": str(roots_dir)},

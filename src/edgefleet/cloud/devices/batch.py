@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from sqlalchemy import BigInteger, Table, bindparam, insert, type_coerce, update
 from sqlalchemy import select as sa_select
@@ -119,6 +119,7 @@ class DeviceRecord:
 
     __slots__ = ("id", *_COLUMNS)
     RAW = ("telemetry", "release_floor")
+    id: str
 
 
 def _record_query() -> Any:
@@ -211,7 +212,8 @@ def _verify_signatures(devices: dict[str, DeviceRecord], msgs: Sequence[Message]
 
 def _stage_one(st: _Staged, msg: Message, pairs: dict[PairKey, dict[str, Any]],
                check_labels: LabelCheck | None, now: datetime, window: int, verified: bool | None = None) -> None:
-    device = ingest.admitted(st.devices.get(msg.device_id), msg.device_id)
+    # a DeviceRecord carries the Device columns as attributes: the pure functions take either
+    device = ingest.admitted(cast("Device | None", st.devices.get(msg.device_id)), msg.device_id)
     if isinstance(msg, Status):
         ingest.status_onto(device, msg, now)
     elif isinstance(msg, Reported):

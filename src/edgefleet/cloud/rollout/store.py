@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
@@ -40,6 +40,9 @@ from . import build_spec
 from .errors import SpecError
 from .model import DeviceObservation, RolloutSpec, RolloutState
 from .tables import ControllerLease, Rollout, RolloutEvent, RolloutMember
+
+if TYPE_CHECKING:  # device_view imports this module
+    from .device_view import DeviceView
 
 P99_WINDOW = 10
 #: Rollout states whose members still collect telemetry figures.
@@ -198,7 +201,7 @@ def version_by_digest(session: Session, digest: str) -> ModelVersion | None:
 # ----- observations ------------------------------------------------------------------------
 
 
-def slot_report(device: Device, slot: str) -> dict[str, Any]:
+def slot_report(device: Device | DeviceView, slot: str) -> dict[str, Any]:
     return ((device.reported or {}).get("slots") or {}).get(slot) or {}
 
 
@@ -218,7 +221,7 @@ def effective_phase(rep: dict[str, Any]) -> Phase:
     return phase
 
 
-def track_phase(member: RolloutMember, device: Device, slot: str, now: float) -> bool:
+def track_phase(member: RolloutMember, device: Device | DeviceView, slot: str, now: float) -> bool:
     """Remember when the device's reported (phase, target) for the slot last changed.
 
     Fetching phases (notified, downloading, verifying, retryable failures) count as one, so
