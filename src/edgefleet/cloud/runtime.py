@@ -105,7 +105,7 @@ class Controller:
         self._resend_deferred_since: datetime | None = None  # sync_once: put off behind an ingest backlog, since
         self._kick = threading.Event()  # wake() runs the next pass now
         #: CPU seconds of the controller loop's thread, by part ("reconcile", "resend", "other"): benchmarks read it
-        self.loop_cpu_s: dict[str, float] = defaultdict(float)  # CPU seconds per part of the loop
+        self.loop_cpu_s: dict[str, float] = defaultdict(float)
         self._next_trust_refresh = 0.0
         # Rollouts: only the holder of the lease in the database runs reconcile passes.
         # can the controller hear the fleet? (cloud/devices/presence.py): holds rollouts while it cannot
