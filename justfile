@@ -12,7 +12,7 @@ demo *ARGS: setup
 
 # the test suite (skips what needs mosquitto/chromium/postgres when absent)
 test *ARGS: setup
-    {{venv}}/pytest -q {{ARGS}}
+    {{venv}}/pytest -q -n 3 --dist loadfile {{ARGS}}
 
 # every benchmark; each prints ratios against a baseline measured in the same run
 bench: setup

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from edgefleet.cloud.api import create_app
@@ -30,6 +31,13 @@ from edgefleet.cloud.demo.orchestrator import UvicornThread
 from edgefleet.cloud.demo.train import TrainedModel, train_digit_models
 from edgefleet.cloud.runtime import Controller
 from edgefleet.cloud.settings import load_settings
+
+# The suite runs three tests at a time on two cores (README): a request queued behind another
+# test's CPU for a few seconds is load, not a defect, yet httpx's 5 s default read timeout turns
+# it into a failure. Lengthen only the default; a test that checks a timeout passes its own.
+httpx._config.DEFAULT_TIMEOUT_CONFIG.read = 30.0
+httpx._config.DEFAULT_TIMEOUT_CONFIG.write = 30.0
+httpx._config.DEFAULT_TIMEOUT_CONFIG.pool = 30.0
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, message: str = "condition") -> Any:

@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -107,11 +108,16 @@ class Broker(Protocol):
     def reload(self) -> None: ...
 
 
-def _auth_dir(auth_dir: str | os.PathLike[str] | None) -> Path:
-    """The broker-auth directory (created with deny-all files if new)."""
+def _auth_dir(owner: object, auth_dir: str | os.PathLike[str] | None) -> Path:
+    """The broker-auth directory (created with deny-all files if new). A temporary one made
+    here is removed when ``owner`` (the broker) is collected or the process exits."""
     from .broker_auth import BrokerAuthFiles
 
-    path = Path(auth_dir) if auth_dir is not None else Path(tempfile.mkdtemp(prefix="edgefleet-broker-auth-"))
+    if auth_dir is not None:
+        path = Path(auth_dir)
+    else:
+        path = Path(tempfile.mkdtemp(prefix="edgefleet-broker-auth-"))
+        weakref.finalize(owner, shutil.rmtree, path, ignore_errors=True)
     BrokerAuthFiles(path).ensure()
     return path
 
@@ -129,7 +135,7 @@ class EmbeddedBroker:
         self.port = port or free_port(host)
         self.tls, self.tls_host = tls, tls_host or host  # a TLS listener besides the plain one
         self.tls_port = (tls_port or free_port(self.tls_host)) if tls else None
-        self.auth_dir = _auth_dir(auth_dir)
+        self.auth_dir = _auth_dir(self, auth_dir)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._broker: object | None = None
@@ -270,7 +276,7 @@ class MosquittoBroker:
         self.tls_port = (tls_port or free_port(self.tls_host)) if tls else None
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="edgefleet-mosquitto-"))
-        self.auth_dir = _auth_dir(auth_dir if auth_dir is not None else self.data_dir / "auth")
+        self.auth_dir = _auth_dir(self, auth_dir if auth_dir is not None else self.data_dir / "auth")
         self._proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
