@@ -12,8 +12,13 @@ consumer comes back and takes it all:
 * ``bare``: a paho client on ``fleet/v1/devices/+/telemetry`` (QoS 1, Receive Maximum 64 as
   the controller's, it only counts): messages per second from its first to its last
   arrival — the ceiling the broker and paho give this stream;
+* ``bare + Ed25519 check``: the same consumer also parses each message and checks its
+  signature (canonical bytes, ``report_sig.verify``) in its callback: what is left of that
+  ceiling for any controller that verifies every report in Python, before it stores anything;
 * ``controller --batch 1``: the controller as it was (one transaction per message);
-* ``controller --batch N``: group commit (``ingest_batch_max``, default 256);
+* ``controller --batch N``: group commit (``ingest_batch_max``, default 256); with
+  ``--receive-maximum 64,512`` once per ``mqtt_receive_maximum`` value (the QoS 1 messages the
+  broker may have in flight to the controller, unacknowledged until their batch commits);
 * with ``--replicas`` (PostgreSQL only): two controller processes on one database sharing the
   subscription (``$share/controllers/...``) against one, same batch setting.
 
@@ -22,7 +27,8 @@ database); its CPU per message is the processes' user+system time over the same 
 messages. Printed: absolute rates, ratios against the bare consumer (goal >= 0.5), batch vs
 one-per-transaction rate and CPU, and two replicas ÷ one.
 
-    python bench/bench_ingest_throughput.py [--devices 1000] [--postgres | --database-url URL] [--replicas]
+    python bench/bench_ingest_throughput.py [--devices 1000] [--receive-maximum 64,512]
+        [--postgres | --database-url URL] [--replicas]
 """
 
 from __future__ import annotations
@@ -56,8 +62,10 @@ from edgefleet.cloud.devices import fleet, identity, report_verify  # noqa: E402
 from edgefleet.cloud.runtime import Controller  # noqa: E402
 from edgefleet.cloud.settings import load_settings  # noqa: E402
 from edgefleet.cloud.tables import ModelVersion  # noqa: E402
-from edgefleet.protocols import Channel, LatencyStats, ModelRef, ShadowStats, Telemetry  # noqa: E402
+from edgefleet.protocols import Channel, LatencyStats, ModelRef, ShadowStats, Telemetry, fast_json  # noqa: E402
+from edgefleet.protocols.canonical import canonical_bytes  # noqa: E402
 from edgefleet.protocols.topics import device_topic  # noqa: E402
+from edgefleet.registry import report_sig  # noqa: E402
 
 CONTROL = ModelRef(name="digits", version="1.0", digest="a" * 64)
 CANDIDATE = ModelRef(name="digits", version="2.0", digest="b" * 64)
@@ -111,18 +119,29 @@ def publish(port: int, auth: tuple[str, str], stream: list[tuple[str, bytes]]) -
     return took
 
 
-def bare_rate(port: int, auth: tuple[str, str], stream: list[tuple[str, bytes]]) -> float:
+def bare_rate(port: int, auth: tuple[str, str], stream: list[tuple[str, bytes]],
+              keys: dict[str, str] | None = None) -> float:
     """Messages/s a paho consumer that does nothing but count drains this stream at, queued
-    for it by the broker while it was away (persistent session, like the controller's)."""
+    for it by the broker while it was away (persistent session, like the controller's).
+    With ``keys`` (device id → report public key) it also checks each message's Ed25519
+    signature as the controller must (parse, canonical bytes, verify) and counts only the
+    good ones: the ceiling of any controller that verifies every report in Python."""
     arrivals: list[float] = []
     client_id = f"bench-bare-{time.time_ns()}"
+
+    def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+        if keys is not None:
+            obj = fast_json.loads(message.payload)
+            if not report_sig.verify(keys[obj["device_id"]], canonical_bytes(obj), obj["sig"]):
+                return
+        arrivals.append(time.perf_counter())
 
     def connect() -> mqtt.Client:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 600
         props.ReceiveMaximum = 64  # as the controller's default mqtt_receive_maximum
         c = _client(client_id, port, auth)
-        c.on_message = lambda *_a: arrivals.append(time.perf_counter())
+        c.on_message = on_message
         c.connect("127.0.0.1", port, clean_start=False, properties=props)
         c.loop_start()
         return c
@@ -240,10 +259,13 @@ def controller_rate(data_dir: Path, db_url: str, port: int, auth: tuple[str, str
     return (applied - 1) / (last - first), (cpu_last - cpu_first) * 1000 / max(applied - 1, 1), applied
 
 
-def write_config(data_dir: Path, broker: MosquittoBroker, db_url: str | None, batch: int) -> None:
+def write_config(data_dir: Path, broker: MosquittoBroker, db_url: str | None, batch: int,
+                 receive_maximum: int | None = None) -> None:
     lines = ["[controller]", f"mqtt_port = {broker.port}", 'mqtt_protocol = "5"',
              f'broker_auth_dir = "{broker.auth_dir}"', "reconcile_interval_s = 2.0",
              f"ingest_batch_max = {batch}", "telemetry_period_s = 10.0"]
+    if receive_maximum is not None:
+        lines.append(f"mqtt_receive_maximum = {receive_maximum}")
     if db_url:
         lines.append(f'database_url = "{db_url}"')
     (data_dir / "controller.toml").write_text("\n".join(lines) + "\n")
@@ -256,6 +278,8 @@ def main() -> None:
     ap.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL server (initdb/pg_ctl on PATH)")
     ap.add_argument("--database-url", help="an existing PostgreSQL database (emptied!) instead of SQLite")
     ap.add_argument("--replicas", action="store_true", help="also two controller replicas on one PostgreSQL")
+    ap.add_argument("--receive-maximum", type=lambda v: [int(x) for x in v.split(",")],
+                    help="batched runs with these mqtt_receive_maximum values, e.g. 64,512 (default: the setting's)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (controller logs) for a look")
     args = ap.parse_args()
     if not MosquittoBroker.available():
@@ -305,16 +329,27 @@ def main() -> None:
 
         bare = bare_rate(broker.port, auth, stream.next())
         print(f"  bare paho consumer          {bare:9.0f} msg/s")
+        public = {d: k.public_key for d, k in stream.keys.items()}
+        checked = bare_rate(broker.port, auth, stream.next(), public)
+        print(f"  bare + Ed25519 check        {checked:9.0f} msg/s  ratio to bare {checked / bare:.2f} "
+              "(the ceiling of a controller that verifies in Python)")
         results = {}
-        for label, batch, replicas in (("controller --batch 1", 1, 1), (f"controller --batch {args.batch}", args.batch, 1)):
-            write_config(data_dir, broker, db_url, batch)
-            rate, cpu, n = controller_rate(data_dir, url, broker.port, auth, stream.next(), replicas, log)
-            results[batch] = (rate, cpu)
+        runs: list[tuple[str, int, int | None]] = [("controller --batch 1", 1, None)]
+        runs += [(f"controller --batch {args.batch}" + (f" rm {rm}" if rm else ""), args.batch, rm)
+                 for rm in args.receive_maximum or [None]]
+        for label, batch, rm in runs:
+            write_config(data_dir, broker, db_url, batch, rm)
+            rate, cpu, n = controller_rate(data_dir, url, broker.port, auth, stream.next(), 1, log)
+            results[label] = (rate, cpu)
             print(f"  {label:27s} {rate:9.0f} msg/s  {cpu:6.2f} ms CPU/msg  ({n} applied)  ratio to bare {rate / bare:.2f}")
-        one, many = results[1], results[args.batch]
-        print(f"batched ÷ bare consumer: {many[0] / bare:.2f} (goal >= 0.5)")
+        one, many = results[runs[0][0]], results[runs[1][0]]
+        print(f"batched ÷ bare consumer: {many[0] / bare:.2f} (goal >= 0.5); "
+              f"÷ the verifying consumer: {many[0] / checked:.2f}")
         print(f"batched ÷ one per transaction: {many[0] / max(one[0], 1e-9):.2f}x the rate, "
               f"{many[1] / one[1]:.2f}x the CPU per message")
+        for label, _batch, _rm in runs[2:]:
+            print(f"{label} ÷ {runs[1][0]}: {results[label][0] / max(many[0], 1e-9):.2f}x the rate, "
+                  f"{results[label][1] / many[1]:.2f}x the CPU per message")
         if args.replicas:
             write_config(data_dir, broker, db_url, args.batch)
             rate2, cpu2, n2 = controller_rate(data_dir, url, broker.port, auth, stream.next(), 2, log)
