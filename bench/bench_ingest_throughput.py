@@ -13,8 +13,9 @@ consumer comes back and takes it all:
   the controller's, it only counts): messages per second from its first to its last
   arrival — the ceiling the broker and paho give this stream;
 * ``bare + Ed25519 check``: the same consumer also parses each message and checks its
-  signature (canonical bytes, ``report_sig.verify``) in its callback: what is left of that
-  ceiling for any controller that verifies every report in Python, before it stores anything;
+  signature (canonical bytes, ``report_sig.verify``: libsodium) in its callback: what is left
+  of that ceiling for any controller that verifies every report on one Python thread, before
+  it stores anything; then the same with OpenSSL's check (``report_sig.verify_openssl``);
 * ``controller --batch 1``: the controller as it was (one transaction per message);
 * ``controller --batch N``: group commit (``ingest_batch_max``, default 256); with
   ``--receive-maximum 64,512`` once per ``mqtt_receive_maximum`` value (the QoS 1 messages the
@@ -120,19 +121,20 @@ def publish(port: int, auth: tuple[str, str], stream: list[tuple[str, bytes]]) -
 
 
 def bare_rate(port: int, auth: tuple[str, str], stream: list[tuple[str, bytes]],
-              keys: dict[str, str] | None = None) -> float:
+              keys: dict[str, str] | None = None, check: Any = report_sig.verify) -> float:
     """Messages/s a paho consumer that does nothing but count drains this stream at, queued
     for it by the broker while it was away (persistent session, like the controller's).
     With ``keys`` (device id → report public key) it also checks each message's Ed25519
-    signature as the controller must (parse, canonical bytes, verify) and counts only the
-    good ones: the ceiling of any controller that verifies every report in Python."""
+    signature as the controller must (parse, canonical bytes, ``check``: libsodium, or OpenSSL
+    with ``report_sig.verify_openssl``) and counts only the good ones: the ceiling of any
+    controller that verifies every report on one Python thread."""
     arrivals: list[float] = []
     client_id = f"bench-bare-{time.time_ns()}"
 
     def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
         if keys is not None:
             obj = fast_json.loads(message.payload)
-            if not report_sig.verify(keys[obj["device_id"]], canonical_bytes(obj), obj["sig"]):
+            if not check(keys[obj["device_id"]], canonical_bytes(obj), obj["sig"]):
                 return
         arrivals.append(time.perf_counter())
 
@@ -332,7 +334,9 @@ def main() -> None:
         public = {d: k.public_key for d, k in stream.keys.items()}
         checked = bare_rate(broker.port, auth, stream.next(), public)
         print(f"  bare + Ed25519 check        {checked:9.0f} msg/s  ratio to bare {checked / bare:.2f} "
-              "(the ceiling of a controller that verifies in Python)")
+              "(libsodium: the ceiling of a controller that verifies on one Python thread)")
+        openssl = bare_rate(broker.port, auth, stream.next(), public, report_sig.verify_openssl)
+        print(f"  bare + check by OpenSSL     {openssl:9.0f} msg/s  ratio to bare {openssl / bare:.2f}")
         results = {}
         runs: list[tuple[str, int, int | None]] = [("controller --batch 1", 1, None)]
         runs += [(f"controller --batch {args.batch}" + (f" rm {rm}" if rm else ""), args.batch, rm)
