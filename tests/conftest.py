@@ -40,6 +40,20 @@ httpx._config.DEFAULT_TIMEOUT_CONFIG.write = 30.0
 httpx._config.DEFAULT_TIMEOUT_CONFIG.pool = 30.0
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Byte-compile ``src/`` once per run, in the controlling process. It is installed editable,
+    so pip compiled none of it, and where ``PYTHONDONTWRITEBYTECODE`` is set (as on this
+    project's CI machines) no process writes a cache either: every xdist worker and every
+    ``fleet cloud serve``, simulator or agent process a test starts would compile the same
+    modules from source, about 1 s of CPU each. Python checks each cached file against its
+    source's size and mtime, so an edited module is never run from a stale one."""
+    if hasattr(config, "workerinput"):
+        return
+    import compileall
+
+    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "src"), quiet=1)
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, message: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
