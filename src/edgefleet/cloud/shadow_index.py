@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from ..protocols import Event, ShadowStats, Telemetry
-from ..shadow import merge_shadow_stats
+from ..shadow import merge_into_wire, merge_shadow_stats
 from .errors import BadRequest
 
 log = logging.getLogger(__name__)
@@ -264,14 +264,16 @@ def fold_pair_values(values: dict[str, Any] | None, msg: Telemetry, now: datetim
     key = pair_key(msg)
     assert shadow is not None and key is not None
     if values is None:
-        merged = shadow
         values = dict(device_id=key[0], control_name=key[1], control_version=key[2], candidate_name=key[3],
                       candidate_version=key[4], first_at=now, periods=0)
+        stats = shadow.model_dump(mode="json")
     else:
-        merged = merge_shadow_stats([ShadowStats.model_validate(values["stats"]), shadow])
+        folded = merge_into_wire(values["stats"], shadow) if isinstance(values["stats"], dict) else None
+        stats = folded if folded is not None else merge_shadow_stats(
+            [ShadowStats.model_validate(values["stats"]), shadow]).model_dump(mode="json")
         values = dict(values)
-    values.update(stats=merged.model_dump(mode="json"), frames=merged.frames, disagreements=merged.disagreements,
-                  dropped=merged.dropped, periods=values["periods"] + 1, updated_at=now)
+    values.update(stats=stats, frames=stats["frames"], disagreements=stats["disagreements"],
+                  dropped=stats["dropped"], periods=values["periods"] + 1, updated_at=now)
     return values
 
 

@@ -43,7 +43,13 @@ from .preprocess import Preprocessor, make_preprocessor, preprocess
 from .record import EVENT_MAX_BYTES, build_event
 from .replay import ReplayDisagreement, ReplayReport, format_report, iter_frames, replay
 from .ringbuffer import FrameRing
-from .stats import AgreementStats, ConfidenceHistogram, LatencyRecorder, merge_shadow_stats
+from .stats import (
+    AgreementStats,
+    ConfidenceHistogram,
+    LatencyRecorder,
+    merge_into_wire,
+    merge_shadow_stats,
+)
 from .triggers import (
     DISAGREEMENT,
     LOW_CONFIDENCE,
@@ -65,5 +71,5 @@ __all__ = [
     "SourceError", "Trigger", "TriggerPolicy",
     "available_codecs", "codec_works", "build_event", "comparator_for", "decode", "encode_clip", "encode_keyframe",
     "format_report", "frame_signature", "iou", "iter_frames", "make_preprocessor",
-    "merge_shadow_stats", "preprocess", "replay", "signature_distance", "softmax", "total_variation",
+    "merge_into_wire", "merge_shadow_stats", "preprocess", "replay", "signature_distance", "softmax", "total_variation",
 ]

@@ -17,8 +17,10 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..protocols import LatencyStats, ModelRef, ShadowStats
+from ..protocols.messages import MAX_OPEN_KEYS
 from .compare import NONE_LABEL, Comparison
 
 HIST_BINS = 10
@@ -232,7 +234,7 @@ def merge_shadow_stats(items: Iterable[ShadowStats]) -> ShadowStats:
         for key in lat:
             lat[key] += getattr(s.latency_ms, key) * s.frames
         lat_max = max(lat_max, s.latency_ms.max)
-        candidates.add(s.candidate.model_dump_json() if s.candidate else "")
+        candidates.add((s.candidate.name, s.candidate.version, s.candidate.digest) if s.candidate else None)
         candidate = s.candidate
     matrix: dict[str, dict[str, int]] = {}
     for (c, k), n in sorted(confusion.items()):
@@ -251,3 +253,68 @@ def merge_shadow_stats(items: Iterable[ShadowStats]) -> ShadowStats:
         nan_outputs=nan_outputs,
         errors=errors,
     )
+
+
+_WIRE_KEYS = frozenset(ShadowStats.model_fields)
+_LATENCY_KEYS = ("p50", "p95", "p99", "mean")  # weighted by frames; max: the maximum
+_LATENCY_KEYS_ALL = frozenset(LatencyStats.model_fields)
+_COUNT_MAX = 2**63 - 1
+
+
+def merge_into_wire(stored: dict[str, Any], s: ShadowStats) -> dict[str, Any] | None:
+    """``merge_shadow_stats([ShadowStats.model_validate(stored), s]).model_dump(mode="json")``
+    on plain values, without building either model: the controller folds every telemetry
+    period into the stored row of its (device, pair) this way. ``stored`` is such a dump.
+
+    None where the plain sums would not make a valid ``ShadowStats`` (more than
+    ``MAX_OPEN_KEYS`` classes, a count past 64 bits, an agreement outside [0, 1], a latency
+    that is not finite) or ``stored`` is not a full dump (an older row): the caller then
+    takes ``merge_shadow_stats``, which refuses or fills in as it always did.
+    """
+    if stored.keys() != _WIRE_KEYS:
+        return None
+    latency = stored["latency_ms"]
+    if not isinstance(latency, dict) or latency.keys() != _LATENCY_KEYS_ALL:
+        return None
+    frames = stored["frames"] + s.frames
+    disagreements = stored["disagreements"] + s.disagreements
+    per_class: dict[str, int] = dict(stored["per_class_disagreements"])
+    for label, n in s.per_class_disagreements.items():
+        per_class[label] = per_class.get(label, 0) + n
+    cells: dict[tuple[str, str], int] = {}
+    for matrix in (stored["confusion"], s.confusion):
+        for c, row in matrix.items():
+            for k, n in row.items():
+                cells[(c, k)] = cells.get((c, k), 0) + n
+    confusion: dict[str, dict[str, int]] = {}
+    for (c, k), n in sorted(cells.items()):
+        confusion.setdefault(c, {})[k] = n
+    agreement = (1.0 - disagreements / frames) if frames else None
+    if (len(per_class) > MAX_OPEN_KEYS or len(confusion) > MAX_OPEN_KEYS
+            or any(len(row) > MAX_OPEN_KEYS for row in confusion.values())
+            or any(n > _COUNT_MAX for n in per_class.values()) or any(n > _COUNT_MAX for n in cells.values())
+            or (agreement is not None and not 0.0 <= agreement <= 1.0)):
+        return None
+    stored_frames, wire = stored["frames"], s.latency_ms
+    mean_of = {}
+    for key in _LATENCY_KEYS:  # the sums in merge_shadow_stats's order: 0.0 + stored, then s
+        total = 0.0 + latency[key] * stored_frames
+        total += getattr(wire, key) * s.frames
+        mean_of[key] = total / frames if frames else 0.0
+    mean_of["max"] = max(0.0, latency["max"], wire.max)
+    if not all(math.isfinite(v) for v in mean_of.values()):
+        return None
+    stored_candidate = stored["candidate"]
+    candidate = s.candidate.model_dump(mode="json") if s.candidate is not None else None
+    return {
+        "candidate": candidate if stored_candidate == candidate else None,
+        "frames": frames,
+        "dropped": stored["dropped"] + s.dropped,
+        "disagreements": disagreements,
+        "agreement": agreement,
+        "per_class_disagreements": dict(sorted(per_class.items())),
+        "latency_ms": mean_of,
+        "confusion": confusion,
+        "nan_outputs": stored["nan_outputs"] + s.nan_outputs,
+        "errors": stored["errors"] + s.errors,
+    }

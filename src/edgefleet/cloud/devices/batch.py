@@ -114,11 +114,11 @@ class _Staged:
 class DeviceRecord:
     """A device row as plain attributes, for the pure functions that fold messages onto it
     (``ingest.*_onto``, ``report_verify.check_*``, ``freshness.update``): no ORM object per
-    device per batch. The columns the ingest path only overwrites (``RAW``) are kept as the
-    driver returned them, undecoded: compared unchanged, they are not written."""
+    device per batch. The columns the ingest path only overwrites or never reads (``RAW``) are
+    kept as the driver returned them, undecoded: compared unchanged, they are not written."""
 
     __slots__ = ("id", *_COLUMNS)
-    RAW = ("telemetry", "release_floor")
+    RAW = ("telemetry", "release_floor", "tags")
     id: str
 
 

@@ -47,6 +47,15 @@ def plain_label(label: str) -> bool:
     return PLAIN.fullmatch(label) is not None
 
 
+def _passes(label: str, listed: Sequence[frozenset[str]]) -> bool:
+    """``label`` is in one of the ``listed`` manifests' labels (plain, where none lists any)."""
+    if label == NONE_LABEL:
+        return True
+    if any(listed):
+        return any(label in labels for labels in listed)
+    return plain_label(label)
+
+
 class LabelBook:
     """Checks device-sent class names against the manifests of the models they name.
 
@@ -96,12 +105,7 @@ class LabelBook:
 
     def allows(self, label: str, *refs: ModelRef | None) -> bool:
         """True when ``label`` is a label of one of ``refs`` (or plain, where none lists labels)."""
-        if label == NONE_LABEL:
-            return True
-        listed = [self.labels_of(r) for r in refs]
-        if any(listed):
-            return any(label in labels for labels in listed)
-        return plain_label(label)
+        return _passes(label, [self.labels_of(r) for r in refs])
 
     # ----- messages -----
 
@@ -110,9 +114,10 @@ class LabelBook:
         dropped: list[str] = []
 
         def keep(counts: dict[str, Any], *refs: ModelRef | None) -> dict[str, Any]:
+            listed = [self.labels_of(r) for r in refs]  # once per map, not per class name
             out = {}
             for label, value in counts.items():
-                if self.allows(label, *refs):
+                if _passes(label, listed):
                     out[label] = value
                 else:
                     dropped.append(label)
