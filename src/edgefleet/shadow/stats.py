@@ -219,7 +219,7 @@ def merge_shadow_stats(items: Iterable[ShadowStats]) -> ShadowStats:
     confusion: Counter[tuple[str, str]] = Counter()
     lat = {"p50": 0.0, "p95": 0.0, "p99": 0.0, "mean": 0.0}
     lat_max = 0.0
-    candidates: set[str] = set()
+    candidates: set[tuple[str, str, str] | None] = set()
     candidate: ModelRef | None = None
     for s in items:
         frames += s.frames
