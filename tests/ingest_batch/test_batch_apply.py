@@ -7,6 +7,7 @@ A bad message costs only itself; another writer advancing a seq meanwhile retrie
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -31,6 +32,7 @@ from edgefleet.protocols import (
     Status,
     Telemetry,
 )
+from edgefleet.shadow import merge_shadow_stats
 
 from .conftest import Fleet, batched, one_by_one, outcome
 
@@ -93,7 +95,7 @@ def _stored(controller: Controller) -> dict[str, Any]:
         periods = [{k: v for k, v in p.model_dump().items() if k not in {"id", "received_at"}}
                    for p in s.exec(select(TelemetryPeriod).order_by(col(TelemetryPeriod.id))).all()]
         pairs = sorted((p.device_id, p.control_version, p.candidate_version, p.frames, p.disagreements, p.periods,
-                        p.stats["confusion"] == p.stats.get("confusion"))
+                        json.dumps(p.stats, sort_keys=True))
                        for p in s.exec(select(ShadowPairStats)).all())
     for p in periods:
         for k in ("period_start", "period_end"):
@@ -122,6 +124,40 @@ def test_a_batch_stores_what_one_message_at_a_time_stores(pair: tuple[Controller
                  for d, row in a["devices"].items()}
     assert differing == {"cam-1": {}, "cam-2": {}}
     assert b == a
+
+
+def test_the_folded_pair_stats_are_merge_shadow_stats_of_the_periods(controller: Controller) -> None:
+    fleet = Fleet([controller], {})
+    fleet.add("cam-1")
+    periods = [fleet.signed(_telemetry("cam-1", n, agreement=a)) for n, a in ((1, 0.9), (2, 0.5), (3, 1.0))]
+    assert batched(controller, periods[:1]) == ["ok"]
+    assert batched(controller, periods[1:]) == ["ok", "ok"]  # folded onto the stored row, then in the batch
+    with controller.session() as s:
+        row = s.exec(select(ShadowPairStats)).one()
+    expected = merge_shadow_stats([p.shadow for p in periods]).model_dump(mode="json")
+    assert row.stats == expected and row.periods == 3 and row.frames == 150
+    assert row.stats["confusion"] == {"8": {"3": 15, "8": 135}}
+
+
+def test_telemetry_leaves_the_columns_it_does_not_change_as_stored(controller: Controller) -> None:
+    """Columns the batch keeps undecoded (tags, created_at, reported_at) are not written back."""
+    fleet = Fleet([controller], {})
+    fleet.add("cam-1")
+    assert batched(controller, [fleet.signed(_reported("cam-1", 1, Phase.DOWNLOADING))]) == ["ok"]
+    with controller.session() as s:
+        device = s.get(Device, "cam-1")
+        assert device is not None
+        device.tags = {"site": "dock-4"}
+        s.add(device)
+        s.commit()
+        before = s.get(Device, "cam-1").model_dump()  # type: ignore[union-attr]
+    assert batched(controller, [fleet.signed(_telemetry("cam-1", 1))]) == ["ok"]
+    with controller.session() as s:
+        after = s.get(Device, "cam-1").model_dump()  # type: ignore[union-attr]
+    for column in ("tags", "created_at", "reported_at", "reported"):
+        assert after[column] == before[column], column
+    assert after["telemetry_at"] is not None and after["last_seen"] >= before["last_seen"]
+    assert after["telemetry"]["frames"] == 100
 
 
 def test_a_replay_inside_one_batch_is_refused_and_counted_once(controller: Controller) -> None:

@@ -118,7 +118,7 @@ class DeviceRecord:
     kept as the driver returned them, undecoded: compared unchanged, they are not written."""
 
     __slots__ = ("id", *_COLUMNS)
-    RAW = ("telemetry", "release_floor", "tags")
+    RAW = ("telemetry", "release_floor", "tags", "created_at", "telemetry_at", "reported_at", "last_seen")
     id: str
 
 

@@ -400,16 +400,21 @@ def record_telemetry_many(session: Session, msgs: Sequence[Telemetry]) -> int:
     ids = sorted({m.device_id for m in msgs})
     if not ids:
         return 0
-    rows = session.exec(
-        select(RolloutMember, Rollout)
+    # the rollouts that collect first (a few rows; an archived one has no member rows left): with
+    # none, as most of the time, no member query
+    collecting = {r.id: r for r in session.exec(select(Rollout).where(col(Rollout.state).in_(COLLECTING))
+                                                .where(col(Rollout.archived_at).is_(None))).all()}
+    if not collecting:
+        return 0
+    members = session.exec(
+        select(RolloutMember)
+        .where(col(RolloutMember.rollout_id).in_(sorted(collecting)))
         .where(col(RolloutMember.device_id).in_(ids))
-        .where(RolloutMember.rollout_id == Rollout.id)
-        .where(col(Rollout.state).in_(COLLECTING))
         .order_by(col(RolloutMember.rollout_id))
     ).all()
     by_device: dict[str, list[tuple[RolloutMember, Rollout]]] = {}
-    for member, rollout in rows:
-        by_device.setdefault(member.device_id, []).append((member, rollout))
+    for member in members:
+        by_device.setdefault(member.device_id, []).append((member, collecting[member.rollout_id]))
     changed = 0
     for msg in msgs:
         for member, rollout in by_device.get(msg.device_id, ()):
