@@ -4,6 +4,7 @@ signature, cleared by an admin; all over the real HTTP API and the real CLIs."""
 
 from __future__ import annotations
 
+import base64
 import stat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -136,3 +137,22 @@ def test_operator_enrols_with_the_key_provision_printed(stack, tmp_path: Path) -
     with pytest.raises(ApiError) as bad:
         stack.client.enrol_device("cam-bad", "cpu-x86_64", report_public_key="AAAA")
     assert bad.value.status_code == 400 and "32 bytes" in bad.value.detail
+
+
+def test_a_device_cannot_register_or_rotate_to_a_small_order_key(stack, tmp_path: Path) -> None:
+    """The neutral point as a report key would let anyone forge (one signature fits every
+    message under OpenSSL's check): refused with a 400 at a first registration and at a
+    rotation the current key really signed; the registered key stays."""
+    neutral = base64.b64encode(bytes([1]) + bytes(31)).decode()
+    creds = device_credentials(stack, "cam-so")
+    signer = ReportSigner(tmp_path / "dev", "cam-so")
+    with _http(stack, creds["token"]) as http:
+        r = http.put("/api/v1/devices/self/report-key", json={"public_key": neutral})
+        assert r.status_code == 400 and "small-order point" in r.json()["detail"]
+        assert _key_id(stack, "cam-so") is None
+        assert signer.register(http)
+        signed = report_sig.sign_rotation(signer.key, "cam-so", neutral)  # the current key's real signature
+        r = http.put("/api/v1/devices/self/report-key", json={"public_key": neutral, "rotation_signature": signed})
+        assert r.status_code == 400 and "small-order point" in r.json()["detail"]
+    assert _key_id(stack, "cam-so") == signer.key_id
+    assert stack.controller.bridge.handle(telemetry_topic("cam-so"), signer.sign(_telemetry("cam-so", 3))) == "ok"
