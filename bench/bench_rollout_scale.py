@@ -54,6 +54,8 @@ def main() -> None:
     ap.add_argument("--telemetry-period", type=float, default=60.0, help="seconds between a device's telemetry")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per deployment")
     ap.add_argument("--log", type=Path, default=None, help="write the controller's log (INFO) to this file")
+    ap.add_argument("--batch-wait", type=float, default=None, help="the controller's ingest_batch_wait_s "
+                    "(default: its default): how long a batch waits for more messages after its first")
     ap.add_argument("--python-gc", action="store_true", help="keep Python's garbage-collector settings "
                     "(the baseline of cloud/interpreter.py's tuning, which fleet cloud serve applies)")
     args = ap.parse_args()
@@ -74,7 +76,8 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f} at start", flush=True)
     with (postgres_url() if args.db == "postgres" else nullcontext(None)) as url, \
             sim_stack(tmp, devices, database_url=url, telemetry_period_s=args.telemetry_period, client_timeout=900,
-                      reconcile_interval_s=0.5, gc_gen0_threshold=0 if args.python_gc else 20_000) as stack:
+                      reconcile_interval_s=0.5, gc_gen0_threshold=0 if args.python_gc else 20_000,
+                      **({} if args.batch_wait is None else {"ingest_batch_wait_s": args.batch_wait})) as stack:
         print(f"# enrolled in {stack.enrol_s:.1f}s", flush=True)
         sim = SimProcesses(stack.broker.host, stack.broker.sim_port, devices, processes=procs,
                            auth=stack.broker.sim_auth, connections=conns, step_s=0.05, health_s=0.5,
@@ -165,6 +168,10 @@ def run(args: argparse.Namespace, tmp: Path, stack: SimStack, sim: SimProcesses,
           f"telemetry refused {stack.probe.refused['telemetry']}, reported refused {stack.probe.refused['reported']}; "
           f"handler CPU per reported {stack.probe.cpu_ms_per_message('reported'):.2f} ms, per telemetry "
           f"{stack.probe.cpu_ms_per_message('telemetry'):.2f} ms")
+    bridge = stack.controller.bridge
+    if bridge is not None and bridge.batches:
+        print(f"ingest batches {bridge.batches}, {bridge.batched_messages / bridge.batches:.1f} messages each on average "
+              f"(ingest_batch_wait_s {stack.settings.ingest_batch_wait_s:g})")
     if len(rows) < 2 or states["rollout"] != "completed":
         return
     d, r = rows["direct"], rows["rollout"]

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select as sa_select
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
@@ -393,6 +394,11 @@ def record_telemetry(session: Session, msg: Telemetry) -> int:
     return changed
 
 
+_ROLLOUT = Rollout.__table__  # type: ignore[attr-defined]
+_ANY_COLLECTING = (sa_select(_ROLLOUT.c.id).where(_ROLLOUT.c.state.in_(COLLECTING))
+                   .where(_ROLLOUT.c.archived_at.is_(None)).limit(1))  # built once: a Core read, no ORM
+
+
 def record_telemetry_many(session: Session, msgs: Sequence[Telemetry]) -> int:
     """``record_telemetry`` for a batch of periods (in order): one SELECT of the member rows
     of all their devices; the changed rows are left in the session (the caller flushes and
@@ -402,10 +408,10 @@ def record_telemetry_many(session: Session, msgs: Sequence[Telemetry]) -> int:
         return 0
     # the rollouts that collect first (a few rows; an archived one has no member rows left): with
     # none, as most of the time, no member query
+    if session.connection().execute(_ANY_COLLECTING).first() is None:
+        return 0
     collecting = {r.id: r for r in session.exec(select(Rollout).where(col(Rollout.state).in_(COLLECTING))
                                                 .where(col(Rollout.archived_at).is_(None))).all()}
-    if not collecting:
-        return 0
     members = session.exec(
         select(RolloutMember)
         .where(col(RolloutMember.rollout_id).in_(sorted(collecting)))
