@@ -400,14 +400,15 @@ _ANY_COLLECTING = (sa_select(_ROLLOUT.c.id).where(_ROLLOUT.c.state.in_(COLLECTIN
 
 
 def record_telemetry_many(session: Session, msgs: Sequence[Telemetry]) -> int:
-    """``record_telemetry`` for a batch of periods (in order): one SELECT of the member rows
-    of all their devices; the changed rows are left in the session (the caller flushes and
-    commits: ``devices.batch``). Returns how many folds changed a row."""
+    """``record_telemetry`` for a batch of periods (in order): one indexed read whether any
+    rollout collects figures (none: nothing more), then one SELECT of those rollouts and one
+    of their member rows for all the batch's devices; the changed rows are left in the
+    session (the caller flushes and commits: ``devices.batch``). Returns how many folds
+    changed a row."""
     ids = sorted({m.device_id for m in msgs})
     if not ids:
         return 0
-    # the rollouts that collect first (a few rows; an archived one has no member rows left): with
-    # none, as most of the time, no member query
+    # an archived rollout has no member rows left, so it is not asked for
     if session.connection().execute(_ANY_COLLECTING).first() is None:
         return 0
     collecting = {r.id: r for r in session.exec(select(Rollout).where(col(Rollout.state).in_(COLLECTING))
