@@ -110,6 +110,16 @@ def test_an_idle_session_stops_counting_and_is_removed_when_the_room_is_needed(t
     assert not (tmp_path / "staging" / a.upload_id).exists()  # the stale one made room
 
 
+def test_a_stale_session_in_the_new_sessions_lock_stripe_is_removed_too(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions share lock stripes (by hash): the create holding the new session's stripe must
+    still remove a stale session of the same stripe (one stripe here, so every one shares it)."""
+    from edgefleet.cloud.uploads import store as store_module
+
+    monkeypatch.setattr(store_module, "_LOCK_STRIPES", 1)
+    test_an_idle_session_stops_counting_and_is_removed_when_the_room_is_needed(tmp_path)
+
+
 def test_the_quota_survives_a_controller_restart(tmp_path: Path) -> None:
     clock = Clock()
     store = _store(tmp_path, clock)

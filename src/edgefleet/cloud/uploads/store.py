@@ -381,13 +381,17 @@ class UploadStore:
             for u in stale:
                 del mine[u]
             mine[upload_id] = (size, now)
+        held = self._lock(upload_id)  # the caller (create) holds the new session's stripe
         for u in stale:
-            self._drop_stale(u)
+            self._drop_stale(u, held)
 
-    def _drop_stale(self, upload_id: str) -> None:
-        """Remove an idle open session (its device re-creates it if it ever comes back)."""
+    def _drop_stale(self, upload_id: str, held: threading.Lock | None = None) -> None:
+        """Remove an idle open session (its device re-creates it if it ever comes back).
+        ``held``: a lock stripe this thread already holds (the session being created): a stale
+        session in the same stripe is removed under it, not left behind."""
         lock = self._lock(upload_id)
-        if not lock.acquire(blocking=False):  # busy, or our own stripe: leave it for expire()
+        own = lock is held
+        if not own and not lock.acquire(blocking=False):  # busy: leave it for expire()
             return
         try:
             session = self._load(upload_id)
@@ -396,7 +400,8 @@ class UploadStore:
         except UploadStorageError:
             pass
         finally:
-            lock.release()
+            if not own:
+                lock.release()
 
     def _touch(self, device_id: str, upload_id: str, size: int) -> None:
         with self._quota_lock:
