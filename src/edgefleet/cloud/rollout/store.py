@@ -397,6 +397,7 @@ def record_telemetry(session: Session, msg: Telemetry) -> int:
 _ROLLOUT = Rollout.__table__  # type: ignore[attr-defined]
 _ANY_COLLECTING = (sa_select(_ROLLOUT.c.id).where(_ROLLOUT.c.state.in_(COLLECTING))
                    .where(_ROLLOUT.c.archived_at.is_(None)).limit(1))  # built once: a Core read, no ORM
+_COLLECTING_ROLLOUTS = select(Rollout).where(col(Rollout.state).in_(COLLECTING)).where(col(Rollout.archived_at).is_(None))
 
 
 def record_telemetry_many(session: Session, msgs: Sequence[Telemetry]) -> int:
@@ -411,8 +412,7 @@ def record_telemetry_many(session: Session, msgs: Sequence[Telemetry]) -> int:
     # an archived rollout has no member rows left, so it is not asked for
     if session.connection().execute(_ANY_COLLECTING).first() is None:
         return 0
-    collecting = {r.id: r for r in session.exec(select(Rollout).where(col(Rollout.state).in_(COLLECTING))
-                                                .where(col(Rollout.archived_at).is_(None))).all()}
+    collecting = {r.id: r for r in session.exec(_COLLECTING_ROLLOUTS).all()}
     members = session.exec(
         select(RolloutMember)
         .where(col(RolloutMember.rollout_id).in_(sorted(collecting)))
