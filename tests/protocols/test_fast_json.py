@@ -22,8 +22,14 @@ _floats = (st.floats(allow_nan=True, allow_infinity=True)
            | st.sampled_from([1e-5, 2.5e-5, 1e-7, -3e-9, 1e-10, 1e16, 1.5e16, 1e22, 5e-324, -0.0, 0.0001]))
 _scalars = (st.none() | st.booleans() | _text | _floats
             | st.integers(min_value=-2**70, max_value=2**70) | st.sampled_from([2**63, -2**63 - 1, 2**64, 10**19, 2**63 - 1, -2**63, 2**64 - 1]))
-_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
-                       | st.dictionaries(_text, inner, max_size=4), max_leaves=20)
+def _containers(inner: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    # a named function, not a lambda: hypothesis describes a lambda by walking sys.modules,
+    # which a background import in the same worker (the controller's Evidently warm-up) can
+    # change meanwhile ("dictionary changed size during iteration", seen once in CI)
+    return st.lists(inner, max_size=4) | st.tuples(inner, inner) | st.dictionaries(_text, inner, max_size=4)
+
+
+_values = st.recursive(_scalars, _containers, max_leaves=20)
 
 
 def _json_canonical(value: object) -> bytes | type[Exception]:
